@@ -1,0 +1,165 @@
+/* echo_server: a cport server that sends back every byte it receives.
+ *
+ *   echo_server [--host ADDR] [--port N] [--threads N] [--max-sessions N]
+ *
+ * Prints "listening on HOST:PORT" once ready. SIGINT or SIGTERM stops it
+ * gracefully: no new connections, every session flushed and closed (or cut
+ * off after two seconds if its peer does not read), a summary line, exit 0.
+ * A peer that sends but never reads is simply no longer read once a
+ * megabyte is queued for it (CPORT_SENDQ_PAUSE_READ), so memory stays
+ * bounded. */
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <uv.h>
+
+#include "cport/cport.h"
+#include "example_args.h"
+
+#define STOP_DEADLINE_MS 2000
+
+typedef struct server_s {
+  cport_core_t* core;
+  cport_service_t* svc;
+  uv_signal_t sigint;
+  uv_signal_t sigterm;
+} server_t;
+
+
+static size_t echo_on_recv(cport_session_t* s,
+                           const uint8_t* data,
+                           size_t len) {
+  int rc = cport_session_send(s, data, len);
+  /* At the send-queue limit keep the bytes: they are presented again, with
+   * whatever arrives next, once reading resumes. */
+  if (rc == CPORT_ESENDQ)
+    return 0;
+  return len;
+}
+
+
+static void on_stopped(cport_service_t* svc) {
+  server_t* server = cport_service_get_data(svc);
+  uv_close((uv_handle_t*)&server->sigint, NULL);
+  uv_close((uv_handle_t*)&server->sigterm, NULL);
+  cport_core_stop(server->core);
+}
+
+
+static void on_signal(uv_signal_t* handle, int signum) {
+  server_t* server = handle->data;
+  (void)signum;
+  /* A second signal while stopping changes nothing (UV_EALREADY). */
+  cport_service_stop(server->svc, STOP_DEADLINE_MS, on_stopped);
+}
+
+
+static void usage(FILE* out) {
+  fprintf(out,
+          "usage: echo_server [--host ADDR] [--port N] [--threads N] "
+          "[--max-sessions N]\n"
+          "  --host ADDR         address to listen on (default 127.0.0.1)\n"
+          "  --port N            TCP port, 0 for any free one (default 7777)\n"
+          "  --threads N         ports (loop threads); this version runs 1\n"
+          "  --max-sessions N    most concurrent sessions, 0 = no limit "
+          "(default 10000)\n");
+}
+
+
+int main(int argc, char** argv) {
+  const char* host = "127.0.0.1";
+  long port = 7777;
+  long threads = 1;
+  long max_sessions = 10000;
+  server_t server;
+  cport_addr_t addr;
+  cport_service_opts_t opts;
+  cport_service_stats_t stats;
+  char text[CPORT_ADDR_STRLEN];
+  int i;
+  int rc;
+
+  for (i = 1; i < argc; i++) {
+    const char* value = i + 1 < argc ? argv[i + 1] : NULL;
+    if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+      usage(stdout);
+      return 0;
+    } else if (strcmp(argv[i], "--host") == 0 && value != NULL) {
+      host = value;
+    } else if (strcmp(argv[i], "--port") == 0 &&
+               example_parse_long(value, 0, 65535, &port) == 0) {
+    } else if (strcmp(argv[i], "--threads") == 0 &&
+               example_parse_long(value, 1, 1024, &threads) == 0) {
+    } else if (strcmp(argv[i], "--max-sessions") == 0 &&
+               example_parse_long(value, 0, 10000000, &max_sessions) == 0) {
+    } else {
+      fprintf(stderr, "echo_server: bad argument '%s'%s%s\n", argv[i],
+              value != NULL ? " " : "", value != NULL ? value : "");
+      usage(stderr);
+      return 2;
+    }
+    i++; /* every option takes a value */
+  }
+  if (cport_addr_resolve(&addr, host, (int)port) != 0) {
+    fprintf(stderr, "echo_server: bad address '%s'\n", host);
+    usage(stderr);
+    return 2;
+  }
+  if (threads > 1)
+    fprintf(stderr,
+            "echo_server: this version of cport runs one port; "
+            "--threads %ld runs 1 thread\n",
+            threads);
+
+  memset(&server, 0, sizeof(server));
+  rc = cport_core_create(&server.core, NULL);
+  if (rc != 0) {
+    fprintf(stderr, "echo_server: %s\n", cport_strerror(rc));
+    return 1;
+  }
+  cport_service_opts_init(&opts);
+  opts.cbs.on_recv = echo_on_recv;
+  opts.max_sessions = (unsigned)max_sessions;
+  opts.data = &server;
+  rc = cport_service_create(&server.svc, server.core, CPORT_SERVICE_SERVER,
+                            &addr, &opts);
+  if (rc == 0)
+    rc = cport_service_start(server.svc);
+  if (rc != 0) {
+    cport_addr_format(&addr, text, sizeof(text));
+    fprintf(stderr, "echo_server: cannot listen on %s: %s\n", text,
+            cport_strerror(rc));
+    cport_service_destroy(server.svc);
+    cport_core_destroy(server.core);
+    return 1;
+  }
+  cport_service_local_addr(server.svc, &addr);
+  cport_addr_format(&addr, text, sizeof(text));
+  printf("listening on %s\n", text);
+  fflush(stdout);
+
+  uv_signal_init(cport_core_loop(server.core, 0), &server.sigint);
+  uv_signal_init(cport_core_loop(server.core, 0), &server.sigterm);
+  server.sigint.data = server.sigterm.data = &server;
+  uv_signal_start(&server.sigint, on_signal, SIGINT);
+  uv_signal_start(&server.sigterm, on_signal, SIGTERM);
+
+  rc = cport_core_run(server.core);
+  if (rc != 0) {
+    fprintf(stderr, "echo_server: %s\n", cport_strerror(rc));
+    return 1;
+  }
+  cport_core_join(server.core);
+
+  cport_service_stats(server.svc, &stats);
+  printf(
+      "echo_server: served %llu sessions, echoed %llu bytes, "
+      "rejected %llu\n",
+      (unsigned long long)stats.connected, (unsigned long long)stats.bytes_out,
+      (unsigned long long)stats.rejected);
+  fflush(stdout);
+  cport_service_destroy(server.svc);
+  cport_core_destroy(server.core);
+  return 0;
+}

@@ -1,0 +1,131 @@
+/* cport: the core and its ports (the lecture's IocpCore and thread manager).
+ *
+ * A core owns one or more *ports*. A port is one libuv loop driven by one
+ * thread at a time; every listener and session lives on exactly one port and
+ * all its callbacks run on that port's thread. The core either owns its loops
+ * (cport_core_run() then starts one thread per port, or the application
+ * drives a port itself with cport_core_dispatch()), or is embedded on an
+ * application's existing uv_loop_t, which the application keeps running.
+ *
+ * "Thread: port" in these headers means: the thread driving the port right
+ * now (inside cport_core_dispatch or a port thread of cport_core_run, callbacks
+ * included), or the owner while no thread drives it (before cport_core_run,
+ * after cport_core_join, between dispatch calls). For an embedded core it is
+ * the thread that runs the application's loop.
+ *
+ * This version has one port per core; opts.ports exists so that code written
+ * now keeps compiling when more ports arrive. */
+#ifndef CPORT_CORE_H
+#define CPORT_CORE_H
+
+#include "cport/export.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct uv_loop_s;
+
+typedef struct cport_core_s cport_core_t;
+
+typedef struct cport_core_opts_s {
+  /* Number of ports. Only 1 is supported in this version. Default 1. */
+  unsigned ports;
+  /* Embed: run port 0 on this application-owned loop instead of a loop of
+   * cport's own. The application keeps driving the loop (uv_run) on its own
+   * thread; cport starts no thread. Default NULL. */
+  struct uv_loop_s* loop;
+  /* Non-zero (the default): on POSIX systems, if SIGPIPE still has its
+   * default action when the core is created, set it to SIG_IGN, because libuv
+   * writes with write()/writev(), and a peer that vanishes mid-write would
+   * otherwise kill the process. 0 leaves signal handling to the application,
+   * which must then ignore or handle SIGPIPE itself. */
+  int ignore_sigpipe;
+} cport_core_opts_t;
+
+/* Fill `opts` with defaults.
+ * Thread: any. */
+CPORT_API void cport_core_opts_init(cport_core_opts_t* opts);
+
+/* Create a core. `opts` may be NULL for the defaults.
+ * Ownership: `opts` is read during the call only; `*out` is the caller's and
+ *            is released with cport_core_destroy().
+ * Thread:    any; the creating thread becomes the core's owner.
+ * Returns:   0; UV_EINVAL for NULL `out` or ports 0; UV_ENOTSUP for
+ *            ports > 1 (this version); UV_ENOMEM; a libuv error from loop
+ *            set-up. */
+CPORT_API int cport_core_create(cport_core_t** out,
+                                const cport_core_opts_t* opts);
+
+/* Destroy a core. Accepts NULL. Stops and joins port threads first, then
+ * runs the port's loop until cport's handles are closed; the callbacks of
+ * services destroyed just before (their on_disconnected) run inside this
+ * call, on the calling thread.
+ * Every service on the core must have been destroyed, and the application's
+ * own handles on cport_core_loop() closed, before. If a handle is still open
+ * the call does not wait for it: it returns and leaks the core, because
+ * freeing the loop under a live handle would corrupt memory.
+ * An embedded core closes its handles on the application's loop and its
+ * memory is released by that loop's next iteration: run the loop (for
+ * example uv_run(loop, UV_RUN_NOWAIT)) before uv_loop_close().
+ * Thread:  owner, never from a port's own callback.
+ * Blocks:  until the port threads have exited. */
+CPORT_API void cport_core_destroy(cport_core_t* core);
+
+/* Run one round of completions on `port` from the calling thread (the
+ * lecture's IocpCore::Dispatch): wait up to `timeout_ms` for at least one
+ * event, run the callbacks of what completed, return.
+ * `timeout_ms` < 0 waits without limit, 0 only polls.
+ * Thread:    any thread, but one at a time per port, and never while
+ *            cport_core_run() drives the core. The calling thread is the port
+ *            thread for the duration of the call. On an embedded core this
+ *            runs the application's loop once, like uv_run(UV_RUN_ONCE).
+ * Callback:  all callbacks of the port's objects run inside this call.
+ * Returns:   1 if the port still has active handles or requests, 0 if it has
+ *            none (waiting again would only time out); UV_EINVAL for NULL or
+ *            a bad port index; UV_EBUSY while cport_core_run() threads run the
+ *            core. */
+CPORT_API int cport_core_dispatch(cport_core_t* core,
+                                  unsigned port,
+                                  int timeout_ms);
+
+/* Start one thread per port, each running its port's loop until
+ * cport_core_stop(). Returns at once.
+ * Thread:  owner.
+ * Returns: 0; UV_EINVAL for NULL or for an embedded core (the application
+ *          drives that loop); UV_EBUSY if already running; a libuv error if a
+ *          thread cannot be started (threads already started are stopped). */
+CPORT_API int cport_core_run(cport_core_t* core);
+
+/* Ask every port thread started by cport_core_run() to return after its
+ * current round of callbacks. Does not wait: use cport_core_join().
+ * Safe from any thread, including a port's own callbacks, and more than
+ * once. Services are not stopped by this: stop them first if their sessions
+ * should be disconnected gracefully. On an embedded core it does nothing: the
+ * application's loop is the application's to stop.
+ * Thread:  any.
+ * Returns: 0; UV_EINVAL for NULL. */
+CPORT_API int cport_core_stop(cport_core_t* core);
+
+/* Wait for the threads started by cport_core_run() to exit (after
+ * cport_core_stop()). Afterwards the core may be run again or destroyed.
+ * Thread:  owner, never from a port's own callback.
+ * Blocks:  until every port thread has returned.
+ * Returns: 0 (also when nothing was running); UV_EINVAL for NULL. */
+CPORT_API int cport_core_join(cport_core_t* core);
+
+/* Thread: any. Returns: the number of ports, 0 for NULL. */
+CPORT_API unsigned cport_core_ports(const cport_core_t* core);
+
+/* The libuv loop behind `port`, for adding the application's own handles
+ * (timers, signals) to it. Those handles follow the port's thread rules.
+ * Ownership: the loop belongs to the core (or to the application, when
+ *            embedded); never close it.
+ * Thread:    any.
+ * Returns:   NULL for NULL core or a bad port index. */
+CPORT_API struct uv_loop_s* cport_core_loop(cport_core_t* core, unsigned port);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* CPORT_CORE_H */

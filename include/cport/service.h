@@ -1,0 +1,216 @@
+/* cport: services (the lecture's Service, ServerService and ClientService).
+ *
+ * A service is a set of sessions that share callbacks and limits. A server
+ * service listens on an address and accepts sessions; a client service
+ * connects sessions to an address. The application gives the callbacks and
+ * the size of a per-session user area, the service creates the sessions.
+ *
+ * Typical server:
+ *
+ *   cport_service_opts_t o;
+ *   cport_service_opts_init(&o);
+ *   o.cbs.on_recv = echo_recv;            // size_t (*)(s, data, len)
+ *   cport_service_create(&svc, core, CPORT_SERVICE_SERVER, &addr, &o);
+ *   if ((rc = cport_service_start(svc)) != 0)   // bind and listen errors
+ *     fprintf(stderr, "%s\n", cport_strerror(rc));
+ */
+#ifndef CPORT_SERVICE_H
+#define CPORT_SERVICE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cport/addr.h"
+#include "cport/core.h"
+#include "cport/export.h"
+#include "cport/session.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum cport_service_kind_e {
+  CPORT_SERVICE_SERVER = 1, /* listens on the address, accepts sessions */
+  CPORT_SERVICE_CLIENT = 2  /* connects sessions to the address */
+} cport_service_kind_t;
+
+/* What happens when a session has send_queue_limit bytes or more queued. In
+ * both cases cport_session_send() refuses further bytes with CPORT_ESENDQ, so
+ * memory stays bounded and nothing is dropped without the caller knowing. */
+typedef enum cport_sendq_policy_e {
+  /* Stop reading from the peer until the queue drains to half the limit, then
+   * read again. Right for request/response protocols such as echo: a peer
+   * that sends but never reads is simply no longer read. */
+  CPORT_SENDQ_PAUSE_READ = 0,
+  /* Disconnect the session with cause CPORT_ESENDQ. Right for broadcast
+   * servers where a slow reader must not hold the others back. */
+  CPORT_SENDQ_DISCONNECT = 1
+} cport_sendq_policy_t;
+
+/* The lecture's virtual On* functions. Every callback runs on the session's
+ * port thread; NULL members are skipped (a NULL on_recv consumes all). */
+typedef struct cport_session_cbs_s {
+  /* The connection is up: accepted (server) or connected (client). */
+  void (*on_connected)(cport_session_t* s);
+  /* Bytes arrived. `data` holds first whatever the previous call left
+   * unconsumed, then the new bytes. Return how many bytes from the front were
+   * consumed (0..len); the rest is kept and presented again, first, when more
+   * bytes arrive, or when reading resumes after a send-queue pause (so bytes
+   * left because a send returned CPORT_ESENDQ are not stranded). `data` is
+   * valid during the call only. */
+  size_t (*on_recv)(cport_session_t* s, const uint8_t* data, size_t len);
+  /* One cport_session_send() of `len` bytes has been written to the kernel. */
+  void (*on_send)(cport_session_t* s, size_t len);
+  /* The session is over; runs exactly once for every session that reached
+   * on_connected. `code` says why: UV_EOF (peer closed), UV_ECONNRESET and
+   * other libuv codes, CPORT_ELOCAL (cport_session_disconnect), CPORT_ESTOPPED,
+   * CPORT_ERECVFULL, CPORT_ESENDQ, CPORT_ECONSUMED. `cause` is readable text
+   * (the string given to cport_session_disconnect for CPORT_ELOCAL), valid
+   * during the call. No callback of `s` runs after this one. */
+  void (*on_disconnected)(cport_session_t* s, int code, const char* cause);
+  /* Client services: one connect attempt failed with `code` (for example
+   * UV_ECONNREFUSED, or UV_ECANCELED when the service stopped first). */
+  void (*on_connect_failed)(cport_service_t* svc, int code);
+} cport_session_cbs_t;
+
+typedef struct cport_service_opts_s {
+  cport_session_cbs_t cbs;
+  /* Bytes of per-session user area (cport_session_user). Default 0. */
+  size_t user_size;
+  /* Server: most open sessions, counting those still closing (each holds a
+   * socket); connections past it are accepted and closed at once, and
+   * counted as rejected. 0 means no limit. Default 10000. */
+  unsigned max_sessions;
+  /* Client: sessions cport_service_start() connects. Default 1. */
+  unsigned connect_count;
+  /* Most bytes a session keeps for on_recv between reads: what on_recv left
+   * unconsumed plus what arrives behind it. A session whose kept bytes reach
+   * the limit while on_recv consumes nothing of them is disconnected with
+   * CPORT_ERECVFULL. (A single read, up to 64 KiB, is presented whole even
+   * when the limit is smaller; only what on_recv leaves of it counts.) Idle
+   * sessions keep no receive memory at all. Default 256 KiB; at least 1. */
+  size_t recv_buffer_limit;
+  /* Queued send bytes at which send_queue_policy applies. Default 1 MiB;
+   * at least 1. */
+  size_t send_queue_limit;
+  cport_sendq_policy_t send_queue_policy; /* default CPORT_SENDQ_PAUSE_READ */
+  /* listen() backlog for servers. Default 511. */
+  int backlog;
+  /* Which port of the core the service runs on. Default 0. */
+  unsigned port;
+  /* User pointer, see cport_service_get_data(). Default NULL. */
+  void* data;
+} cport_service_opts_t;
+
+typedef struct cport_service_stats_s {
+  uint64_t connected;      /* sessions that reached on_connected */
+  uint64_t rejected;       /* server: closed at once at max_sessions */
+  uint64_t accept_errors;  /* server: failed accepts (EMFILE and the like) */
+  uint64_t connect_failed; /* client: failed connect attempts */
+  uint64_t active;         /* live sessions now */
+  uint64_t peak;           /* most live sessions at once */
+  uint64_t bytes_in;       /* bytes received */
+  uint64_t bytes_out;      /* bytes of completed sends */
+} cport_service_stats_t;
+
+/* Fill `opts` with the defaults listed above. Thread: any. */
+CPORT_API void cport_service_opts_init(cport_service_opts_t* opts);
+
+/* Create a service of `kind` for `addr` on `core`. Nothing happens on the
+ * network until cport_service_start().
+ * Ownership: `addr` and `opts` are copied; `*out` is the caller's, released
+ *            with cport_service_destroy(); `core` must outlive the service.
+ * Thread:    the port's thread (or, while no thread runs the port, the owner).
+ * Returns:   0; UV_EINVAL for NULL arguments or an unset address, an unknown
+ *            kind or send_queue_policy, a bad port index, zero limits, a
+ *            backlog below 1, or a client with connect_count 0; UV_ENOMEM;
+ *            a libuv error from timer set-up. */
+CPORT_API int cport_service_create(cport_service_t** out,
+                                   cport_core_t* core,
+                                   cport_service_kind_t kind,
+                                   const cport_addr_t* addr,
+                                   const cport_service_opts_t* opts);
+
+/* Start the service (the lecture's Service::Start). A server binds and
+ * listens, and reports bind errors here; a client starts connect_count
+ * connects, whose outcomes arrive as on_connected or on_connect_failed.
+ * Thread:  port.
+ * Returns: 0; UV_EINVAL for NULL or a service already started or stopped;
+ *          for a server, UV_EADDRINUSE, UV_EACCES, UV_EADDRNOTAVAIL and other
+ *          bind or listen errors (then nothing is left open and start may be
+ *          called again); for a client, the error of the first connect that
+ *          could not even start (counted in stats.connect_failed, with no
+ *          callback; the connects started before it go on and the service
+ *          counts as started); UV_ENOMEM. */
+CPORT_API int cport_service_start(cport_service_t* svc);
+
+/* Client services: start `n` more connects to the service's address.
+ * Thread:  port.
+ * Returns: 0 if all were started; UV_EINVAL for NULL, n 0, a server, or a
+ *          service not started or stopping; UV_ENOMEM or a libuv error for
+ *          the first connect that could not start (the earlier ones go on). */
+CPORT_API int cport_service_connect(cport_service_t* svc, unsigned n);
+
+/* Stop: close the listener (servers), cancel pending connects (clients) and
+ * disconnect every session gracefully with cause CPORT_ESTOPPED. Sessions
+ * whose queued bytes have not drained after `deadline_ms` (the peer does not
+ * read) are closed at once. `on_stopped` (may be NULL) runs once, later, on
+ * the port thread, when every session has had on_disconnected and the
+ * listener is closed; it may destroy the service.
+ * Thread:  port.
+ * Returns: 0; UV_EINVAL for NULL or negative deadline; UV_EALREADY when a
+ *          stop is already under way or done (on_stopped is then not
+ *          called again). */
+CPORT_API int cport_service_stop(cport_service_t* svc,
+                                 int deadline_ms,
+                                 void (*on_stopped)(cport_service_t* svc));
+
+/* Destroy the service. Accepts NULL. If it is still running, its sessions
+ * are closed at once (no flush); their on_disconnected still runs, with
+ * CPORT_ESTOPPED, during the port's next round, after this call has returned,
+ * and a pending stop's on_stopped is not called. The memory is released once
+ * libuv has closed every handle. Safe inside the service's own callbacks,
+ * on_stopped included.
+ * Thread: port. */
+CPORT_API void cport_service_destroy(cport_service_t* svc);
+
+/* The server's bound address, with the real port when the service was
+ * started on port 0.
+ * Thread:  port.
+ * Returns: 0; UV_EINVAL for NULL or a client; UV_ENOTCONN when not
+ *          listening. */
+CPORT_API int cport_service_local_addr(const cport_service_t* svc,
+                                       cport_addr_t* out);
+
+/* Live sessions: connected and not yet through on_disconnected.
+ * Thread: port. Returns 0 for NULL. */
+CPORT_API size_t cport_service_session_count(const cport_service_t* svc);
+
+/* Call `fn` for every live session, oldest first (for client services, in
+ * the order their connects were started), until it returns
+ * non-zero. `fn` may disconnect sessions (the list changes only after
+ * on_disconnected, which never runs inside this call).
+ * Thread:  port.
+ * Returns: what the last `fn` returned (0 when all were visited);
+ *          UV_EINVAL for NULL `svc` or `fn`. */
+CPORT_API int cport_service_foreach(cport_service_t* svc,
+                                    int (*fn)(cport_session_t* s, void* arg),
+                                    void* arg);
+
+/* Copy the service's counters into `out`.
+ * Thread: port. Returns: 0; UV_EINVAL for NULL. */
+CPORT_API int cport_service_stats(const cport_service_t* svc,
+                                  cport_service_stats_t* out);
+
+/* The user pointer from opts.data, or set here. cport never reads it.
+ * Thread: port. */
+CPORT_API void cport_service_set_data(cport_service_t* svc, void* data);
+CPORT_API void* cport_service_get_data(const cport_service_t* svc);
+
+/* Thread: any. Returns the core the service runs on, NULL for NULL. */
+CPORT_API cport_core_t* cport_service_core(const cport_service_t* svc);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* CPORT_SERVICE_H */

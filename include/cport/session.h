@@ -1,0 +1,108 @@
+/* cport: sessions (the lecture's Session).
+ *
+ * A session is one TCP connection, accepted by a server service or opened by
+ * a client service. The application never creates one directly; it reacts to
+ * the service's callbacks (cport_session_cbs_t in service.h) and acts on the
+ * session with the functions below.
+ *
+ * Lifetime: a session's memory, including its user area, lives while anyone
+ * holds a reference: its libuv handle until closed, every pending request,
+ * and every cport_session_ref() of the application. on_disconnected runs
+ * exactly once for every session that reached on_connected, after its last
+ * on_send, and no callback of that session runs after it. */
+#ifndef CPORT_SESSION_H
+#define CPORT_SESSION_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cport/addr.h"
+#include "cport/export.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct cport_session_s cport_session_t;
+typedef struct cport_service_s cport_service_t;
+
+/* Queue `len` bytes from `data` for sending on `s` (the lecture's
+ * Session::Send). The bytes are copied into one heap-allocated write request
+ * that owns them and holds a reference on the session until its write
+ * callback has run. Bytes leave in the order of the send calls. on_send
+ * reports each completed send with its length.
+ * Ownership: `data` is copied before return; the caller keeps it.
+ * Thread:    port.
+ * The limit is checked before a send is added, so the queue can exceed
+ * send_queue_limit by at most one send.
+ * Returns:   0; UV_EINVAL for NULL `s`, NULL `data`, `len` 0 or `len` over
+ *            UINT32_MAX (a libuv buffer's size);
+ *            UV_ENOTCONN before on_connected or once a disconnect has begun;
+ *            CPORT_ESENDQ if the session already has the service's
+ *            send_queue_limit bytes or more queued (nothing is queued; under
+ *            CPORT_SENDQ_DISCONNECT the session is also closed at once with
+ *            that cause, and its queued sends are dropped without on_send);
+ *            UV_ENOMEM (the session is unharmed); or a libuv write error, in
+ *            which case the session is being closed. */
+CPORT_API int cport_session_send(cport_session_t* s,
+                                 const void* data,
+                                 size_t len);
+
+/* Disconnect gracefully (the lecture's Session::Disconnect): stop reading,
+ * let every queued send reach the kernel, shut down the write side, then
+ * close. on_disconnected follows with code CPORT_ELOCAL and `cause` as its
+ * text. Idempotent: a second call, or a call after the peer has gone, does
+ * nothing. Safe inside any callback of any session.
+ * Ownership: `cause` is copied (at most 255 bytes); it may be NULL.
+ * Thread:    port.
+ * Returns:   0, also when a disconnect was already under way;
+ *            UV_EINVAL for NULL `s`. */
+CPORT_API int cport_session_disconnect(cport_session_t* s, const char* cause);
+
+/* Take a reference: the session's memory and user area stay valid until the
+ * matching cport_session_unref(), even after on_disconnected.
+ * Thread: any (the count is atomic). Accepts NULL. */
+CPORT_API void cport_session_ref(cport_session_t* s);
+
+/* Drop a reference taken with cport_session_ref(). The last reference frees
+ * the session. Thread: any. Accepts NULL. */
+CPORT_API void cport_session_unref(cport_session_t* s);
+
+/* The per-session user area: `user_size` bytes given in the service options,
+ * zero-filled when the session is created, aligned for any type.
+ * Thread:  any, while a reference is held or inside a callback.
+ * Returns: NULL for NULL `s` or when user_size was 0. */
+CPORT_API void* cport_session_user(cport_session_t* s);
+
+/* The service this session belongs to.
+ * Thread:  port.
+ * Returns: the service until on_disconnected has returned, NULL after it
+ *          (the service may be gone by then) and for NULL `s`. */
+CPORT_API cport_service_t* cport_session_service(cport_session_t* s);
+
+/* A number unique among the sessions of one process, never 0; handy for
+ * logs. Thread: any. Returns 0 for NULL. */
+CPORT_API uint64_t cport_session_id(const cport_session_t* s);
+
+/* Non-zero between on_connected and the start of a disconnect.
+ * Thread: port. */
+CPORT_API int cport_session_is_connected(const cport_session_t* s);
+
+/* The peer's address. Thread: any, while a reference is held.
+ * Returns: 0; UV_EINVAL for NULL; UV_ENOTCONN before the connection is up. */
+CPORT_API int cport_session_peer_addr(const cport_session_t* s,
+                                      cport_addr_t* out);
+
+/* Bytes accepted by cport_session_send() whose write has not completed yet.
+ * Thread: port. Returns 0 for NULL. */
+CPORT_API size_t cport_session_queued_bytes(const cport_session_t* s);
+
+/* Bytes received that on_recv has not consumed yet (0 from on_disconnected
+ * on, when they are discarded).
+ * Thread: port. Returns 0 for NULL. */
+CPORT_API size_t cport_session_pending_bytes(const cport_session_t* s);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* CPORT_SESSION_H */

@@ -1,0 +1,271 @@
+/* cport_addr_t: parsing and formatting of IPv4 and IPv6 socket addresses.
+ * libuv does the address conversions (uv_ip4_addr, uv_ip6_addr, uv_ip_name,
+ * uv_getaddrinfo); this file adds strict port parsing, the "[v6]:port"
+ * syntax, and the refusal of empty hosts. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+
+_Static_assert((sizeof(struct sockaddr_in6) <= sizeof(((cport_addr_t*)0)->u)),
+               "cport_addr_t too small for sockaddr_in6");
+_Static_assert((sizeof(struct sockaddr_in) <= sizeof(((cport_addr_t*)0)->u)),
+               "cport_addr_t too small for sockaddr_in");
+
+/* Longer input cannot be a valid IPv6 literal with a scope name. */
+#define ADDR_HOST_MAX 80
+
+
+static int addr_family_of(const cport_addr_t* addr) {
+  const struct sockaddr* sa = (const struct sockaddr*)addr->u.bytes;
+  return sa->sa_family;
+}
+
+
+/* Decimal digits only, 0..65535, no sign, no spaces, no trailing text. */
+static int parse_port(const char* text, int* out) {
+  long value = 0;
+  const char* p = text;
+  if (*p == '\0')
+    return UV_EINVAL;
+  for (; *p != '\0'; p++) {
+    if (*p < '0' || *p > '9')
+      return UV_EINVAL;
+    value = value * 10 + (*p - '0');
+    if (value > 65535)
+      return UV_EINVAL;
+  }
+  *out = (int)value;
+  return 0;
+}
+
+
+/* An IPv6 literal with an optional "%scope". uv_ip6_addr() alone is not
+ * strict enough: it cuts the text before '%' to 39 characters unchecked and
+ * turns an unknown scope name into scope 0. */
+static int parse_ip6(char* buf, int port, struct sockaddr_in6* out) {
+  unsigned char bytes[16];
+  char* scope = strchr(buf, '%');
+  if (scope != NULL) {
+    *scope = '\0';
+    if (scope[1] == '\0')
+      return UV_EINVAL;
+  }
+  if (uv_inet_pton(AF_INET6, buf, bytes) != 0)
+    return UV_EINVAL;
+  if (scope != NULL)
+    *scope = '%';
+  if (uv_ip6_addr(buf, port, out) != 0)
+    return UV_EINVAL;
+  if (scope != NULL && strspn(scope + 1, "0123456789") == strlen(scope + 1)) {
+    /* A numeric scope is an interface index; libuv on Unix only looks up
+     * names. */
+    unsigned long index = strtoul(scope + 1, NULL, 10);
+    if (strlen(scope + 1) > 10 || index > UINT32_MAX)
+      return UV_EINVAL;
+    out->sin6_scope_id = (uint32_t)index;
+  } else if (scope != NULL && out->sin6_scope_id == 0) {
+    return UV_EINVAL; /* no interface of that name */
+  }
+  return 0;
+}
+
+
+/* `host` of length `len`, not NUL-terminated, without brackets. `bracketed`
+ * says it was written in brackets, which only IPv6 may be. */
+static int parse_host(
+    cport_addr_t* out, const char* host, size_t len, int port, int bracketed) {
+  char buf[ADDR_HOST_MAX + 1];
+  cport_addr_t tmp;
+  if (len == 0 || len > ADDR_HOST_MAX)
+    return UV_EINVAL;
+  memcpy(buf, host, len);
+  buf[len] = '\0';
+  memset(&tmp, 0, sizeof(tmp));
+  if (memchr(buf, ':', len) != NULL) {
+    if (parse_ip6(buf, port, (struct sockaddr_in6*)tmp.u.bytes) != 0)
+      return UV_EINVAL;
+  } else {
+    if (bracketed)
+      return UV_EINVAL;
+    if (uv_ip4_addr(buf, port, (struct sockaddr_in*)tmp.u.bytes) != 0)
+      return UV_EINVAL;
+  }
+  *out = tmp;
+  return 0;
+}
+
+
+int cport_addr_parse(cport_addr_t* out, const char* host, int port) {
+  size_t len;
+  if (out == NULL || host == NULL || port < 0 || port > 65535)
+    return UV_EINVAL;
+  len = strlen(host);
+  if (len >= 2 && host[0] == '[' && host[len - 1] == ']')
+    return parse_host(out, host + 1, len - 2, port, 1);
+  if (memchr(host, '[', len) != NULL || memchr(host, ']', len) != NULL)
+    return UV_EINVAL;
+  return parse_host(out, host, len, port, 0);
+}
+
+
+int cport_addr_parse_hostport(cport_addr_t* out, const char* text) {
+  const char* colon;
+  const char* close;
+  int port;
+  if (out == NULL || text == NULL)
+    return UV_EINVAL;
+  if (text[0] == '[') {
+    close = strchr(text, ']');
+    if (close == NULL || close[1] != ':')
+      return UV_EINVAL;
+    if (parse_port(close + 2, &port) != 0)
+      return UV_EINVAL;
+    return parse_host(out, text + 1, (size_t)(close - text - 1), port, 1);
+  }
+  colon = strchr(text, ':');
+  /* A second colon means an IPv6 literal without brackets: ambiguous. */
+  if (colon == NULL || strchr(colon + 1, ':') != NULL)
+    return UV_EINVAL;
+  if (parse_port(colon + 1, &port) != 0)
+    return UV_EINVAL;
+  if (memchr(text, '[', (size_t)(colon - text)) != NULL ||
+      memchr(text, ']', (size_t)(colon - text)) != NULL)
+    return UV_EINVAL;
+  return parse_host(out, text, (size_t)(colon - text), port, 0);
+}
+
+
+int cport_addr_resolve(cport_addr_t* out, const char* host, int port) {
+  uv_loop_t loop;
+  uv_getaddrinfo_t req;
+  struct addrinfo hints;
+  struct addrinfo* ai;
+  int rc;
+  if (out == NULL || host == NULL || host[0] == '\0' || port < 0 ||
+      port > 65535)
+    return UV_EINVAL;
+  if (cport_addr_parse(out, host, port) == 0)
+    return 0;
+  memset(&hints, 0, sizeof(hints));
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  /* A NULL callback makes uv_getaddrinfo synchronous; libuv still counts
+   * the request on a loop, so a private one is used. */
+  rc = uv_loop_init(&loop);
+  if (rc != 0)
+    return rc;
+  rc = uv_getaddrinfo(&loop, &req, NULL, host, NULL, &hints);
+  uv_loop_close(&loop);
+  if (rc != 0)
+    return rc;
+  rc = UV_EAI_NONAME;
+  for (ai = req.addrinfo; ai != NULL; ai = ai->ai_next) {
+    if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6)
+      continue;
+    rc = cport_addr_from_sockaddr(out, ai->ai_addr);
+    if (rc == 0) {
+      if (ai->ai_family == AF_INET)
+        ((struct sockaddr_in*)out->u.bytes)->sin_port = htons((uint16_t)port);
+      else
+        ((struct sockaddr_in6*)out->u.bytes)->sin6_port = htons((uint16_t)port);
+      break;
+    }
+  }
+  uv_freeaddrinfo(req.addrinfo);
+  return rc;
+}
+
+
+int cport_addr_from_sockaddr(cport_addr_t* out, const struct sockaddr* sa) {
+  if (out == NULL || sa == NULL)
+    return UV_EINVAL;
+  if (sa->sa_family == AF_INET) {
+    memset(out, 0, sizeof(*out));
+    memcpy(out->u.bytes, sa, sizeof(struct sockaddr_in));
+    return 0;
+  }
+  if (sa->sa_family == AF_INET6) {
+    memset(out, 0, sizeof(*out));
+    memcpy(out->u.bytes, sa, sizeof(struct sockaddr_in6));
+    return 0;
+  }
+  return UV_EINVAL;
+}
+
+
+const struct sockaddr* cport_addr_sockaddr(const cport_addr_t* addr) {
+  int family;
+  if (addr == NULL)
+    return NULL;
+  family = addr_family_of(addr);
+  if (family != AF_INET && family != AF_INET6)
+    return NULL;
+  return (const struct sockaddr*)addr->u.bytes;
+}
+
+
+int cport_addr_format_host(const cport_addr_t* addr, char* buf, size_t size) {
+  char tmp[CPORT_ADDR_STRLEN];
+  const struct sockaddr* sa = cport_addr_sockaddr(addr);
+  int rc;
+  size_t len;
+  if (sa == NULL || buf == NULL)
+    return UV_EINVAL;
+  if (sa->sa_family == AF_INET)
+    rc = uv_ip4_name((const struct sockaddr_in*)sa, tmp, sizeof(tmp));
+  else
+    rc = uv_ip6_name((const struct sockaddr_in6*)sa, tmp, sizeof(tmp));
+  if (rc != 0)
+    return rc;
+  len = strlen(tmp);
+  if (len + 1 > size) {
+    if (size > 0)
+      buf[0] = '\0';
+    return UV_ENOSPC;
+  }
+  memcpy(buf, tmp, len + 1);
+  return 0;
+}
+
+
+int cport_addr_format(const cport_addr_t* addr, char* buf, size_t size) {
+  char host[CPORT_ADDR_STRLEN];
+  char tmp[CPORT_ADDR_STRLEN + 16];
+  int rc;
+  int n;
+  if (buf == NULL)
+    return UV_EINVAL;
+  rc = cport_addr_format_host(addr, host, sizeof(host));
+  if (rc != 0)
+    return rc;
+  n = snprintf(tmp, sizeof(tmp),
+               cport_addr_family(addr) == 6 ? "[%s]:%d" : "%s:%d", host,
+               cport_addr_port(addr));
+  if (n < 0 || (size_t)n + 1 > size) {
+    if (size > 0)
+      buf[0] = '\0';
+    return UV_ENOSPC;
+  }
+  memcpy(buf, tmp, (size_t)n + 1);
+  return 0;
+}
+
+
+int cport_addr_port(const cport_addr_t* addr) {
+  const struct sockaddr* sa = cport_addr_sockaddr(addr);
+  if (sa == NULL)
+    return UV_EINVAL;
+  if (sa->sa_family == AF_INET)
+    return ntohs(((const struct sockaddr_in*)sa)->sin_port);
+  return ntohs(((const struct sockaddr_in6*)sa)->sin6_port);
+}
+
+
+int cport_addr_family(const cport_addr_t* addr) {
+  const struct sockaddr* sa = cport_addr_sockaddr(addr);
+  if (sa == NULL)
+    return UV_EINVAL;
+  return sa->sa_family == AF_INET ? 4 : 6;
+}

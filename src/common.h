@@ -1,0 +1,40 @@
+/* Internal helpers shared by every .c file: allocator, container_of,
+ * assertions. Nothing here is public API. */
+#ifndef CPORT_COMMON_H
+#define CPORT_COMMON_H
+
+#include <assert.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "cport/cport.h"
+
+#define cport__container_of(ptr, type, member) \
+  ((type*)((char*)(ptr)-offsetof(type, member)))
+
+#if defined(__GNUC__)
+#define CPORT__NODISCARD __attribute__((warn_unused_result))
+#else
+#define CPORT__NODISCARD
+#endif
+
+/* Every allocation of cport goes through these, so that tests can count live
+ * blocks and make the next allocations fail. */
+void* cport__malloc(size_t size);
+void* cport__calloc(size_t count, size_t size);
+void* cport__realloc(void* ptr, size_t size);
+void cport__free(void* ptr);
+char* cport__strndup(const char* s, size_t max_len);
+
+/* Test hooks (not exported from the shared library). */
+long cport__mem_live(void);
+/* After `n` more successful allocations every allocation fails, until
+ * called again with a negative `n`. */
+void cport__mem_fail_after(long n);
+
+/* What libuv lacks, per platform (src/platform/). */
+void cport__platform_ignore_sigpipe(void);
+
+#endif /* CPORT_COMMON_H */

@@ -1,0 +1,316 @@
+/* The core and its ports (the lecture's IocpCore and ThreadManager).
+ *
+ * Design notes: a port is a uv_loop_t plus the handles cport needs on it
+ * (a wake-up async and a timer that bounds cport_core_dispatch). The async
+ * is unreferenced while no cport thread runs the port, so that it neither
+ * keeps an application's embedded loop alive nor makes dispatch report work
+ * that is not there; cport_core_run() references it so that each port thread
+ * blocks in uv_run() until cport_core_stop(). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core_internal.h"
+
+
+void cport_core_opts_init(cport_core_opts_t* opts) {
+  if (opts == NULL)
+    return;
+  memset(opts, 0, sizeof(*opts));
+  opts->ports = 1;
+  opts->loop = NULL;
+  opts->ignore_sigpipe = 1;
+}
+
+
+static void port_wakeup_cb(uv_async_t* handle) {
+  cport__port_t* port = cport__container_of(handle, cport__port_t, wakeup);
+  /* Only cport's own port threads are stopped: never an application's loop
+   * that cport_core_run() did not start. */
+  if (atomic_load(&port->core->stopping) && atomic_load(&port->core->running))
+    uv_stop(port->loop);
+}
+
+
+static void port_dispatch_timer_cb(uv_timer_t* handle) {
+  /* uv_run runs due timers before it polls. When the deadline has already
+   * passed by then, this callback runs first and the poll would wait with no
+   * timer left to end it; uv_stop makes that poll return at once. */
+  uv_stop(handle->loop);
+}
+
+
+static void core_free(cport_core_t* core) {
+  unsigned i;
+  for (i = 0; i < core->nports; i++) cport__free(core->ports[i].read_chunk);
+  cport__free(core->ports);
+  cport__free(core);
+}
+
+
+static void port_embedded_close_cb(uv_handle_t* handle) {
+  cport_core_t* core = handle->data;
+  if (--core->closing_handles == 0)
+    core_free(core);
+}
+
+
+static void port_owned_close_cb(uv_handle_t* handle) {
+  cport_core_t* core = handle->data;
+  core->closing_handles--;
+}
+
+
+static int port_init(cport_core_t* core, unsigned index, uv_loop_t* loop) {
+  cport__port_t* port = &core->ports[index];
+  int rc;
+  port->core = core;
+  port->index = index;
+  if (loop != NULL) {
+    port->loop = loop;
+  } else {
+    rc = uv_loop_init(&port->own_loop);
+    if (rc != 0)
+      return rc;
+    port->loop = &port->own_loop;
+  }
+  rc = uv_async_init(port->loop, &port->wakeup, port_wakeup_cb);
+  if (rc != 0)
+    goto fail_loop;
+  uv_unref((uv_handle_t*)&port->wakeup);
+  rc = uv_timer_init(port->loop, &port->dispatch_timer);
+  if (rc != 0)
+    goto fail_async;
+  port->wakeup.data = core;
+  port->dispatch_timer.data = core;
+  return 0;
+
+fail_async:
+  uv_close((uv_handle_t*)&port->wakeup, NULL);
+  uv_run(port->loop, UV_RUN_NOWAIT);
+fail_loop:
+  if (loop == NULL)
+    uv_loop_close(&port->own_loop);
+  return rc;
+}
+
+
+/* Close the port's own handles and, for a loop cport owns, the loop.
+ * Returns UV_EBUSY when handles of a service that was never destroyed keep
+ * an owned loop open. */
+static int port_close(cport__port_t* port, int embedded) {
+  if (embedded) {
+    uv_close((uv_handle_t*)&port->wakeup, port_embedded_close_cb);
+    uv_close((uv_handle_t*)&port->dispatch_timer, port_embedded_close_cb);
+    return 0;
+  }
+  port->core->closing_handles = 2;
+  uv_close((uv_handle_t*)&port->wakeup, port_owned_close_cb);
+  uv_close((uv_handle_t*)&port->dispatch_timer, port_owned_close_cb);
+  /* Not UV_RUN_DEFAULT: a handle someone forgot (a listener, a signal
+   * watcher) would make that wait forever. Closing handles, those of
+   * services destroyed just before included, finish within these rounds. */
+  while (port->core->closing_handles > 0) uv_run(port->loop, UV_RUN_NOWAIT);
+  uv_run(port->loop, UV_RUN_NOWAIT);
+  return uv_loop_close(port->loop);
+}
+
+
+int cport_core_create(cport_core_t** out, const cport_core_opts_t* opts) {
+  cport_core_opts_t defaults;
+  cport_core_t* core;
+  unsigned i;
+  int rc;
+  if (out == NULL)
+    return UV_EINVAL;
+  if (opts == NULL) {
+    cport_core_opts_init(&defaults);
+    opts = &defaults;
+  }
+  if (opts->ports != 1)
+    return opts->ports == 0 ? UV_EINVAL : UV_ENOTSUP;
+  core = cport__calloc(1, sizeof(*core));
+  if (core == NULL)
+    return UV_ENOMEM;
+  core->nports = opts->ports;
+  core->embedded = opts->loop != NULL;
+  core->ports = cport__calloc(core->nports, sizeof(*core->ports));
+  if (core->ports == NULL) {
+    cport__free(core);
+    return UV_ENOMEM;
+  }
+  for (i = 0; i < core->nports; i++) {
+    rc = port_init(core, i, opts->loop);
+    if (rc != 0) {
+      while (i-- > 0) (void)port_close(&core->ports[i], 0);
+      cport__free(core->ports);
+      cport__free(core);
+      return rc;
+    }
+  }
+  if (opts->ignore_sigpipe)
+    cport__platform_ignore_sigpipe();
+  *out = core;
+  return 0;
+}
+
+
+void cport_core_destroy(cport_core_t* core) {
+  unsigned i;
+  int busy = 0;
+  if (core == NULL)
+    return;
+  cport_core_stop(core);
+  cport_core_join(core);
+  if (core->embedded) {
+    core->closing_handles = 2 * (int)core->nports;
+    for (i = 0; i < core->nports; i++) (void)port_close(&core->ports[i], 1);
+    return; /* freed by the last close callback */
+  }
+  for (i = 0; i < core->nports; i++)
+    busy |= port_close(&core->ports[i], 0) != 0;
+  /* A loop that still holds a live service's handles cannot be freed
+   * without libuv touching freed memory later: leaking it is the only safe
+   * answer to that usage error. */
+  if (!busy)
+    core_free(core);
+}
+
+
+static void port_set_runner(cport__port_t* port, int on) {
+  if (on)
+    port->runner = uv_thread_self();
+  atomic_store(&port->has_runner, on);
+}
+
+
+int cport_core_dispatch(cport_core_t* core,
+                        unsigned port_index,
+                        int timeout_ms) {
+  cport__port_t* port = cport__core_port(core, port_index);
+  int alive;
+  if (port == NULL)
+    return UV_EINVAL;
+  if (atomic_load(&core->running))
+    return UV_EBUSY;
+  port_set_runner(port, 1);
+  if (timeout_ms == 0) {
+    uv_run(port->loop, UV_RUN_NOWAIT);
+  } else if (timeout_ms < 0) {
+    uv_run(port->loop, UV_RUN_ONCE);
+  } else {
+    uv_update_time(port->loop);
+    uv_timer_start(&port->dispatch_timer, port_dispatch_timer_cb,
+                   (uint64_t)timeout_ms, 0);
+    uv_run(port->loop, UV_RUN_ONCE);
+    uv_timer_stop(&port->dispatch_timer);
+  }
+  port_set_runner(port, 0);
+  alive = uv_loop_alive(port->loop);
+  return alive ? 1 : 0;
+}
+
+
+static void port_thread_main(void* arg) {
+  cport__port_t* port = arg;
+  port_set_runner(port, 1);
+  /* uv_run returns after uv_stop(); the flag tells a real stop from a stop
+   * requested before this thread reached uv_run. */
+  while (!atomic_load(&port->core->stopping))
+    uv_run(port->loop, UV_RUN_DEFAULT);
+  port_set_runner(port, 0);
+}
+
+
+int cport_core_run(cport_core_t* core) {
+  unsigned i;
+  int rc;
+  if (core == NULL || core->embedded)
+    return UV_EINVAL;
+  if (atomic_load(&core->running))
+    return UV_EBUSY;
+  atomic_store(&core->stopping, 0);
+  atomic_store(&core->running, 1);
+  for (i = 0; i < core->nports; i++) {
+    cport__port_t* port = &core->ports[i];
+    uv_ref((uv_handle_t*)&port->wakeup);
+    rc = uv_thread_create(&port->thread, port_thread_main, port);
+    if (rc != 0) {
+      uv_unref((uv_handle_t*)&port->wakeup);
+      cport_core_stop(core);
+      cport_core_join(core);
+      return rc;
+    }
+    port->thread_started = 1;
+  }
+  return 0;
+}
+
+
+int cport_core_stop(cport_core_t* core) {
+  unsigned i;
+  if (core == NULL)
+    return UV_EINVAL;
+  if (core->embedded)
+    return 0; /* no thread of cport's to stop */
+  atomic_store(&core->stopping, 1);
+  for (i = 0; i < core->nports; i++) uv_async_send(&core->ports[i].wakeup);
+  return 0;
+}
+
+
+int cport_core_join(cport_core_t* core) {
+  unsigned i;
+  if (core == NULL)
+    return UV_EINVAL;
+  for (i = 0; i < core->nports; i++) {
+    cport__port_t* port = &core->ports[i];
+    if (!port->thread_started)
+      continue;
+    uv_thread_join(&port->thread);
+    port->thread_started = 0;
+    uv_unref((uv_handle_t*)&port->wakeup);
+  }
+  atomic_store(&core->running, 0);
+  atomic_store(&core->stopping, 0);
+  return 0;
+}
+
+
+unsigned cport_core_ports(const cport_core_t* core) {
+  return core == NULL ? 0 : core->nports;
+}
+
+
+uv_loop_t* cport_core_loop(cport_core_t* core, unsigned port_index) {
+  cport__port_t* port = cport__core_port(core, port_index);
+  return port == NULL ? NULL : port->loop;
+}
+
+
+cport__port_t* cport__core_port(cport_core_t* core, unsigned index) {
+  if (core == NULL || index >= core->nports)
+    return NULL;
+  return &core->ports[index];
+}
+
+
+char* cport__port_read_chunk(cport__port_t* port) {
+  if (port->read_chunk == NULL)
+    port->read_chunk = cport__malloc(CPORT__READ_CHUNK);
+  return port->read_chunk;
+}
+
+
+#ifndef NDEBUG
+void cport__assert_on_port(cport__port_t* port) {
+  uv_thread_t self;
+  if (!atomic_load(&port->has_runner))
+    return;
+  self = uv_thread_self();
+  if (!uv_thread_equal(&self, &port->runner)) {
+    fprintf(stderr, "cport: port-only function called from another thread\n");
+    abort();
+  }
+}
+#endif

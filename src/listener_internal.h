@@ -1,0 +1,23 @@
+/* The listener (the lecture's Listener): one listening TCP handle of a
+ * server service, accepting into sessions. Not public in this version: the
+ * service owns exactly one and exposes what users need (its bound address,
+ * the rejected count). */
+#ifndef CPORT_LISTENER_INTERNAL_H
+#define CPORT_LISTENER_INTERNAL_H
+
+#include "service_internal.h"
+
+/* Bind `svc->addr`, listen, and store the listener in `svc->listener`.
+ * Returns 0 or the bind/listen error; on error nothing is left open and
+ * `svc->listener` stays NULL (its memory is released by the close
+ * callback). */
+int cport__listener_start(cport_service_t* svc);
+
+/* Close the listener; its close callback sets svc->listener to NULL and
+ * calls cport__service_check_done(). Safe to call twice. */
+void cport__listener_close(cport__listener_t* l);
+
+/* The bound address. Returns 0 or a libuv error. */
+int cport__listener_addr(const cport__listener_t* l, cport_addr_t* out);
+
+#endif /* CPORT_LISTENER_INTERNAL_H */

@@ -1,0 +1,579 @@
+/* Sessions (the lecture's Session): one TCP connection with its receive
+ * buffer, its send requests and its reference count.
+ *
+ * Design notes
+ *
+ * References. The libuv handle holds one reference from creation until its
+ * close callback; every pending request (write, shutdown, connect) holds one
+ * until its callback has run (the lecture's `owner = shared_from_this()`);
+ * the application holds the ones it took with cport_session_ref(). Memory is
+ * freed when the count reaches zero, which can only happen after the close
+ * callback, so libuv never touches freed memory.
+ *
+ * States. INIT -> (CONNECTING ->) CONNECTED -> SHUTTING -> CLOSED. SHUTTING
+ * means a uv_shutdown is pending: libuv completes it after every queued write
+ * has reached the kernel, which gives the graceful flush for free. CLOSED
+ * means uv_close has been called; pending writes then complete with
+ * UV_ECANCELED before the close callback, which runs on_disconnected, so
+ * on_send never follows on_disconnected.
+ *
+ * Receive. Reads land in the port's shared chunk (core_internal.h) and
+ * on_recv sees them there, without a copy. Only bytes that on_recv leaves
+ * unconsumed are copied into a private buffer, which grows up to
+ * recv_buffer_limit and is freed again as soon as it is empty.
+ *
+ * Send. Each send is one heap block holding the uv_write_t, the length and
+ * the bytes (the lecture's SendEvent). libuv keeps the write queue in call
+ * order and writes at once when the queue is empty. */
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "session_internal.h"
+
+/* Longest cause text kept from cport_session_disconnect(). */
+#define SESSION_CAUSE_MAX 255
+/* First size of the private receive buffer, which then doubles. */
+#define SESSION_RBUF_MIN 4096
+
+enum { S_INIT, S_CONNECTING, S_CONNECTED, S_SHUTTING, S_CLOSED };
+
+struct cport_session_s {
+  uv_tcp_t tcp;
+  /* Connect and shutdown never overlap: a connect completes (or is
+   * cancelled) before a shutdown can be issued. */
+  union {
+    uv_connect_t connect;
+    uv_shutdown_t shutdown;
+  } req;
+  cport_service_t* svc;
+  cport_session_t* prev;
+  cport_session_t* next;
+  atomic_int refs;
+  uint64_t id;
+  int state;
+  unsigned reported_connected : 1;
+  unsigned reading : 1;
+  unsigned paused : 1; /* reading stopped by the send queue limit */
+  unsigned has_user : 1;
+  int code;
+  char* cause;
+  /* Unconsumed received bytes, always from offset 0. */
+  uint8_t* rbuf;
+  size_t rlen;
+  size_t rcap;
+  size_t queued;
+  cport_addr_t peer;
+};
+
+typedef struct send_req_s {
+  uv_write_t req;
+  size_t len;
+  uint8_t data[];
+} send_req_t;
+
+/* The user area follows the struct, aligned for any type. */
+#define SESSION_HEADER_SIZE                                       \
+  ((sizeof(struct cport_session_s) + _Alignof(max_align_t) - 1) / \
+   _Alignof(max_align_t) * _Alignof(max_align_t))
+
+static atomic_uint_fast64_t next_session_id = 1;
+
+static void session_read_start(cport_session_t* s);
+
+
+static void session_free(cport_session_t* s) {
+  cport__free(s->rbuf);
+  cport__free(s->cause);
+  cport__free(s);
+}
+
+
+void cport_session_ref(cport_session_t* s) {
+  if (s != NULL)
+    atomic_fetch_add(&s->refs, 1);
+}
+
+
+void cport_session_unref(cport_session_t* s) {
+  if (s != NULL && atomic_fetch_sub(&s->refs, 1) == 1)
+    session_free(s);
+}
+
+
+static void session_unlink(cport_session_t* s) {
+  cport_service_t* svc = s->svc;
+  if (s->prev != NULL)
+    s->prev->next = s->next;
+  else
+    svc->head = s->next;
+  if (s->next != NULL)
+    s->next->prev = s->prev;
+  else
+    svc->tail = s->prev;
+  s->prev = s->next = NULL;
+  svc->nsessions--;
+}
+
+
+cport_session_t* cport__session_new(cport_service_t* svc) {
+  cport_session_t* s;
+  s = cport__calloc(1, SESSION_HEADER_SIZE + svc->opts.user_size);
+  if (s == NULL)
+    return NULL;
+  if (uv_tcp_init(svc->port->loop, &s->tcp) != 0) {
+    cport__free(s);
+    return NULL;
+  }
+  s->tcp.data = s;
+  s->svc = svc;
+  s->id = atomic_fetch_add(&next_session_id, 1);
+  s->state = S_INIT;
+  s->has_user = svc->opts.user_size > 0;
+  atomic_init(&s->refs, 1); /* the handle's, released by the close callback */
+  s->prev = svc->tail;
+  if (svc->tail != NULL)
+    svc->tail->next = s;
+  else
+    svc->head = s;
+  svc->tail = s;
+  svc->nsessions++;
+  return s;
+}
+
+
+uv_tcp_t* cport__session_tcp(cport_session_t* s) {
+  return &s->tcp;
+}
+
+
+int cport__session_is_paused(const cport_session_t* s) {
+  return s->paused;
+}
+
+
+int cport__session_was_connected(const cport_session_t* s) {
+  return s->reported_connected;
+}
+
+
+cport_session_t* cport__session_next(cport_session_t* s) {
+  return s->next;
+}
+
+
+static void session_close_cb(uv_handle_t* handle) {
+  cport_session_t* s = handle->data;
+  cport_service_t* svc = s->svc;
+  cport__free(s->rbuf);
+  s->rbuf = NULL;
+  s->rlen = s->rcap = 0;
+  if (s->reported_connected) {
+    svc->stats.active--;
+    if (svc->opts.cbs.on_disconnected != NULL)
+      svc->opts.cbs.on_disconnected(
+          s, s->code, s->cause != NULL ? s->cause : cport_strerror(s->code));
+  }
+  session_unlink(s);
+  s->svc = NULL;
+  cport__service_check_done(svc);
+  cport_session_unref(s);
+}
+
+
+static void session_shutdown_cb(uv_shutdown_t* req, int status) {
+  cport_session_t* s = cport__container_of(req, cport_session_t, req.shutdown);
+  (void)status; /* closing either way; the session's code is already set */
+  if (s->state == S_SHUTTING) {
+    s->state = S_CLOSED;
+    uv_close((uv_handle_t*)&s->tcp, session_close_cb);
+  }
+  cport_session_unref(s);
+}
+
+
+void cport__session_close(cport_session_t* s,
+                          int code,
+                          const char* cause,
+                          cport__close_mode_t mode) {
+  if (s->state == S_CLOSED)
+    return;
+  if (s->state == S_SHUTTING) {
+    if (mode == CPORT__CLOSE_FORCE) {
+      s->state = S_CLOSED;
+      uv_close((uv_handle_t*)&s->tcp, session_close_cb);
+    }
+    return;
+  }
+  s->code = code;
+  if (cause != NULL)
+    s->cause = cport__strndup(cause, SESSION_CAUSE_MAX);
+  if (s->reading) {
+    uv_read_stop((uv_stream_t*)&s->tcp);
+    s->reading = 0;
+  }
+  if (mode == CPORT__CLOSE_GRACEFUL && s->state == S_CONNECTED) {
+    s->state = S_SHUTTING;
+    cport_session_ref(s);
+    if (uv_shutdown(&s->req.shutdown, (uv_stream_t*)&s->tcp,
+                    session_shutdown_cb) == 0)
+      return;
+    cport_session_unref(s);
+  }
+  s->state = S_CLOSED;
+  uv_close((uv_handle_t*)&s->tcp, session_close_cb);
+}
+
+
+int cport_session_disconnect(cport_session_t* s, const char* cause) {
+  if (s == NULL)
+    return UV_EINVAL;
+  if (s->svc != NULL)
+    CPORT__ASSERT_ON_PORT(s->svc->port);
+  if (s->state == S_CONNECTED || s->state == S_CONNECTING || s->state == S_INIT)
+    cport__session_close(s, CPORT_ELOCAL,
+                         cause != NULL ? cause : cport_strerror(CPORT_ELOCAL),
+                         CPORT__CLOSE_GRACEFUL);
+  return 0;
+}
+
+
+/* ---- receive ---- */
+
+static void session_alloc_cb(uv_handle_t* handle,
+                             size_t suggested,
+                             uv_buf_t* buf) {
+  cport_session_t* s = handle->data;
+  char* chunk = cport__port_read_chunk(s->svc->port);
+  (void)suggested;
+  /* A zero-length buffer makes libuv report UV_ENOBUFS to read_cb. */
+  buf->base = chunk;
+  buf->len = chunk != NULL ? CPORT__READ_CHUNK : 0;
+}
+
+
+static void session_deliver(cport_session_t* s,
+                            const uint8_t* data,
+                            size_t len);
+
+
+/* Call on_recv. Returns the bytes consumed, or -1 if the session must stop
+ * delivering (it was disconnected, or on_recv broke its contract). */
+static long session_call_recv(cport_session_t* s,
+                              const uint8_t* data,
+                              size_t len) {
+  size_t consumed = len;
+  if (s->svc->opts.cbs.on_recv != NULL)
+    consumed = s->svc->opts.cbs.on_recv(s, data, len);
+  if (consumed > len) {
+    cport__session_close(s, CPORT_ECONSUMED, NULL, CPORT__CLOSE_GRACEFUL);
+    return -1;
+  }
+  if (s->state != S_CONNECTED)
+    return -1;
+  return (long)consumed;
+}
+
+
+/* Make room for `need` bytes in the private buffer; need <= limit. */
+static int session_rbuf_reserve(cport_session_t* s, size_t need) {
+  size_t limit = s->svc->opts.recv_buffer_limit;
+  size_t cap;
+  uint8_t* grown;
+  if (need <= s->rcap)
+    return 0;
+  cap = s->rcap != 0 ? s->rcap : SESSION_RBUF_MIN;
+  while (cap < need) cap = cap > limit / 2 ? limit : cap * 2;
+  if (cap > limit)
+    cap = limit;
+  grown = cport__realloc(s->rbuf, cap);
+  if (grown == NULL)
+    return UV_ENOMEM;
+  s->rbuf = grown;
+  s->rcap = cap;
+  return 0;
+}
+
+
+static void session_rbuf_consume(cport_session_t* s, size_t consumed) {
+  s->rlen -= consumed;
+  if (s->rlen == 0) {
+    /* An idle session keeps no receive memory. */
+    cport__free(s->rbuf);
+    s->rbuf = NULL;
+    s->rcap = 0;
+  } else if (consumed > 0) {
+    memmove(s->rbuf, s->rbuf + consumed, s->rlen);
+  }
+}
+
+
+static void session_deliver(cport_session_t* s,
+                            const uint8_t* data,
+                            size_t len) {
+  size_t limit = s->svc->opts.recv_buffer_limit;
+  long consumed;
+  if (len == 0) {
+    /* Kept bytes alone, presented again. */
+    consumed = session_call_recv(s, s->rbuf, s->rlen);
+    if (consumed >= 0)
+      session_rbuf_consume(s, (size_t)consumed);
+    return;
+  }
+  if (s->rlen == 0) {
+    /* Common case: nothing left over, on_recv reads the shared chunk. */
+    consumed = session_call_recv(s, data, len);
+    if (consumed < 0)
+      return;
+    data += consumed;
+    len -= (size_t)consumed;
+    if (len == 0)
+      return;
+    if (len >= limit) {
+      cport__session_close(s, CPORT_ERECVFULL, NULL, CPORT__CLOSE_GRACEFUL);
+      return;
+    }
+    if (session_rbuf_reserve(s, len) != 0) {
+      cport__session_close(s, UV_ENOMEM, NULL, CPORT__CLOSE_FORCE);
+      return;
+    }
+    memcpy(s->rbuf, data, len);
+    s->rlen = len;
+    return;
+  }
+  /* Left-over bytes first: append the new ones behind them, as much as the
+   * limit allows at a time, and present the whole again. */
+  while (len > 0) {
+    size_t take = limit - s->rlen;
+    if (take > len)
+      take = len;
+    if (session_rbuf_reserve(s, s->rlen + take) != 0) {
+      cport__session_close(s, UV_ENOMEM, NULL, CPORT__CLOSE_FORCE);
+      return;
+    }
+    memcpy(s->rbuf + s->rlen, data, take);
+    s->rlen += take;
+    data += take;
+    len -= take;
+    consumed = session_call_recv(s, s->rbuf, s->rlen);
+    if (consumed < 0)
+      return;
+    session_rbuf_consume(s, (size_t)consumed);
+    if (s->rlen >= limit) {
+      /* Full, and on_recv took nothing of it: waiting cannot help. */
+      cport__session_close(s, CPORT_ERECVFULL, NULL, CPORT__CLOSE_GRACEFUL);
+      return;
+    }
+  }
+}
+
+
+static void session_read_cb(uv_stream_t* stream,
+                            ssize_t nread,
+                            const uv_buf_t* buf) {
+  cport_session_t* s = stream->data;
+  if (nread == 0)
+    return; /* EAGAIN */
+  if (nread < 0) {
+    /* A peer that closes its write side still gets every byte queued for
+     * it: flush, then close. Any other error ends the session at once. */
+    cport__session_close(
+        s, (int)nread, NULL,
+        nread == UV_EOF ? CPORT__CLOSE_GRACEFUL : CPORT__CLOSE_FORCE);
+    return;
+  }
+  s->svc->stats.bytes_in += (uint64_t)nread;
+  if (s->state == S_CONNECTED)
+    session_deliver(s, (const uint8_t*)buf->base, (size_t)nread);
+}
+
+
+static int session_over_send_limit(const cport_session_t* s) {
+  const cport_service_opts_t* o = &s->svc->opts;
+  return o->send_queue_policy == CPORT_SENDQ_PAUSE_READ &&
+         s->queued >= o->send_queue_limit;
+}
+
+
+static void session_read_start(cport_session_t* s) {
+  int rc;
+  if (s->reading || s->state != S_CONNECTED)
+    return;
+  if (session_over_send_limit(s)) {
+    /* on_connected already queued more than the limit. */
+    s->paused = 1;
+    return;
+  }
+  rc = uv_read_start((uv_stream_t*)&s->tcp, session_alloc_cb, session_read_cb);
+  if (rc != 0) {
+    cport__session_close(s, rc, NULL, CPORT__CLOSE_FORCE);
+    return;
+  }
+  s->reading = 1;
+}
+
+
+void cport__session_start(cport_session_t* s) {
+  cport_service_t* svc = s->svc;
+  struct sockaddr_storage peer;
+  int len = (int)sizeof(peer);
+  if (uv_tcp_getpeername(&s->tcp, (struct sockaddr*)&peer, &len) == 0)
+    (void)cport_addr_from_sockaddr(&s->peer, (struct sockaddr*)&peer);
+  s->state = S_CONNECTED;
+  s->reported_connected = 1;
+  svc->stats.connected++;
+  svc->stats.active++;
+  if (svc->stats.active > svc->stats.peak)
+    svc->stats.peak = svc->stats.active;
+  if (svc->opts.cbs.on_connected != NULL)
+    svc->opts.cbs.on_connected(s);
+  session_read_start(s);
+}
+
+
+/* ---- connect (client services) ---- */
+
+static void session_connect_cb(uv_connect_t* req, int status) {
+  cport_session_t* s = cport__container_of(req, cport_session_t, req.connect);
+  cport_service_t* svc = s->svc;
+  if (status == 0 && s->state == S_CONNECTING) {
+    cport__session_start(s);
+  } else {
+    if (status == 0)
+      status = UV_ECANCELED; /* closed while the connect was completing */
+    svc->stats.connect_failed++;
+    if (svc->opts.cbs.on_connect_failed != NULL)
+      svc->opts.cbs.on_connect_failed(svc, status);
+    cport__session_close(s, status, NULL, CPORT__CLOSE_FORCE);
+  }
+  cport_session_unref(s);
+}
+
+
+int cport__session_connect(cport_session_t* s) {
+  int rc;
+  s->state = S_CONNECTING;
+  cport_session_ref(s);
+  rc = uv_tcp_connect(&s->req.connect, &s->tcp,
+                      cport_addr_sockaddr(&s->svc->addr), session_connect_cb);
+  if (rc != 0) {
+    cport_session_unref(s);
+    cport__session_close(s, rc, NULL, CPORT__CLOSE_FORCE);
+  }
+  return rc;
+}
+
+
+/* ---- send ---- */
+
+static void session_write_cb(uv_write_t* req, int status) {
+  send_req_t* sr = cport__container_of(req, send_req_t, req);
+  cport_session_t* s = req->handle->data;
+  cport_service_t* svc = s->svc;
+  size_t limit = svc->opts.send_queue_limit;
+  s->queued -= sr->len;
+  if (status == 0) {
+    svc->stats.bytes_out += sr->len;
+    if (svc->opts.cbs.on_send != NULL)
+      svc->opts.cbs.on_send(s, sr->len);
+  } else if (status != UV_ECANCELED) {
+    cport__session_close(s, status, NULL, CPORT__CLOSE_FORCE);
+  }
+  if (s->paused && s->queued <= limit / 2) {
+    s->paused = 0;
+    session_read_start(s);
+    /* on_recv may have kept bytes because its send hit the limit; they must
+     * not wait for bytes the peer may never send. */
+    if (s->reading && s->rlen > 0)
+      session_deliver(s, NULL, 0);
+  }
+  cport__free(sr);
+  cport_session_unref(s);
+}
+
+
+int cport_session_send(cport_session_t* s, const void* data, size_t len) {
+  cport_service_t* svc;
+  send_req_t* sr;
+  uv_buf_t buf;
+  int rc;
+  if (s == NULL || data == NULL || len == 0)
+    return UV_EINVAL;
+  /* uv_buf_t lengths are 32-bit on Windows. */
+  if (len > UINT32_MAX)
+    return UV_EINVAL;
+  if (s->state != S_CONNECTED)
+    return UV_ENOTCONN;
+  svc = s->svc;
+  CPORT__ASSERT_ON_PORT(svc->port);
+  if (s->queued >= svc->opts.send_queue_limit) {
+    if (svc->opts.send_queue_policy == CPORT_SENDQ_DISCONNECT)
+      cport__session_close(s, CPORT_ESENDQ, NULL, CPORT__CLOSE_FORCE);
+    return CPORT_ESENDQ;
+  }
+  sr = cport__malloc(sizeof(*sr) + len);
+  if (sr == NULL)
+    return UV_ENOMEM;
+  sr->len = len;
+  memcpy(sr->data, data, len);
+  buf = uv_buf_init((char*)sr->data, (unsigned int)len);
+  cport_session_ref(s);
+  rc = uv_write(&sr->req, (uv_stream_t*)&s->tcp, &buf, 1, session_write_cb);
+  if (rc != 0) {
+    cport_session_unref(s);
+    cport__free(sr);
+    cport__session_close(s, rc, NULL, CPORT__CLOSE_FORCE);
+    return rc;
+  }
+  s->queued += len;
+  if (s->reading && session_over_send_limit(s)) {
+    uv_read_stop((uv_stream_t*)&s->tcp);
+    s->reading = 0;
+    s->paused = 1;
+  }
+  return 0;
+}
+
+
+/* ---- accessors ---- */
+
+void* cport_session_user(cport_session_t* s) {
+  if (s == NULL || !s->has_user)
+    return NULL;
+  return (char*)s + SESSION_HEADER_SIZE;
+}
+
+
+cport_service_t* cport_session_service(cport_session_t* s) {
+  return s == NULL ? NULL : s->svc;
+}
+
+
+uint64_t cport_session_id(const cport_session_t* s) {
+  return s == NULL ? 0 : s->id;
+}
+
+
+int cport_session_is_connected(const cport_session_t* s) {
+  return s != NULL && s->state == S_CONNECTED;
+}
+
+
+int cport_session_peer_addr(const cport_session_t* s, cport_addr_t* out) {
+  if (s == NULL || out == NULL)
+    return UV_EINVAL;
+  if (!s->reported_connected || cport_addr_sockaddr(&s->peer) == NULL)
+    return UV_ENOTCONN;
+  *out = s->peer;
+  return 0;
+}
+
+
+size_t cport_session_queued_bytes(const cport_session_t* s) {
+  return s == NULL ? 0 : s->queued;
+}
+
+
+size_t cport_session_pending_bytes(const cport_session_t* s) {
+  return s == NULL ? 0 : s->rlen;
+}

@@ -1,0 +1,45 @@
+/* Internal view of a session for service.c and listener.c. */
+#ifndef CPORT_SESSION_INTERNAL_H
+#define CPORT_SESSION_INTERNAL_H
+
+#include "service_internal.h"
+
+/* How a session ends: GRACEFUL flushes queued sends and shuts down the write
+ * side before closing; FORCE closes at once and cancels queued sends. */
+typedef enum { CPORT__CLOSE_GRACEFUL, CPORT__CLOSE_FORCE } cport__close_mode_t;
+
+/* Allocate a session of `svc` with its TCP handle initialised on the
+ * service's port and link it into the service. The handle holds the first
+ * reference. Returns NULL on allocation or handle failure. */
+cport_session_t* cport__session_new(cport_service_t* svc);
+
+/* The session's TCP handle, for uv_accept() by the listener. */
+uv_tcp_t* cport__session_tcp(cport_session_t* s);
+
+/* The connection is up (accepted, or connected): report on_connected and
+ * start reading. */
+void cport__session_start(cport_session_t* s);
+
+/* Start a client connect to the service's address. Returns 0 or a libuv
+ * error; on error the session has been closed (no callback is reported). */
+int cport__session_connect(cport_session_t* s);
+
+/* End the session with `code`. The first code and cause win; a FORCE close
+ * also upgrades a graceful one that is still flushing. `cause` may be NULL
+ * (then the text of `code` is used) and is copied. */
+void cport__session_close(cport_session_t* s,
+                          int code,
+                          const char* cause,
+                          cport__close_mode_t mode);
+
+/* Non-zero once on_connected has run (also while disconnecting). */
+int cport__session_was_connected(const cport_session_t* s);
+
+/* Non-zero while reading is stopped by the send queue limit (for tests and
+ * stats). */
+int cport__session_is_paused(const cport_session_t* s);
+
+/* Next session in the service's list. */
+cport_session_t* cport__session_next(cport_session_t* s);
+
+#endif /* CPORT_SESSION_INTERNAL_H */

@@ -1,0 +1,187 @@
+#!/usr/bin/env bash
+# Drives examples/echo_server and examples/echo_client the way a user would:
+# bad arguments, a busy port, many clients, a half-closing peer, a peer that
+# never reads, and SIGTERM/SIGINT in the middle of it all. Every wait is
+# bounded and every process started here is stopped here.
+#
+#   examples_test.sh ECHO_SERVER ECHO_CLIENT TCP_PEER
+set -u
+server_bin=$1
+client_bin=$2
+peer_bin=$3
+work=$(mktemp -d)
+pids=()
+failures=0
+passes=0
+
+cleanup() {
+  local pid
+  for pid in "${pids[@]}"; do
+    kill -KILL "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+  done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+ok() { passes=$((passes + 1)); echo "ok: $*"; }
+bad() { failures=$((failures + 1)); echo "FAIL: $*"; }
+
+# Start echo_server with the given arguments; sets server_pid, server_port.
+start_server() {
+  local out=$work/server.$RANDOM
+  "$server_bin" "$@" >"$out.out" 2>"$out.err" &
+  server_pid=$!
+  pids+=("$server_pid")
+  server_out=$out.out
+  server_err=$out.err
+  local i
+  for i in $(seq 1 100); do
+    if grep -q '^listening on ' "$server_out"; then
+      server_port=$(sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$server_out")
+      return 0
+    fi
+    kill -0 "$server_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  return 1
+}
+
+# Wait up to $2 seconds for pid $1 to exit; sets exit_code.
+wait_exit() {
+  local i
+  for i in $(seq 1 $(($2 * 10))); do
+    if ! kill -0 "$1" 2>/dev/null; then
+      wait "$1"
+      exit_code=$?
+      return 0
+    fi
+    sleep 0.1
+  done
+  exit_code=timeout
+  return 1
+}
+
+rss_kib() {
+  awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0
+}
+
+# ---- bad arguments: usage on stderr, exit 2 ----
+for args in "--port abc" "--port 70000" "--port -1" "--bogus" "--threads 0" \
+            "--max-sessions x" "--host 999.1.1.1" "--host" "--port"; do
+  # shellcheck disable=SC2086
+  "$server_bin" $args >"$work/o" 2>"$work/e"
+  code=$?
+  if [ "$code" = 2 ] && grep -q usage "$work/e"; then
+    ok "echo_server $args: exit 2 with usage"
+  else
+    bad "echo_server $args: exit $code, stderr: $(head -c 200 "$work/e")"
+  fi
+done
+"$client_bin" --port 1 >"$work/o" 2>"$work/e"
+code=$?
+[ "$code" = 2 ] && ok "echo_client without --host: exit 2" ||
+  bad "echo_client without --host: exit $code"
+"$client_bin" --host 127.0.0.1 --port 1 --size 0 >"$work/o" 2>"$work/e"
+code=$?
+[ "$code" = 2 ] && ok "echo_client --size 0: exit 2" ||
+  bad "echo_client --size 0: exit $code"
+
+# ---- a server on an ephemeral port ----
+if ! start_server --port 0; then
+  bad "echo_server --port 0 did not print 'listening on'"
+  exit 1
+fi
+main_pid=$server_pid
+main_out=$server_out
+main_port=$server_port
+[ "$(wc -l <"$main_out")" = 1 ] && ok "exactly one line when ready: $(cat "$main_out")" ||
+  bad "ready output: $(cat "$main_out")"
+
+# ---- the port is taken: exit 1 naming address and error ----
+"$server_bin" --port "$main_port" >"$work/o" 2>"$work/e"
+code=$?
+if [ "$code" = 1 ] && grep -q "127.0.0.1:$main_port" "$work/e" &&
+   grep -q "address already in use" "$work/e"; then
+  ok "second server on the port: exit 1, '$(cat "$work/e")'"
+else
+  bad "second server on the port: exit $code, stderr: $(cat "$work/e")"
+fi
+
+# ---- many concurrent clients ----
+if "$client_bin" --host 127.0.0.1 --port "$main_port" --sessions 200 \
+     --messages 50 --size 512 >"$work/c" 2>"$work/ce"; then
+  grep -q "sessions=200 messages=10000 .*errors=0" "$work/c" &&
+    ok "200 sessions: $(cat "$work/c")" || bad "200 sessions summary: $(cat "$work/c")"
+else
+  bad "200 sessions failed: $(cat "$work/c" "$work/ce")"
+fi
+
+# ---- half-close: every byte comes back, then EOF ----
+if "$peer_bin" halfclose "$main_port" 3000000 2>"$work/pe"; then
+  ok "half-closing peer got 3000000 bytes back and EOF"
+else
+  bad "half-closing peer: $(cat "$work/pe")"
+fi
+
+# ---- a peer that never reads: memory stays bounded, others still served --
+"$peer_bin" noread "$main_port" 4 2>/dev/null &
+noread_pid=$!
+pids+=("$noread_pid")
+rss_before=$(rss_kib "$main_pid")
+"$client_bin" --host 127.0.0.1 --port "$main_port" --sessions 10 \
+  --messages 200 >"$work/c2" 2>&1 &&
+  ok "others served while a peer never reads" ||
+  bad "others not served: $(cat "$work/c2")"
+wait_exit "$noread_pid" 15
+rss_after=$(rss_kib "$main_pid")
+if [ -r "/proc/$main_pid/status" ]; then
+  if [ "$rss_after" -lt $((rss_before + 32768)) ]; then
+    ok "server RSS bounded with a non-reading peer: ${rss_before} -> ${rss_after} KiB"
+  else
+    bad "server RSS grew: ${rss_before} -> ${rss_after} KiB"
+  fi
+fi
+
+# ---- SIGTERM with clients mid-transfer: graceful exit 0 and a summary ----
+"$peer_bin" noread "$main_port" 30 2>/dev/null &
+stuck_pid=$!
+pids+=("$stuck_pid")
+"$client_bin" --host 127.0.0.1 --port "$main_port" --sessions 20 \
+  --messages 100000000 --timeout 30 >/dev/null 2>&1 &
+busy_pid=$!
+pids+=("$busy_pid")
+sleep 0.5 # let the transfers get going; the exit is what is measured
+kill -TERM "$main_pid"
+if wait_exit "$main_pid" 10 && [ "$exit_code" = 0 ]; then
+  ok "SIGTERM mid-transfer: exit 0"
+else
+  bad "SIGTERM mid-transfer: exit $exit_code"
+fi
+grep -q "^echo_server: served [0-9]* sessions, echoed [0-9]* bytes" "$main_out" &&
+  ok "summary: $(tail -n 1 "$main_out")" || bad "no summary in: $(cat "$main_out")"
+wait_exit "$busy_pid" 10
+[ "$exit_code" = 1 ] && ok "client cut off by the stop reports failure" ||
+  bad "client cut off by the stop: exit $exit_code"
+kill -KILL "$stuck_pid" 2>/dev/null
+
+# ---- SIGINT on an idle server ----
+if start_server --port 0 --threads 4; then
+  grep -q "one port" "$server_err" && ok "--threads 4 says it runs one port" ||
+    bad "--threads 4 gave no notice: $(cat "$server_err")"
+  kill -INT "$server_pid"
+  wait_exit "$server_pid" 10 && [ "$exit_code" = 0 ] && ok "SIGINT: exit 0" ||
+    bad "SIGINT: exit $exit_code"
+else
+  bad "second server did not start"
+fi
+
+# ---- the client against a closed port ----
+"$client_bin" --host 127.0.0.1 --port "$main_port" --sessions 3 >"$work/c3" 2>"$work/c3e"
+code=$?
+[ "$code" = 1 ] && grep -q "connection refused" "$work/c3e" &&
+  ok "client to a closed port: exit 1, refused" ||
+  bad "client to a closed port: exit $code $(cat "$work/c3e")"
+
+echo "$passes passed, $failures failed"
+[ "$failures" = 0 ]

@@ -1,0 +1,445 @@
+#include "fixture.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h" /* cport__mem_live */
+
+
+void bytes_append(bytes_t* b, const void* data, size_t len) {
+  if (len == 0)
+    return;
+  if (b->len + len > b->cap) {
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < b->len + len) cap *= 2;
+    b->data = realloc(b->data, cap);
+    assert_non_null(b->data);
+    b->cap = cap;
+  }
+  memcpy(b->data + b->len, data, len);
+  b->len += len;
+}
+
+
+void bytes_free(bytes_t* b) {
+  free(b->data);
+  memset(b, 0, sizeof(*b));
+}
+
+
+void fill_pattern(uint8_t* buf, size_t len, uint32_t seed) {
+  uint32_t x = seed * 2654435761u + 1;
+  size_t i;
+  for (i = 0; i < len; i++) {
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    buf[i] = (uint8_t)x;
+  }
+}
+
+
+/* ---- recorder callbacks ---- */
+
+rec_session_t* rec_of(cport_session_t* s) {
+  return cport_session_user(s);
+}
+
+
+static void rec_free(rec_session_t* r) {
+  bytes_free(&r->received);
+  bytes_free(&r->last_call);
+}
+
+
+static cport_session_t** rec_last_slot(fixture_t* fx, cport_session_t* s) {
+  return cport_session_service(s) == fx->client ? &fx->last_client
+                                                : &fx->last_server;
+}
+
+
+/* Drop the fixture's reference on a remembered session. */
+static void rec_forget(cport_session_t** slot) {
+  cport_session_t* old = *slot;
+  if (old == NULL)
+    return;
+  *slot = NULL;
+  /* Its record is freed here if on_disconnected already ran, or there. */
+  if (rec_of(old)->disconnected)
+    rec_free(rec_of(old));
+  cport_session_unref(old);
+}
+
+
+static void rec_on_connected(cport_session_t* s) {
+  rec_session_t* r = cport_session_user(s);
+  fixture_t* fx = cport_service_get_data(cport_session_service(s));
+  cport_session_t** slot = rec_last_slot(fx, s);
+  r->fx = fx;
+  r->connected++;
+  fx->connected++;
+  rec_forget(slot);
+  cport_session_ref(s);
+  *slot = s;
+}
+
+
+static size_t rec_on_recv(cport_session_t* s, const uint8_t* data, size_t len) {
+  rec_session_t* r = cport_session_user(s);
+  fixture_t* fx = r->fx;
+  size_t take = len;
+  r->calls++;
+  r->last_call.len = 0;
+  bytes_append(&r->last_call, data, len);
+  switch (cport_session_service(s) == fx->client ? fx->client_mode : fx->mode) {
+    case RECV_ECHO:
+      if (cport_session_send(s, data, len) != 0)
+        return 0;
+      break;
+    case RECV_CONSUME:
+      break;
+    case RECV_PARTIAL:
+      if (take > fx->consume_max)
+        take = fx->consume_max;
+      break;
+    case RECV_NOTHING:
+      take = 0;
+      break;
+    case RECV_DISCONNECT:
+      bytes_append(&r->received, data, len);
+      cport_session_disconnect(s, "test asked");
+      return len;
+    case RECV_OVERCONSUME:
+      return len + 1;
+    case RECV_FLOOD_ONCE:
+      if (r->calls == 1) {
+        uint8_t* flood = calloc(1, fx->flood_len);
+        assert_non_null(flood);
+        assert_int_equal(cport_session_send(s, flood, fx->flood_len), 0);
+        free(flood);
+        return 0;
+      }
+      break;
+  }
+  bytes_append(&r->received, data, take);
+  return take;
+}
+
+
+static void rec_on_send(cport_session_t* s, size_t len) {
+  rec_session_t* r = cport_session_user(s);
+  r->sent += len;
+  r->fx->sent += len;
+}
+
+
+static void rec_on_disconnected(cport_session_t* s,
+                                int code,
+                                const char* cause) {
+  rec_session_t* r = cport_session_user(s);
+  fixture_t* fx = r->fx;
+  r->disconnected++;
+  r->code = code;
+  fx->disconnected++;
+  fx->last_code = code;
+  snprintf(fx->last_cause, sizeof(fx->last_cause), "%s", cause);
+  /* The records of a remembered session stay for the test to read. */
+  if (s != fx->last_server && s != fx->last_client)
+    rec_free(r);
+}
+
+
+static void rec_on_connect_failed(cport_service_t* svc, int code) {
+  fixture_t* fx = cport_service_get_data(svc);
+  fx->connect_failed++;
+  fx->last_connect_error = code;
+}
+
+
+static void fixture_apply_callbacks(fixture_t* fx, cport_service_opts_t* o) {
+  *o = fx->opts;
+  o->cbs.on_connected = rec_on_connected;
+  o->cbs.on_recv = rec_on_recv;
+  o->cbs.on_send = rec_on_send;
+  o->cbs.on_disconnected = rec_on_disconnected;
+  o->cbs.on_connect_failed = rec_on_connect_failed;
+  o->user_size = sizeof(rec_session_t);
+  o->data = fx;
+}
+
+
+int fixture_setup(void** state) {
+  fixture_t* fx = calloc(1, sizeof(*fx));
+  assert_non_null(fx);
+  fx->mem_baseline = cport__mem_live();
+  assert_int_equal(cport_core_create(&fx->core, NULL), 0);
+  fx->loop = cport_core_loop(fx->core, 0);
+  cport_service_opts_init(&fx->opts);
+  fx->mode = RECV_ECHO;
+  fx->client_mode = RECV_CONSUME;
+  fx->consume_max = SIZE_MAX;
+  *state = fx;
+  return 0;
+}
+
+
+static void fixture_on_stopped(cport_service_t* svc) {
+  fixture_t* fx = cport_service_get_data(svc);
+  fx->stopped++;
+}
+
+
+void fixture_stop_service(fixture_t* fx,
+                          cport_service_t* svc,
+                          int deadline_ms) {
+  int before = fx->stopped;
+  assert_int_equal(cport_service_stop(svc, deadline_ms, fixture_on_stopped), 0);
+  fixture_wait_int(fx, &fx->stopped, before + 1, FIXTURE_TIMEOUT_MS);
+}
+
+
+int fixture_teardown(void** state) {
+  fixture_t* fx = *state;
+  if (fx->server != NULL)
+    cport_service_destroy(fx->server);
+  if (fx->client != NULL)
+    cport_service_destroy(fx->client);
+  /* Destroy ran every on_disconnected (with the closes), so forgetting now
+   * frees the remembered records too. */
+  /* Let the close callbacks run so the services are freed. A peer the test
+   * forgot would keep the loop alive, hence the bound. */
+  {
+    uint64_t deadline = uv_hrtime() + (uint64_t)FIXTURE_TIMEOUT_MS * 1000000u;
+    while (cport_core_dispatch(fx->core, 0, 10) > 0)
+      assert_true(uv_hrtime() < deadline);
+  }
+  rec_forget(&fx->last_server);
+  rec_forget(&fx->last_client);
+  cport_core_destroy(fx->core);
+  assert_int_equal(cport__mem_live(), fx->mem_baseline);
+  free(fx);
+  return 0;
+}
+
+
+void fixture_start_server(fixture_t* fx) {
+  cport_service_opts_t o;
+  cport_addr_t any;
+  fixture_apply_callbacks(fx, &o);
+  assert_int_equal(cport_addr_parse(&any, "127.0.0.1", 0), 0);
+  assert_int_equal(cport_service_create(&fx->server, fx->core,
+                                        CPORT_SERVICE_SERVER, &any, &o),
+                   0);
+  assert_int_equal(cport_service_start(fx->server), 0);
+  assert_int_equal(cport_service_local_addr(fx->server, &fx->server_addr), 0);
+  assert_true(cport_addr_port(&fx->server_addr) > 0);
+}
+
+
+void fixture_start_client(fixture_t* fx, const cport_addr_t* addr, unsigned n) {
+  cport_service_opts_t o;
+  fixture_apply_callbacks(fx, &o);
+  o.connect_count = n;
+  assert_int_equal(cport_service_create(&fx->client, fx->core,
+                                        CPORT_SERVICE_CLIENT, addr, &o),
+                   0);
+  assert_int_equal(cport_service_start(fx->client), 0);
+}
+
+
+int fixture_run_until(fixture_t* fx,
+                      int (*pred)(void* arg),
+                      void* arg,
+                      int timeout_ms) {
+  uint64_t deadline = uv_hrtime() + (uint64_t)timeout_ms * 1000000u;
+  while (!pred(arg)) {
+    if (uv_hrtime() >= deadline)
+      return 0;
+    cport_core_dispatch(fx->core, 0, 10);
+  }
+  return 1;
+}
+
+
+typedef struct wait_int_s {
+  const int* counter;
+  int target;
+} wait_int_t;
+
+
+static int pred_int(void* arg) {
+  wait_int_t* w = arg;
+  return *w->counter >= w->target;
+}
+
+
+void fixture_wait_int(fixture_t* fx,
+                      const int* counter,
+                      int target,
+                      int timeout_ms) {
+  wait_int_t w = {counter, target};
+  if (!fixture_run_until(fx, pred_int, &w, timeout_ms))
+    fail_msg("timed out after %d ms waiting for counter %d to reach %d",
+             timeout_ms, *counter, target);
+}
+
+
+typedef struct wait_size_s {
+  const size_t* counter;
+  size_t target;
+} wait_size_t;
+
+
+static int pred_size(void* arg) {
+  wait_size_t* w = arg;
+  return *w->counter >= w->target;
+}
+
+
+void fixture_wait_size(fixture_t* fx,
+                       const size_t* counter,
+                       size_t target,
+                       int timeout_ms) {
+  wait_size_t w = {counter, target};
+  if (!fixture_run_until(fx, pred_size, &w, timeout_ms))
+    fail_msg("timed out after %d ms waiting for a count of %zu, have %zu",
+             timeout_ms, target, *counter);
+}
+
+
+/* ---- peers ---- */
+
+static void peer_alloc_cb(uv_handle_t* h, size_t suggested, uv_buf_t* buf) {
+  static char chunk[65536];
+  (void)h;
+  (void)suggested;
+  buf->base = chunk;
+  buf->len = sizeof(chunk);
+}
+
+
+static void peer_read_cb(uv_stream_t* stream,
+                         ssize_t nread,
+                         const uv_buf_t* buf) {
+  peer_t* p = stream->data;
+  if (nread > 0) {
+    bytes_append(&p->received, buf->base, (size_t)nread);
+  } else if (nread == UV_EOF) {
+    p->eof = 1;
+  } else if (nread < 0) {
+    p->error = (int)nread;
+  }
+}
+
+
+static void peer_connect_cb(uv_connect_t* req, int status) {
+  peer_t* p = req->handle->data;
+  if (status != 0) {
+    p->connect_error = status;
+    return;
+  }
+  p->connected = 1;
+  if (uv_read_start((uv_stream_t*)&p->tcp, peer_alloc_cb, peer_read_cb) == 0)
+    p->reading = 1;
+}
+
+
+static int pred_peer_connect(void* arg) {
+  peer_t* p = arg;
+  return p->connected || p->connect_error != 0;
+}
+
+
+peer_t* peer_connect(fixture_t* fx, const cport_addr_t* addr, int allow_fail) {
+  peer_t* p = calloc(1, sizeof(*p));
+  assert_non_null(p);
+  p->fx = fx;
+  assert_int_equal(uv_tcp_init(fx->loop, &p->tcp), 0);
+  p->tcp.data = p;
+  assert_int_equal(uv_tcp_connect(&p->connect, &p->tcp,
+                                  cport_addr_sockaddr(addr), peer_connect_cb),
+                   0);
+  assert_true(fixture_run_until(fx, pred_peer_connect, p, FIXTURE_TIMEOUT_MS));
+  if (!allow_fail)
+    assert_int_equal(p->connect_error, 0);
+  return p;
+}
+
+
+typedef struct peer_write_s {
+  uv_write_t req;
+  peer_t* peer;
+  size_t len;
+  char data[];
+} peer_write_t;
+
+
+static void peer_write_cb(uv_write_t* req, int status) {
+  peer_write_t* w = (peer_write_t*)req;
+  if (status == 0)
+    w->peer->written += w->len;
+  else if (w->peer->error == 0)
+    w->peer->error = status;
+  free(w);
+}
+
+
+void peer_write(peer_t* p, const void* data, size_t len) {
+  peer_write_t* w = malloc(sizeof(*w) + len);
+  uv_buf_t buf;
+  assert_non_null(w);
+  w->peer = p;
+  w->len = len;
+  memcpy(w->data, data, len);
+  buf = uv_buf_init(w->data, (unsigned int)len);
+  assert_int_equal(
+      uv_write(&w->req, (uv_stream_t*)&p->tcp, &buf, 1, peer_write_cb), 0);
+}
+
+
+static void peer_shutdown_cb(uv_shutdown_t* req, int status) {
+  (void)req;
+  (void)status;
+}
+
+
+void peer_shutdown(peer_t* p) {
+  assert_int_equal(
+      uv_shutdown(&p->shutdown, (uv_stream_t*)&p->tcp, peer_shutdown_cb), 0);
+}
+
+
+static void peer_close_cb(uv_handle_t* h) {
+  peer_t* p = h->data;
+  p->closed = 1;
+}
+
+
+void peer_reset(peer_t* p) {
+  assert_int_equal(uv_tcp_close_reset(&p->tcp, peer_close_cb), 0);
+}
+
+
+void peer_stop_reading(peer_t* p) {
+  if (p->reading)
+    uv_read_stop((uv_stream_t*)&p->tcp);
+  p->reading = 0;
+}
+
+
+void peer_resume_reading(peer_t* p) {
+  if (!p->reading)
+    assert_int_equal(
+        uv_read_start((uv_stream_t*)&p->tcp, peer_alloc_cb, peer_read_cb), 0);
+  p->reading = 1;
+}
+
+
+void peer_destroy(peer_t* p) {
+  if (!uv_is_closing((uv_handle_t*)&p->tcp))
+    uv_close((uv_handle_t*)&p->tcp, peer_close_cb);
+  fixture_wait_int(p->fx, &p->closed, 1, FIXTURE_TIMEOUT_MS);
+  bytes_free(&p->received);
+  free(p);
+}

@@ -1,0 +1,150 @@
+/* Loopback test helpers shared by the cmocka executables.
+ *
+ * A fixture is one core with one owned port, driven from the test's thread
+ * with cport_core_dispatch(), so every callback runs on the test thread and
+ * tests need no locks. A "recorder" set of session callbacks counts events
+ * into the fixture; a "peer" is a plain libuv TCP client on the same loop
+ * that the tests use to act as the other side (half-close, reset, stop
+ * reading) without going through cport. */
+#ifndef CPORT_TEST_FIXTURE_H
+#define CPORT_TEST_FIXTURE_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+#include <uv.h>
+
+#include "cport/cport.h"
+
+/* Deadline for any wait in a test; a timeout fails the test. */
+#define FIXTURE_TIMEOUT_MS 10000
+
+/* What the recorder's on_recv does with incoming bytes. */
+typedef enum {
+  RECV_ECHO,        /* send everything back, consume all */
+  RECV_CONSUME,     /* consume all, record */
+  RECV_PARTIAL,     /* consume at most `consume_max` bytes per call, record */
+  RECV_NOTHING,     /* consume nothing */
+  RECV_DISCONNECT,  /* record, then cport_session_disconnect, consume all */
+  RECV_OVERCONSUME, /* return more than len (a contract violation) */
+  RECV_FLOOD_ONCE   /* first call: send flood_len bytes, consume nothing;
+                       later calls: consume all, record */
+} recv_mode_t;
+
+/* A growable byte record. */
+typedef struct bytes_s {
+  uint8_t* data;
+  size_t len;
+  size_t cap;
+} bytes_t;
+
+void bytes_append(bytes_t* b, const void* data, size_t len);
+void bytes_free(bytes_t* b);
+
+typedef struct fixture_s fixture_t;
+
+/* Per-session user area of the recorder callbacks. */
+typedef struct rec_session_s {
+  fixture_t* fx;
+  int connected;
+  int disconnected;
+  int code;
+  bytes_t received;  /* bytes consumed by on_recv, in order */
+  size_t sent;       /* bytes reported by on_send */
+  size_t calls;      /* on_recv calls */
+  bytes_t last_call; /* what the latest on_recv call was given */
+} rec_session_t;
+
+struct fixture_s {
+  cport_core_t* core;
+  uv_loop_t* loop;
+  cport_service_opts_t opts; /* applied by fixture_start_server/client */
+  cport_service_t* server;
+  cport_service_t* client;
+  cport_addr_t server_addr;
+  recv_mode_t mode;        /* on_recv of server sessions (default echo) */
+  recv_mode_t client_mode; /* on_recv of client sessions (default consume) */
+  size_t consume_max;
+  size_t flood_len;
+  /* Totals over every session. */
+  int connected;
+  int disconnected;
+  int connect_failed;
+  int last_connect_error;
+  int last_code;
+  char last_cause[256];
+  size_t sent;
+  /* The latest session of each service to connect, referenced until the
+   * next one connects or teardown. Their records survive on_disconnected. */
+  cport_session_t* last_server;
+  cport_session_t* last_client;
+  int stopped;
+  long mem_baseline;
+};
+
+/* cmocka setup/teardown: *state becomes a fixture_t*. Teardown stops the
+ * services, destroys everything, and fails if cport memory leaked. */
+int fixture_setup(void** state);
+int fixture_teardown(void** state);
+
+/* Create and start a server service with fx->opts and the recorder
+ * callbacks on 127.0.0.1 port 0; fx->server_addr gets the real port. */
+void fixture_start_server(fixture_t* fx);
+/* Same for a client service of `n` sessions to `addr`. */
+void fixture_start_client(fixture_t* fx, const cport_addr_t* addr, unsigned n);
+
+/* Dispatch the port until `*counter >= target`, or fail the test after
+ * `timeout_ms`. */
+void fixture_wait_int(fixture_t* fx,
+                      const int* counter,
+                      int target,
+                      int timeout_ms);
+void fixture_wait_size(fixture_t* fx,
+                       const size_t* counter,
+                       size_t target,
+                       int timeout_ms);
+/* Dispatch until pred(arg) is non-zero; returns 0 on timeout. */
+int fixture_run_until(fixture_t* fx,
+                      int (*pred)(void* arg),
+                      void* arg,
+                      int timeout_ms);
+/* Stop the service and wait for on_stopped. */
+void fixture_stop_service(fixture_t* fx, cport_service_t* svc, int deadline_ms);
+
+/* ---- raw libuv peers ---- */
+typedef struct peer_s {
+  uv_tcp_t tcp;
+  uv_connect_t connect;
+  uv_shutdown_t shutdown;
+  fixture_t* fx;
+  int connected;
+  int connect_error;
+  int eof;
+  int error;
+  int closed;
+  int reading;
+  bytes_t received;
+  size_t written; /* bytes whose write completed */
+} peer_t;
+
+/* Connect a peer to `addr` and wait until connected (fails the test on
+ * error unless `allow_fail`). */
+peer_t* peer_connect(fixture_t* fx, const cport_addr_t* addr, int allow_fail);
+void peer_write(peer_t* p, const void* data, size_t len);
+void peer_shutdown(peer_t* p);     /* half-close: FIN, keep reading */
+void peer_reset(peer_t* p);        /* RST and close */
+void peer_stop_reading(peer_t* p); /* leave bytes in the kernel */
+void peer_resume_reading(peer_t* p);
+/* Close (if still open), wait for the close, free. */
+void peer_destroy(peer_t* p);
+
+/* The recorder area of a session. */
+rec_session_t* rec_of(cport_session_t* s);
+
+/* Deterministic test payload. */
+void fill_pattern(uint8_t* buf, size_t len, uint32_t seed);
+
+#endif /* CPORT_TEST_FIXTURE_H */

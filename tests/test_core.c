@@ -1,0 +1,998 @@
+/* The core: creation and options, cport_core_dispatch() on the test's
+ * thread, cport_core_run() threads, and embedding on an application's loop.
+ *
+ * Cross-thread waits go through signal_t (a counter under a mutex with a
+ * uv_cond_timedwait() deadline). cport_core_join() and cport_core_destroy()
+ * block until the port thread exits, so the tests call them through
+ * call_bounded(): a helper thread makes the call while the owner waits with a
+ * deadline. The owner is blocked meanwhile, so the calls stay one at a time
+ * as the "Thread: owner" contract asks; the helper only turns a join that
+ * never returns into a failure with a message instead of a hang. */
+#include "fixture.h"
+
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h" /* cport__mem_live */
+
+#define NS_PER_MS 1000000u
+
+
+/* ---- cross-thread signalling ---- */
+
+typedef struct signal_s {
+  uv_mutex_t mu;
+  uv_cond_t cv;
+  int count;
+  uv_thread_t thread; /* the thread of the last raise */
+} signal_t;
+
+
+static void signal_init(signal_t* s) {
+  memset(s, 0, sizeof(*s));
+  assert_int_equal(uv_mutex_init(&s->mu), 0);
+  assert_int_equal(uv_cond_init(&s->cv), 0);
+}
+
+
+static void signal_destroy(signal_t* s) {
+  uv_cond_destroy(&s->cv);
+  uv_mutex_destroy(&s->mu);
+}
+
+
+static void signal_raise(signal_t* s) {
+  uv_mutex_lock(&s->mu);
+  s->count++;
+  s->thread = uv_thread_self();
+  uv_cond_broadcast(&s->cv);
+  uv_mutex_unlock(&s->mu);
+}
+
+
+/* Wait until the count reaches `target`; 0 on timeout. */
+static int signal_wait(signal_t* s, int target, int timeout_ms) {
+  uint64_t deadline = uv_hrtime() + (uint64_t)timeout_ms * NS_PER_MS;
+  int reached;
+  uv_mutex_lock(&s->mu);
+  while (s->count < target) {
+    uint64_t now = uv_hrtime();
+    if (now >= deadline)
+      break;
+    (void)uv_cond_timedwait(&s->cv, &s->mu, deadline - now);
+  }
+  reached = s->count >= target;
+  uv_mutex_unlock(&s->mu);
+  return reached;
+}
+
+
+static int signal_count(signal_t* s) {
+  int n;
+  uv_mutex_lock(&s->mu);
+  n = s->count;
+  uv_mutex_unlock(&s->mu);
+  return n;
+}
+
+
+static int signal_raised_on_this_thread(signal_t* s) {
+  uv_thread_t self = uv_thread_self();
+  int same;
+  uv_mutex_lock(&s->mu);
+  same = uv_thread_equal(&self, &s->thread);
+  uv_mutex_unlock(&s->mu);
+  return same;
+}
+
+
+/* ---- blocking calls with a deadline ---- */
+
+typedef struct bounded_call_s {
+  void (*fn)(cport_core_t* core, int* rc);
+  cport_core_t* core;
+  int rc;
+  signal_t done;
+  uv_thread_t thread;
+} bounded_call_t;
+
+
+static void bounded_call_main(void* arg) {
+  bounded_call_t* c = arg;
+  c->fn(c->core, &c->rc);
+  signal_raise(&c->done);
+}
+
+
+/* Run fn(core) on a helper thread and wait for it; fail after the deadline.
+ * On a timeout the helper (stuck in cport) and its record are leaked on
+ * purpose: freeing what a live thread uses would only add a crash. */
+static int call_bounded(void (*fn)(cport_core_t* core, int* rc),
+                        cport_core_t* core,
+                        const char* what) {
+  bounded_call_t* c = calloc(1, sizeof(*c));
+  int rc;
+  assert_non_null(c);
+  c->fn = fn;
+  c->core = core;
+  signal_init(&c->done);
+  assert_int_equal(uv_thread_create(&c->thread, bounded_call_main, c), 0);
+  if (!signal_wait(&c->done, 1, FIXTURE_TIMEOUT_MS))
+    fail_msg("%s did not return within %d ms", what, FIXTURE_TIMEOUT_MS);
+  assert_int_equal(uv_thread_join(&c->thread), 0);
+  rc = c->rc;
+  signal_destroy(&c->done);
+  free(c);
+  return rc;
+}
+
+
+static void do_join(cport_core_t* core, int* rc) {
+  *rc = cport_core_join(core);
+}
+
+
+static void do_destroy(cport_core_t* core, int* rc) {
+  cport_core_destroy(core);
+  *rc = 0;
+}
+
+
+static void join_bounded(cport_core_t* core) {
+  assert_int_equal(call_bounded(do_join, core, "cport_core_join"), 0);
+}
+
+
+/* ---- handles the tests add to a port's loop ---- */
+
+typedef struct probe_s {
+  uv_timer_t timer;
+  uv_async_t async;
+  signal_t fired;
+  cport_core_t* core;
+  int stop_core_in_callback;
+  int stop_rc;
+  int closed;
+} probe_t;
+
+
+static void probe_init(probe_t* p, cport_core_t* core) {
+  memset(p, 0, sizeof(*p));
+  signal_init(&p->fired);
+  p->core = core;
+  p->stop_rc = 1; /* not called yet */
+}
+
+
+static void probe_fire(probe_t* p) {
+  if (p->stop_core_in_callback)
+    p->stop_rc = cport_core_stop(p->core);
+  signal_raise(&p->fired);
+}
+
+
+static void probe_timer_cb(uv_timer_t* t) {
+  probe_fire(t->data);
+}
+
+
+static void probe_async_cb(uv_async_t* a) {
+  probe_fire(a->data);
+}
+
+
+static void probe_close_cb(uv_handle_t* h) {
+  probe_t* p = h->data;
+  p->closed++;
+}
+
+
+static void probe_start_timer(probe_t* p, uint64_t timeout_ms) {
+  assert_int_equal(uv_timer_init(cport_core_loop(p->core, 0), &p->timer), 0);
+  p->timer.data = p;
+  assert_int_equal(uv_timer_start(&p->timer, probe_timer_cb, timeout_ms, 0), 0);
+}
+
+
+static void probe_init_async(probe_t* p) {
+  assert_int_equal(
+      uv_async_init(cport_core_loop(p->core, 0), &p->async, probe_async_cb), 0);
+  p->async.data = p;
+}
+
+
+/* Close `h` (a probe's handle) while no thread runs the core, dispatching
+ * until its close callback has run. */
+static void probe_close(probe_t* p, uv_handle_t* h) {
+  uint64_t deadline = uv_hrtime() + (uint64_t)FIXTURE_TIMEOUT_MS * NS_PER_MS;
+  int before = p->closed;
+  uv_close(h, probe_close_cb);
+  while (p->closed == before) {
+    if (uv_hrtime() >= deadline)
+      fail_msg("close callback did not run within %d ms", FIXTURE_TIMEOUT_MS);
+    assert_true(cport_core_dispatch(p->core, 0, 10) >= 0);
+  }
+}
+
+
+static void probe_destroy(probe_t* p) {
+  signal_destroy(&p->fired);
+}
+
+
+/* ---- setup for tests that create their own cores ---- */
+
+static long mem_baseline;
+
+
+static int mem_setup(void** state) {
+  (void)state;
+  mem_baseline = cport__mem_live();
+  return 0;
+}
+
+
+static int mem_teardown(void** state) {
+  (void)state;
+  assert_int_equal(cport__mem_live(), mem_baseline);
+  return 0;
+}
+
+
+/* ---- creation and options ---- */
+
+static void test_core_create_with_null_opts_has_one_port(void** state) {
+  cport_core_t* core = NULL;
+  (void)state;
+  assert_int_equal(cport_core_create(&core, NULL), 0);
+  assert_non_null(core);
+  assert_int_equal(cport_core_ports(core), 1);
+  assert_non_null(cport_core_loop(core, 0));
+  /* A fresh core has no work: dispatch says so. */
+  assert_int_equal(cport_core_dispatch(core, 0, 0), 0);
+  cport_core_destroy(core);
+}
+
+
+static void test_core_create_with_initialized_opts(void** state) {
+  cport_core_opts_t opts;
+  cport_core_t* core = NULL;
+  (void)state;
+  cport_core_opts_init(&opts);
+  opts.ignore_sigpipe = 0;
+  assert_int_equal(cport_core_create(&core, &opts), 0);
+  assert_non_null(core);
+  assert_int_equal(cport_core_ports(core), 1);
+  cport_core_destroy(core);
+}
+
+
+static void test_core_create_rejects_null_out(void** state) {
+  cport_core_opts_t opts;
+  (void)state;
+  assert_int_equal(cport_core_create(NULL, NULL), UV_EINVAL);
+  cport_core_opts_init(&opts);
+  assert_int_equal(cport_core_create(NULL, &opts), UV_EINVAL);
+}
+
+
+static void test_core_create_rejects_zero_ports(void** state) {
+  cport_core_opts_t opts;
+  cport_core_t* core = NULL;
+  (void)state;
+  cport_core_opts_init(&opts);
+  opts.ports = 0;
+  assert_int_equal(cport_core_create(&core, &opts), UV_EINVAL);
+  assert_null(core);
+}
+
+
+static void test_core_create_rejects_several_ports_as_unsupported(
+    void** state) {
+  cport_core_opts_t opts;
+  cport_core_t* core = NULL;
+  (void)state;
+  cport_core_opts_init(&opts);
+  opts.ports = 2;
+  assert_int_equal(cport_core_create(&core, &opts), UV_ENOTSUP);
+  assert_null(core);
+  opts.ports = UINT_MAX;
+  assert_int_equal(cport_core_create(&core, &opts), UV_ENOTSUP);
+  assert_null(core);
+}
+
+
+static void test_core_opts_init_sets_defaults(void** state) {
+  cport_core_opts_t opts;
+  (void)state;
+  memset(&opts, 0xff, sizeof(opts));
+  cport_core_opts_init(&opts);
+  assert_int_equal(opts.ports, 1);
+  assert_null(opts.loop);
+  assert_int_not_equal(opts.ignore_sigpipe, 0);
+  cport_core_opts_init(NULL); /* must not crash */
+}
+
+
+static void test_core_ports_and_loop_reject_bad_arguments(void** state) {
+  fixture_t* fx = *state;
+  assert_int_equal(cport_core_ports(fx->core), 1);
+  assert_int_equal(cport_core_ports(NULL), 0);
+  assert_non_null(cport_core_loop(fx->core, 0));
+  assert_ptr_equal(cport_core_loop(fx->core, 0), fx->loop);
+  assert_null(cport_core_loop(fx->core, 1));
+  assert_null(cport_core_loop(fx->core, UINT_MAX));
+  assert_null(cport_core_loop(NULL, 0));
+}
+
+
+static void test_core_null_arguments_are_rejected(void** state) {
+  (void)state;
+  cport_core_destroy(NULL); /* must not crash */
+  assert_int_equal(cport_core_stop(NULL), UV_EINVAL);
+  assert_int_equal(cport_core_join(NULL), UV_EINVAL);
+  assert_int_equal(cport_core_run(NULL), UV_EINVAL);
+  assert_int_equal(cport_core_dispatch(NULL, 0, 0), UV_EINVAL);
+}
+
+
+/* ---- cport_core_dispatch ---- */
+
+static void test_core_dispatch_rejects_bad_port(void** state) {
+  fixture_t* fx = *state;
+  assert_int_equal(cport_core_dispatch(fx->core, 1, 0), UV_EINVAL);
+  assert_int_equal(cport_core_dispatch(fx->core, UINT_MAX, 0), UV_EINVAL);
+  assert_int_equal(cport_core_dispatch(fx->core, 1, -1), UV_EINVAL);
+  assert_int_equal(cport_core_dispatch(NULL, 0, 50), UV_EINVAL);
+}
+
+
+static void test_core_dispatch_poll_returns_promptly(void** state) {
+  fixture_t* fx = *state;
+  uint64_t start = uv_hrtime();
+  assert_int_equal(cport_core_dispatch(fx->core, 0, 0), 0);
+  /* Generous bound: it must not wait for events, not be fast. */
+  assert_true(uv_hrtime() - start < 1000 * (uint64_t)NS_PER_MS);
+}
+
+
+static void test_core_dispatch_waits_for_timeout_without_events(void** state) {
+  fixture_t* fx = *state;
+  uint64_t start = uv_hrtime();
+  uint64_t elapsed;
+  int rc = cport_core_dispatch(fx->core, 0, 50);
+  elapsed = uv_hrtime() - start;
+  /* cport's own timer that bounds the wait is no work of the port. */
+  assert_int_equal(rc, 0);
+  if (elapsed < 40 * (uint64_t)NS_PER_MS)
+    fail_msg("dispatch(50 ms) returned after %llu ms",
+             (unsigned long long)(elapsed / NS_PER_MS));
+  assert_true(elapsed < 5000 * (uint64_t)NS_PER_MS);
+}
+
+
+static void test_core_dispatch_reports_pending_work(void** state) {
+  fixture_t* fx = *state;
+  probe_t p;
+  uint64_t start;
+  uint64_t elapsed;
+  probe_init(&p, fx->core);
+  probe_start_timer(&p, 60000);
+  start = uv_hrtime();
+  /* The timer is far off: dispatch times out but reports it as work. */
+  assert_int_equal(cport_core_dispatch(fx->core, 0, 50), 1);
+  elapsed = uv_hrtime() - start;
+  assert_true(elapsed >= 40 * (uint64_t)NS_PER_MS);
+  assert_true(elapsed < 5000 * (uint64_t)NS_PER_MS);
+  assert_int_equal(signal_count(&p.fired), 0);
+  assert_int_equal(cport_core_dispatch(fx->core, 0, 0), 1);
+  probe_close(&p, (uv_handle_t*)&p.timer);
+  assert_int_equal(cport_core_dispatch(fx->core, 0, 0), 0);
+  probe_destroy(&p);
+}
+
+
+static void test_core_dispatch_runs_timer_callback(void** state) {
+  fixture_t* fx = *state;
+  uint64_t deadline = uv_hrtime() + (uint64_t)FIXTURE_TIMEOUT_MS * NS_PER_MS;
+  probe_t p;
+  int rc = 1;
+  probe_init(&p, fx->core);
+  probe_start_timer(&p, 5);
+  assert_int_equal(cport_core_dispatch(fx->core, 0, 0), 1);
+  while (signal_count(&p.fired) == 0) {
+    if (uv_hrtime() >= deadline)
+      fail_msg("timer did not fire within %d ms", FIXTURE_TIMEOUT_MS);
+    rc = cport_core_dispatch(fx->core, 0, 100);
+    assert_true(rc >= 0);
+  }
+  assert_int_equal(signal_count(&p.fired), 1);
+  /* The callback ran inside dispatch, on the calling thread. */
+  assert_true(signal_raised_on_this_thread(&p.fired));
+  /* A one-shot timer that has fired is no more work. */
+  assert_int_equal(rc, 0);
+  probe_close(&p, (uv_handle_t*)&p.timer);
+  probe_destroy(&p);
+}
+
+
+static void test_core_dispatch_returns_after_first_event(void** state) {
+  fixture_t* fx = *state;
+  probe_t p;
+  uint64_t start;
+  uint64_t elapsed;
+  probe_init(&p, fx->core);
+  probe_start_timer(&p, 10);
+  start = uv_hrtime();
+  /* The timeout is an upper bound: the timer ends the wait long before. */
+  assert_true(cport_core_dispatch(fx->core, 0, 8000) >= 0);
+  elapsed = uv_hrtime() - start;
+  assert_int_equal(signal_count(&p.fired), 1);
+  assert_true(elapsed < 4000 * (uint64_t)NS_PER_MS);
+  probe_close(&p, (uv_handle_t*)&p.timer);
+  probe_destroy(&p);
+}
+
+
+static void stale_watchdog_cb(uv_timer_t* t) {
+  (void)t;
+}
+
+
+static void stale_watchdog_close_cb(uv_handle_t* h) {
+  *(int*)h->data = 1;
+}
+
+
+static void test_core_dispatch_timeout_holds_when_loop_time_is_stale(
+    void** state) {
+  fixture_t* fx = *state;
+  /* Static: a failed assertion leaves the test before the close. */
+  static uv_timer_t watchdog;
+  int closed = 0;
+  uint64_t spin_until;
+  uint64_t start;
+  uint64_t elapsed;
+  /* A listener keeps the loop alive, so an unbounded poll would block. */
+  fixture_start_server(fx);
+  assert_int_equal(uv_timer_init(fx->loop, &watchdog), 0);
+  assert_int_equal(uv_timer_start(&watchdog, stale_watchdog_cb, 3000, 0), 0);
+  assert_true(cport_core_dispatch(fx->core, 0, 0) >= 0);
+  /* Work done outside the loop (a long callback, say) leaves the loop's
+   * cached time behind the clock. */
+  spin_until = uv_hrtime() + 20 * (uint64_t)NS_PER_MS;
+  while (uv_hrtime() < spin_until) {
+  }
+  start = uv_hrtime();
+  assert_true(cport_core_dispatch(fx->core, 0, 5) >= 0);
+  elapsed = uv_hrtime() - start;
+  if (elapsed >= 1000 * (uint64_t)NS_PER_MS)
+    fail_msg("dispatch(5 ms) took %llu ms",
+             (unsigned long long)(elapsed / NS_PER_MS));
+  watchdog.data = &closed;
+  uv_close((uv_handle_t*)&watchdog, stale_watchdog_close_cb);
+  fixture_wait_int(fx, &closed, 1, FIXTURE_TIMEOUT_MS);
+}
+
+
+/* ---- cport_core_run ---- */
+
+static void test_core_run_fires_async_on_port_thread(void** state) {
+  fixture_t* fx = *state;
+  probe_t p;
+  probe_init(&p, fx->core);
+  probe_init_async(&p);
+  assert_int_equal(cport_core_run(fx->core), 0);
+  assert_int_equal(uv_async_send(&p.async), 0);
+  if (!signal_wait(&p.fired, 1, FIXTURE_TIMEOUT_MS))
+    fail_msg("async callback did not run within %d ms", FIXTURE_TIMEOUT_MS);
+  assert_false(signal_raised_on_this_thread(&p.fired));
+  assert_int_equal(cport_core_stop(fx->core), 0);
+  join_bounded(fx->core);
+  probe_close(&p, (uv_handle_t*)&p.async);
+  assert_int_equal(signal_count(&p.fired), 1);
+  probe_destroy(&p);
+}
+
+
+static void test_core_run_fires_timer_added_before_run(void** state) {
+  fixture_t* fx = *state;
+  probe_t p;
+  probe_init(&p, fx->core);
+  probe_start_timer(&p, 1);
+  assert_int_equal(cport_core_run(fx->core), 0);
+  if (!signal_wait(&p.fired, 1, FIXTURE_TIMEOUT_MS))
+    fail_msg("timer callback did not run within %d ms", FIXTURE_TIMEOUT_MS);
+  assert_false(signal_raised_on_this_thread(&p.fired));
+  assert_int_equal(cport_core_stop(fx->core), 0);
+  join_bounded(fx->core);
+  probe_close(&p, (uv_handle_t*)&p.timer);
+  probe_destroy(&p);
+}
+
+
+static void test_core_dispatch_while_running_returns_ebusy(void** state) {
+  fixture_t* fx = *state;
+  uint64_t start;
+  assert_int_equal(cport_core_run(fx->core), 0);
+  start = uv_hrtime();
+  assert_int_equal(cport_core_dispatch(fx->core, 0, 0), UV_EBUSY);
+  assert_int_equal(cport_core_dispatch(fx->core, 0, 5000), UV_EBUSY);
+  /* Refused at once, without waiting out the timeout. */
+  assert_true(uv_hrtime() - start < 2500 * (uint64_t)NS_PER_MS);
+  assert_int_equal(cport_core_stop(fx->core), 0);
+  join_bounded(fx->core);
+  /* Once joined, the test thread may drive the port again. */
+  assert_int_equal(cport_core_dispatch(fx->core, 0, 0), 0);
+}
+
+
+static void test_core_run_twice_returns_ebusy(void** state) {
+  fixture_t* fx = *state;
+  assert_int_equal(cport_core_run(fx->core), 0);
+  assert_int_equal(cport_core_run(fx->core), UV_EBUSY);
+  assert_int_equal(cport_core_stop(fx->core), 0);
+  /* Stopped but not joined: the thread may still run, so still busy. */
+  assert_int_equal(cport_core_run(fx->core), UV_EBUSY);
+  assert_int_equal(cport_core_stop(fx->core), 0); /* twice is fine */
+  join_bounded(fx->core);
+}
+
+
+static void test_core_stop_from_port_callback_ends_run(void** state) {
+  fixture_t* fx = *state;
+  probe_t p;
+  probe_init(&p, fx->core);
+  p.stop_core_in_callback = 1;
+  probe_start_timer(&p, 1);
+  assert_int_equal(cport_core_run(fx->core), 0);
+  if (!signal_wait(&p.fired, 1, FIXTURE_TIMEOUT_MS))
+    fail_msg("timer callback did not run within %d ms", FIXTURE_TIMEOUT_MS);
+  /* No cport_core_stop() from this thread: the callback's must suffice. */
+  join_bounded(fx->core);
+  assert_int_equal(p.stop_rc, 0);
+  probe_close(&p, (uv_handle_t*)&p.timer);
+  probe_destroy(&p);
+}
+
+
+static void test_core_run_again_after_join(void** state) {
+  fixture_t* fx = *state;
+  probe_t p;
+  probe_init(&p, fx->core);
+  probe_init_async(&p);
+
+  assert_int_equal(cport_core_run(fx->core), 0);
+  assert_int_equal(uv_async_send(&p.async), 0);
+  if (!signal_wait(&p.fired, 1, FIXTURE_TIMEOUT_MS))
+    fail_msg("first run: no callback within %d ms", FIXTURE_TIMEOUT_MS);
+  assert_int_equal(cport_core_stop(fx->core), 0);
+  join_bounded(fx->core);
+
+  assert_int_equal(cport_core_run(fx->core), 0);
+  assert_int_equal(uv_async_send(&p.async), 0);
+  if (!signal_wait(&p.fired, 2, FIXTURE_TIMEOUT_MS))
+    fail_msg("second run: no callback within %d ms", FIXTURE_TIMEOUT_MS);
+  assert_false(signal_raised_on_this_thread(&p.fired));
+  assert_int_equal(cport_core_stop(fx->core), 0);
+  join_bounded(fx->core);
+
+  probe_close(&p, (uv_handle_t*)&p.async);
+  probe_destroy(&p);
+}
+
+
+static void test_core_stop_before_run_does_not_cancel_next_run(void** state) {
+  fixture_t* fx = *state;
+  probe_t p;
+  probe_init(&p, fx->core);
+  probe_init_async(&p);
+  /* Nothing runs yet: stop and join are harmless no-ops. */
+  assert_int_equal(cport_core_stop(fx->core), 0);
+  assert_int_equal(cport_core_join(fx->core), 0);
+  assert_int_equal(cport_core_run(fx->core), 0);
+  /* The port thread must still be serving the loop. */
+  assert_int_equal(uv_async_send(&p.async), 0);
+  if (!signal_wait(&p.fired, 1, FIXTURE_TIMEOUT_MS))
+    fail_msg("no callback within %d ms after run", FIXTURE_TIMEOUT_MS);
+  assert_int_equal(cport_core_stop(fx->core), 0);
+  join_bounded(fx->core);
+  probe_close(&p, (uv_handle_t*)&p.async);
+  probe_destroy(&p);
+}
+
+
+static void test_core_join_without_run_returns_zero(void** state) {
+  fixture_t* fx = *state;
+  assert_int_equal(cport_core_join(fx->core), 0);
+  assert_int_equal(cport_core_join(fx->core), 0);
+}
+
+
+static void test_core_destroy_stops_running_threads(void** state) {
+  cport_core_t* core = NULL;
+  (void)state;
+  assert_int_equal(cport_core_create(&core, NULL), 0);
+  assert_int_equal(cport_core_run(core), 0);
+  /* Destroy stops and joins by itself; mem_teardown proves it freed all. */
+  assert_int_equal(call_bounded(do_destroy, core, "cport_core_destroy"), 0);
+}
+
+
+/* ---- embedding on an application's loop ---- */
+
+/* An unreferenced timer that ends a uv_run() that would otherwise block
+ * forever, without itself keeping the loop alive. */
+typedef struct watchdog_s {
+  uv_timer_t timer;
+  int fired;
+  int closed;
+} watchdog_t;
+
+
+static void watchdog_cb(uv_timer_t* t) {
+  watchdog_t* w = t->data;
+  w->fired++;
+  uv_stop(t->loop);
+}
+
+
+static void watchdog_close_cb(uv_handle_t* h) {
+  watchdog_t* w = h->data;
+  w->closed = 1;
+}
+
+
+static void watchdog_start(watchdog_t* w,
+                           uv_loop_t* loop,
+                           uint64_t timeout_ms,
+                           uint64_t repeat_ms) {
+  memset(w, 0, sizeof(*w));
+  assert_int_equal(uv_timer_init(loop, &w->timer), 0);
+  w->timer.data = w;
+  assert_int_equal(
+      uv_timer_start(&w->timer, watchdog_cb, timeout_ms, repeat_ms), 0);
+  uv_unref((uv_handle_t*)&w->timer);
+}
+
+
+/* Run `loop` without blocking until nothing is left on it, then close it.
+ * Close callbacks (cport's included) run during these rounds. */
+static void app_loop_drain_and_close(uv_loop_t* loop) {
+  uint64_t deadline = uv_hrtime() + (uint64_t)FIXTURE_TIMEOUT_MS * NS_PER_MS;
+  while (uv_run(loop, UV_RUN_NOWAIT) != 0) {
+    if (uv_hrtime() >= deadline)
+      fail_msg("application loop still busy after %d ms", FIXTURE_TIMEOUT_MS);
+  }
+  assert_int_equal(uv_loop_close(loop), 0);
+}
+
+
+static void test_core_embedded_uses_app_loop(void** state) {
+  uv_loop_t loop;
+  cport_core_opts_t opts;
+  cport_core_t* core = NULL;
+  watchdog_t w;
+  uint64_t start;
+  (void)state;
+  assert_int_equal(uv_loop_init(&loop), 0);
+  cport_core_opts_init(&opts);
+  opts.loop = &loop;
+  assert_int_equal(cport_core_create(&core, &opts), 0);
+  assert_ptr_equal(cport_core_loop(core, 0), &loop);
+  assert_int_equal(cport_core_ports(core), 1);
+  /* The application drives an embedded loop; cport starts no thread. */
+  assert_int_equal(cport_core_run(core), UV_EINVAL);
+
+  /* cport's handles must not keep the application's loop alive. */
+  assert_int_equal(uv_loop_alive(&loop), 0);
+  watchdog_start(&w, &loop, 5000, 0);
+  start = uv_hrtime();
+  assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+  assert_int_equal(w.fired, 0);
+  assert_true(uv_hrtime() - start < 2500 * (uint64_t)NS_PER_MS);
+
+  uv_close((uv_handle_t*)&w.timer, watchdog_close_cb);
+  cport_core_destroy(core);
+  app_loop_drain_and_close(&loop);
+  assert_int_equal(w.closed, 1);
+}
+
+
+typedef struct app_timer_s {
+  uv_timer_t timer;
+  int fired;
+} app_timer_t;
+
+
+static void app_timer_cb(uv_timer_t* t) {
+  app_timer_t* a = t->data;
+  a->fired++;
+}
+
+
+/* cport_core_stop() asks the threads of cport_core_run() to return; an
+ * embedded core has none, so the application's own uv_run() must go on. */
+static void test_core_stop_on_embedded_core_does_not_stop_app_loop(
+    void** state) {
+  uv_loop_t loop;
+  cport_core_opts_t opts;
+  cport_core_t* core = NULL;
+  app_timer_t a;
+  watchdog_t w;
+  uint64_t deadline = uv_hrtime() + (uint64_t)FIXTURE_TIMEOUT_MS * NS_PER_MS;
+  int fired_in_first_run;
+  (void)state;
+  assert_int_equal(uv_loop_init(&loop), 0);
+  cport_core_opts_init(&opts);
+  opts.loop = &loop;
+  assert_int_equal(cport_core_create(&core, &opts), 0);
+  memset(&a, 0, sizeof(a));
+  assert_int_equal(uv_timer_init(&loop, &a.timer), 0);
+  a.timer.data = &a;
+  assert_int_equal(uv_timer_start(&a.timer, app_timer_cb, 30, 0), 0);
+
+  assert_int_equal(cport_core_stop(core), 0);
+  /* The timer is the loop's only referenced work: uv_run returns once it
+   * has fired. The watchdog bounds the run if cport kept the loop alive. */
+  watchdog_start(&w, &loop, 5000, 0);
+  (void)uv_run(&loop, UV_RUN_DEFAULT);
+  fired_in_first_run = a.fired;
+  /* Clean up before asserting, so that a failure does not leak into the
+   * next tests: let a timer that was cut short fire. Each round ends at
+   * the latest when that 30 ms timer fires. */
+  while (a.fired == 0 && uv_hrtime() < deadline)
+    (void)uv_run(&loop, UV_RUN_ONCE);
+  uv_close((uv_handle_t*)&a.timer, NULL);
+  uv_close((uv_handle_t*)&w.timer, watchdog_close_cb);
+  cport_core_destroy(core);
+  app_loop_drain_and_close(&loop);
+  assert_int_equal(w.fired, 0);
+  if (fired_in_first_run != 1)
+    fail_msg(
+        "uv_run(UV_RUN_DEFAULT) returned before the application's "
+        "timer fired (fired %d times): cport_core_stop() stopped the "
+        "embedding loop",
+        fired_in_first_run);
+}
+
+
+static void test_core_dispatch_on_embedded_core_runs_app_loop(void** state) {
+  uv_loop_t loop;
+  cport_core_opts_t opts;
+  cport_core_t* core = NULL;
+  app_timer_t a;
+  uint64_t deadline = uv_hrtime() + (uint64_t)FIXTURE_TIMEOUT_MS * NS_PER_MS;
+  (void)state;
+  assert_int_equal(uv_loop_init(&loop), 0);
+  cport_core_opts_init(&opts);
+  opts.loop = &loop;
+  assert_int_equal(cport_core_create(&core, &opts), 0);
+  memset(&a, 0, sizeof(a));
+  assert_int_equal(uv_timer_init(&loop, &a.timer), 0);
+  a.timer.data = &a;
+  assert_int_equal(uv_timer_start(&a.timer, app_timer_cb, 5, 0), 0);
+  /* The application's timer is the loop's work, and dispatch runs it. */
+  assert_int_equal(cport_core_dispatch(core, 0, 0), 1);
+  while (a.fired == 0 && uv_hrtime() < deadline)
+    assert_true(cport_core_dispatch(core, 0, 100) >= 0);
+  assert_int_equal(a.fired, 1);
+  assert_int_equal(cport_core_dispatch(core, 0, 0), 0);
+  uv_close((uv_handle_t*)&a.timer, NULL);
+  cport_core_destroy(core);
+  app_loop_drain_and_close(&loop);
+}
+
+
+typedef struct embed_server_s {
+  int connected;
+  int disconnected;
+  int last_code;
+  size_t received;
+} embed_server_t;
+
+
+static embed_server_t* embed_of(cport_session_t* s) {
+  return cport_service_get_data(cport_session_service(s));
+}
+
+
+static void embed_on_connected(cport_session_t* s) {
+  embed_of(s)->connected++;
+}
+
+
+static size_t embed_on_recv(cport_session_t* s,
+                            const uint8_t* data,
+                            size_t len) {
+  (void)data;
+  embed_of(s)->received += len;
+  return len;
+}
+
+
+static void embed_on_disconnected(cport_session_t* s,
+                                  int code,
+                                  const char* cause) {
+  embed_server_t* e = embed_of(s);
+  (void)cause;
+  e->disconnected++;
+  e->last_code = code;
+}
+
+
+typedef struct app_client_s {
+  uv_tcp_t tcp;
+  uv_connect_t connect;
+  uv_write_t write;
+  int connected;
+  int connect_status;
+  int written;
+  int closed;
+} app_client_t;
+
+
+static void app_client_connect_cb(uv_connect_t* req, int status) {
+  app_client_t* c = req->data;
+  c->connect_status = status;
+  c->connected = 1;
+}
+
+
+static void app_client_write_cb(uv_write_t* req, int status) {
+  app_client_t* c = req->data;
+  c->written = status == 0 ? 1 : -1;
+}
+
+
+static void app_client_close_cb(uv_handle_t* h) {
+  app_client_t* c = h->data;
+  c->closed = 1;
+}
+
+
+/* Run the application loop one round at a time until `*counter` reaches
+ * `target`; the caller's repeating watchdog bounds each round. */
+static void app_run_until(uv_loop_t* loop,
+                          const int* counter,
+                          int target,
+                          const char* what) {
+  uint64_t deadline = uv_hrtime() + (uint64_t)FIXTURE_TIMEOUT_MS * NS_PER_MS;
+  while (*counter < target) {
+    if (uv_hrtime() >= deadline)
+      fail_msg("timed out after %d ms waiting for %s", FIXTURE_TIMEOUT_MS,
+               what);
+    (void)uv_run(loop, UV_RUN_ONCE);
+  }
+}
+
+
+static void test_core_embedded_server_accepts_libuv_client(void** state) {
+  uv_loop_t loop;
+  cport_core_opts_t copts;
+  cport_service_opts_t sopts;
+  cport_core_t* core = NULL;
+  cport_service_t* svc = NULL;
+  cport_service_stats_t stats;
+  cport_addr_t bind_addr;
+  cport_addr_t local;
+  embed_server_t e;
+  app_client_t c;
+  watchdog_t tick;
+  uv_buf_t buf;
+  static char ping[] = "ping";
+  (void)state;
+
+  assert_int_equal(uv_loop_init(&loop), 0);
+  cport_core_opts_init(&copts);
+  copts.loop = &loop;
+  assert_int_equal(cport_core_create(&core, &copts), 0);
+  assert_ptr_equal(cport_core_loop(core, 0), &loop);
+
+  memset(&e, 0, sizeof(e));
+  cport_service_opts_init(&sopts);
+  sopts.cbs.on_connected = embed_on_connected;
+  sopts.cbs.on_recv = embed_on_recv;
+  sopts.cbs.on_disconnected = embed_on_disconnected;
+  sopts.data = &e;
+  assert_int_equal(cport_addr_parse(&bind_addr, "127.0.0.1", 0), 0);
+  assert_int_equal(cport_service_create(&svc, core, CPORT_SERVICE_SERVER,
+                                        &bind_addr, &sopts),
+                   0);
+  assert_int_equal(cport_service_start(svc), 0);
+  assert_int_equal(cport_service_local_addr(svc, &local), 0);
+  assert_int_equal(cport_addr_family(&local), 4);
+  assert_true(cport_addr_port(&local) > 0);
+
+  /* Bounds every uv_run(UV_RUN_ONCE) below to about 10 ms. */
+  watchdog_start(&tick, &loop, 10, 10);
+
+  memset(&c, 0, sizeof(c));
+  assert_int_equal(uv_tcp_init(&loop, &c.tcp), 0);
+  c.tcp.data = &c;
+  c.connect.data = &c;
+  assert_int_equal(
+      uv_tcp_connect(&c.connect, &c.tcp, cport_addr_sockaddr(&local),
+                     app_client_connect_cb),
+      0);
+  app_run_until(&loop, &c.connected, 1, "the client's connect");
+  assert_int_equal(c.connect_status, 0);
+  app_run_until(&loop, &e.connected, 1, "the server's on_connected");
+  assert_int_equal(cport_service_session_count(svc), 1);
+
+  /* Reads are driven by the application's loop too. */
+  buf = uv_buf_init(ping, 4);
+  c.write.data = &c;
+  assert_int_equal(
+      uv_write(&c.write, (uv_stream_t*)&c.tcp, &buf, 1, app_client_write_cb),
+      0);
+  app_run_until(&loop, &c.written, 1, "the client's write");
+  assert_int_equal(c.written, 1);
+  {
+    uint64_t deadline = uv_hrtime() + (uint64_t)FIXTURE_TIMEOUT_MS * NS_PER_MS;
+    while (e.received < 4) {
+      if (uv_hrtime() >= deadline)
+        fail_msg("server received %zu of 4 bytes", e.received);
+      (void)uv_run(&loop, UV_RUN_ONCE);
+    }
+  }
+  assert_int_equal(e.received, 4);
+  assert_int_equal(cport_service_stats(svc, &stats), 0);
+  assert_int_equal(stats.connected, 1);
+  assert_int_equal(stats.active, 1);
+  assert_int_equal(e.disconnected, 0);
+
+  /* Tear down with the session still open: it is closed by the destroy. */
+  cport_service_destroy(svc);
+  cport_core_destroy(core);
+  uv_close((uv_handle_t*)&c.tcp, app_client_close_cb);
+  uv_close((uv_handle_t*)&tick.timer, watchdog_close_cb);
+  app_loop_drain_and_close(&loop);
+  assert_int_equal(c.closed, 1);
+  assert_int_equal(tick.closed, 1);
+  assert_int_equal(e.connected, 1);
+  assert_int_equal(e.disconnected, 1);
+  assert_int_equal(e.last_code, CPORT_ESTOPPED);
+}
+
+
+#define CORE_TEST(fn) \
+  cmocka_unit_test_setup_teardown(fn, mem_setup, mem_teardown)
+#define FX_TEST(fn) \
+  cmocka_unit_test_setup_teardown(fn, fixture_setup, fixture_teardown)
+
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      CORE_TEST(test_core_create_with_null_opts_has_one_port),
+      CORE_TEST(test_core_create_with_initialized_opts),
+      CORE_TEST(test_core_create_rejects_null_out),
+      CORE_TEST(test_core_create_rejects_zero_ports),
+      CORE_TEST(test_core_create_rejects_several_ports_as_unsupported),
+      CORE_TEST(test_core_opts_init_sets_defaults),
+      FX_TEST(test_core_ports_and_loop_reject_bad_arguments),
+      CORE_TEST(test_core_null_arguments_are_rejected),
+      FX_TEST(test_core_dispatch_rejects_bad_port),
+      FX_TEST(test_core_dispatch_poll_returns_promptly),
+      FX_TEST(test_core_dispatch_waits_for_timeout_without_events),
+      FX_TEST(test_core_dispatch_reports_pending_work),
+      FX_TEST(test_core_dispatch_runs_timer_callback),
+      FX_TEST(test_core_dispatch_returns_after_first_event),
+      FX_TEST(test_core_dispatch_timeout_holds_when_loop_time_is_stale),
+      FX_TEST(test_core_run_fires_async_on_port_thread),
+      FX_TEST(test_core_run_fires_timer_added_before_run),
+      FX_TEST(test_core_dispatch_while_running_returns_ebusy),
+      FX_TEST(test_core_run_twice_returns_ebusy),
+      FX_TEST(test_core_stop_from_port_callback_ends_run),
+      FX_TEST(test_core_run_again_after_join),
+      FX_TEST(test_core_stop_before_run_does_not_cancel_next_run),
+      FX_TEST(test_core_join_without_run_returns_zero),
+      CORE_TEST(test_core_destroy_stops_running_threads),
+      CORE_TEST(test_core_embedded_uses_app_loop),
+      CORE_TEST(test_core_stop_on_embedded_core_does_not_stop_app_loop),
+      CORE_TEST(test_core_dispatch_on_embedded_core_runs_app_loop),
+      CORE_TEST(test_core_embedded_server_accepts_libuv_client),
+  };
+  return cmocka_run_group_tests_name("core", tests, NULL, NULL);
+}

@@ -1,0 +1,180 @@
+/* The listener, seen through a server service: binding, bind errors,
+ * max_sessions. */
+#include "fixture.h"
+
+#include <string.h>
+
+#include "common.h" /* cport__mem_fail_after */
+
+
+static int pred_peer_done(void* arg) {
+  peer_t* p = arg;
+  return p->eof || p->error != 0;
+}
+
+
+static void test_listener_max_sessions_rejects_and_keeps_serving(void** state) {
+  fixture_t* fx = *state;
+  cport_service_stats_t st;
+  peer_t* a;
+  peer_t* b;
+  peer_t* c;
+  peer_t* d;
+  fx->opts.max_sessions = 2;
+  fixture_start_server(fx);
+  a = peer_connect(fx, &fx->server_addr, 0);
+  b = peer_connect(fx, &fx->server_addr, 0);
+  fixture_wait_int(fx, &fx->connected, 2, FIXTURE_TIMEOUT_MS);
+  /* The third is accepted by the kernel, then closed by cport at once. */
+  c = peer_connect(fx, &fx->server_addr, 1);
+  assert_true(fixture_run_until(fx, pred_peer_done, c, FIXTURE_TIMEOUT_MS));
+  assert_int_equal(cport_service_stats(fx->server, &st), 0);
+  assert_int_equal(st.rejected, 1);
+  assert_int_equal(st.active, 2);
+  assert_int_equal(fx->connected, 2);
+  /* Existing sessions are unaffected. */
+  peer_write(a, "still", 5);
+  fixture_wait_size(fx, &a->received.len, 5, FIXTURE_TIMEOUT_MS);
+  /* When one leaves, a newcomer gets its place. */
+  peer_destroy(b);
+  fixture_wait_int(fx, &fx->disconnected, 1, FIXTURE_TIMEOUT_MS);
+  d = peer_connect(fx, &fx->server_addr, 0);
+  fixture_wait_int(fx, &fx->connected, 3, FIXTURE_TIMEOUT_MS);
+  peer_write(d, "in", 2);
+  fixture_wait_size(fx, &d->received.len, 2, FIXTURE_TIMEOUT_MS);
+  assert_int_equal(cport_service_session_count(fx->server), 2);
+  peer_destroy(a);
+  peer_destroy(c);
+  peer_destroy(d);
+}
+
+
+static void test_listener_bind_in_use_returns_eaddrinuse(void** state) {
+  fixture_t* fx = *state;
+  cport_service_t* second = NULL;
+  cport_service_opts_t o;
+  cport_addr_t addr;
+  fixture_start_server(fx);
+  cport_service_opts_init(&o);
+  assert_int_equal(cport_service_create(&second, fx->core, CPORT_SERVICE_SERVER,
+                                        &fx->server_addr, &o),
+                   0);
+  assert_int_equal(cport_service_start(second), UV_EADDRINUSE);
+  assert_int_equal(cport_service_local_addr(second, &addr), UV_ENOTCONN);
+  /* Start may be tried again; the port is still taken. */
+  assert_int_equal(cport_service_start(second), UV_EADDRINUSE);
+  cport_service_destroy(second);
+  /* The first server is unharmed. */
+  {
+    peer_t* p = peer_connect(fx, &fx->server_addr, 0);
+    peer_write(p, "ok", 2);
+    fixture_wait_size(fx, &p->received.len, 2, FIXTURE_TIMEOUT_MS);
+    peer_destroy(p);
+  }
+}
+
+
+static void test_listener_bind_to_foreign_address_fails(void** state) {
+  fixture_t* fx = *state;
+  cport_service_t* svc = NULL;
+  cport_service_opts_t o;
+  cport_addr_t addr;
+  /* 192.0.2.1 (TEST-NET-1) is on no interface here: binding fails without
+   * a packet being sent. */
+  assert_int_equal(cport_addr_parse(&addr, "192.0.2.1", 0), 0);
+  cport_service_opts_init(&o);
+  assert_int_equal(
+      cport_service_create(&svc, fx->core, CPORT_SERVICE_SERVER, &addr, &o), 0);
+  assert_int_equal(cport_service_start(svc), UV_EADDRNOTAVAIL);
+  cport_service_destroy(svc);
+}
+
+
+static void test_listener_ipv6_loopback(void** state) {
+  fixture_t* fx = *state;
+  cport_service_t* svc = NULL;
+  cport_service_opts_t o;
+  cport_addr_t addr;
+  cport_addr_t bound;
+  char text[CPORT_ADDR_STRLEN];
+  int rc;
+  peer_t* p;
+  assert_int_equal(cport_addr_parse(&addr, "::1", 0), 0);
+  cport_service_opts_init(&o);
+  o.cbs = (cport_session_cbs_t){0};
+  assert_int_equal(
+      cport_service_create(&svc, fx->core, CPORT_SERVICE_SERVER, &addr, &o), 0);
+  rc = cport_service_start(svc);
+  if (rc == UV_EADDRNOTAVAIL || rc == UV_EAFNOSUPPORT) {
+    cport_service_destroy(svc);
+    skip(); /* no IPv6 on this machine */
+  }
+  assert_int_equal(rc, 0);
+  assert_int_equal(cport_service_local_addr(svc, &bound), 0);
+  assert_int_equal(cport_addr_family(&bound), 6);
+  assert_int_equal(cport_addr_format_host(&bound, text, sizeof(text)), 0);
+  assert_string_equal(text, "::1");
+  /* With no callbacks at all, the session consumes and drops bytes. */
+  p = peer_connect(fx, &bound, 0);
+  peer_write(p, "v6", 2);
+  fixture_wait_size(fx, &p->written, 2, FIXTURE_TIMEOUT_MS);
+  peer_destroy(p);
+  cport_service_destroy(svc);
+}
+
+
+static void test_listener_local_addr_errors(void** state) {
+  fixture_t* fx = *state;
+  cport_service_t* svc = NULL;
+  cport_service_opts_t o;
+  cport_addr_t addr;
+  assert_int_equal(cport_addr_parse(&addr, "127.0.0.1", 0), 0);
+  cport_service_opts_init(&o);
+  assert_int_equal(
+      cport_service_create(&svc, fx->core, CPORT_SERVICE_SERVER, &addr, &o), 0);
+  assert_int_equal(cport_service_local_addr(svc, &addr), UV_ENOTCONN);
+  assert_int_equal(cport_service_local_addr(NULL, &addr), UV_EINVAL);
+  assert_int_equal(cport_service_local_addr(svc, NULL), UV_EINVAL);
+  assert_int_equal(cport_service_start(svc), 0);
+  assert_int_equal(cport_service_start(svc), UV_EINVAL);
+  assert_int_equal(cport_service_local_addr(svc, &addr), 0);
+  assert_true(cport_addr_port(&addr) > 0);
+  cport_service_destroy(svc);
+}
+
+
+static void test_listener_rejects_while_out_of_memory(void** state) {
+  fixture_t* fx = *state;
+  cport_service_stats_t st;
+  peer_t* p;
+  fixture_start_server(fx);
+  cport__mem_fail_after(0);
+  p = peer_connect(fx, &fx->server_addr, 1);
+  assert_true(fixture_run_until(fx, pred_peer_done, p, FIXTURE_TIMEOUT_MS));
+  cport__mem_fail_after(-1);
+  assert_int_equal(cport_service_stats(fx->server, &st), 0);
+  assert_true(st.accept_errors >= 1);
+  assert_int_equal(fx->connected, 0);
+  peer_destroy(p);
+  /* Memory back: serving again. */
+  p = peer_connect(fx, &fx->server_addr, 0);
+  peer_write(p, "ok", 2);
+  fixture_wait_size(fx, &p->received.len, 2, FIXTURE_TIMEOUT_MS);
+  peer_destroy(p);
+}
+
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+#define T(name) \
+  cmocka_unit_test_setup_teardown(name, fixture_setup, fixture_teardown)
+      T(test_listener_max_sessions_rejects_and_keeps_serving),
+      T(test_listener_bind_in_use_returns_eaddrinuse),
+      T(test_listener_bind_to_foreign_address_fails),
+      T(test_listener_ipv6_loopback),
+      T(test_listener_local_addr_errors),
+      T(test_listener_rejects_while_out_of_memory),
+#undef T
+  };
+  return cmocka_run_group_tests_name("listener", tests, NULL, NULL);
+}

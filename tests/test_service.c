@@ -1,0 +1,392 @@
+/* Services: client connects, counting and iteration, stop and destroy,
+ * argument checks. */
+#include "fixture.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+
+static void settle(fixture_t* fx) {
+  int i;
+  for (i = 0; i < 20; i++) cport_core_dispatch(fx->core, 0, 1);
+}
+
+
+static int count_cb(cport_session_t* s, void* arg) {
+  int* n = arg;
+  assert_non_null(cport_session_user(s));
+  (*n)++;
+  return 0;
+}
+
+
+static int stop_at_third_cb(cport_session_t* s, void* arg) {
+  int* n = arg;
+  (void)s;
+  return ++(*n) == 3 ? 42 : 0;
+}
+
+
+static void test_service_client_connects_n_sessions(void** state) {
+  fixture_t* fx = *state;
+  cport_service_stats_t st;
+  int n = 0;
+  fixture_start_server(fx);
+  fixture_start_client(fx, &fx->server_addr, 10);
+  fixture_wait_int(fx, &fx->connected, 20, FIXTURE_TIMEOUT_MS);
+  assert_int_equal(cport_service_session_count(fx->server), 10);
+  assert_int_equal(cport_service_session_count(fx->client), 10);
+  assert_int_equal(cport_service_foreach(fx->client, count_cb, &n), 0);
+  assert_int_equal(n, 10);
+  n = 0;
+  assert_int_equal(cport_service_foreach(fx->server, stop_at_third_cb, &n), 42);
+  assert_int_equal(n, 3);
+  /* More connects on demand. */
+  assert_int_equal(cport_service_connect(fx->client, 2), 0);
+  fixture_wait_int(fx, &fx->connected, 24, FIXTURE_TIMEOUT_MS);
+  assert_int_equal(cport_service_stats(fx->client, &st), 0);
+  assert_int_equal(st.connected, 12);
+  assert_int_equal(st.active, 12);
+  assert_int_equal(st.peak, 12);
+  assert_int_equal(st.connect_failed, 0);
+}
+
+
+static void test_service_user_area_is_zeroed_and_per_session(void** state) {
+  fixture_t* fx = *state;
+  cport_session_t* first;
+  fixture_start_server(fx);
+  fixture_start_client(fx, &fx->server_addr, 1);
+  fixture_wait_int(fx, &fx->connected, 2, FIXTURE_TIMEOUT_MS);
+  first = fx->last_server;
+  cport_session_ref(first);
+  assert_int_equal(cport_service_connect(fx->client, 1), 0);
+  fixture_wait_int(fx, &fx->connected, 4, FIXTURE_TIMEOUT_MS);
+  assert_ptr_not_equal(cport_session_user(first),
+                       cport_session_user(fx->last_server));
+  /* The recorder only wrote connected/fx; the rest started at zero. */
+  assert_int_equal(rec_of(fx->last_server)->sent, 0);
+  assert_int_equal(rec_of(fx->last_server)->calls, 0);
+  assert_null(rec_of(fx->last_server)->received.data);
+  assert_int_equal(rec_of(fx->last_server)->connected, 1);
+  cport_session_unref(first);
+}
+
+
+static size_t user_null_recv(cport_session_t* s, const uint8_t* d, size_t n) {
+  int* seen = cport_service_get_data(cport_session_service(s));
+  (void)d;
+  assert_null(cport_session_user(s));
+  *seen += (int)n;
+  return n;
+}
+
+
+static void test_service_without_user_area_gives_null(void** state) {
+  fixture_t* fx = *state;
+  cport_service_t* svc = NULL;
+  cport_service_opts_t o;
+  cport_addr_t addr;
+  int seen = 0;
+  peer_t* p;
+  assert_int_equal(cport_addr_parse(&addr, "127.0.0.1", 0), 0);
+  cport_service_opts_init(&o);
+  o.cbs.on_recv = user_null_recv;
+  o.data = &seen;
+  assert_int_equal(
+      cport_service_create(&svc, fx->core, CPORT_SERVICE_SERVER, &addr, &o), 0);
+  assert_int_equal(cport_service_start(svc), 0);
+  assert_int_equal(cport_service_local_addr(svc, &addr), 0);
+  p = peer_connect(fx, &addr, 0);
+  peer_write(p, "abc", 3);
+  fixture_wait_int(fx, &seen, 3, FIXTURE_TIMEOUT_MS);
+  peer_destroy(p);
+  cport_service_destroy(svc);
+}
+
+
+static void test_service_connect_failure_reported(void** state) {
+  fixture_t* fx = *state;
+  cport_service_stats_t st;
+  cport_addr_t closed;
+  /* A port that was just listening and is closed now: refused. */
+  fixture_start_server(fx);
+  closed = fx->server_addr;
+  fixture_stop_service(fx, fx->server, 0);
+  cport_service_destroy(fx->server);
+  fx->server = NULL;
+  fixture_start_client(fx, &closed, 3);
+  fixture_wait_int(fx, &fx->connect_failed, 3, FIXTURE_TIMEOUT_MS);
+  assert_int_equal(fx->last_connect_error, UV_ECONNREFUSED);
+  assert_int_equal(fx->connected, 0);
+  assert_int_equal(cport_service_stats(fx->client, &st), 0);
+  assert_int_equal(st.connect_failed, 3);
+  settle(fx);
+  /* No on_disconnected for a session that never connected. */
+  assert_int_equal(fx->disconnected, 0);
+}
+
+
+static void test_service_stop_disconnects_everyone_once(void** state) {
+  fixture_t* fx = *state;
+  peer_t* peers[5];
+  peer_t* late;
+  int i;
+  fixture_start_server(fx);
+  for (i = 0; i < 5; i++) peers[i] = peer_connect(fx, &fx->server_addr, 0);
+  fixture_wait_int(fx, &fx->connected, 5, FIXTURE_TIMEOUT_MS);
+  fixture_stop_service(fx, fx->server, 1000);
+  assert_int_equal(fx->disconnected, 5);
+  assert_int_equal(fx->last_code, CPORT_ESTOPPED);
+  assert_int_equal(cport_service_session_count(fx->server), 0);
+  for (i = 0; i < 5; i++) {
+    fixture_wait_int(fx, &peers[i]->eof, 1, FIXTURE_TIMEOUT_MS);
+    peer_destroy(peers[i]);
+  }
+  assert_int_equal(cport_service_stop(fx->server, 0, NULL), UV_EALREADY);
+  settle(fx);
+  assert_int_equal(fx->stopped, 1);
+  assert_int_equal(fx->disconnected, 5);
+  /* Not listening any more. */
+  late = peer_connect(fx, &fx->server_addr, 1);
+  assert_int_equal(late->connect_error, UV_ECONNREFUSED);
+  peer_destroy(late);
+  assert_int_equal(cport_service_start(fx->server), UV_EINVAL);
+}
+
+
+static void test_service_stop_flushes_before_closing(void** state) {
+  fixture_t* fx = *state;
+  const size_t len = 1024 * 1024;
+  uint8_t* payload = malloc(len);
+  peer_t* p;
+  assert_non_null(payload);
+  fill_pattern(payload, len, 7);
+  fx->opts.send_queue_limit = 2 * len;
+  fixture_start_server(fx);
+  p = peer_connect(fx, &fx->server_addr, 0);
+  fixture_wait_int(fx, &fx->connected, 1, FIXTURE_TIMEOUT_MS);
+  assert_int_equal(cport_session_send(fx->last_server, payload, len), 0);
+  assert_int_equal(cport_service_stop(fx->server, 5000, NULL), 0);
+  fixture_wait_int(fx, &p->eof, 1, FIXTURE_TIMEOUT_MS);
+  assert_int_equal(p->received.len, len);
+  assert_memory_equal(p->received.data, payload, len);
+  peer_destroy(p);
+  free(payload);
+}
+
+
+static void test_service_stop_deadline_cuts_off_peer_that_never_reads(
+    void** state) {
+  fixture_t* fx = *state;
+  const size_t len = 32u * 1024 * 1024;
+  uint8_t* payload = calloc(1, len);
+  uint64_t start;
+  peer_t* p;
+  assert_non_null(payload);
+  fx->opts.send_queue_limit = 2 * len;
+  fixture_start_server(fx);
+  p = peer_connect(fx, &fx->server_addr, 0);
+  fixture_wait_int(fx, &fx->connected, 1, FIXTURE_TIMEOUT_MS);
+  peer_stop_reading(p);
+  /* More than the kernel buffers hold, so the flush cannot finish. */
+  assert_int_equal(cport_session_send(fx->last_server, payload, len), 0);
+  start = uv_hrtime();
+  fixture_stop_service(fx, fx->server, 100);
+  /* Returned by the deadline (with a wide margin for a loaded machine). */
+  assert_true(uv_hrtime() - start < 5000u * 1000000u);
+  assert_int_equal(fx->disconnected, 1);
+  assert_int_equal(fx->last_code, CPORT_ESTOPPED);
+  assert_true(rec_of(fx->last_server)->sent < len);
+  peer_destroy(p);
+  free(payload);
+}
+
+
+static void test_service_stop_cancels_pending_connects(void** state) {
+  fixture_t* fx = *state;
+  fixture_start_server(fx);
+  fixture_start_client(fx, &fx->server_addr, 3);
+  /* In the same round as the connects: none has completed yet. */
+  fixture_stop_service(fx, fx->client, 1000);
+  assert_int_equal(fx->connect_failed, 3);
+  assert_int_equal(fx->last_connect_error, UV_ECANCELED);
+  assert_int_equal(cport_service_connect(fx->client, 1), UV_EINVAL);
+}
+
+
+static void test_service_stop_with_nothing_open_reports_later(void** state) {
+  fixture_t* fx = *state;
+  cport_service_t* svc = NULL;
+  cport_service_opts_t o;
+  cport_addr_t addr;
+  assert_int_equal(cport_addr_parse(&addr, "127.0.0.1", 0), 0);
+  cport_service_opts_init(&o);
+  o.data = fx;
+  assert_int_equal(
+      cport_service_create(&svc, fx->core, CPORT_SERVICE_SERVER, &addr, &o), 0);
+  fixture_stop_service(fx, svc, 1000);
+  assert_int_equal(fx->stopped, 1);
+  cport_service_destroy(svc);
+}
+
+
+static void destroy_on_stopped(cport_service_t* svc) {
+  fixture_t* fx = cport_service_get_data(svc);
+  fx->stopped++;
+  cport_service_destroy(svc);
+  fx->server = NULL;
+}
+
+
+static void test_service_destroy_inside_on_stopped(void** state) {
+  fixture_t* fx = *state;
+  peer_t* p;
+  fixture_start_server(fx);
+  p = peer_connect(fx, &fx->server_addr, 0);
+  fixture_wait_int(fx, &fx->connected, 1, FIXTURE_TIMEOUT_MS);
+  assert_int_equal(cport_service_stop(fx->server, 1000, destroy_on_stopped), 0);
+  fixture_wait_int(fx, &fx->stopped, 1, FIXTURE_TIMEOUT_MS);
+  assert_null(fx->server);
+  assert_int_equal(fx->disconnected, 1);
+  peer_destroy(p);
+}
+
+
+static void test_service_destroy_while_running_closes_sessions(void** state) {
+  fixture_t* fx = *state;
+  peer_t* a;
+  peer_t* b;
+  fixture_start_server(fx);
+  a = peer_connect(fx, &fx->server_addr, 0);
+  b = peer_connect(fx, &fx->server_addr, 0);
+  fixture_wait_int(fx, &fx->connected, 2, FIXTURE_TIMEOUT_MS);
+  cport_service_destroy(fx->server);
+  fx->server = NULL;
+  fixture_wait_int(fx, &fx->disconnected, 2, FIXTURE_TIMEOUT_MS);
+  assert_int_equal(fx->last_code, CPORT_ESTOPPED);
+  assert_int_equal(fx->stopped, 0);
+  peer_destroy(a);
+  peer_destroy(b);
+}
+
+
+static void test_service_stats_count_bytes(void** state) {
+  fixture_t* fx = *state;
+  cport_service_stats_t st;
+  peer_t* p;
+  fixture_start_server(fx);
+  p = peer_connect(fx, &fx->server_addr, 0);
+  peer_write(p, "0123456789", 10);
+  fixture_wait_size(fx, &p->received.len, 10, FIXTURE_TIMEOUT_MS);
+  fixture_wait_size(fx, &fx->sent, 10, FIXTURE_TIMEOUT_MS);
+  assert_int_equal(cport_service_stats(fx->server, &st), 0);
+  assert_int_equal(st.bytes_in, 10);
+  assert_int_equal(st.bytes_out, 10);
+  assert_int_equal(st.connected, 1);
+  assert_int_equal(st.active, 1);
+  peer_destroy(p);
+  fixture_wait_int(fx, &fx->disconnected, 1, FIXTURE_TIMEOUT_MS);
+  assert_int_equal(cport_service_stats(fx->server, &st), 0);
+  assert_int_equal(st.active, 0);
+  assert_int_equal(st.peak, 1);
+}
+
+
+static void test_service_rejects_invalid_arguments(void** state) {
+  fixture_t* fx = *state;
+  cport_service_t* svc = NULL;
+  cport_service_opts_t o;
+  cport_addr_t addr;
+  cport_addr_t unset;
+  memset(&unset, 0, sizeof(unset));
+  assert_int_equal(cport_addr_parse(&addr, "127.0.0.1", 0), 0);
+  cport_service_opts_init(&o);
+  assert_int_equal(
+      cport_service_create(NULL, fx->core, CPORT_SERVICE_SERVER, &addr, &o),
+      UV_EINVAL);
+  assert_int_equal(
+      cport_service_create(&svc, NULL, CPORT_SERVICE_SERVER, &addr, &o),
+      UV_EINVAL);
+  assert_int_equal(
+      cport_service_create(&svc, fx->core, CPORT_SERVICE_SERVER, NULL, &o),
+      UV_EINVAL);
+  assert_int_equal(
+      cport_service_create(&svc, fx->core, CPORT_SERVICE_SERVER, &addr, NULL),
+      UV_EINVAL);
+  assert_int_equal(
+      cport_service_create(&svc, fx->core, (cport_service_kind_t)3, &addr, &o),
+      UV_EINVAL);
+  assert_int_equal(
+      cport_service_create(&svc, fx->core, CPORT_SERVICE_SERVER, &unset, &o),
+      UV_EINVAL);
+  o.port = 1;
+  assert_int_equal(
+      cport_service_create(&svc, fx->core, CPORT_SERVICE_SERVER, &addr, &o),
+      UV_EINVAL);
+  cport_service_opts_init(&o);
+  o.recv_buffer_limit = 0;
+  assert_int_equal(
+      cport_service_create(&svc, fx->core, CPORT_SERVICE_SERVER, &addr, &o),
+      UV_EINVAL);
+  cport_service_opts_init(&o);
+  o.send_queue_limit = 0;
+  assert_int_equal(
+      cport_service_create(&svc, fx->core, CPORT_SERVICE_SERVER, &addr, &o),
+      UV_EINVAL);
+  cport_service_opts_init(&o);
+  o.send_queue_policy = (cport_sendq_policy_t)7;
+  assert_int_equal(
+      cport_service_create(&svc, fx->core, CPORT_SERVICE_SERVER, &addr, &o),
+      UV_EINVAL);
+  cport_service_opts_init(&o);
+  o.backlog = 0;
+  assert_int_equal(
+      cport_service_create(&svc, fx->core, CPORT_SERVICE_SERVER, &addr, &o),
+      UV_EINVAL);
+  cport_service_opts_init(&o);
+  o.connect_count = 0;
+  assert_int_equal(
+      cport_service_create(&svc, fx->core, CPORT_SERVICE_CLIENT, &addr, &o),
+      UV_EINVAL);
+  assert_null(svc);
+  /* A valid server, misused. */
+  cport_service_opts_init(&o);
+  assert_int_equal(
+      cport_service_create(&svc, fx->core, CPORT_SERVICE_SERVER, &addr, &o), 0);
+  assert_int_equal(cport_service_connect(svc, 1), UV_EINVAL);
+  assert_int_equal(cport_service_stop(svc, -1, NULL), UV_EINVAL);
+  assert_int_equal(cport_service_start(NULL), UV_EINVAL);
+  assert_int_equal(cport_service_stop(NULL, 0, NULL), UV_EINVAL);
+  assert_int_equal(cport_service_foreach(svc, NULL, NULL), UV_EINVAL);
+  assert_int_equal(cport_service_stats(svc, NULL), UV_EINVAL);
+  assert_int_equal(cport_service_session_count(NULL), 0);
+  assert_ptr_equal(cport_service_core(svc), fx->core);
+  cport_service_set_data(svc, fx);
+  assert_ptr_equal(cport_service_get_data(svc), fx);
+  cport_service_destroy(svc);
+  cport_service_destroy(NULL);
+}
+
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+#define T(name) \
+  cmocka_unit_test_setup_teardown(name, fixture_setup, fixture_teardown)
+      T(test_service_client_connects_n_sessions),
+      T(test_service_user_area_is_zeroed_and_per_session),
+      T(test_service_without_user_area_gives_null),
+      T(test_service_connect_failure_reported),
+      T(test_service_stop_disconnects_everyone_once),
+      T(test_service_stop_flushes_before_closing),
+      T(test_service_stop_deadline_cuts_off_peer_that_never_reads),
+      T(test_service_stop_cancels_pending_connects),
+      T(test_service_stop_with_nothing_open_reports_later),
+      T(test_service_destroy_inside_on_stopped),
+      T(test_service_destroy_while_running_closes_sessions),
+      T(test_service_stats_count_bytes),
+      T(test_service_rejects_invalid_arguments),
+#undef T
+  };
+  return cmocka_run_group_tests_name("service", tests, NULL, NULL);
+}

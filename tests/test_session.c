@@ -1,0 +1,699 @@
+/* Session behaviour over loopback: receive semantics, sends, disconnect
+ * causes, flushing, limits and lifetime. */
+#include "fixture.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"           /* cport__mem_live, cport__mem_fail_after */
+#include "session_internal.h" /* cport__session_is_paused */
+
+
+/* Dispatch a few more rounds, to catch a callback that should not come. */
+static void settle(fixture_t* fx) {
+  int i;
+  for (i = 0; i < 20; i++) cport_core_dispatch(fx->core, 0, 1);
+}
+
+
+static void test_session_echo_roundtrip(void** state) {
+  fixture_t* fx = *state;
+  peer_t* p;
+  fixture_start_server(fx);
+  p = peer_connect(fx, &fx->server_addr, 0);
+  peer_write(p, "ping", 4);
+  fixture_wait_size(fx, &p->received.len, 4, FIXTURE_TIMEOUT_MS);
+  assert_memory_equal(p->received.data, "ping", 4);
+  assert_int_equal(fx->connected, 1);
+  fixture_wait_size(fx, &rec_of(fx->last_server)->sent, 4, FIXTURE_TIMEOUT_MS);
+  peer_destroy(p);
+  fixture_wait_int(fx, &fx->disconnected, 1, FIXTURE_TIMEOUT_MS);
+}
+
+
+static void test_session_echo_through_client_service(void** state) {
+  fixture_t* fx = *state;
+  rec_session_t* r;
+  fixture_start_server(fx);
+  fixture_start_client(fx, &fx->server_addr, 1);
+  fixture_wait_int(fx, &fx->connected, 2, FIXTURE_TIMEOUT_MS);
+  assert_non_null(fx->last_client);
+  assert_int_equal(cport_session_send(fx->last_client, "hello ", 6), 0);
+  assert_int_equal(cport_session_send(fx->last_client, "world", 5), 0);
+  r = rec_of(fx->last_client);
+  fixture_wait_size(fx, &r->received.len, 11, FIXTURE_TIMEOUT_MS);
+  assert_memory_equal(r->received.data, "hello world", 11);
+  assert_int_equal(r->sent, 11);
+}
+
+
+static void test_session_partial_consumption_presents_rest_first(void** state) {
+  fixture_t* fx = *state;
+  peer_t* p;
+  rec_session_t* r;
+  fx->mode = RECV_PARTIAL;
+  fx->consume_max = 3;
+  fixture_start_server(fx);
+  p = peer_connect(fx, &fx->server_addr, 0);
+  fixture_wait_int(fx, &fx->connected, 1, FIXTURE_TIMEOUT_MS);
+  r = rec_of(fx->last_server);
+  peer_write(p, "abcdefgh", 8);
+  fixture_wait_size(fx, &r->calls, 1, FIXTURE_TIMEOUT_MS);
+  assert_int_equal(r->last_call.len, 8);
+  assert_memory_equal(r->received.data, "abc", 3);
+  assert_int_equal(cport_session_pending_bytes(fx->last_server), 5);
+  /* Nothing new arrived, so on_recv is not called again by itself. */
+  settle(fx);
+  assert_int_equal(r->calls, 1);
+  peer_write(p, "ij", 2);
+  fixture_wait_size(fx, &r->calls, 2, FIXTURE_TIMEOUT_MS);
+  assert_int_equal(r->last_call.len, 7);
+  assert_memory_equal(r->last_call.data, "defghij", 7);
+  assert_int_equal(r->received.len, 6);
+  assert_memory_equal(r->received.data, "abcdef", 6);
+  assert_int_equal(cport_session_pending_bytes(fx->last_server), 4);
+  peer_destroy(p);
+}
+
+
+static void test_session_idle_session_holds_no_receive_buffer(void** state) {
+  fixture_t* fx = *state;
+  peer_t* p;
+  rec_session_t* r;
+  long live_idle;
+  fx->mode = RECV_PARTIAL;
+  fx->consume_max = 1;
+  fixture_start_server(fx);
+  p = peer_connect(fx, &fx->server_addr, 0);
+  fixture_wait_int(fx, &fx->connected, 1, FIXTURE_TIMEOUT_MS);
+  r = rec_of(fx->last_server);
+  /* A first byte, consumed whole, brings the port's shared read chunk. */
+  peer_write(p, "a", 1);
+  fixture_wait_size(fx, &r->calls, 1, FIXTURE_TIMEOUT_MS);
+  live_idle = cport__mem_live();
+  peer_write(p, "xyz", 3);
+  fixture_wait_size(fx, &r->calls, 2, FIXTURE_TIMEOUT_MS);
+  /* Two bytes are left over and need a private buffer. */
+  assert_int_equal(cport__mem_live(), live_idle + 1);
+  fx->consume_max = SIZE_MAX;
+  peer_write(p, "!", 1);
+  fixture_wait_size(fx, &r->calls, 3, FIXTURE_TIMEOUT_MS);
+  assert_int_equal(cport_session_pending_bytes(fx->last_server), 0);
+  assert_int_equal(cport__mem_live(), live_idle);
+  peer_destroy(p);
+}
+
+
+static void test_session_8mib_payload_is_byte_exact(void** state) {
+  fixture_t* fx = *state;
+  const size_t len = 8u * 1024 * 1024;
+  uint8_t* payload = malloc(len);
+  rec_session_t* r;
+  peer_t* p;
+  assert_non_null(payload);
+  fill_pattern(payload, len, 8);
+  fixture_start_server(fx);
+  /* One send of 8 MiB from a client service, echoed by the server. */
+  fixture_start_client(fx, &fx->server_addr, 1);
+  fixture_wait_int(fx, &fx->connected, 2, FIXTURE_TIMEOUT_MS);
+  assert_int_equal(cport_session_send(fx->last_client, payload, len), 0);
+  r = rec_of(fx->last_client);
+  fixture_wait_size(fx, &r->received.len, len, FIXTURE_TIMEOUT_MS);
+  assert_int_equal(r->received.len, len);
+  assert_memory_equal(r->received.data, payload, len);
+  /* And 8 MiB from a raw peer in one write. */
+  p = peer_connect(fx, &fx->server_addr, 0);
+  peer_write(p, payload, len);
+  fixture_wait_size(fx, &p->received.len, len, FIXTURE_TIMEOUT_MS);
+  assert_memory_equal(p->received.data, payload, len);
+  peer_destroy(p);
+  free(payload);
+}
+
+
+static void test_session_disconnected_once_when_peer_closes(void** state) {
+  fixture_t* fx = *state;
+  peer_t* p;
+  fixture_start_server(fx);
+  p = peer_connect(fx, &fx->server_addr, 0);
+  fixture_wait_int(fx, &fx->connected, 1, FIXTURE_TIMEOUT_MS);
+  peer_destroy(p);
+  fixture_wait_int(fx, &fx->disconnected, 1, FIXTURE_TIMEOUT_MS);
+  settle(fx);
+  assert_int_equal(fx->disconnected, 1);
+  assert_int_equal(rec_of(fx->last_server)->disconnected, 1);
+  assert_int_equal(fx->last_code, UV_EOF);
+  assert_int_equal(cport_service_session_count(fx->server), 0);
+}
+
+
+static void test_session_disconnected_once_when_peer_resets(void** state) {
+  fixture_t* fx = *state;
+  peer_t* p;
+  fixture_start_server(fx);
+  p = peer_connect(fx, &fx->server_addr, 0);
+  fixture_wait_int(fx, &fx->connected, 1, FIXTURE_TIMEOUT_MS);
+  peer_reset(p);
+  fixture_wait_int(fx, &fx->disconnected, 1, FIXTURE_TIMEOUT_MS);
+  settle(fx);
+  assert_int_equal(fx->disconnected, 1);
+  assert_int_equal(fx->last_code, UV_ECONNRESET);
+  assert_string_equal(fx->last_cause, cport_strerror(UV_ECONNRESET));
+  peer_destroy(p);
+}
+
+
+static void test_session_disconnected_once_on_local_disconnect(void** state) {
+  fixture_t* fx = *state;
+  peer_t* p;
+  fx->mode = RECV_DISCONNECT;
+  fixture_start_server(fx);
+  p = peer_connect(fx, &fx->server_addr, 0);
+  peer_write(p, "bye", 3);
+  fixture_wait_int(fx, &fx->disconnected, 1, FIXTURE_TIMEOUT_MS);
+  assert_int_equal(fx->last_code, CPORT_ELOCAL);
+  assert_string_equal(fx->last_cause, "test asked");
+  /* Idempotent, also after the end. */
+  assert_int_equal(cport_session_disconnect(fx->last_server, "again"), 0);
+  fixture_wait_int(fx, &p->eof, 1, FIXTURE_TIMEOUT_MS);
+  settle(fx);
+  assert_int_equal(fx->disconnected, 1);
+  assert_false(cport_session_is_connected(fx->last_server));
+  assert_null(cport_session_service(fx->last_server));
+  peer_destroy(p);
+}
+
+
+static void test_session_disconnect_twice_in_a_row_reports_once(void** state) {
+  fixture_t* fx = *state;
+  peer_t* p;
+  fixture_start_server(fx);
+  p = peer_connect(fx, &fx->server_addr, 0);
+  fixture_wait_int(fx, &fx->connected, 1, FIXTURE_TIMEOUT_MS);
+  assert_int_equal(cport_session_disconnect(fx->last_server, "first"), 0);
+  assert_int_equal(cport_session_disconnect(fx->last_server, "second"), 0);
+  assert_int_equal(cport_session_disconnect(fx->last_server, NULL), 0);
+  fixture_wait_int(fx, &fx->disconnected, 1, FIXTURE_TIMEOUT_MS);
+  settle(fx);
+  assert_int_equal(fx->disconnected, 1);
+  assert_string_equal(fx->last_cause, "first");
+  peer_destroy(p);
+}
+
+
+static void test_session_half_close_gets_every_byte_back(void** state) {
+  fixture_t* fx = *state;
+  const size_t len = 2u * 1024 * 1024;
+  uint8_t* payload = malloc(len);
+  peer_t* p;
+  assert_non_null(payload);
+  fill_pattern(payload, len, 2);
+  fixture_start_server(fx);
+  p = peer_connect(fx, &fx->server_addr, 0);
+  peer_write(p, payload, len);
+  peer_shutdown(p);
+  fixture_wait_int(fx, &p->eof, 1, FIXTURE_TIMEOUT_MS);
+  assert_int_equal(p->received.len, len);
+  assert_memory_equal(p->received.data, payload, len);
+  fixture_wait_int(fx, &fx->disconnected, 1, FIXTURE_TIMEOUT_MS);
+  assert_int_equal(fx->last_code, UV_EOF);
+  peer_destroy(p);
+  free(payload);
+}
+
+
+static void test_session_disconnect_flushes_queued_sends(void** state) {
+  fixture_t* fx = *state;
+  const size_t len = 4u * 1024 * 1024;
+  uint8_t* payload = malloc(len);
+  peer_t* p;
+  assert_non_null(payload);
+  fill_pattern(payload, len, 4);
+  fx->opts.send_queue_limit = 2 * len;
+  fixture_start_server(fx);
+  p = peer_connect(fx, &fx->server_addr, 0);
+  fixture_wait_int(fx, &fx->connected, 1, FIXTURE_TIMEOUT_MS);
+  assert_int_equal(cport_session_send(fx->last_server, payload, len / 2), 0);
+  assert_int_equal(
+      cport_session_send(fx->last_server, payload + len / 2, len / 2), 0);
+  assert_int_equal(cport_session_disconnect(fx->last_server, "done"), 0);
+  /* Once disconnecting, no more sends are taken. */
+  assert_int_equal(cport_session_send(fx->last_server, "x", 1), UV_ENOTCONN);
+  fixture_wait_int(fx, &p->eof, 1, FIXTURE_TIMEOUT_MS);
+  assert_int_equal(p->received.len, len);
+  assert_memory_equal(p->received.data, payload, len);
+  fixture_wait_int(fx, &fx->disconnected, 1, FIXTURE_TIMEOUT_MS);
+  assert_int_equal(rec_of(fx->last_server)->sent, len);
+  peer_destroy(p);
+  free(payload);
+}
+
+
+static void test_session_full_receive_buffer_ends_session(void** state) {
+  fixture_t* fx = *state;
+  uint8_t junk[3000];
+  peer_t* p;
+  memset(junk, 'j', sizeof(junk));
+  fx->mode = RECV_NOTHING;
+  fx->opts.recv_buffer_limit = 1024;
+  fixture_start_server(fx);
+  p = peer_connect(fx, &fx->server_addr, 0);
+  peer_write(p, junk, sizeof(junk));
+  fixture_wait_int(fx, &fx->disconnected, 1, FIXTURE_TIMEOUT_MS);
+  assert_int_equal(fx->last_code, CPORT_ERECVFULL);
+  assert_string_equal(fx->last_cause, cport_strerror(CPORT_ERECVFULL));
+  peer_destroy(p);
+}
+
+
+static void test_session_leftover_growing_to_limit_ends_session(void** state) {
+  fixture_t* fx = *state;
+  uint8_t junk[100];
+  peer_t* p;
+  rec_session_t* r;
+  int i;
+  memset(junk, 'k', sizeof(junk));
+  fx->mode = RECV_NOTHING;
+  fx->opts.recv_buffer_limit = 1000;
+  fixture_start_server(fx);
+  p = peer_connect(fx, &fx->server_addr, 0);
+  fixture_wait_int(fx, &fx->connected, 1, FIXTURE_TIMEOUT_MS);
+  r = rec_of(fx->last_server);
+  /* Small pieces pile up behind each other until the limit is reached. */
+  for (i = 0; i < 9; i++) {
+    peer_write(p, junk, sizeof(junk));
+    fixture_wait_size(fx, &r->last_call.len, (size_t)(i + 1) * 100,
+                      FIXTURE_TIMEOUT_MS);
+  }
+  assert_int_equal(fx->disconnected, 0);
+  assert_int_equal(cport_session_pending_bytes(fx->last_server), 900);
+  peer_write(p, junk, sizeof(junk));
+  fixture_wait_int(fx, &fx->disconnected, 1, FIXTURE_TIMEOUT_MS);
+  assert_int_equal(fx->last_code, CPORT_ERECVFULL);
+  peer_destroy(p);
+}
+
+
+static void test_session_overconsuming_on_recv_ends_session(void** state) {
+  fixture_t* fx = *state;
+  peer_t* p;
+  fx->mode = RECV_OVERCONSUME;
+  fixture_start_server(fx);
+  p = peer_connect(fx, &fx->server_addr, 0);
+  peer_write(p, "abc", 3);
+  fixture_wait_int(fx, &fx->disconnected, 1, FIXTURE_TIMEOUT_MS);
+  assert_int_equal(fx->last_code, CPORT_ECONSUMED);
+  peer_destroy(p);
+}
+
+
+typedef struct flood_wait_s {
+  cport_session_t* s;
+  size_t limit;
+  peer_t* p;
+  size_t total;
+} flood_wait_t;
+
+
+static int pred_paused_or_written(void* arg) {
+  flood_wait_t* w = arg;
+  return cport__session_is_paused(w->s) || w->p->written == w->total;
+}
+
+
+static void test_session_peer_that_never_reads_is_paused(void** state) {
+  fixture_t* fx = *state;
+  const size_t limit = 256 * 1024;
+  const size_t chunk = 1024 * 1024;
+  uint8_t* buf = malloc(chunk);
+  cport_service_stats_t st;
+  uint64_t bytes_in;
+  flood_wait_t w;
+  peer_t* p;
+  size_t i;
+  size_t chunks = 0;
+  assert_non_null(buf);
+  fx->opts.send_queue_limit = limit;
+  fixture_start_server(fx);
+  p = peer_connect(fx, &fx->server_addr, 0);
+  fixture_wait_int(fx, &fx->connected, 1, FIXTURE_TIMEOUT_MS);
+  peer_stop_reading(p);
+  /* Send until the kernel buffers on both sides are full and the server's
+   * own queue reaches the limit, which pauses reading; how much that takes
+   * depends on the kernel's buffer tuning, hence the loop (bounded at
+   * 1 GiB). */
+  w.s = fx->last_server;
+  w.limit = limit;
+  w.p = p;
+  w.total = 0;
+  while (!cport__session_is_paused(fx->last_server)) {
+    assert_true(chunks < 1024);
+    fill_pattern(buf, chunk, (uint32_t)chunks);
+    peer_write(p, buf, chunk);
+    chunks++;
+    w.total += chunk;
+    assert_true(
+        fixture_run_until(fx, pred_paused_or_written, &w, FIXTURE_TIMEOUT_MS));
+  }
+  /* It paused at the limit (the queue may since have drained a little, but
+   * reading resumes only at half the limit). However long it runs now, the
+   * queue stays bounded and the server takes no more of the peer's bytes. */
+  assert_true(cport_session_queued_bytes(fx->last_server) > limit / 2);
+  assert_int_equal(cport_service_stats(fx->server, &st), 0);
+  bytes_in = st.bytes_in;
+  for (i = 0; i < 50; i++) {
+    cport_core_dispatch(fx->core, 0, 2);
+    assert_true(cport__session_is_paused(fx->last_server));
+    assert_true(cport_session_queued_bytes(fx->last_server) <
+                limit + 64 * 1024);
+  }
+  assert_int_equal(cport_service_stats(fx->server, &st), 0);
+  assert_int_equal(st.bytes_in, bytes_in);
+  assert_int_equal(fx->disconnected, 0);
+  /* Reading again drains everything, in order, with nothing lost. */
+  peer_resume_reading(p);
+  fixture_wait_size(fx, &p->received.len, w.total, 4 * FIXTURE_TIMEOUT_MS);
+  assert_int_equal(p->received.len, w.total);
+  for (i = 0; i < chunks; i++) {
+    fill_pattern(buf, chunk, (uint32_t)i);
+    assert_memory_equal(p->received.data + i * chunk, buf, chunk);
+  }
+  assert_int_equal(fx->disconnected, 0);
+  peer_destroy(p);
+  free(buf);
+}
+
+
+static void test_session_kept_bytes_presented_again_when_reading_resumes(
+    void** state) {
+  fixture_t* fx = *state;
+  rec_session_t* r;
+  peer_t* p;
+  fx->mode = RECV_FLOOD_ONCE;
+  fx->flood_len = 4u * 1024 * 1024;
+  fx->opts.send_queue_limit = 64 * 1024;
+  fixture_start_server(fx);
+  p = peer_connect(fx, &fx->server_addr, 0);
+  fixture_wait_int(fx, &fx->connected, 1, FIXTURE_TIMEOUT_MS);
+  r = rec_of(fx->last_server);
+  /* The first on_recv floods the send queue past the limit and keeps "req";
+   * no further byte comes from the peer, yet "req" must be seen again once
+   * the queue has drained. */
+  peer_write(p, "req", 3);
+  fixture_wait_size(fx, &r->calls, 1, FIXTURE_TIMEOUT_MS);
+  assert_true(cport_session_queued_bytes(fx->last_server) >= 64 * 1024);
+  fixture_wait_size(fx, &p->received.len, fx->flood_len, FIXTURE_TIMEOUT_MS);
+  fixture_wait_size(fx, &r->calls, 2, FIXTURE_TIMEOUT_MS);
+  assert_int_equal(r->last_call.len, 3);
+  assert_memory_equal(r->last_call.data, "req", 3);
+  assert_int_equal(cport_session_pending_bytes(fx->last_server), 0);
+  peer_destroy(p);
+}
+
+
+static void test_session_slow_reader_disconnected_under_disconnect_policy(
+    void** state) {
+  fixture_t* fx = *state;
+  const size_t chunk = 64 * 1024;
+  uint8_t* payload = calloc(1, chunk);
+  peer_t* p;
+  int rc = 0;
+  int i;
+  assert_non_null(payload);
+  fx->opts.send_queue_limit = 4 * chunk;
+  fx->opts.send_queue_policy = CPORT_SENDQ_DISCONNECT;
+  fixture_start_server(fx);
+  p = peer_connect(fx, &fx->server_addr, 0);
+  fixture_wait_int(fx, &fx->connected, 1, FIXTURE_TIMEOUT_MS);
+  peer_stop_reading(p);
+  /* The kernel buffers take a few MiB first; bounded by the loop count. */
+  for (i = 0; i < 100000 && rc == 0; i++) {
+    rc = cport_session_send(fx->last_server, payload, chunk);
+    cport_core_dispatch(fx->core, 0, 0);
+  }
+  assert_int_equal(rc, CPORT_ESENDQ);
+  fixture_wait_int(fx, &fx->disconnected, 1, FIXTURE_TIMEOUT_MS);
+  assert_int_equal(fx->last_code, CPORT_ESENDQ);
+  assert_int_equal(cport_session_send(fx->last_server, payload, chunk),
+                   UV_ENOTCONN);
+  peer_destroy(p);
+  free(payload);
+}
+
+
+static void test_session_send_rejects_invalid_arguments(void** state) {
+  fixture_t* fx = *state;
+  peer_t* p;
+  char byte = 'b';
+  fixture_start_server(fx);
+  p = peer_connect(fx, &fx->server_addr, 0);
+  fixture_wait_int(fx, &fx->connected, 1, FIXTURE_TIMEOUT_MS);
+  assert_int_equal(cport_session_send(NULL, "x", 1), UV_EINVAL);
+  assert_int_equal(cport_session_send(fx->last_server, NULL, 1), UV_EINVAL);
+  assert_int_equal(cport_session_send(fx->last_server, "x", 0), UV_EINVAL);
+#if SIZE_MAX > UINT32_MAX
+  /* Refused before the bytes are touched: a libuv buffer is 32-bit. */
+  assert_int_equal(
+      cport_session_send(fx->last_server, &byte, (size_t)UINT32_MAX + 1),
+      UV_EINVAL);
+#endif
+  (void)byte;
+  assert_int_equal(cport_session_disconnect(NULL, "x"), UV_EINVAL);
+  assert_int_equal(cport_session_peer_addr(NULL, NULL), UV_EINVAL);
+  assert_null(cport_session_user(NULL));
+  assert_null(cport_session_service(NULL));
+  assert_int_equal(cport_session_id(NULL), 0);
+  assert_int_equal(cport_session_queued_bytes(NULL), 0);
+  cport_session_ref(NULL);
+  cport_session_unref(NULL);
+  peer_destroy(p);
+}
+
+
+static void test_session_send_out_of_memory_fails_cleanly(void** state) {
+  fixture_t* fx = *state;
+  peer_t* p;
+  fixture_start_server(fx);
+  p = peer_connect(fx, &fx->server_addr, 0);
+  fixture_wait_int(fx, &fx->connected, 1, FIXTURE_TIMEOUT_MS);
+  cport__mem_fail_after(0);
+  assert_int_equal(cport_session_send(fx->last_server, "lost", 4), UV_ENOMEM);
+  cport__mem_fail_after(-1);
+  /* The session is unharmed and the failed send left nothing behind. */
+  assert_int_equal(cport_session_send(fx->last_server, "kept", 4), 0);
+  fixture_wait_size(fx, &p->received.len, 4, FIXTURE_TIMEOUT_MS);
+  assert_memory_equal(p->received.data, "kept", 4);
+  peer_destroy(p);
+}
+
+
+static void test_session_reference_outlives_disconnect(void** state) {
+  fixture_t* fx = *state;
+  cport_session_t* s;
+  peer_t* p;
+  long live;
+  fixture_start_server(fx);
+  p = peer_connect(fx, &fx->server_addr, 0);
+  fixture_wait_int(fx, &fx->connected, 1, FIXTURE_TIMEOUT_MS);
+  s = fx->last_server;
+  cport_session_ref(s);
+  rec_of(s)->sent = 12345; /* user area is writable while referenced */
+  peer_destroy(p);
+  fixture_wait_int(fx, &fx->disconnected, 1, FIXTURE_TIMEOUT_MS);
+  settle(fx);
+  assert_int_equal(rec_of(s)->sent, 12345);
+  assert_int_equal(rec_of(s)->disconnected, 1);
+  assert_null(cport_session_service(s));
+  live = cport__mem_live();
+  cport_session_unref(s);
+  /* The fixture still holds its own reference; dropping the test's frees
+   * nothing yet. */
+  assert_int_equal(cport__mem_live(), live);
+}
+
+
+static void test_session_peer_addr_matches_peer(void** state) {
+  fixture_t* fx = *state;
+  struct sockaddr_storage ss;
+  int len = (int)sizeof(ss);
+  cport_addr_t got;
+  cport_addr_t want;
+  peer_t* p;
+  fixture_start_server(fx);
+  p = peer_connect(fx, &fx->server_addr, 0);
+  fixture_wait_int(fx, &fx->connected, 1, FIXTURE_TIMEOUT_MS);
+  assert_int_equal(uv_tcp_getsockname(&p->tcp, (struct sockaddr*)&ss, &len), 0);
+  assert_int_equal(cport_addr_from_sockaddr(&want, (struct sockaddr*)&ss), 0);
+  assert_int_equal(cport_session_peer_addr(fx->last_server, &got), 0);
+  assert_int_equal(cport_addr_port(&got), cport_addr_port(&want));
+  assert_int_equal(cport_addr_family(&got), 4);
+  assert_true(cport_session_id(fx->last_server) > 0);
+  assert_true(cport_session_is_connected(fx->last_server));
+  peer_destroy(p);
+}
+
+
+/* ---- a peer process killed mid-transfer ---- */
+
+typedef struct child_s {
+  uv_process_t proc;
+  int exited;
+  int64_t status;
+  int term_signal;
+} child_t;
+
+
+static void child_exit_cb(uv_process_t* proc, int64_t status, int sig) {
+  child_t* c = proc->data;
+  c->exited = 1;
+  c->status = status;
+  c->term_signal = sig;
+  uv_close((uv_handle_t*)proc, NULL);
+}
+
+
+static void test_session_killed_peer_process_frees_session(void** state) {
+  fixture_t* fx = *state;
+  char exe[4096];
+  size_t exe_len = sizeof(exe);
+  char port[16];
+  char* args[4];
+  uv_process_options_t po;
+  uv_stdio_container_t stdio[3];
+  child_t child;
+  rec_session_t* r;
+  memset(&child, 0, sizeof(child));
+  fx->mode = RECV_CONSUME;
+  fixture_start_server(fx);
+  assert_int_equal(uv_exepath(exe, &exe_len), 0);
+  snprintf(port, sizeof(port), "%d", cport_addr_port(&fx->server_addr));
+  args[0] = exe;
+  args[1] = "--child-sender";
+  args[2] = port;
+  args[3] = NULL;
+  memset(&po, 0, sizeof(po));
+  memset(stdio, 0, sizeof(stdio));
+  stdio[0].flags = UV_IGNORE;
+  stdio[1].flags = UV_INHERIT_FD;
+  stdio[1].data.fd = 1;
+  stdio[2].flags = UV_INHERIT_FD;
+  stdio[2].data.fd = 2;
+  po.file = exe;
+  po.args = args;
+  po.exit_cb = child_exit_cb;
+  po.stdio = stdio;
+  po.stdio_count = 3;
+  child.proc.data = &child;
+  assert_int_equal(uv_spawn(fx->loop, &child.proc, &po), 0);
+  fixture_wait_int(fx, &fx->connected, 1, FIXTURE_TIMEOUT_MS);
+  r = rec_of(fx->last_server);
+  /* Mid-transfer: a good amount has arrived and more is coming. */
+  fixture_wait_size(fx, &r->received.len, 1024 * 1024, FIXTURE_TIMEOUT_MS);
+  assert_int_equal(uv_process_kill(&child.proc, SIGKILL), 0);
+  fixture_wait_int(fx, &child.exited, 1, FIXTURE_TIMEOUT_MS);
+  fixture_wait_int(fx, &fx->disconnected, 1, FIXTURE_TIMEOUT_MS);
+  assert_int_equal(cport_service_session_count(fx->server), 0);
+  assert_true(fx->last_code == UV_EOF || fx->last_code == UV_ECONNRESET);
+  settle(fx);
+  assert_int_equal(fx->disconnected, 1);
+}
+
+
+/* The child: connect to 127.0.0.1:PORT and send until killed, or give up
+ * after 30 s so that it can never outlive a crashed parent for long. */
+typedef struct sender_s {
+  uv_tcp_t tcp;
+  uv_connect_t connect;
+  uv_write_t write;
+  uv_timer_t limit;
+  char chunk[64 * 1024];
+} sender_t;
+
+
+static void sender_write_cb(uv_write_t* req, int status);
+
+
+static void sender_write_more(sender_t* snd) {
+  uv_buf_t buf = uv_buf_init(snd->chunk, sizeof(snd->chunk));
+  if (uv_write(&snd->write, (uv_stream_t*)&snd->tcp, &buf, 1,
+               sender_write_cb) != 0)
+    uv_stop(snd->tcp.loop);
+}
+
+
+static void sender_write_cb(uv_write_t* req, int status) {
+  sender_t* snd = req->data;
+  if (status != 0) {
+    uv_stop(snd->tcp.loop);
+    return;
+  }
+  sender_write_more(snd);
+}
+
+
+static void sender_connect_cb(uv_connect_t* req, int status) {
+  sender_t* snd = req->data;
+  if (status != 0) {
+    uv_stop(snd->tcp.loop);
+    return;
+  }
+  sender_write_more(snd);
+}
+
+
+static void sender_limit_cb(uv_timer_t* t) {
+  uv_stop(t->loop);
+}
+
+
+static int child_sender_main(const char* port_text) {
+  static sender_t snd;
+  cport_addr_t addr;
+  uv_loop_t* loop = uv_default_loop();
+  if (cport_addr_parse(&addr, "127.0.0.1", atoi(port_text)) != 0)
+    return 2;
+  memset(snd.chunk, 'c', sizeof(snd.chunk));
+  snd.connect.data = &snd;
+  snd.write.data = &snd;
+  uv_tcp_init(loop, &snd.tcp);
+  uv_timer_init(loop, &snd.limit);
+  uv_timer_start(&snd.limit, sender_limit_cb, 30000, 0);
+  uv_tcp_connect(&snd.connect, &snd.tcp, cport_addr_sockaddr(&addr),
+                 sender_connect_cb);
+  uv_run(loop, UV_RUN_DEFAULT);
+  return 0;
+}
+
+
+int main(int argc, char** argv) {
+  const struct CMUnitTest tests[] = {
+#define T(name) \
+  cmocka_unit_test_setup_teardown(name, fixture_setup, fixture_teardown)
+      T(test_session_echo_roundtrip),
+      T(test_session_echo_through_client_service),
+      T(test_session_partial_consumption_presents_rest_first),
+      T(test_session_idle_session_holds_no_receive_buffer),
+      T(test_session_8mib_payload_is_byte_exact),
+      T(test_session_disconnected_once_when_peer_closes),
+      T(test_session_disconnected_once_when_peer_resets),
+      T(test_session_disconnected_once_on_local_disconnect),
+      T(test_session_disconnect_twice_in_a_row_reports_once),
+      T(test_session_half_close_gets_every_byte_back),
+      T(test_session_disconnect_flushes_queued_sends),
+      T(test_session_full_receive_buffer_ends_session),
+      T(test_session_leftover_growing_to_limit_ends_session),
+      T(test_session_overconsuming_on_recv_ends_session),
+      T(test_session_peer_that_never_reads_is_paused),
+      T(test_session_kept_bytes_presented_again_when_reading_resumes),
+      T(test_session_slow_reader_disconnected_under_disconnect_policy),
+      T(test_session_send_rejects_invalid_arguments),
+      T(test_session_send_out_of_memory_fails_cleanly),
+      T(test_session_reference_outlives_disconnect),
+      T(test_session_peer_addr_matches_peer),
+      T(test_session_killed_peer_process_frees_session),
+#undef T
+  };
+  if (argc == 3 && strcmp(argv[1], "--child-sender") == 0)
+    return child_sender_main(argv[2]);
+  return cmocka_run_group_tests_name("session", tests, NULL, NULL);
+}

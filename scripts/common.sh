@@ -1,0 +1,24 @@
+# Sourced by demo.sh and test.sh: configure a build folder of this checkout.
+#   cport_configure BUILD_DIR [cmake -D options...]
+repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+cport_configure() {
+  local dir=$1
+  shift
+  local args=(-S "$repo_root" -B "$dir")
+  if command -v ninja >/dev/null 2>&1; then
+    args+=(-G Ninja)
+  fi
+  if [ -n "${VCPKG_ROOT:-}" ] && [ -f "$VCPKG_ROOT/scripts/buildsystems/vcpkg.cmake" ]; then
+    args+=("-DCMAKE_TOOLCHAIN_FILE=$VCPKG_ROOT/scripts/buildsystems/vcpkg.cmake")
+  fi
+  cmake "${args[@]}" "$@" >/dev/null
+}
+
+cport_build() {
+  cmake --build "$1" --parallel "$(cport_jobs)" "${@:2}"
+}
+
+cport_jobs() {
+  getconf _NPROCESSORS_ONLN 2>/dev/null || sysctl -n hw.ncpu 2>/dev/null || echo 2
+}

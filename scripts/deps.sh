@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Installs what building cport needs, when it is missing: a C compiler,
+# CMake, pkg-config, libuv and cmocka. Debian/Ubuntu use apt-get, macOS uses
+# Homebrew, Windows (Git Bash) uses vcpkg from $VCPKG_ROOT. Safe to run again:
+# it installs nothing that is already there.
+set -euo pipefail
+
+log() { echo "deps: $*" >&2; }
+
+install_debian() {
+  local pkgs=() sudo=""
+  command -v cc >/dev/null 2>&1 || pkgs+=(gcc)
+  command -v cmake >/dev/null 2>&1 || pkgs+=(cmake)
+  command -v pkg-config >/dev/null 2>&1 || pkgs+=(pkg-config)
+  dpkg-query -W -f='${Status}' libuv1-dev 2>/dev/null | grep -q "ok installed" ||
+    pkgs+=(libuv1-dev)
+  dpkg-query -W -f='${Status}' libcmocka-dev 2>/dev/null | grep -q "ok installed" ||
+    pkgs+=(libcmocka-dev)
+  if [ ${#pkgs[@]} -eq 0 ]; then
+    return 0
+  fi
+  if [ "$(id -u)" != 0 ]; then
+    command -v sudo >/dev/null 2>&1 || {
+      log "need root (or sudo) to install: ${pkgs[*]}"
+      exit 1
+    }
+    sudo="sudo"
+  fi
+  log "installing ${pkgs[*]} with apt-get"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq \
+    --no-install-recommends "${pkgs[@]}" >/dev/null
+}
+
+install_macos() {
+  local pkgs=() p
+  command -v brew >/dev/null 2>&1 || {
+    log "Homebrew is needed on macOS (https://brew.sh)"
+    exit 1
+  }
+  for p in cmake pkg-config libuv cmocka; do
+    brew list --versions "$p" >/dev/null 2>&1 || pkgs+=("$p")
+  done
+  if [ ${#pkgs[@]} -gt 0 ]; then
+    log "installing ${pkgs[*]} with Homebrew"
+    brew install "${pkgs[@]}"
+  fi
+}
+
+install_windows() {
+  if [ -z "${VCPKG_ROOT:-}" ] || [ ! -x "$VCPKG_ROOT/vcpkg.exe" ]; then
+    log "set VCPKG_ROOT to a vcpkg checkout; libuv and cmocka come from vcpkg"
+    exit 1
+  fi
+  "$VCPKG_ROOT/vcpkg.exe" install libuv cmocka
+}
+
+case "$(uname -s)" in
+  Linux)
+    if command -v dpkg-query >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+      install_debian
+    elif pkg-config --exists libuv 2>/dev/null && pkg-config --exists cmocka 2>/dev/null; then
+      :
+    else
+      log "install libuv and cmocka development packages with your package manager"
+      exit 1
+    fi
+    ;;
+  Darwin) install_macos ;;
+  MINGW* | MSYS* | CYGWIN*) install_windows ;;
+  *)
+    log "unknown system $(uname -s): install libuv, cmocka, CMake and pkg-config"
+    ;;
+esac

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# The test command: install what is missing, then build with warnings as
+# errors and run every test with ctest, three times over: a plain build, an
+# AddressSanitizer + UndefinedBehaviorSanitizer build and a ThreadSanitizer
+# build. Exits non-zero on any failure.
+#
+#   ./scripts/test.sh          all three builds
+#   ./scripts/test.sh --quick  the plain build only
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=scripts/common.sh
+. "$here/common.sh"
+
+quick=0
+case "${1:-}" in
+  --quick) quick=1 ;;
+  "") ;;
+  *) echo "usage: $0 [--quick]" >&2; exit 2 ;;
+esac
+
+"$here/deps.sh"
+
+run_suite() {
+  local name=$1 sanitize=$2 type=$3 prefix=()
+  local dir="$repo_root/build/test-$name"
+  echo "== $name build ($dir)"
+  cport_configure "$dir" -DCMAKE_BUILD_TYPE="$type" -DCPORT_WERROR=ON \
+    -DCPORT_SANITIZE="$sanitize" -DCPORT_BUILD_TESTS=ON \
+    -DCPORT_BUILD_EXAMPLES=ON
+  cport_build "$dir"
+  # ThreadSanitizer of gcc 12 / clang 14 cannot map its shadow memory with
+  # the high address randomisation of newer kernels; without randomisation
+  # it works everywhere.
+  if [ "$name" = tsan ] && [ "$(uname -s)" = Linux ] &&
+     setarch "$(uname -m)" -R true 2>/dev/null; then
+    prefix=(setarch "$(uname -m)" -R)
+  fi
+  (cd "$dir" && "${prefix[@]}" ctest --output-on-failure --parallel 2 \
+     -C "$type")
+}
+
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
+export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
+
+run_suite plain "" RelWithDebInfo
+if [ "$quick" = 0 ] && [ "$(uname -s)" != MINGW64_NT ] &&
+   [[ "$(uname -s)" != MINGW* ]]; then
+  run_suite asan "address,undefined" Debug
+  run_suite tsan "thread" Debug
+fi
+echo "test.sh: all suites passed"

@@ -173,7 +173,8 @@ int main(int argc, char** argv) {
   memset(&c, 0, sizeof(c));
   c.sessions = 1;
   c.messages = 1000;
-  for (i = 1; i < argc; i++) {
+  /* Every option takes a value, so options come in pairs. */
+  for (i = 1; i < argc; i += 2) {
     const char* value = i + 1 < argc ? argv[i + 1] : NULL;
     if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
       usage(stdout);
@@ -196,7 +197,6 @@ int main(int argc, char** argv) {
       usage(stderr);
       return 2;
     }
-    i++;
   }
   if (host == NULL || port < 0) {
     fprintf(stderr, "echo_client: --host and --port are required\n");

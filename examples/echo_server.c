@@ -80,7 +80,8 @@ int main(int argc, char** argv) {
   int i;
   int rc;
 
-  for (i = 1; i < argc; i++) {
+  /* Every option takes a value, so options come in pairs. */
+  for (i = 1; i < argc; i += 2) {
     const char* value = i + 1 < argc ? argv[i + 1] : NULL;
     if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
       usage(stdout);
@@ -99,7 +100,6 @@ int main(int argc, char** argv) {
       usage(stderr);
       return 2;
     }
-    i++; /* every option takes a value */
   }
   if (cport_addr_resolve(&addr, host, (int)port) != 0) {
     fprintf(stderr, "echo_server: bad address '%s'\n", host);

@@ -72,10 +72,19 @@ typedef struct send_req_s {
   uint8_t data[];
 } send_req_t;
 
-/* The user area follows the struct, aligned for any type. */
-#define SESSION_HEADER_SIZE                                       \
-  ((sizeof(struct cport_session_s) + _Alignof(max_align_t) - 1) / \
-   _Alignof(max_align_t) * _Alignof(max_align_t))
+/* The user area follows the struct, aligned for any type. A union of the
+ * widest types stands in for max_align_t, which MSVC's C mode lacks. */
+typedef union session_align_u {
+  long double ld;
+  long long ll;
+  void* p;
+  void (*fn)(void);
+} session_align_t;
+
+#define SESSION_ALIGN _Alignof(session_align_t)
+#define SESSION_HEADER_SIZE                                             \
+  ((sizeof(struct cport_session_s) + SESSION_ALIGN - 1) / SESSION_ALIGN * \
+   SESSION_ALIGN)
 
 static atomic_uint_fast64_t next_session_id = 1;
 

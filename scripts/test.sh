@@ -21,12 +21,12 @@ esac
 "$here/deps.sh"
 
 run_suite() {
-  local name=$1 sanitize=$2 type=$3 prefix=()
+  local name=$1 sanitize=$2 type=$3 cc=$4 prefix=()
   local dir="$repo_root/build/test-$name"
-  echo "== $name build ($dir)"
+  echo "== $name build with $cc ($dir)"
   cport_configure "$dir" -DCMAKE_BUILD_TYPE="$type" -DCPORT_WERROR=ON \
-    -DCPORT_SANITIZE="$sanitize" -DCPORT_BUILD_TESTS=ON \
-    -DCPORT_BUILD_EXAMPLES=ON
+    -DCMAKE_C_COMPILER="$cc" -DCPORT_SANITIZE="$sanitize" \
+    -DCPORT_BUILD_TESTS=ON -DCPORT_BUILD_EXAMPLES=ON
   cport_build "$dir"
   # ThreadSanitizer of gcc 12 / clang 14 cannot map its shadow memory with
   # the high address randomisation of newer kernels; without randomisation
@@ -43,10 +43,17 @@ export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
 
-run_suite plain "" RelWithDebInfo
-if [ "$quick" = 0 ] && [ "$(uname -s)" != MINGW64_NT ] &&
-   [[ "$(uname -s)" != MINGW* ]]; then
-  run_suite asan "address,undefined" Debug
-  run_suite tsan "thread" Debug
+# The default compiler for the plain build; a second compiler, where there
+# is one, for the sanitizer builds, so both see -Werror.
+cc_default=${CC:-cc}
+cc_other=$cc_default
+if command -v clang >/dev/null 2>&1; then
+  cc_other=clang
+fi
+
+run_suite plain "" RelWithDebInfo "$cc_default"
+if [ "$quick" = 0 ] && [[ "$(uname -s)" != MINGW* ]]; then
+  run_suite asan "address,undefined" Debug "$cc_other"
+  run_suite tsan "thread" Debug "$cc_other"
 fi
 echo "test.sh: all suites passed"

@@ -303,6 +303,47 @@ static void test_core_create_rejects_several_ports_as_unsupported(
 }
 
 
+#ifndef _WIN32
+#include <signal.h>
+
+static void app_sigpipe_handler(int sig) {
+  (void)sig;
+}
+
+
+/* SIGPIPE's disposition is process-wide, so the three cases run in one test,
+ * in order: opted out, an application handler, the default. */
+static void test_core_sigpipe_ignored_only_when_default(void** state) {
+  cport_core_opts_t opts;
+  cport_core_t* core = NULL;
+  struct sigaction sa;
+  struct sigaction saved;
+  (void)state;
+  assert_int_equal(sigaction(SIGPIPE, NULL, &saved), 0);
+  signal(SIGPIPE, SIG_DFL);
+  cport_core_opts_init(&opts);
+  opts.ignore_sigpipe = 0;
+  assert_int_equal(cport_core_create(&core, &opts), 0);
+  cport_core_destroy(core);
+  assert_int_equal(sigaction(SIGPIPE, NULL, &sa), 0);
+  assert_true(sa.sa_handler == SIG_DFL);
+  /* An application's own handler is kept. */
+  signal(SIGPIPE, app_sigpipe_handler);
+  assert_int_equal(cport_core_create(&core, NULL), 0);
+  cport_core_destroy(core);
+  assert_int_equal(sigaction(SIGPIPE, NULL, &sa), 0);
+  assert_true(sa.sa_handler == app_sigpipe_handler);
+  /* The default action, which would kill the process, is replaced. */
+  signal(SIGPIPE, SIG_DFL);
+  assert_int_equal(cport_core_create(&core, NULL), 0);
+  cport_core_destroy(core);
+  assert_int_equal(sigaction(SIGPIPE, NULL, &sa), 0);
+  assert_true(sa.sa_handler == SIG_IGN);
+  assert_int_equal(sigaction(SIGPIPE, &saved, NULL), 0);
+}
+#endif
+
+
 static void test_core_opts_init_sets_defaults(void** state) {
   cport_core_opts_t opts;
   (void)state;
@@ -971,6 +1012,9 @@ int main(void) {
       CORE_TEST(test_core_create_rejects_zero_ports),
       CORE_TEST(test_core_create_rejects_several_ports_as_unsupported),
       CORE_TEST(test_core_opts_init_sets_defaults),
+#ifndef _WIN32
+      CORE_TEST(test_core_sigpipe_ignored_only_when_default),
+#endif
       FX_TEST(test_core_ports_and_loop_reject_bad_arguments),
       CORE_TEST(test_core_null_arguments_are_rejected),
       FX_TEST(test_core_dispatch_rejects_bad_port),

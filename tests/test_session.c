@@ -441,6 +441,44 @@ static void test_session_slow_reader_disconnected_under_disconnect_policy(
 }
 
 
+static int pred_not_connected(void* arg) {
+  return !cport_session_is_connected(arg);
+}
+
+
+/* A peer that half-closes puts the server's socket in CLOSE_WAIT; if it then
+ * vanishes while the server is still flushing to it, the next write fails
+ * with EPIPE, which raises SIGPIPE unless cport dealt with it. */
+static void test_session_writing_to_vanished_peer_is_an_error_not_a_signal(
+    void** state) {
+  fixture_t* fx = *state;
+  /* More than the kernel buffers of both sides hold. */
+  const size_t len = 96u * 1024 * 1024;
+  uint8_t* payload = calloc(1, len);
+  peer_t* p;
+  assert_non_null(payload);
+  fx->mode = RECV_CONSUME;
+  fx->opts.send_queue_limit = 2 * len;
+  fixture_start_server(fx);
+  p = peer_connect(fx, &fx->server_addr, 0);
+  fixture_wait_int(fx, &fx->connected, 1, FIXTURE_TIMEOUT_MS);
+  peer_stop_reading(p);
+  assert_int_equal(cport_session_send(fx->last_server, payload, len), 0);
+  peer_shutdown(p);
+  /* The server saw EOF and is flushing before it closes. */
+  assert_true(fixture_run_until(fx, pred_not_connected, fx->last_server,
+                                FIXTURE_TIMEOUT_MS));
+  assert_int_equal(fx->disconnected, 0);
+  peer_reset(p);
+  fixture_wait_int(fx, &fx->disconnected, 1, FIXTURE_TIMEOUT_MS);
+  /* The first cause wins: the peer's EOF. The process is still alive. */
+  assert_int_equal(fx->last_code, UV_EOF);
+  assert_true(rec_of(fx->last_server)->sent < len);
+  peer_destroy(p);
+  free(payload);
+}
+
+
 static void test_session_send_rejects_invalid_arguments(void** state) {
   fixture_t* fx = *state;
   peer_t* p;
@@ -686,6 +724,7 @@ int main(int argc, char** argv) {
       T(test_session_peer_that_never_reads_is_paused),
       T(test_session_kept_bytes_presented_again_when_reading_resumes),
       T(test_session_slow_reader_disconnected_under_disconnect_policy),
+      T(test_session_writing_to_vanished_peer_is_an_error_not_a_signal),
       T(test_session_send_rejects_invalid_arguments),
       T(test_session_send_out_of_memory_fails_cleanly),
       T(test_session_reference_outlives_disconnect),

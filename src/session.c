@@ -178,10 +178,12 @@ static void session_close_cb(uv_handle_t* handle) {
   s->rbuf = NULL;
   s->rlen = s->rcap = 0;
   if (s->reported_connected) {
-    svc->stats.active--;
+    /* Counted as live until its on_disconnected has returned, like the
+     * session list that cport_service_foreach walks. */
     if (svc->opts.cbs.on_disconnected != NULL)
       svc->opts.cbs.on_disconnected(
           s, s->code, s->cause != NULL ? s->cause : cport_strerror(s->code));
+    svc->stats.active--;
   }
   session_unlink(s);
   s->svc = NULL;

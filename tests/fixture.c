@@ -143,6 +143,8 @@ static void rec_on_disconnected(cport_session_t* s,
   r->code = code;
   fx->disconnected++;
   fx->last_code = code;
+  fx->count_in_disconnect =
+      cport_service_session_count(cport_session_service(s));
   snprintf(fx->last_cause, sizeof(fx->last_cause), "%s", cause);
   /* The records of a remembered session stay for the test to read. */
   if (s != fx->last_server && s != fx->last_client)

@@ -75,6 +75,7 @@ struct fixture_s {
   int connect_failed;
   int last_connect_error;
   int last_code;
+  size_t count_in_disconnect; /* session_count seen inside on_disconnected */
   char last_cause[256];
   size_t sent;
   /* The latest session of each service to connect, referenced until the

@@ -143,6 +143,8 @@ static void test_session_disconnected_once_when_peer_closes(void** state) {
   assert_int_equal(fx->disconnected, 1);
   assert_int_equal(rec_of(fx->last_server)->disconnected, 1);
   assert_int_equal(fx->last_code, UV_EOF);
+  /* Live until its on_disconnected has returned. */
+  assert_int_equal(fx->count_in_disconnect, 1);
   assert_int_equal(cport_service_session_count(fx->server), 0);
 }
 

@@ -60,7 +60,8 @@ CPORT_API int cport_addr_parse_hostport(cport_addr_t* out, const char* text);
  * Blocks:    yes, on the system resolver; never call it on a port thread of a
  *            busy server.
  * Returns:   0; UV_EINVAL for NULL, empty host or bad port; a UV_EAI_* code
- *            from the resolver. */
+ *            from the resolver; another libuv error if the private loop the
+ *            lookup runs on cannot be set up. */
 CPORT_API int cport_addr_resolve(cport_addr_t* out, const char* host, int port);
 
 /* Fill `out` from a struct sockaddr_in or sockaddr_in6.

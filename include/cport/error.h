@@ -18,7 +18,7 @@ extern "C" {
 /* XX(name, value, text): the one list of cport's own codes. */
 #define CPORT_ERRNO_MAP(XX)                                                \
   XX(ELOCAL, -5000, "disconnected by the application")                     \
-  XX(ERECVFULL, -5001, "receive buffer full and on_recv consumed nothing") \
+  XX(ERECVFULL, -5001, "receive buffer limit reached by unconsumed bytes") \
   XX(ESENDQ, -5002, "send queue limit reached")                            \
   XX(ESTOPPED, -5003, "service stopped")                                   \
   XX(ECONSUMED, -5004, "on_recv returned more bytes than it was given")

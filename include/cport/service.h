@@ -69,7 +69,8 @@ typedef struct cport_session_cbs_s {
    * during the call. No callback of `s` runs after this one. */
   void (*on_disconnected)(cport_session_t* s, int code, const char* cause);
   /* Client services: one connect attempt failed with `code` (for example
-   * UV_ECONNREFUSED, or UV_ECANCELED when the service stopped first). */
+   * UV_ECONNREFUSED, or UV_ECANCELED when the service was stopped or
+   * destroyed first). */
   void (*on_connect_failed)(cport_service_t* svc, int code);
 } cport_session_cbs_t;
 
@@ -107,7 +108,7 @@ typedef struct cport_service_stats_s {
   uint64_t rejected;       /* server: closed at once at max_sessions */
   uint64_t accept_errors;  /* server: failed accepts (EMFILE and the like) */
   uint64_t connect_failed; /* client: failed connect attempts */
-  uint64_t active;         /* live sessions now */
+  uint64_t active;         /* live sessions now (see session_count) */
   uint64_t peak;           /* most live sessions at once */
   uint64_t bytes_in;       /* bytes received */
   uint64_t bytes_out;      /* bytes of completed sends */
@@ -166,11 +167,13 @@ CPORT_API int cport_service_stop(cport_service_t* svc,
                                  void (*on_stopped)(cport_service_t* svc));
 
 /* Destroy the service. Accepts NULL. If it is still running, its sessions
- * are closed at once (no flush); their on_disconnected still runs, with
- * CPORT_ESTOPPED, during the port's next round, after this call has returned,
- * and a pending stop's on_stopped is not called. The memory is released once
- * libuv has closed every handle. Safe inside the service's own callbacks,
- * on_stopped included.
+ * are closed at once (no flush); their on_disconnected still runs during the
+ * port's next round, after this call has returned, with CPORT_ESTOPPED (or
+ * the first cause, for a session that was already disconnecting); pending
+ * connects report on_connect_failed with UV_ECANCELED; a pending stop's
+ * on_stopped is not called. The memory is released once libuv has closed
+ * every handle. Safe inside the service's own callbacks, on_stopped
+ * included.
  * Thread: port. */
 CPORT_API void cport_service_destroy(cport_service_t* svc);
 
@@ -182,7 +185,8 @@ CPORT_API void cport_service_destroy(cport_service_t* svc);
 CPORT_API int cport_service_local_addr(const cport_service_t* svc,
                                        cport_addr_t* out);
 
-/* Live sessions: connected and not yet through on_disconnected.
+/* Live sessions: those that reached on_connected and whose on_disconnected
+ * has not returned yet (disconnecting ones included).
  * Thread: port. Returns 0 for NULL. */
 CPORT_API size_t cport_service_session_count(const cport_service_t* svc);
 

@@ -35,7 +35,7 @@ install_debian() {
 install_macos() {
   local pkgs=() p
   command -v brew >/dev/null 2>&1 || {
-    log "Homebrew is needed on macOS (https://brew.sh)"
+    log "Homebrew is needed on macOS"
     exit 1
   }
   for p in cmake pkg-config libuv cmocka; do

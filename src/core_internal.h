@@ -46,7 +46,7 @@ cport__port_t* cport__core_port(cport_core_t* core, unsigned index);
 
 /* The port's shared receive chunk, allocated on first use.
  * Returns NULL on allocation failure. */
-char* cport__port_read_chunk(cport__port_t* port);
+CPORT__NODISCARD char* cport__port_read_chunk(cport__port_t* port);
 
 #ifndef NDEBUG
 /* Abort if a thread other than the one driving the port calls a port-only

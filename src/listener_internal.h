@@ -11,7 +11,7 @@
  * Returns 0 or the bind/listen error; on error nothing is left open and
  * `svc->listener` stays NULL (its memory is released by the close
  * callback). */
-int cport__listener_start(cport_service_t* svc);
+CPORT__NODISCARD int cport__listener_start(cport_service_t* svc);
 
 /* Close the listener; its close callback sets svc->listener to NULL and
  * calls cport__service_check_done(). Safe to call twice. */

@@ -82,14 +82,11 @@ typedef union session_align_u {
 } session_align_t;
 
 #define SESSION_ALIGN _Alignof(session_align_t)
-#define SESSION_HEADER_SIZE                                             \
+#define SESSION_HEADER_SIZE                                               \
   ((sizeof(struct cport_session_s) + SESSION_ALIGN - 1) / SESSION_ALIGN * \
    SESSION_ALIGN)
 
 static atomic_uint_fast64_t next_session_id = 1;
-
-static void session_read_start(cport_session_t* s);
-
 
 static void session_free(cport_session_t* s) {
   cport__free(s->rbuf);

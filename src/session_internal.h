@@ -22,7 +22,7 @@ void cport__session_start(cport_session_t* s);
 
 /* Start a client connect to the service's address. Returns 0 or a libuv
  * error; on error the session has been closed (no callback is reported). */
-int cport__session_connect(cport_session_t* s);
+CPORT__NODISCARD int cport__session_connect(cport_session_t* s);
 
 /* End the session with `code`. The first code and cause win; a FORCE close
  * also upgrades a graceful one that is still flushing. `cause` may be NULL

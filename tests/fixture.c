@@ -225,6 +225,23 @@ int fixture_teardown(void** state) {
 }
 
 
+cport_service_t* fixture_create_service(fixture_t* fx,
+                                        cport_service_kind_t kind,
+                                        const char* host,
+                                        const cport_service_opts_t* o) {
+  cport_service_opts_t defaults;
+  cport_service_t* svc = NULL;
+  cport_addr_t addr;
+  if (o == NULL) {
+    cport_service_opts_init(&defaults);
+    o = &defaults;
+  }
+  assert_int_equal(cport_addr_parse(&addr, host, 0), 0);
+  assert_int_equal(cport_service_create(&svc, fx->core, kind, &addr, o), 0);
+  return svc;
+}
+
+
 void fixture_start_server(fixture_t* fx) {
   cport_service_opts_t o;
   cport_addr_t any;

@@ -91,6 +91,18 @@ struct fixture_s {
 int fixture_setup(void** state);
 int fixture_teardown(void** state);
 
+/* A cmocka test with the fixture as its state. */
+#define FIXTURE_TEST(name) \
+  cmocka_unit_test_setup_teardown(name, fixture_setup, fixture_teardown)
+
+/* Create (not start) a service of `kind` for `host` port 0 with `o`, or the
+ * defaults when `o` is NULL, on the fixture's core; fails the test on error.
+ * The caller destroys it. */
+cport_service_t* fixture_create_service(fixture_t* fx,
+                                        cport_service_kind_t kind,
+                                        const char* host,
+                                        const cport_service_opts_t* o);
+
 /* Create and start a server service with fx->opts and the recorder
  * callbacks on 127.0.0.1 port 0; fx->server_addr gets the real port. */
 void fixture_start_server(fixture_t* fx);

@@ -1000,8 +1000,7 @@ static void test_core_embedded_server_accepts_libuv_client(void** state) {
 
 #define CORE_TEST(fn) \
   cmocka_unit_test_setup_teardown(fn, mem_setup, mem_teardown)
-#define FX_TEST(fn) \
-  cmocka_unit_test_setup_teardown(fn, fixture_setup, fixture_teardown)
+#define FX_TEST FIXTURE_TEST
 
 
 int main(void) {

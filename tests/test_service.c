@@ -89,12 +89,10 @@ static void test_service_without_user_area_gives_null(void** state) {
   cport_addr_t addr;
   int seen = 0;
   peer_t* p;
-  assert_int_equal(cport_addr_parse(&addr, "127.0.0.1", 0), 0);
   cport_service_opts_init(&o);
   o.cbs.on_recv = user_null_recv;
   o.data = &seen;
-  assert_int_equal(
-      cport_service_create(&svc, fx->core, CPORT_SERVICE_SERVER, &addr, &o), 0);
+  svc = fixture_create_service(fx, CPORT_SERVICE_SERVER, "127.0.0.1", &o);
   assert_int_equal(cport_service_start(svc), 0);
   assert_int_equal(cport_service_local_addr(svc, &addr), 0);
   p = peer_connect(fx, &addr, 0);
@@ -217,14 +215,11 @@ static void test_service_stop_cancels_pending_connects(void** state) {
 
 static void test_service_stop_with_nothing_open_reports_later(void** state) {
   fixture_t* fx = *state;
-  cport_service_t* svc = NULL;
+  cport_service_t* svc;
   cport_service_opts_t o;
-  cport_addr_t addr;
-  assert_int_equal(cport_addr_parse(&addr, "127.0.0.1", 0), 0);
   cport_service_opts_init(&o);
   o.data = fx;
-  assert_int_equal(
-      cport_service_create(&svc, fx->core, CPORT_SERVICE_SERVER, &addr, &o), 0);
+  svc = fixture_create_service(fx, CPORT_SERVICE_SERVER, "127.0.0.1", &o);
   fixture_stop_service(fx, svc, 1000);
   assert_int_equal(fx->stopped, 1);
   cport_service_destroy(svc);
@@ -293,6 +288,51 @@ static void test_service_stats_count_bytes(void** state) {
 }
 
 
+/* cport_service_create's return for a server (or client) with `o`; a
+ * service it did create is destroyed again. */
+static int create_rc(fixture_t* fx,
+                     cport_service_kind_t kind,
+                     const cport_service_opts_t* o) {
+  cport_service_t* svc = NULL;
+  cport_addr_t addr;
+  int rc;
+  assert_int_equal(cport_addr_parse(&addr, "127.0.0.1", 0), 0);
+  rc = cport_service_create(&svc, fx->core, kind, &addr, o);
+  if (rc != 0)
+    assert_null(svc);
+  cport_service_destroy(svc);
+  return rc;
+}
+
+
+static void test_service_rejects_invalid_options(void** state) {
+  fixture_t* fx = *state;
+  cport_service_opts_t o;
+  cport_service_opts_init(&o);
+  assert_int_equal(create_rc(fx, CPORT_SERVICE_SERVER, &o), 0);
+  assert_int_equal(create_rc(fx, CPORT_SERVICE_CLIENT, &o), 0);
+  assert_int_equal(create_rc(fx, (cport_service_kind_t)3, &o), UV_EINVAL);
+  assert_int_equal(create_rc(fx, CPORT_SERVICE_SERVER, NULL), UV_EINVAL);
+  o.port = 1; /* the core has one port */
+  assert_int_equal(create_rc(fx, CPORT_SERVICE_SERVER, &o), UV_EINVAL);
+  cport_service_opts_init(&o);
+  o.recv_buffer_limit = 0;
+  assert_int_equal(create_rc(fx, CPORT_SERVICE_SERVER, &o), UV_EINVAL);
+  cport_service_opts_init(&o);
+  o.send_queue_limit = 0;
+  assert_int_equal(create_rc(fx, CPORT_SERVICE_SERVER, &o), UV_EINVAL);
+  cport_service_opts_init(&o);
+  o.send_queue_policy = (cport_sendq_policy_t)7;
+  assert_int_equal(create_rc(fx, CPORT_SERVICE_SERVER, &o), UV_EINVAL);
+  cport_service_opts_init(&o);
+  o.backlog = 0;
+  assert_int_equal(create_rc(fx, CPORT_SERVICE_SERVER, &o), UV_EINVAL);
+  cport_service_opts_init(&o);
+  o.connect_count = 0;
+  assert_int_equal(create_rc(fx, CPORT_SERVICE_CLIENT, &o), UV_EINVAL);
+}
+
+
 static void test_service_rejects_invalid_arguments(void** state) {
   fixture_t* fx = *state;
   cport_service_t* svc = NULL;
@@ -312,48 +352,11 @@ static void test_service_rejects_invalid_arguments(void** state) {
       cport_service_create(&svc, fx->core, CPORT_SERVICE_SERVER, NULL, &o),
       UV_EINVAL);
   assert_int_equal(
-      cport_service_create(&svc, fx->core, CPORT_SERVICE_SERVER, &addr, NULL),
-      UV_EINVAL);
-  assert_int_equal(
-      cport_service_create(&svc, fx->core, (cport_service_kind_t)3, &addr, &o),
-      UV_EINVAL);
-  assert_int_equal(
       cport_service_create(&svc, fx->core, CPORT_SERVICE_SERVER, &unset, &o),
-      UV_EINVAL);
-  o.port = 1;
-  assert_int_equal(
-      cport_service_create(&svc, fx->core, CPORT_SERVICE_SERVER, &addr, &o),
-      UV_EINVAL);
-  cport_service_opts_init(&o);
-  o.recv_buffer_limit = 0;
-  assert_int_equal(
-      cport_service_create(&svc, fx->core, CPORT_SERVICE_SERVER, &addr, &o),
-      UV_EINVAL);
-  cport_service_opts_init(&o);
-  o.send_queue_limit = 0;
-  assert_int_equal(
-      cport_service_create(&svc, fx->core, CPORT_SERVICE_SERVER, &addr, &o),
-      UV_EINVAL);
-  cport_service_opts_init(&o);
-  o.send_queue_policy = (cport_sendq_policy_t)7;
-  assert_int_equal(
-      cport_service_create(&svc, fx->core, CPORT_SERVICE_SERVER, &addr, &o),
-      UV_EINVAL);
-  cport_service_opts_init(&o);
-  o.backlog = 0;
-  assert_int_equal(
-      cport_service_create(&svc, fx->core, CPORT_SERVICE_SERVER, &addr, &o),
-      UV_EINVAL);
-  cport_service_opts_init(&o);
-  o.connect_count = 0;
-  assert_int_equal(
-      cport_service_create(&svc, fx->core, CPORT_SERVICE_CLIENT, &addr, &o),
       UV_EINVAL);
   assert_null(svc);
   /* A valid server, misused. */
-  cport_service_opts_init(&o);
-  assert_int_equal(
-      cport_service_create(&svc, fx->core, CPORT_SERVICE_SERVER, &addr, &o), 0);
+  svc = fixture_create_service(fx, CPORT_SERVICE_SERVER, "127.0.0.1", NULL);
   assert_int_equal(cport_service_connect(svc, 1), UV_EINVAL);
   assert_int_equal(cport_service_stop(svc, -1, NULL), UV_EINVAL);
   assert_int_equal(cport_service_start(NULL), UV_EINVAL);
@@ -371,8 +374,7 @@ static void test_service_rejects_invalid_arguments(void** state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-#define T(name) \
-  cmocka_unit_test_setup_teardown(name, fixture_setup, fixture_teardown)
+#define T FIXTURE_TEST
       T(test_service_client_connects_n_sessions),
       T(test_service_user_area_is_zeroed_and_per_session),
       T(test_service_without_user_area_gives_null),
@@ -385,6 +387,7 @@ int main(void) {
       T(test_service_destroy_inside_on_stopped),
       T(test_service_destroy_while_running_closes_sessions),
       T(test_service_stats_count_bytes),
+      T(test_service_rejects_invalid_options),
       T(test_service_rejects_invalid_arguments),
 #undef T
   };

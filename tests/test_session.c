@@ -707,8 +707,7 @@ static int child_sender_main(const char* port_text) {
 
 int main(int argc, char** argv) {
   const struct CMUnitTest tests[] = {
-#define T(name) \
-  cmocka_unit_test_setup_teardown(name, fixture_setup, fixture_teardown)
+#define T FIXTURE_TEST
       T(test_session_echo_roundtrip),
       T(test_session_echo_through_client_service),
       T(test_session_partial_consumption_presents_rest_first),

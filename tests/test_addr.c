@@ -260,6 +260,19 @@ static void test_addr_parse_rejects_malformed_ipv6(void** state) {
 }
 
 
+static void test_addr_parse_rejects_bracketed_ipv4_and_bad_scopes(
+    void** state) {
+  (void)state;
+  /* Brackets are for IPv6 only. */
+  expect_parse_einval("[1.2.3.4]", 80);
+  /* An empty scope, and a scope naming no interface. */
+  expect_parse_einval("::1%", 80);
+  expect_parse_einval("fe80::1%no-such-interface0", 80);
+  expect_hostport_einval("[1.2.3.4]:80");
+  expect_hostport_einval("[::1%]:80");
+}
+
+
 static void test_addr_parse_rejects_garbage(void** state) {
   (void)state;
   expect_parse_einval("garbage", 80);
@@ -696,6 +709,7 @@ int main(void) {
       cmocka_unit_test(test_addr_parse_rejects_host_names),
       cmocka_unit_test(test_addr_parse_rejects_malformed_ipv4),
       cmocka_unit_test(test_addr_parse_rejects_malformed_ipv6),
+      cmocka_unit_test(test_addr_parse_rejects_bracketed_ipv4_and_bad_scopes),
       cmocka_unit_test(test_addr_parse_rejects_garbage),
       cmocka_unit_test(test_addr_parse_rejects_garbage_before_ipv6_scope),
       cmocka_unit_test(test_addr_parse_rejects_overlong_host),

@@ -213,6 +213,18 @@ static void test_service_stop_cancels_pending_connects(void** state) {
 }
 
 
+static void test_service_destroy_cancels_pending_connects(void** state) {
+  fixture_t* fx = *state;
+  fixture_start_server(fx);
+  fixture_start_client(fx, &fx->server_addr, 3);
+  cport_service_destroy(fx->client);
+  fx->client = NULL;
+  fixture_wait_int(fx, &fx->connect_failed, 3, FIXTURE_TIMEOUT_MS);
+  assert_int_equal(fx->last_connect_error, UV_ECANCELED);
+  assert_int_equal(fx->stopped, 0);
+}
+
+
 static void test_service_stop_with_nothing_open_reports_later(void** state) {
   fixture_t* fx = *state;
   cport_service_t* svc;
@@ -383,6 +395,7 @@ int main(void) {
       T(test_service_stop_flushes_before_closing),
       T(test_service_stop_deadline_cuts_off_peer_that_never_reads),
       T(test_service_stop_cancels_pending_connects),
+      T(test_service_destroy_cancels_pending_connects),
       T(test_service_stop_with_nothing_open_reports_later),
       T(test_service_destroy_inside_on_stopped),
       T(test_service_destroy_while_running_closes_sessions),

@@ -7,29 +7,49 @@ set -euo pipefail
 
 log() { echo "deps: $*" >&2; }
 
+debian_has() {
+  dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "ok installed"
+}
+
 install_debian() {
-  local pkgs=() sudo=""
+  local pkgs=() optional=() sudo="" clang_major
   command -v cc >/dev/null 2>&1 || pkgs+=(gcc)
   command -v cmake >/dev/null 2>&1 || pkgs+=(cmake)
   command -v pkg-config >/dev/null 2>&1 || pkgs+=(pkg-config)
-  dpkg-query -W -f='${Status}' libuv1-dev 2>/dev/null | grep -q "ok installed" ||
-    pkgs+=(libuv1-dev)
-  dpkg-query -W -f='${Status}' libcmocka-dev 2>/dev/null | grep -q "ok installed" ||
-    pkgs+=(libcmocka-dev)
-  if [ ${#pkgs[@]} -eq 0 ]; then
+  debian_has libuv1-dev || pkgs+=(libuv1-dev)
+  debian_has libcmocka-dev || pkgs+=(libcmocka-dev)
+  # clang's sanitizer runtimes are a package of their own (Debian 12:
+  # libclang-rt-14-dev); test.sh uses clang for its sanitizer builds when
+  # they are there, and gcc otherwise, so they are optional.
+  if command -v clang >/dev/null 2>&1; then
+    clang_major=$(clang -dumpversion 2>/dev/null | cut -d. -f1)
+    if [ -n "$clang_major" ] && ! debian_has "libclang-rt-$clang_major-dev"; then
+      optional+=("libclang-rt-$clang_major-dev")
+    fi
+  fi
+  if [ ${#pkgs[@]} -eq 0 ] && [ ${#optional[@]} -eq 0 ]; then
     return 0
   fi
   if [ "$(id -u)" != 0 ]; then
     command -v sudo >/dev/null 2>&1 || {
-      log "need root (or sudo) to install: ${pkgs[*]}"
+      log "need root (or sudo) to install: ${pkgs[*]} ${optional[*]}"
+      [ ${#pkgs[@]} -eq 0 ] && return 0
       exit 1
     }
     sudo="sudo"
   fi
-  log "installing ${pkgs[*]} with apt-get"
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq \
-    --no-install-recommends "${pkgs[@]}" >/dev/null
+  if [ ${#pkgs[@]} -gt 0 ]; then
+    log "installing ${pkgs[*]} with apt-get"
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq \
+      --no-install-recommends "${pkgs[@]}" >/dev/null
+  fi
+  if [ ${#optional[@]} -gt 0 ]; then
+    log "installing ${optional[*]} with apt-get (optional)"
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq \
+      --no-install-recommends "${optional[@]}" >/dev/null ||
+      log "could not install ${optional[*]}; sanitizer builds will use gcc"
+  fi
 }
 
 install_macos() {

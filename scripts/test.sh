@@ -43,11 +43,24 @@ export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
 
+# Can compiler $1 build and link a program with -fsanitize=$2?
+sanitizer_works() {
+  local probe
+  probe=$(mktemp -d)
+  echo 'int main(void) { return 0; }' >"$probe/p.c"
+  "$1" -fsanitize="$2" "$probe/p.c" -o "$probe/p" >/dev/null 2>&1
+  local rc=$?
+  rm -rf "$probe"
+  return $rc
+}
+
 # The default compiler for the plain build; a second compiler, where there
-# is one, for the sanitizer builds, so both see -Werror.
+# is one and its sanitizer runtimes are installed, for the sanitizer builds,
+# so both compilers see -Werror.
 cc_default=${CC:-cc}
 cc_other=$cc_default
-if command -v clang >/dev/null 2>&1; then
+if command -v clang >/dev/null 2>&1 &&
+   sanitizer_works clang address,undefined && sanitizer_works clang thread; then
   cc_other=clang
 fi
 

@@ -447,6 +447,21 @@ void peer_stop_reading(peer_t* p) {
 }
 
 
+peer_t* fixture_connect_stuck_peer(fixture_t* fx) {
+  uint8_t* payload = calloc(1, FIXTURE_STUCK_BYTES);
+  peer_t* p;
+  int before = fx->connected;
+  assert_non_null(payload);
+  p = peer_connect(fx, &fx->server_addr, 0);
+  fixture_wait_int(fx, &fx->connected, before + 1, FIXTURE_TIMEOUT_MS);
+  peer_stop_reading(p);
+  assert_int_equal(
+      cport_session_send(fx->last_server, payload, FIXTURE_STUCK_BYTES), 0);
+  free(payload);
+  return p;
+}
+
+
 void peer_resume_reading(peer_t* p) {
   if (!p->reading)
     assert_int_equal(

@@ -157,6 +157,16 @@ void peer_destroy(peer_t* p);
 /* The recorder area of a session. */
 rec_session_t* rec_of(cport_session_t* s);
 
+/* More bytes than the kernel buffers of both ends of a loopback connection
+ * hold (receive autotuning may reach 32 MiB), so that a flush to a peer
+ * that does not read cannot finish. */
+#define FIXTURE_STUCK_BYTES (96u * 1024 * 1024)
+
+/* Connect a peer to the fixture's server, stop it reading, and queue
+ * FIXTURE_STUCK_BYTES to it from the server's session (fx->last_server).
+ * fx->opts.send_queue_limit must exceed that. */
+peer_t* fixture_connect_stuck_peer(fixture_t* fx);
+
 /* Deterministic test payload. */
 void fill_pattern(uint8_t* buf, size_t len, uint32_t seed);
 

@@ -454,18 +454,11 @@ static int pred_not_connected(void* arg) {
 static void test_session_writing_to_vanished_peer_is_an_error_not_a_signal(
     void** state) {
   fixture_t* fx = *state;
-  /* More than the kernel buffers of both sides hold. */
-  const size_t len = 96u * 1024 * 1024;
-  uint8_t* payload = calloc(1, len);
   peer_t* p;
-  assert_non_null(payload);
   fx->mode = RECV_CONSUME;
-  fx->opts.send_queue_limit = 2 * len;
+  fx->opts.send_queue_limit = 2 * FIXTURE_STUCK_BYTES;
   fixture_start_server(fx);
-  p = peer_connect(fx, &fx->server_addr, 0);
-  fixture_wait_int(fx, &fx->connected, 1, FIXTURE_TIMEOUT_MS);
-  peer_stop_reading(p);
-  assert_int_equal(cport_session_send(fx->last_server, payload, len), 0);
+  p = fixture_connect_stuck_peer(fx);
   peer_shutdown(p);
   /* The server saw EOF and is flushing before it closes. */
   assert_true(fixture_run_until(fx, pred_not_connected, fx->last_server,
@@ -475,9 +468,8 @@ static void test_session_writing_to_vanished_peer_is_an_error_not_a_signal(
   fixture_wait_int(fx, &fx->disconnected, 1, FIXTURE_TIMEOUT_MS);
   /* The first cause wins: the peer's EOF. The process is still alive. */
   assert_int_equal(fx->last_code, UV_EOF);
-  assert_true(rec_of(fx->last_server)->sent < len);
+  assert_true(rec_of(fx->last_server)->sent < FIXTURE_STUCK_BYTES);
   peer_destroy(p);
-  free(payload);
 }
 
 

@@ -7,6 +7,9 @@
 #include "common.h"
 
 static atomic_long live_blocks;
+/* Successful malloc/calloc calls since start, for tests that prove a path
+ * allocates nothing. */
+static atomic_long total_allocs;
 /* < 0: never fail. Otherwise the number of allocations that still succeed. */
 static atomic_long fail_countdown = -1;
 
@@ -28,8 +31,10 @@ void* cport__malloc(size_t size) {
   if (alloc_should_fail())
     return NULL;
   p = malloc(size ? size : 1);
-  if (p != NULL)
+  if (p != NULL) {
     atomic_fetch_add(&live_blocks, 1);
+    atomic_fetch_add(&total_allocs, 1);
+  }
   return p;
 }
 
@@ -39,8 +44,10 @@ void* cport__calloc(size_t count, size_t size) {
   if (alloc_should_fail())
     return NULL;
   p = calloc(count ? count : 1, size ? size : 1);
-  if (p != NULL)
+  if (p != NULL) {
     atomic_fetch_add(&live_blocks, 1);
+    atomic_fetch_add(&total_allocs, 1);
+  }
   return p;
 }
 
@@ -80,6 +87,11 @@ char* cport__strndup(const char* s, size_t max_len) {
 
 long cport__mem_live(void) {
   return atomic_load(&live_blocks);
+}
+
+
+long cport__mem_allocs(void) {
+  return atomic_load(&total_allocs);
 }
 
 

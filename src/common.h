@@ -30,6 +30,9 @@ char* cport__strndup(const char* s, size_t max_len);
 
 /* Test hooks (not exported from the shared library). */
 long cport__mem_live(void);
+/* Allocations made so far (malloc and calloc; realloc of a block counts
+ * as none). */
+long cport__mem_allocs(void);
 /* After `n` more successful allocations every allocation fails, until
  * called again with a negative `n`. */
 void cport__mem_fail_after(long n);

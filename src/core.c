@@ -42,7 +42,10 @@ static void port_dispatch_timer_cb(uv_timer_t* handle) {
 
 static void core_free(cport_core_t* core) {
   unsigned i;
-  for (i = 0; i < core->nports; i++) cport__free(core->ports[i].read_chunk);
+  for (i = 0; i < core->nports; i++) {
+    cport__free(core->ports[i].read_chunk);
+    cport__send_pool_clear(&core->ports[i].send_pool);
+  }
   cport__free(core->ports);
   cport__free(core);
 }

@@ -6,6 +6,7 @@
 #include <stdatomic.h>
 
 #include "common.h"
+#include "send_req.h"
 
 /* Size of the receive chunk shared by all sessions of a port. libuv calls
  * alloc_cb right before each read and read_cb right after it, on the port's
@@ -29,6 +30,8 @@ typedef struct cport__port_s {
   atomic_int has_runner;
   uv_thread_t runner;
   char* read_chunk;
+  /* Free send requests of this port's sessions (send_req.h). */
+  cport__send_pool_t send_pool;
 } cport__port_t;
 
 struct cport_core_s {

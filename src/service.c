@@ -24,6 +24,7 @@ void cport_service_opts_init(cport_service_opts_t* opts) {
   opts->send_queue_limit = 1024 * 1024;
   opts->send_queue_policy = CPORT_SENDQ_PAUSE_READ;
   opts->backlog = 511;
+  opts->tcp_nodelay = 1;
 }
 
 

@@ -22,9 +22,20 @@
  * unconsumed are copied into a private buffer, which grows up to
  * recv_buffer_limit and is freed again as soon as it is empty.
  *
- * Send. Each send is one heap block holding the uv_write_t, the length and
- * the bytes (the lecture's SendEvent). libuv keeps the write queue in call
- * order and writes at once when the queue is empty. */
+ * Send. Each send is one request that owns a copy of the bytes (the
+ * lecture's SendEvent, send_req.h), taken from the port's pool. When nothing
+ * is queued the bytes are written at once with uv_try_write and the request
+ * goes straight back to the pool: no callback to wait for, no allocation.
+ * What the kernel does not take at once, and every send made while a write
+ * is in flight, waits in the session's pending list; when the write in
+ * flight completes, the whole list leaves in one uv_write with one buffer
+ * per request (gather), still in call order. A service with on_send always
+ * goes through uv_write, because on_send must not run inside the send call
+ * that caused it.
+ *
+ * Memory. An idle session is the uv_tcp_t plus about a hundred bytes: the
+ * connect and shutdown requests, the receive buffer and the send requests
+ * are allocated only while in use. */
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,39 +49,38 @@
 
 enum { S_INIT, S_CONNECTING, S_CONNECTED, S_SHUTTING, S_CLOSED };
 
+/* Bytes on_recv left unconsumed, always from offset 0. */
+typedef struct session_rbuf_s {
+  size_t len;
+  size_t cap;
+  uint8_t bytes[];
+} session_rbuf_t;
+
 struct cport_session_s {
   uv_tcp_t tcp;
-  /* Connect and shutdown never overlap: a connect completes (or is
-   * cancelled) before a shutdown can be issued. */
-  union {
-    uv_connect_t connect;
-    uv_shutdown_t shutdown;
-  } req;
   cport_service_t* svc;
   cport_session_t* prev;
   cport_session_t* next;
-  atomic_int refs;
   uint64_t id;
-  int state;
+  atomic_int refs;
+  int code;
+  uint8_t state;
   unsigned reported_connected : 1;
   unsigned reading : 1;
   unsigned paused : 1; /* reading stopped by the send queue limit */
   unsigned has_user : 1;
-  int code;
+  /* uv_writes in flight; more than one only while a graceful close flushes
+   * the pending list. */
+  uint16_t writes;
   char* cause;
-  /* Unconsumed received bytes, always from offset 0. */
-  uint8_t* rbuf;
-  size_t rlen;
-  size_t rcap;
+  session_rbuf_t* rbuf; /* NULL while nothing is kept */
+  /* Bytes accepted by send and not yet written. */
   size_t queued;
+  /* Sends not yet handed to libuv, oldest first: a circular list reached
+   * through its newest entry, so that one pointer holds it. */
+  cport__send_req_t* pending;
   cport_addr_t peer;
 };
-
-typedef struct send_req_s {
-  uv_write_t req;
-  size_t len;
-  uint8_t data[];
-} send_req_t;
 
 /* The user area follows the struct, aligned for any type. A union of the
  * widest types stands in for max_align_t, which MSVC's C mode lacks. */
@@ -124,7 +134,11 @@ static void session_unlink(cport_session_t* s) {
 
 cport_session_t* cport__session_new(cport_service_t* svc) {
   cport_session_t* s;
-  s = cport__calloc(1, SESSION_HEADER_SIZE + svc->opts.user_size);
+  /* Without a user area the struct's own size is enough; rounding it up to
+   * the user area's alignment would cost every idle session. */
+  s = cport__calloc(1, svc->opts.user_size > 0
+                           ? SESSION_HEADER_SIZE + svc->opts.user_size
+                           : sizeof(*s));
   if (s == NULL)
     return NULL;
   if (uv_tcp_init(svc->port->loop, &s->tcp) != 0) {
@@ -168,12 +182,56 @@ cport_session_t* cport__session_next(cport_session_t* s) {
 }
 
 
+/* ---- pending sends ---- */
+
+static void session_pending_push(cport_session_t* s, cport__send_req_t* r) {
+  if (s->pending == NULL) {
+    r->next = r;
+  } else {
+    r->next = s->pending->next;
+    s->pending->next = r;
+  }
+  s->pending = r;
+}
+
+
+/* Unlink the whole pending list and return its oldest entry; the list it
+ * returns ends with NULL. */
+static cport__send_req_t* session_pending_take(cport_session_t* s) {
+  cport__send_req_t* first;
+  if (s->pending == NULL)
+    return NULL;
+  first = s->pending->next;
+  s->pending->next = NULL;
+  s->pending = NULL;
+  return first;
+}
+
+
+/* Drop sends that never reached libuv (the session is closing at once). */
+static void session_pending_drop(cport_session_t* s) {
+  cport__send_pool_t* pool = &s->svc->port->send_pool;
+  cport__send_req_t* r = session_pending_take(s);
+  while (r != NULL) {
+    cport__send_req_t* next = r->next;
+    s->queued -= r->len;
+    cport__send_req_put(pool, r);
+    r = next;
+  }
+}
+
+
+static int session_flush(cport_session_t* s);
+
+
+/* ---- close ---- */
+
 static void session_close_cb(uv_handle_t* handle) {
   cport_session_t* s = handle->data;
   cport_service_t* svc = s->svc;
   cport__free(s->rbuf);
   s->rbuf = NULL;
-  s->rlen = s->rcap = 0;
+  session_pending_drop(s);
   if (s->reported_connected) {
     /* Counted as live until its on_disconnected has returned, like the
      * session list that cport_service_foreach walks. */
@@ -190,13 +248,37 @@ static void session_close_cb(uv_handle_t* handle) {
 
 
 static void session_shutdown_cb(uv_shutdown_t* req, int status) {
-  cport_session_t* s = cport__container_of(req, cport_session_t, req.shutdown);
+  cport_session_t* s = req->data;
   (void)status; /* closing either way; the session's code is already set */
+  cport__free(req);
   if (s->state == S_SHUTTING) {
     s->state = S_CLOSED;
     uv_close((uv_handle_t*)&s->tcp, session_close_cb);
   }
   cport_session_unref(s);
+}
+
+
+/* Flush, then shut down the write side. Returns 0 when the shutdown is
+ * pending, non-zero when the session must be closed at once instead. */
+static int session_shutdown(cport_session_t* s) {
+  uv_shutdown_t* req;
+  /* libuv refuses writes once a shutdown is queued, and completes the
+   * shutdown only after the writes queued before it: hand it every pending
+   * send first. */
+  if (s->pending != NULL && session_flush(s) != 0)
+    return -1;
+  req = cport__malloc(sizeof(*req));
+  if (req == NULL)
+    return -1;
+  req->data = s;
+  cport_session_ref(s);
+  if (uv_shutdown(req, (uv_stream_t*)&s->tcp, session_shutdown_cb) != 0) {
+    cport_session_unref(s);
+    cport__free(req);
+    return -1;
+  }
+  return 0;
 }
 
 
@@ -222,11 +304,8 @@ void cport__session_close(cport_session_t* s,
   }
   if (mode == CPORT__CLOSE_GRACEFUL && s->state == S_CONNECTED) {
     s->state = S_SHUTTING;
-    cport_session_ref(s);
-    if (uv_shutdown(&s->req.shutdown, (uv_stream_t*)&s->tcp,
-                    session_shutdown_cb) == 0)
+    if (session_shutdown(s) == 0)
       return;
-    cport_session_unref(s);
   }
   s->state = S_CLOSED;
   uv_close((uv_handle_t*)&s->tcp, session_close_cb);
@@ -260,11 +339,6 @@ static void session_alloc_cb(uv_handle_t* handle,
 }
 
 
-static void session_deliver(cport_session_t* s,
-                            const uint8_t* data,
-                            size_t len);
-
-
 /* Call on_recv. Returns the bytes consumed, or -1 if the session must stop
  * delivering (it was disconnected, or on_recv broke its contract). */
 static long session_call_recv(cport_session_t* s,
@@ -286,32 +360,35 @@ static long session_call_recv(cport_session_t* s,
 /* Make room for `need` bytes in the private buffer; need <= limit. */
 static int session_rbuf_reserve(cport_session_t* s, size_t need) {
   size_t limit = s->svc->opts.recv_buffer_limit;
-  size_t cap;
-  uint8_t* grown;
-  if (need <= s->rcap)
+  size_t cap = s->rbuf != NULL ? s->rbuf->cap : 0;
+  session_rbuf_t* grown;
+  if (need <= cap)
     return 0;
-  cap = s->rcap != 0 ? s->rcap : SESSION_RBUF_MIN;
+  if (cap == 0)
+    cap = SESSION_RBUF_MIN;
   while (cap < need) cap = cap > limit / 2 ? limit : cap * 2;
   if (cap > limit)
     cap = limit;
-  grown = cport__realloc(s->rbuf, cap);
+  grown = cport__realloc(s->rbuf, sizeof(*grown) + cap);
   if (grown == NULL)
     return UV_ENOMEM;
+  if (s->rbuf == NULL)
+    grown->len = 0;
+  grown->cap = cap;
   s->rbuf = grown;
-  s->rcap = cap;
   return 0;
 }
 
 
 static void session_rbuf_consume(cport_session_t* s, size_t consumed) {
-  s->rlen -= consumed;
-  if (s->rlen == 0) {
+  session_rbuf_t* b = s->rbuf;
+  b->len -= consumed;
+  if (b->len == 0) {
     /* An idle session keeps no receive memory. */
-    cport__free(s->rbuf);
+    cport__free(b);
     s->rbuf = NULL;
-    s->rcap = 0;
   } else if (consumed > 0) {
-    memmove(s->rbuf, s->rbuf + consumed, s->rlen);
+    memmove(b->bytes, b->bytes + consumed, b->len);
   }
 }
 
@@ -323,12 +400,12 @@ static void session_deliver(cport_session_t* s,
   long consumed;
   if (len == 0) {
     /* Kept bytes alone, presented again. */
-    consumed = session_call_recv(s, s->rbuf, s->rlen);
+    consumed = session_call_recv(s, s->rbuf->bytes, s->rbuf->len);
     if (consumed >= 0)
       session_rbuf_consume(s, (size_t)consumed);
     return;
   }
-  if (s->rlen == 0) {
+  if (s->rbuf == NULL) {
     /* Common case: nothing left over, on_recv reads the shared chunk. */
     consumed = session_call_recv(s, data, len);
     if (consumed < 0)
@@ -345,29 +422,30 @@ static void session_deliver(cport_session_t* s,
       cport__session_close(s, UV_ENOMEM, NULL, CPORT__CLOSE_FORCE);
       return;
     }
-    memcpy(s->rbuf, data, len);
-    s->rlen = len;
+    memcpy(s->rbuf->bytes, data, len);
+    s->rbuf->len = len;
     return;
   }
   /* Left-over bytes first: append the new ones behind them, as much as the
    * limit allows at a time, and present the whole again. */
   while (len > 0) {
-    size_t take = limit - s->rlen;
+    size_t kept = s->rbuf != NULL ? s->rbuf->len : 0;
+    size_t take = limit - kept;
     if (take > len)
       take = len;
-    if (session_rbuf_reserve(s, s->rlen + take) != 0) {
+    if (session_rbuf_reserve(s, kept + take) != 0) {
       cport__session_close(s, UV_ENOMEM, NULL, CPORT__CLOSE_FORCE);
       return;
     }
-    memcpy(s->rbuf + s->rlen, data, take);
-    s->rlen += take;
+    memcpy(s->rbuf->bytes + kept, data, take);
+    s->rbuf->len = kept + take;
     data += take;
     len -= take;
-    consumed = session_call_recv(s, s->rbuf, s->rlen);
+    consumed = session_call_recv(s, s->rbuf->bytes, s->rbuf->len);
     if (consumed < 0)
       return;
     session_rbuf_consume(s, (size_t)consumed);
-    if (s->rlen >= limit) {
+    if (s->rbuf != NULL && s->rbuf->len >= limit) {
       /* Full, and on_recv took nothing of it: waiting cannot help. */
       cport__session_close(s, CPORT_ERECVFULL, NULL, CPORT__CLOSE_GRACEFUL);
       return;
@@ -427,6 +505,8 @@ void cport__session_start(cport_session_t* s) {
   int len = (int)sizeof(peer);
   if (uv_tcp_getpeername(&s->tcp, (struct sockaddr*)&peer, &len) == 0)
     (void)cport_addr_from_sockaddr(&s->peer, (struct sockaddr*)&peer);
+  if (svc->opts.tcp_nodelay)
+    (void)uv_tcp_nodelay(&s->tcp, 1); /* best effort, like libuv's own */
   s->state = S_CONNECTED;
   s->reported_connected = 1;
   svc->stats.connected++;
@@ -442,8 +522,9 @@ void cport__session_start(cport_session_t* s) {
 /* ---- connect (client services) ---- */
 
 static void session_connect_cb(uv_connect_t* req, int status) {
-  cport_session_t* s = cport__container_of(req, cport_session_t, req.connect);
+  cport_session_t* s = req->data;
   cport_service_t* svc = s->svc;
+  cport__free(req);
   if (status == 0 && s->state == S_CONNECTING) {
     cport__session_start(s);
   } else {
@@ -459,51 +540,117 @@ static void session_connect_cb(uv_connect_t* req, int status) {
 
 
 int cport__session_connect(cport_session_t* s) {
-  int rc;
+  uv_connect_t* req;
+  int rc = UV_ENOMEM;
   s->state = S_CONNECTING;
-  cport_session_ref(s);
-  rc = uv_tcp_connect(&s->req.connect, &s->tcp,
-                      cport_addr_sockaddr(&s->svc->addr), session_connect_cb);
-  if (rc != 0) {
+  req = cport__malloc(sizeof(*req));
+  if (req != NULL) {
+    req->data = s;
+    cport_session_ref(s);
+    rc = uv_tcp_connect(req, &s->tcp, cport_addr_sockaddr(&s->svc->addr),
+                        session_connect_cb);
+    if (rc == 0)
+      return 0;
     cport_session_unref(s);
-    cport__session_close(s, rc, NULL, CPORT__CLOSE_FORCE);
+    cport__free(req);
   }
+  cport__session_close(s, rc, NULL, CPORT__CLOSE_FORCE);
   return rc;
 }
 
 
 /* ---- send ---- */
 
+/* Most buffers one uv_write carries; the rest of the pending list follows
+ * in the next one. libuv copies the array, so it can live on the stack. */
+#define SESSION_GATHER_MAX 64
+
 static void session_write_cb(uv_write_t* req, int status) {
-  send_req_t* sr = cport__container_of(req, send_req_t, req);
+  cport__send_req_t* r = cport__container_of(req, cport__send_req_t, req);
   cport_session_t* s = req->handle->data;
   cport_service_t* svc = s->svc;
+  cport__send_pool_t* pool = &svc->port->send_pool;
   size_t limit = svc->opts.send_queue_limit;
-  s->queued -= sr->len;
-  if (status == 0) {
-    svc->stats.bytes_out += sr->len;
-    if (svc->opts.cbs.on_send != NULL)
-      svc->opts.cbs.on_send(s, sr->len);
-  } else if (status != UV_ECANCELED) {
+  uint32_t n = r->nbatch;
+  while (n-- > 0) {
+    cport__send_req_t* next = r->next;
+    s->queued -= r->len;
+    if (status == 0) {
+      svc->stats.bytes_out += r->len;
+      if (svc->opts.cbs.on_send != NULL)
+        svc->opts.cbs.on_send(s, r->len);
+    }
+    cport__send_req_put(pool, r);
+    r = next;
+  }
+  s->writes--;
+  if (status != 0 && status != UV_ECANCELED)
     cport__session_close(s, status, NULL, CPORT__CLOSE_FORCE);
+  /* Sends made while this write was in flight (on_send's included) leave
+   * together now. */
+  if (s->pending != NULL && s->writes == 0 && s->state == S_CONNECTED) {
+    int rc = session_flush(s);
+    if (rc != 0)
+      cport__session_close(s, rc, NULL, CPORT__CLOSE_FORCE);
   }
   if (s->paused && s->queued <= limit / 2) {
     s->paused = 0;
     session_read_start(s);
     /* on_recv may have kept bytes because its send hit the limit; they must
      * not wait for bytes the peer may never send. */
-    if (s->reading && s->rlen > 0)
+    if (s->reading && s->rbuf != NULL)
       session_deliver(s, NULL, 0);
   }
-  cport__free(sr);
   cport_session_unref(s);
+}
+
+
+/* Hand the pending list to libuv, SESSION_GATHER_MAX requests per uv_write.
+ * Returns 0, or a libuv error; then what libuv refused is pending again, for
+ * the caller's close to drop. */
+static int session_flush(cport_session_t* s) {
+  uv_buf_t bufs[SESSION_GATHER_MAX];
+  cport__send_req_t* r = session_pending_take(s);
+  int rc = 0;
+  while (r != NULL) {
+    cport__send_req_t* first = r;
+    cport__send_req_t* last = NULL;
+    uint32_t n = 0;
+    while (r != NULL && n < SESSION_GATHER_MAX) {
+      bufs[n++] = uv_buf_init((char*)r->data + r->off, r->len - r->off);
+      last = r;
+      r = r->next;
+    }
+    first->nbatch = n;
+    cport_session_ref(s);
+    rc =
+        uv_write(&first->req, (uv_stream_t*)&s->tcp, bufs, n, session_write_cb);
+    if (rc != 0) {
+      cport_session_unref(s);
+      /* Put the batch and the rest back, so that the close drops them. */
+      last->next = NULL;
+      while (first != NULL) {
+        cport__send_req_t* next = first->next;
+        session_pending_push(s, first);
+        first = next;
+      }
+      while (r != NULL) {
+        cport__send_req_t* next = r->next;
+        session_pending_push(s, r);
+        r = next;
+      }
+      return rc;
+    }
+    s->svc->stats.writes++;
+    s->writes++;
+  }
+  return 0;
 }
 
 
 int cport_session_send(cport_session_t* s, const void* data, size_t len) {
   cport_service_t* svc;
-  send_req_t* sr;
-  uv_buf_t buf;
+  cport__send_req_t* r;
   int rc;
   if (s == NULL || data == NULL || len == 0)
     return UV_EINVAL;
@@ -519,21 +666,38 @@ int cport_session_send(cport_session_t* s, const void* data, size_t len) {
       cport__session_close(s, CPORT_ESENDQ, NULL, CPORT__CLOSE_FORCE);
     return CPORT_ESENDQ;
   }
-  sr = cport__malloc(sizeof(*sr) + len);
-  if (sr == NULL)
+  r = cport__send_req_get(&svc->port->send_pool, len);
+  if (r == NULL)
     return UV_ENOMEM;
-  sr->len = len;
-  memcpy(sr->data, data, len);
-  buf = uv_buf_init((char*)sr->data, (unsigned int)len);
-  cport_session_ref(s);
-  rc = uv_write(&sr->req, (uv_stream_t*)&s->tcp, &buf, 1, session_write_cb);
-  if (rc != 0) {
-    cport_session_unref(s);
-    cport__free(sr);
-    cport__session_close(s, rc, NULL, CPORT__CLOSE_FORCE);
-    return rc;
+  memcpy(r->data, data, len);
+  svc->stats.sends++;
+  if (s->queued == 0 && svc->opts.cbs.on_send == NULL) {
+    /* Nothing queued: the kernel usually takes it all now. */
+    uv_buf_t buf = uv_buf_init((char*)r->data, (unsigned int)len);
+    rc = uv_try_write((uv_stream_t*)&s->tcp, &buf, 1);
+    svc->stats.writes++;
+    if (rc >= 0 && (size_t)rc == len) {
+      svc->stats.bytes_out += len;
+      cport__send_req_put(&svc->port->send_pool, r);
+      return 0;
+    }
+    if (rc < 0 && rc != UV_EAGAIN) {
+      cport__send_req_put(&svc->port->send_pool, r);
+      cport__session_close(s, rc, NULL, CPORT__CLOSE_FORCE);
+      return rc;
+    }
+    if (rc > 0)
+      r->off = (uint32_t)rc;
   }
+  session_pending_push(s, r);
   s->queued += len;
+  if (s->writes == 0) {
+    rc = session_flush(s);
+    if (rc != 0) {
+      cport__session_close(s, rc, NULL, CPORT__CLOSE_FORCE);
+      return rc;
+    }
+  }
   if (s->reading && session_over_send_limit(s)) {
     uv_read_stop((uv_stream_t*)&s->tcp);
     s->reading = 0;
@@ -583,5 +747,5 @@ size_t cport_session_queued_bytes(const cport_session_t* s) {
 
 
 size_t cport_session_pending_bytes(const cport_session_t* s) {
-  return s == NULL ? 0 : s->rlen;
+  return s == NULL || s->rbuf == NULL ? 0 : s->rbuf->len;
 }

@@ -163,7 +163,7 @@ static void fixture_apply_callbacks(fixture_t* fx, cport_service_opts_t* o) {
   *o = fx->opts;
   o->cbs.on_connected = rec_on_connected;
   o->cbs.on_recv = rec_on_recv;
-  o->cbs.on_send = rec_on_send;
+  o->cbs.on_send = fx->no_on_send ? NULL : rec_on_send;
   o->cbs.on_disconnected = rec_on_disconnected;
   o->cbs.on_connect_failed = rec_on_connect_failed;
   o->user_size = sizeof(rec_session_t);

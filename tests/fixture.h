@@ -69,6 +69,9 @@ struct fixture_s {
   recv_mode_t client_mode; /* on_recv of client sessions (default consume) */
   size_t consume_max;
   size_t flood_len;
+  /* Leave on_send out of the recorder's callbacks, so that sends take the
+   * direct-write path (rec_session_t.sent then stays 0). */
+  int no_on_send;
   /* Totals over every session. */
   int connected;
   int disconnected;

@@ -5,8 +5,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common.h"           /* cport__mem_live, cport__mem_fail_after */
-#include "session_internal.h" /* cport__session_is_paused */
+#ifdef _WIN32
+#include <winsock2.h>
+#include <ws2tcpip.h>
+#else
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#endif
+
+#include "common.h"           /* cport__mem_live, cport__mem_allocs */
+#include "session_internal.h" /* cport__session_is_paused, the port's pool */
 
 
 /* Dispatch a few more rounds, to catch a callback that should not come. */
@@ -697,6 +706,218 @@ static int child_sender_main(const char* port_text) {
 }
 
 
+/* ---- the send path: direct writes, the request pool, gathering ---- */
+
+static void test_session_warm_direct_sends_allocate_nothing(void** state) {
+  fixture_t* fx = *state;
+  uint8_t msg[64];
+  cport_service_stats_t st;
+  long allocs = 0;
+  peer_t* p;
+  int round;
+  fx->no_on_send = 1;
+  fixture_start_server(fx);
+  p = peer_connect(fx, &fx->server_addr, 0);
+  fixture_wait_int(fx, &fx->connected, 1, FIXTURE_TIMEOUT_MS);
+  /* Ping-pong: the server's echo always finds nothing queued. The first
+   * rounds warm the port's read chunk and request pool. */
+  for (round = 0; round < 210; round++) {
+    if (round == 10)
+      allocs = cport__mem_allocs();
+    fill_pattern(msg, sizeof(msg), (uint32_t)round);
+    peer_write(p, msg, sizeof(msg));
+    fixture_wait_size(fx, &p->received.len, (size_t)(round + 1) * sizeof(msg),
+                      FIXTURE_TIMEOUT_MS);
+    assert_memory_equal(p->received.data + (size_t)round * sizeof(msg), msg,
+                        sizeof(msg));
+  }
+  assert_int_equal(cport__mem_allocs() - allocs, 0);
+  /* Every echo was one send written at once: nothing was ever queued. */
+  assert_int_equal(cport_service_stats(fx->server, &st), 0);
+  assert_true(st.sends >= 210);
+  assert_int_equal(st.writes, st.sends);
+  assert_int_equal(st.bytes_out, 210 * sizeof(msg));
+  assert_int_equal(cport_session_queued_bytes(fx->last_server), 0);
+  peer_destroy(p);
+}
+
+
+/* Bytes of the send that gets stuck: far more than loopback's kernel
+ * buffers take while the peer does not read. */
+#define STUCK_LEN (16u * 1024 * 1024)
+
+/* Start a server without on_send, connect a peer that stops reading, and
+ * send it STUCK_LEN bytes: the direct write takes what fits and the rest
+ * stays queued, so later sends wait behind a write in flight. Returns the
+ * payload (the caller frees it) and the peer in `*peer`. */
+static uint8_t* start_behind_stuck_write(fixture_t* fx, peer_t** peer) {
+  uint8_t* big = malloc(STUCK_LEN);
+  peer_t* p;
+  assert_non_null(big);
+  fill_pattern(big, STUCK_LEN, 77);
+  fx->no_on_send = 1;
+  fx->opts.send_queue_limit = 64u * 1024 * 1024;
+  fixture_start_server(fx);
+  p = peer_connect(fx, &fx->server_addr, 0);
+  fixture_wait_int(fx, &fx->connected, 1, FIXTURE_TIMEOUT_MS);
+  peer_stop_reading(p);
+  assert_int_equal(cport_session_send(fx->last_server, big, STUCK_LEN), 0);
+  assert_true(cport_session_queued_bytes(fx->last_server) > 0);
+  *peer = p;
+  return big;
+}
+
+
+static void test_session_sends_behind_a_write_leave_gathered_in_order(
+    void** state) {
+  fixture_t* fx = *state;
+  const size_t nsmall = 100;
+  uint8_t small[100][48];
+  cport_service_stats_t st;
+  size_t queued;
+  uint8_t* big;
+  peer_t* p;
+  size_t i;
+  big = start_behind_stuck_write(fx, &p);
+  /* The direct write took what fitted; the tail went to one uv_write. */
+  assert_int_equal(cport_service_stats(fx->server, &st), 0);
+  assert_int_equal(st.sends, 1);
+  assert_int_equal(st.writes, 2);
+  queued = cport_session_queued_bytes(fx->last_server);
+  for (i = 0; i < nsmall; i++) {
+    fill_pattern(small[i], sizeof(small[i]), (uint32_t)(1000 + i));
+    assert_int_equal(
+        cport_session_send(fx->last_server, small[i], sizeof(small[i])), 0);
+  }
+  /* All queued behind the write in flight: no further write yet. */
+  assert_int_equal(cport_service_stats(fx->server, &st), 0);
+  assert_int_equal(st.writes, 2);
+  assert_int_equal(cport_session_queued_bytes(fx->last_server),
+                   queued + nsmall * sizeof(small[0]));
+  peer_resume_reading(p);
+  fixture_wait_size(fx, &p->received.len, STUCK_LEN + nsmall * sizeof(small[0]),
+                    4 * FIXTURE_TIMEOUT_MS);
+  assert_memory_equal(p->received.data, big, STUCK_LEN);
+  for (i = 0; i < nsmall; i++)
+    assert_memory_equal(p->received.data + STUCK_LEN + i * sizeof(small[0]),
+                        small[i], sizeof(small[0]));
+  /* The hundred small sends left in two gathered writes (64 buffers at most
+   * per uv_write), not a hundred. */
+  assert_int_equal(cport_service_stats(fx->server, &st), 0);
+  assert_int_equal(st.sends, 1 + nsmall);
+  assert_int_equal(st.writes, 2 + 2);
+  assert_int_equal(st.bytes_out, STUCK_LEN + nsmall * sizeof(small[0]));
+  assert_int_equal(cport_session_queued_bytes(fx->last_server), 0);
+  peer_destroy(p);
+  free(big);
+}
+
+
+static void test_session_request_pool_keeps_a_bounded_amount(void** state) {
+  fixture_t* fx = *state;
+  const size_t nsmall = 5000;
+  cport__port_t* port = cport__core_port(fx->core, 0);
+  uint8_t msg[200];
+  uint8_t* big;
+  peer_t* p;
+  size_t i;
+  big = start_behind_stuck_write(fx, &p);
+  memset(msg, 'm', sizeof(msg));
+  for (i = 0; i < nsmall; i++)
+    assert_int_equal(cport_session_send(fx->last_server, msg, sizeof(msg)), 0);
+  peer_resume_reading(p);
+  fixture_wait_size(fx, &p->received.len, STUCK_LEN + nsmall * sizeof(msg),
+                    4 * FIXTURE_TIMEOUT_MS);
+  /* 5000 requests came back to the pool; it kept at most its class budget
+   * and freed the rest. */
+  assert_true(cport__send_pool_cached(&port->send_pool) > 0);
+  assert_true(cport__send_pool_cached(&port->send_pool) <=
+              CPORT__SEND_POOL_CLASS_BYTES);
+  peer_destroy(p);
+  free(big);
+}
+
+
+static void test_session_reset_drops_queued_sends_without_leaks(void** state) {
+  fixture_t* fx = *state;
+  uint8_t* big;
+  peer_t* p;
+  int i;
+  big = start_behind_stuck_write(fx, &p);
+  for (i = 0; i < 300; i++)
+    assert_int_equal(cport_session_send(fx->last_server, big, 1000), 0);
+  peer_reset(p);
+  fixture_wait_int(fx, &fx->disconnected, 1, FIXTURE_TIMEOUT_MS);
+  assert_int_equal(cport_session_queued_bytes(fx->last_server), 0);
+  /* Teardown proves every dropped request went back to the pool or was
+   * freed. */
+  peer_destroy(p);
+  free(big);
+}
+
+
+static void test_session_disconnect_flushes_gathered_sends(void** state) {
+  fixture_t* fx = *state;
+  uint8_t tail[32];
+  uint8_t* big;
+  peer_t* p;
+  int i;
+  big = start_behind_stuck_write(fx, &p);
+  for (i = 0; i < 10; i++) {
+    memset(tail, 'a' + i, sizeof(tail));
+    assert_int_equal(cport_session_send(fx->last_server, tail, sizeof(tail)),
+                     0);
+  }
+  /* The pending sends must reach libuv before the shutdown does. */
+  assert_int_equal(cport_session_disconnect(fx->last_server, "bye"), 0);
+  peer_resume_reading(p);
+  fixture_wait_int(fx, &p->eof, 1, 4 * FIXTURE_TIMEOUT_MS);
+  assert_int_equal(p->received.len, STUCK_LEN + 10 * sizeof(tail));
+  assert_memory_equal(p->received.data, big, STUCK_LEN);
+  for (i = 0; i < 10; i++) {
+    memset(tail, 'a' + i, sizeof(tail));
+    assert_memory_equal(p->received.data + STUCK_LEN + (size_t)i * sizeof(tail),
+                        tail, sizeof(tail));
+  }
+  fixture_wait_int(fx, &fx->disconnected, 1, FIXTURE_TIMEOUT_MS);
+  assert_int_equal(fx->last_code, CPORT_ELOCAL);
+  peer_destroy(p);
+  free(big);
+}
+
+
+static int session_nodelay(cport_session_t* s) {
+  uv_os_fd_t fd;
+  int on = -1;
+  socklen_t len = (socklen_t)sizeof(on);
+  assert_int_equal(uv_fileno((uv_handle_t*)cport__session_tcp(s), &fd), 0);
+  assert_int_equal(
+      getsockopt((uv_os_sock_t)fd, IPPROTO_TCP, TCP_NODELAY, (char*)&on, &len),
+      0);
+  return on != 0;
+}
+
+
+static void test_session_tcp_nodelay_follows_the_option(void** state) {
+  fixture_t* fx = *state;
+  peer_t* p;
+  fixture_start_server(fx);
+  p = peer_connect(fx, &fx->server_addr, 0);
+  fixture_wait_int(fx, &fx->connected, 1, FIXTURE_TIMEOUT_MS);
+  assert_true(session_nodelay(fx->last_server)); /* the default */
+  peer_destroy(p);
+  fixture_stop_service(fx, fx->server, 1000);
+  cport_service_destroy(fx->server);
+  fx->server = NULL;
+  fx->opts.tcp_nodelay = 0;
+  fixture_start_server(fx);
+  p = peer_connect(fx, &fx->server_addr, 0);
+  fixture_wait_int(fx, &fx->connected, 2, FIXTURE_TIMEOUT_MS);
+  assert_false(session_nodelay(fx->last_server));
+  peer_destroy(p);
+}
+
+
 int main(int argc, char** argv) {
   const struct CMUnitTest tests[] = {
 #define T FIXTURE_TEST
@@ -723,6 +944,12 @@ int main(int argc, char** argv) {
       T(test_session_reference_outlives_disconnect),
       T(test_session_peer_addr_matches_peer),
       T(test_session_killed_peer_process_frees_session),
+      T(test_session_warm_direct_sends_allocate_nothing),
+      T(test_session_sends_behind_a_write_leave_gathered_in_order),
+      T(test_session_request_pool_keeps_a_bounded_amount),
+      T(test_session_reset_drops_queued_sends_without_leaks),
+      T(test_session_disconnect_flushes_gathered_sends),
+      T(test_session_tcp_nodelay_follows_the_option),
 #undef T
   };
   if (argc == 3 && strcmp(argv[1], "--child-sender") == 0)

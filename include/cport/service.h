@@ -97,6 +97,11 @@ typedef struct cport_service_opts_s {
   cport_sendq_policy_t send_queue_policy; /* default CPORT_SENDQ_PAUSE_READ */
   /* listen() backlog for servers. Default 511. */
   int backlog;
+  /* Non-zero (the default): set TCP_NODELAY on every session, so that a
+   * small send leaves at once instead of waiting for the peer's ACK of the
+   * previous one (Nagle's algorithm). Request/response and game traffic want
+   * this; 0 lets the kernel coalesce small writes. */
+  int tcp_nodelay;
   /* Which port of the core the service runs on. Default 0. */
   unsigned port;
   /* User pointer, see cport_service_get_data(). Default NULL. */
@@ -112,6 +117,12 @@ typedef struct cport_service_stats_s {
   uint64_t peak;           /* most live sessions at once */
   uint64_t bytes_in;       /* bytes received */
   uint64_t bytes_out;      /* bytes of completed sends */
+  uint64_t sends;          /* sends accepted by cport_session_send */
+  /* Writes handed to the kernel: a direct write for a send made while
+   * nothing was queued, or one uv_write carrying every send queued behind
+   * the previous write (gather). sends / writes shows how well queued sends
+   * are combined. */
+  uint64_t writes;
 } cport_service_stats_t;
 
 /* Fill `opts` with the defaults listed above. Thread: any. */

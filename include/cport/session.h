@@ -27,10 +27,15 @@ typedef struct cport_session_s cport_session_t;
 typedef struct cport_service_s cport_service_t;
 
 /* Queue `len` bytes from `data` for sending on `s` (the lecture's
- * Session::Send). The bytes are copied into one heap-allocated write request
- * that owns them and holds a reference on the session until its write
- * callback has run. Bytes leave in the order of the send calls. on_send
- * reports each completed send with its length.
+ * Session::Send). The bytes are copied into one write request that owns
+ * them until the kernel has them; requests are recycled per port, so a warm
+ * session sends without malloc. When nothing is queued the bytes are written
+ * during the call; what the kernel does not take at once, and every send
+ * made while a write is in flight, is queued and leaves with the other
+ * queued sends in one gathered write. Bytes leave in the order of the send
+ * calls. on_send reports each completed send with its length, always from a
+ * later callback, never inside this call (a service with on_send therefore
+ * always writes through uv_write's callback).
  * Ownership: `data` is copied before return; the caller keeps it.
  * Thread:    port.
  * The limit is checked before a send is added, so the queue can exceed

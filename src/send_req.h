@@ -1,0 +1,56 @@
+/* Send requests (the lecture's SendEvent) and the per-port pool they come
+ * from. A request is one heap block: the uv_write_t, a little bookkeeping
+ * and the bytes it owns until the kernel has them. */
+#ifndef CPORT_SEND_REQ_H
+#define CPORT_SEND_REQ_H
+
+#include "common.h"
+
+/* Requests whose bytes fit one of these capacities are recycled through the
+ * port's pool; bigger ones are allocated to size and freed after use. The
+ * largest class matches the port's read chunk, so an echo of anything one
+ * read returns never reaches malloc once the pool is warm. */
+#define CPORT__SEND_CLASSES 4
+/* Bytes of free requests one class may keep, so that a burst of queued
+ * sends does not pin its peak memory for the life of the port. */
+#define CPORT__SEND_POOL_CLASS_BYTES (512 * 1024)
+
+typedef struct cport__send_req_s cport__send_req_t;
+
+struct cport__send_req_s {
+  uv_write_t req;
+  /* Link in the pool's free list, a session's pending list, or the chain
+   * of requests written by one uv_write. */
+  cport__send_req_t* next;
+  /* Bytes of the send, and how many of them a direct write already took. */
+  uint32_t len;
+  uint32_t off;
+  /* In the first request of a uv_write: how many requests it carries. */
+  uint32_t nbatch;
+  /* Size class index, or CPORT__SEND_CLASSES for an unpooled request. */
+  uint32_t cls;
+  uint8_t data[];
+};
+
+typedef struct cport__send_pool_s {
+  cport__send_req_t* free[CPORT__SEND_CLASSES];
+  unsigned count[CPORT__SEND_CLASSES];
+} cport__send_pool_t;
+
+/* A request with room for `len` bytes (len <= UINT32_MAX), from the pool
+ * when one is free. Thread: the pool's port. Returns NULL when out of
+ * memory. */
+CPORT__NODISCARD cport__send_req_t* cport__send_req_get(
+    cport__send_pool_t* pool, size_t len);
+
+/* Give a request back: kept for reuse while its class has room, freed
+ * otherwise. Thread: the pool's port. */
+void cport__send_req_put(cport__send_pool_t* pool, cport__send_req_t* r);
+
+/* Free every cached request (port shutdown). */
+void cport__send_pool_clear(cport__send_pool_t* pool);
+
+/* Bytes held by free requests (for tests). */
+size_t cport__send_pool_cached(const cport__send_pool_t* pool);
+
+#endif /* CPORT_SEND_REQ_H */

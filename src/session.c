@@ -57,8 +57,10 @@ typedef struct session_rbuf_s {
 } session_rbuf_t;
 
 struct cport_session_s {
+  /* First member, so the handle's address is the session's; the handle's
+   * `data` points at the service (NULL once the session has left it), which
+   * saves each session a pointer of its own. */
   uv_tcp_t tcp;
-  cport_service_t* svc;
   cport_session_t* prev;
   cport_session_t* next;
   uint64_t id;
@@ -72,6 +74,10 @@ struct cport_session_s {
   /* uv_writes in flight; more than one only while a graceful close flushes
    * the pending list. */
   uint16_t writes;
+  /* The peer's sockaddr_in or sockaddr_in6, kept in 28 bytes (a
+   * cport_addr_t would be padded to 32) that fill the word before the
+   * pointers. */
+  uint32_t peer[7];
   char* cause;
   session_rbuf_t* rbuf; /* NULL while nothing is kept */
   /* Bytes accepted by send and not yet written. */
@@ -79,7 +85,6 @@ struct cport_session_s {
   /* Sends not yet handed to libuv, oldest first: a circular list reached
    * through its newest entry, so that one pointer holds it. */
   cport__send_req_t* pending;
-  cport_addr_t peer;
 };
 
 /* The user area follows the struct, aligned for any type. A union of the
@@ -95,6 +100,9 @@ typedef union session_align_u {
 #define SESSION_HEADER_SIZE                                               \
   ((sizeof(struct cport_session_s) + SESSION_ALIGN - 1) / SESSION_ALIGN * \
    SESSION_ALIGN)
+
+/* The session's service, NULL once the session has left it. */
+#define SVC(s) ((cport_service_t*)(s)->tcp.data)
 
 static atomic_uint_fast64_t next_session_id = 1;
 
@@ -118,7 +126,7 @@ void cport_session_unref(cport_session_t* s) {
 
 
 static void session_unlink(cport_session_t* s) {
-  cport_service_t* svc = s->svc;
+  cport_service_t* svc = SVC(s);
   if (s->prev != NULL)
     s->prev->next = s->next;
   else
@@ -132,21 +140,24 @@ static void session_unlink(cport_session_t* s) {
 }
 
 
-cport_session_t* cport__session_new(cport_service_t* svc) {
-  cport_session_t* s;
+size_t cport__session_footprint(const cport_service_t* svc) {
   /* Without a user area the struct's own size is enough; rounding it up to
    * the user area's alignment would cost every idle session. */
-  s = cport__calloc(1, svc->opts.user_size > 0
-                           ? SESSION_HEADER_SIZE + svc->opts.user_size
-                           : sizeof(*s));
+  return svc->opts.user_size > 0 ? SESSION_HEADER_SIZE + svc->opts.user_size
+                                 : sizeof(struct cport_session_s);
+}
+
+
+cport_session_t* cport__session_new(cport_service_t* svc) {
+  cport_session_t* s;
+  s = cport__calloc(1, cport__session_footprint(svc));
   if (s == NULL)
     return NULL;
   if (uv_tcp_init(svc->port->loop, &s->tcp) != 0) {
     cport__free(s);
     return NULL;
   }
-  s->tcp.data = s;
-  s->svc = svc;
+  s->tcp.data = svc;
   s->id = atomic_fetch_add(&next_session_id, 1);
   s->state = S_INIT;
   s->has_user = svc->opts.user_size > 0;
@@ -210,7 +221,7 @@ static cport__send_req_t* session_pending_take(cport_session_t* s) {
 
 /* Drop sends that never reached libuv (the session is closing at once). */
 static void session_pending_drop(cport_session_t* s) {
-  cport__send_pool_t* pool = &s->svc->port->send_pool;
+  cport__send_pool_t* pool = &SVC(s)->port->send_pool;
   cport__send_req_t* r = session_pending_take(s);
   while (r != NULL) {
     cport__send_req_t* next = r->next;
@@ -227,8 +238,8 @@ static int session_flush(cport_session_t* s);
 /* ---- close ---- */
 
 static void session_close_cb(uv_handle_t* handle) {
-  cport_session_t* s = handle->data;
-  cport_service_t* svc = s->svc;
+  cport_session_t* s = (cport_session_t*)handle;
+  cport_service_t* svc = SVC(s);
   cport__free(s->rbuf);
   s->rbuf = NULL;
   session_pending_drop(s);
@@ -241,7 +252,7 @@ static void session_close_cb(uv_handle_t* handle) {
     svc->stats.active--;
   }
   session_unlink(s);
-  s->svc = NULL;
+  s->tcp.data = NULL;
   cport__service_check_done(svc);
   cport_session_unref(s);
 }
@@ -315,8 +326,8 @@ void cport__session_close(cport_session_t* s,
 int cport_session_disconnect(cport_session_t* s, const char* cause) {
   if (s == NULL)
     return UV_EINVAL;
-  if (s->svc != NULL)
-    CPORT__ASSERT_ON_PORT(s->svc->port);
+  if (SVC(s) != NULL)
+    CPORT__ASSERT_ON_PORT(SVC(s)->port);
   if (s->state == S_CONNECTED || s->state == S_CONNECTING || s->state == S_INIT)
     cport__session_close(s, CPORT_ELOCAL,
                          cause != NULL ? cause : cport_strerror(CPORT_ELOCAL),
@@ -330,8 +341,8 @@ int cport_session_disconnect(cport_session_t* s, const char* cause) {
 static void session_alloc_cb(uv_handle_t* handle,
                              size_t suggested,
                              uv_buf_t* buf) {
-  cport_session_t* s = handle->data;
-  char* chunk = cport__port_read_chunk(s->svc->port);
+  cport_session_t* s = (cport_session_t*)handle;
+  char* chunk = cport__port_read_chunk(SVC(s)->port);
   (void)suggested;
   /* A zero-length buffer makes libuv report UV_ENOBUFS to read_cb. */
   buf->base = chunk;
@@ -345,8 +356,8 @@ static long session_call_recv(cport_session_t* s,
                               const uint8_t* data,
                               size_t len) {
   size_t consumed = len;
-  if (s->svc->opts.cbs.on_recv != NULL)
-    consumed = s->svc->opts.cbs.on_recv(s, data, len);
+  if (SVC(s)->opts.cbs.on_recv != NULL)
+    consumed = SVC(s)->opts.cbs.on_recv(s, data, len);
   if (consumed > len) {
     cport__session_close(s, CPORT_ECONSUMED, NULL, CPORT__CLOSE_GRACEFUL);
     return -1;
@@ -359,7 +370,7 @@ static long session_call_recv(cport_session_t* s,
 
 /* Make room for `need` bytes in the private buffer; need <= limit. */
 static int session_rbuf_reserve(cport_session_t* s, size_t need) {
-  size_t limit = s->svc->opts.recv_buffer_limit;
+  size_t limit = SVC(s)->opts.recv_buffer_limit;
   size_t cap = s->rbuf != NULL ? s->rbuf->cap : 0;
   session_rbuf_t* grown;
   if (need <= cap)
@@ -396,7 +407,7 @@ static void session_rbuf_consume(cport_session_t* s, size_t consumed) {
 static void session_deliver(cport_session_t* s,
                             const uint8_t* data,
                             size_t len) {
-  size_t limit = s->svc->opts.recv_buffer_limit;
+  size_t limit = SVC(s)->opts.recv_buffer_limit;
   long consumed;
   if (len == 0) {
     /* Kept bytes alone, presented again. */
@@ -457,7 +468,7 @@ static void session_deliver(cport_session_t* s,
 static void session_read_cb(uv_stream_t* stream,
                             ssize_t nread,
                             const uv_buf_t* buf) {
-  cport_session_t* s = stream->data;
+  cport_session_t* s = (cport_session_t*)stream;
   if (nread == 0)
     return; /* EAGAIN */
   if (nread < 0) {
@@ -468,14 +479,14 @@ static void session_read_cb(uv_stream_t* stream,
         nread == UV_EOF ? CPORT__CLOSE_GRACEFUL : CPORT__CLOSE_FORCE);
     return;
   }
-  s->svc->stats.bytes_in += (uint64_t)nread;
+  SVC(s)->stats.bytes_in += (uint64_t)nread;
   if (s->state == S_CONNECTED)
     session_deliver(s, (const uint8_t*)buf->base, (size_t)nread);
 }
 
 
 static int session_over_send_limit(const cport_session_t* s) {
-  const cport_service_opts_t* o = &s->svc->opts;
+  const cport_service_opts_t* o = &SVC(s)->opts;
   return o->send_queue_policy == CPORT_SENDQ_PAUSE_READ &&
          s->queued >= o->send_queue_limit;
 }
@@ -500,11 +511,12 @@ static void session_read_start(cport_session_t* s) {
 
 
 void cport__session_start(cport_session_t* s) {
-  cport_service_t* svc = s->svc;
+  cport_service_t* svc = SVC(s);
   struct sockaddr_storage peer;
   int len = (int)sizeof(peer);
-  if (uv_tcp_getpeername(&s->tcp, (struct sockaddr*)&peer, &len) == 0)
-    (void)cport_addr_from_sockaddr(&s->peer, (struct sockaddr*)&peer);
+  if (uv_tcp_getpeername(&s->tcp, (struct sockaddr*)&peer, &len) == 0 &&
+      (size_t)len <= sizeof(s->peer))
+    memcpy(s->peer, &peer, (size_t)len);
   if (svc->opts.tcp_nodelay)
     (void)uv_tcp_nodelay(&s->tcp, 1); /* best effort, like libuv's own */
   s->state = S_CONNECTED;
@@ -523,7 +535,7 @@ void cport__session_start(cport_session_t* s) {
 
 static void session_connect_cb(uv_connect_t* req, int status) {
   cport_session_t* s = req->data;
-  cport_service_t* svc = s->svc;
+  cport_service_t* svc = SVC(s);
   cport__free(req);
   if (status == 0 && s->state == S_CONNECTING) {
     cport__session_start(s);
@@ -547,7 +559,7 @@ int cport__session_connect(cport_session_t* s) {
   if (req != NULL) {
     req->data = s;
     cport_session_ref(s);
-    rc = uv_tcp_connect(req, &s->tcp, cport_addr_sockaddr(&s->svc->addr),
+    rc = uv_tcp_connect(req, &s->tcp, cport_addr_sockaddr(&SVC(s)->addr),
                         session_connect_cb);
     if (rc == 0)
       return 0;
@@ -567,8 +579,8 @@ int cport__session_connect(cport_session_t* s) {
 
 static void session_write_cb(uv_write_t* req, int status) {
   cport__send_req_t* r = cport__container_of(req, cport__send_req_t, req);
-  cport_session_t* s = req->handle->data;
-  cport_service_t* svc = s->svc;
+  cport_session_t* s = (cport_session_t*)req->handle;
+  cport_service_t* svc = SVC(s);
   cport__send_pool_t* pool = &svc->port->send_pool;
   size_t limit = svc->opts.send_queue_limit;
   uint32_t n = r->nbatch;
@@ -641,7 +653,7 @@ static int session_flush(cport_session_t* s) {
       }
       return rc;
     }
-    s->svc->stats.writes++;
+    SVC(s)->stats.writes++;
     s->writes++;
   }
   return 0;
@@ -659,7 +671,7 @@ int cport_session_send(cport_session_t* s, const void* data, size_t len) {
     return UV_EINVAL;
   if (s->state != S_CONNECTED)
     return UV_ENOTCONN;
-  svc = s->svc;
+  svc = SVC(s);
   CPORT__ASSERT_ON_PORT(svc->port);
   if (s->queued >= svc->opts.send_queue_limit) {
     if (svc->opts.send_queue_policy == CPORT_SENDQ_DISCONNECT)
@@ -717,7 +729,7 @@ void* cport_session_user(cport_session_t* s) {
 
 
 cport_service_t* cport_session_service(cport_session_t* s) {
-  return s == NULL ? NULL : s->svc;
+  return s == NULL ? NULL : SVC(s);
 }
 
 
@@ -732,11 +744,15 @@ int cport_session_is_connected(const cport_session_t* s) {
 
 
 int cport_session_peer_addr(const cport_session_t* s, cport_addr_t* out) {
+  struct sockaddr_storage peer;
   if (s == NULL || out == NULL)
     return UV_EINVAL;
-  if (!s->reported_connected || cport_addr_sockaddr(&s->peer) == NULL)
+  /* Copied out first: the kept bytes are only 4-byte aligned. */
+  memset(&peer, 0, sizeof(peer));
+  memcpy(&peer, s->peer, sizeof(s->peer));
+  if (!s->reported_connected ||
+      cport_addr_from_sockaddr(out, (struct sockaddr*)&peer) != 0)
     return UV_ENOTCONN;
-  *out = s->peer;
   return 0;
 }
 

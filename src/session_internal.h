@@ -39,6 +39,9 @@ int cport__session_was_connected(const cport_session_t* s);
  * stats). */
 int cport__session_is_paused(const cport_session_t* s);
 
+/* Bytes one session of `svc` allocates while idle (for tests). */
+size_t cport__session_footprint(const cport_service_t* svc);
+
 /* Next session in the service's list. */
 cport_session_t* cport__session_next(cport_session_t* s);
 

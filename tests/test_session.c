@@ -708,6 +708,18 @@ static int child_sender_main(const char* port_text) {
 
 /* ---- the send path: direct writes, the request pool, gathering ---- */
 
+static void test_session_idle_session_is_small(void** state) {
+  fixture_t* fx = *state;
+  cport_service_t* svc =
+      fixture_create_service(fx, CPORT_SERVICE_SERVER, "127.0.0.1", NULL);
+  /* The benchmark's memory target (docs/benchmarks.md) rests on this: an
+   * idle session is its uv_tcp_t plus at most 96 bytes, and holds nothing
+   * else (no receive buffer, no request). */
+  assert_true(cport__session_footprint(svc) <= sizeof(uv_tcp_t) + 96);
+  cport_service_destroy(svc);
+}
+
+
 static void test_session_warm_direct_sends_allocate_nothing(void** state) {
   fixture_t* fx = *state;
   uint8_t msg[64];
@@ -944,6 +956,7 @@ int main(int argc, char** argv) {
       T(test_session_reference_outlives_disconnect),
       T(test_session_peer_addr_matches_peer),
       T(test_session_killed_peer_process_frees_session),
+      T(test_session_idle_session_is_small),
       T(test_session_warm_direct_sends_allocate_nothing),
       T(test_session_sends_behind_a_write_leave_gathered_in_order),
       T(test_session_request_pool_keeps_a_bounded_amount),

@@ -97,15 +97,15 @@ typedef struct cport_service_opts_s {
   cport_sendq_policy_t send_queue_policy; /* default CPORT_SENDQ_PAUSE_READ */
   /* listen() backlog for servers. Default 511. */
   int backlog;
+  /* Which port of the core the service runs on. Default 0. */
+  unsigned port;
+  /* User pointer, see cport_service_get_data(). Default NULL. */
+  void* data;
   /* Non-zero (the default): set TCP_NODELAY on every session, so that a
    * small send leaves at once instead of waiting for the peer's ACK of the
    * previous one (Nagle's algorithm). Request/response and game traffic want
    * this; 0 lets the kernel coalesce small writes. */
   int tcp_nodelay;
-  /* Which port of the core the service runs on. Default 0. */
-  unsigned port;
-  /* User pointer, see cport_service_get_data(). Default NULL. */
-  void* data;
 } cport_service_opts_t;
 
 typedef struct cport_service_stats_s {

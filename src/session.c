@@ -660,6 +660,18 @@ static int session_flush(cport_session_t* s) {
 }
 
 
+/* Non-zero if [data, data + len) lies in the port's read chunk. Compared as
+ * integers: the bytes may belong to any object. */
+static int session_in_read_chunk(const cport__port_t* port,
+                                 const void* data,
+                                 size_t len) {
+  uintptr_t chunk = (uintptr_t)port->read_chunk;
+  uintptr_t p = (uintptr_t)data;
+  return chunk != 0 && p >= chunk && p - chunk <= CPORT__READ_CHUNK &&
+         len <= CPORT__READ_CHUNK - (p - chunk);
+}
+
+
 int cport_session_send(cport_session_t* s, const void* data, size_t len) {
   cport_service_t* svc;
   cport__send_req_t* r;
@@ -681,11 +693,18 @@ int cport_session_send(cport_session_t* s, const void* data, size_t len) {
   r = cport__send_req_get(&svc->port->send_pool, len);
   if (r == NULL)
     return UV_ENOMEM;
-  memcpy(r->data, data, len);
   svc->stats.sends++;
   if (s->queued == 0 && svc->opts.cbs.on_send == NULL) {
-    /* Nothing queued: the kernel usually takes it all now. */
-    uv_buf_t buf = uv_buf_init((char*)r->data, (unsigned int)len);
+    /* Nothing queued: the kernel usually takes it all now. Bytes that lie
+     * in the port's read chunk (an echo or a relay from on_recv) are
+     * cport's own shared buffer, which stays put for the whole call: the
+     * request refers to them there and copies only what the kernel leaves.
+     * Any other bytes are copied first, as the model wants. */
+    int shared = session_in_read_chunk(svc->port, data, len);
+    const uint8_t* src = shared ? (const uint8_t*)data : r->data;
+    uv_buf_t buf = uv_buf_init((char*)src, (unsigned int)len);
+    if (!shared)
+      memcpy(r->data, data, len);
     rc = uv_try_write((uv_stream_t*)&s->tcp, &buf, 1);
     svc->stats.writes++;
     if (rc >= 0 && (size_t)rc == len) {
@@ -700,6 +719,11 @@ int cport_session_send(cport_session_t* s, const void* data, size_t len) {
     }
     if (rc > 0)
       r->off = (uint32_t)rc;
+    /* Only r->data[off, len) is ever written from now on. */
+    if (shared)
+      memcpy(r->data + r->off, src + r->off, len - r->off);
+  } else {
+    memcpy(r->data, data, len);
   }
   session_pending_push(s, r);
   s->queued += len;

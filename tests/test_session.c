@@ -332,8 +332,10 @@ static int pred_paused_or_written(void* arg) {
 }
 
 
-static void test_session_peer_that_never_reads_is_paused(void** state) {
-  fixture_t* fx = *state;
+/* The scenario of the two tests below; `direct` leaves on_send out, so
+ * that the echo takes the direct-write path straight from the read chunk,
+ * whose unsent tails must then be copied byte-exact. */
+static void check_peer_that_never_reads_is_paused(fixture_t* fx, int direct) {
   const size_t limit = 256 * 1024;
   const size_t chunk = 1024 * 1024;
   uint8_t* buf = malloc(chunk);
@@ -345,6 +347,7 @@ static void test_session_peer_that_never_reads_is_paused(void** state) {
   size_t chunks = 0;
   assert_non_null(buf);
   fx->opts.send_queue_limit = limit;
+  fx->no_on_send = direct;
   fixture_start_server(fx);
   p = peer_connect(fx, &fx->server_addr, 0);
   fixture_wait_int(fx, &fx->connected, 1, FIXTURE_TIMEOUT_MS);
@@ -392,6 +395,17 @@ static void test_session_peer_that_never_reads_is_paused(void** state) {
   assert_int_equal(fx->disconnected, 0);
   peer_destroy(p);
   free(buf);
+}
+
+
+static void test_session_peer_that_never_reads_is_paused(void** state) {
+  check_peer_that_never_reads_is_paused(*state, 0);
+}
+
+
+static void test_session_direct_echo_of_unread_peer_is_paused_and_exact(
+    void** state) {
+  check_peer_that_never_reads_is_paused(*state, 1);
 }
 
 
@@ -948,6 +962,7 @@ int main(int argc, char** argv) {
       T(test_session_leftover_growing_to_limit_ends_session),
       T(test_session_overconsuming_on_recv_ends_session),
       T(test_session_peer_that_never_reads_is_paused),
+      T(test_session_direct_echo_of_unread_peer_is_paused_and_exact),
       T(test_session_kept_bytes_presented_again_when_reading_resumes),
       T(test_session_slow_reader_disconnected_under_disconnect_policy),
       T(test_session_writing_to_vanished_peer_is_an_error_not_a_signal),

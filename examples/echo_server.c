@@ -134,16 +134,17 @@ int main(int argc, char** argv) {
     cport_core_destroy(server.core);
     return 1;
   }
-  cport_service_local_addr(server.svc, &addr);
-  cport_addr_format(&addr, text, sizeof(text));
-  printf("listening on %s\n", text);
-  fflush(stdout);
-
+  /* Handlers first: whoever reads "listening on" may signal at once. */
   uv_signal_init(cport_core_loop(server.core, 0), &server.sigint);
   uv_signal_init(cport_core_loop(server.core, 0), &server.sigterm);
   server.sigint.data = server.sigterm.data = &server;
   uv_signal_start(&server.sigint, on_signal, SIGINT);
   uv_signal_start(&server.sigterm, on_signal, SIGTERM);
+
+  cport_service_local_addr(server.svc, &addr);
+  cport_addr_format(&addr, text, sizeof(text));
+  printf("listening on %s\n", text);
+  fflush(stdout);
 
   rc = cport_core_run(server.core);
   if (rc != 0) {

@@ -176,6 +176,28 @@ else
   bad "second server did not start"
 fi
 
+# ---- SIGTERM the moment "listening on" appears (handlers come first) ----
+fast_fails=0
+for i in 1 2 3 4 5; do
+  rm -f "$work/fast.fifo"
+  mkfifo "$work/fast.fifo"
+  "$server_bin" --port 0 >"$work/fast.fifo" 2>/dev/null &
+  fast_pid=$!
+  pids+=("$fast_pid")
+  exec {fast_fd}<"$work/fast.fifo"
+  if read -r -t 10 first_line <&"$fast_fd"; then
+    kill -TERM "$fast_pid"
+    wait_exit "$fast_pid" 10
+    [ "$exit_code" = 0 ] || fast_fails=$((fast_fails + 1))
+  else
+    fast_fails=$((fast_fails + 1))
+    kill -KILL "$fast_pid" 2>/dev/null
+  fi
+  exec {fast_fd}<&-
+done
+[ "$fast_fails" = 0 ] && ok "SIGTERM right after 'listening on': exit 0 (5 times)" ||
+  bad "SIGTERM right after 'listening on': $fast_fails of 5 did not exit 0"
+
 # ---- the client against a closed port ----
 "$client_bin" --host 127.0.0.1 --port "$main_port" --sessions 3 >"$work/c3" 2>"$work/c3e"
 code=$?

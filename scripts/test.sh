@@ -2,7 +2,9 @@
 # The test command: install what is missing, then build with warnings as
 # errors and run every test with ctest, three times over: a plain build, an
 # AddressSanitizer + UndefinedBehaviorSanitizer build and a ThreadSanitizer
-# build. Exits non-zero on any failure.
+# build. The benchmark's programs are built too (reference servers whose
+# library is missing are skipped), so that its load client's self-test runs
+# with the others. Exits non-zero on any failure.
 #
 #   ./scripts/test.sh          all three builds
 #   ./scripts/test.sh --quick  the plain build only
@@ -26,7 +28,7 @@ run_suite() {
   echo "== $name build with $cc ($dir)"
   cport_configure "$dir" -DCMAKE_BUILD_TYPE="$type" -DCPORT_WERROR=ON \
     -DCMAKE_C_COMPILER="$cc" -DCPORT_SANITIZE="$sanitize" \
-    -DCPORT_BUILD_TESTS=ON -DCPORT_BUILD_EXAMPLES=ON
+    -DCPORT_BUILD_TESTS=ON -DCPORT_BUILD_EXAMPLES=ON -DCPORT_BUILD_BENCH=ON
   cport_build "$dir"
   # ThreadSanitizer of gcc 12 / clang 14 cannot map its shadow memory with
   # the high address randomisation of newer kernels; without randomisation

@@ -3,7 +3,21 @@
 # CMake, pkg-config, libuv and cmocka. Debian/Ubuntu use apt-get, macOS uses
 # Homebrew, Windows (Git Bash) uses vcpkg from $VCPKG_ROOT. Safe to run again:
 # it installs nothing that is already there.
+#
+#   scripts/deps.sh           what the library, examples and tests need
+#   scripts/deps.sh --bench   also the benchmark's reference servers' libraries
+#                             (libevent, Boost headers, a C++ compiler)
 set -euo pipefail
+
+bench=0
+case "${1:-}" in
+  "") ;;
+  --bench) bench=1 ;;
+  *)
+    echo "usage: scripts/deps.sh [--bench]" >&2
+    exit 2
+    ;;
+esac
 
 log() { echo "deps: $*" >&2; }
 
@@ -18,6 +32,11 @@ install_debian() {
   command -v pkg-config >/dev/null 2>&1 || pkgs+=(pkg-config)
   debian_has libuv1-dev || pkgs+=(libuv1-dev)
   debian_has libcmocka-dev || pkgs+=(libcmocka-dev)
+  if [ "$bench" = 1 ]; then
+    command -v c++ >/dev/null 2>&1 || pkgs+=(g++)
+    debian_has libevent-dev || pkgs+=(libevent-dev)
+    debian_has libboost-dev || pkgs+=(libboost-dev)
+  fi
   # clang's sanitizer runtimes are a package of their own (Debian 12:
   # libclang-rt-14-dev); test.sh uses clang for its sanitizer builds when
   # they are there, and gcc otherwise, so they are optional.
@@ -58,7 +77,9 @@ install_macos() {
     log "Homebrew is needed on macOS"
     exit 1
   }
-  for p in cmake pkg-config libuv cmocka; do
+  local want=(cmake pkg-config libuv cmocka)
+  [ "$bench" = 1 ] && want+=(libevent boost)
+  for p in "${want[@]}"; do
     brew list --versions "$p" >/dev/null 2>&1 || pkgs+=("$p")
   done
   if [ ${#pkgs[@]} -gt 0 ]; then

@@ -1,0 +1,341 @@
+#!/usr/bin/env bash
+# The echo benchmark: cport's echo_server against hand-written raw libuv,
+# libevent and Boost.Asio echo servers, driven by bench/load.c (plain
+# sockets, no libuv), on loopback.
+#
+#   bench/run.sh                 the full matrix, about five minutes
+#   bench/run.sh --smoke         one short row and a small idle run (CI)
+#   bench/run.sh --seconds 3 --reps 5 --idle 20000 --servers cport,uv-trywrite
+#
+# Every server is started once, pinned to core 0; the client is pinned to
+# core 1 (when the machine has two cores and taskset). Rows are connections
+# {1, 64, 1000} x message size {64, 4096, 65536}, ping-pong; each
+# configuration runs --reps times, interleaved across servers, and the table
+# shows medians. The client reads each server's CPU time for exactly its
+# measured window (clock_getcpuclockid on the server's pid), so "us/msg" is
+# server CPU per echoed message. Then each server is started afresh and
+# --idle connections are opened and held, for its memory per connection
+# (RSS growth / connections; kernel socket memory is not in RSS).
+#
+# Output: a Markdown table on stdout; the raw runs in build/bench/runs.tsv.
+set -euo pipefail
+
+repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=../scripts/common.sh
+. "$repo_root/scripts/common.sh"
+# shellcheck source=servers.sh
+. "$repo_root/bench/servers.sh"
+
+seconds=1.5
+warmup=0.3
+reps=3
+idle=10000
+servers_wanted=$bench_all_servers
+conns_list="1 64 1000"
+sizes_list="64 4096 65536"
+pipeline=1
+smoke=0
+
+usage() {
+  sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
+  echo "options: --smoke --seconds S --reps N --idle N --servers LIST"
+  echo "         --conns 'LIST' --sizes 'LIST' --pipeline K --build DIR"
+}
+
+die() {
+  echo "run.sh: $*" >&2
+  exit 2
+}
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --smoke)
+      smoke=1
+      seconds=0.3
+      warmup=0.1
+      reps=1
+      idle=200
+      conns_list="64"
+      sizes_list="4096"
+      shift
+      ;;
+    --seconds | --reps | --idle | --servers | --conns | --sizes | --pipeline | --build)
+      [ $# -ge 2 ] || die "$1 needs a value"
+      case "$1" in
+        --seconds) seconds=$2 ;;
+        --reps) reps=$2 ;;
+        --idle) idle=$2 ;;
+        --servers) servers_wanted=$2 ;;
+        --conns) conns_list=$2 ;;
+        --sizes) sizes_list=$2 ;;
+        --pipeline) pipeline=$2 ;;
+        --build) bench_build_dir=$2 ;;
+      esac
+      shift 2
+      ;;
+    -h | --help)
+      usage
+      exit 0
+      ;;
+    *) die "unknown argument '$1' (try --help)" ;;
+  esac
+done
+[[ "$reps" =~ ^[1-9][0-9]*$ ]] || die "--reps must be a positive integer"
+[[ "$idle" =~ ^[0-9]+$ ]] || die "--idle must be a number"
+[[ "$seconds" =~ ^[0-9]*\.?[0-9]+$ ]] || die "--seconds must be a number"
+
+[ "$(uname -s)" = Linux ] ||
+  echo "run.sh: CPU per message needs Linux (/proc, clock_getcpuclockid)" >&2
+
+# ---- build ----
+"$repo_root/scripts/deps.sh" --bench
+cport_configure "$bench_build_dir" -DCMAKE_BUILD_TYPE=Release \
+  -DCPORT_BUILD_TESTS=OFF -DCPORT_BUILD_EXAMPLES=ON -DCPORT_BUILD_BENCH=ON
+cport_build "$bench_build_dir" >/dev/null
+
+load="$bench_build_dir/bench/bench_load"
+[ -x "$load" ] || die "bench_load was not built"
+
+
+servers=()
+IFS=, read -r -a wanted <<<"$servers_wanted"
+for s in "${wanted[@]}"; do
+  cmd=$(server_cmd "$s") || die "unknown server '$s'"
+  if [ -x "${cmd%% *}" ]; then
+    servers+=("$s")
+  elif [ "$smoke" = 1 ]; then
+    # The smoke run guards the benchmark itself: every server must build.
+    die "$s: ${cmd%% *} was not built"
+  else
+    echo "run.sh: skipping $s: ${cmd%% *} was not built" >&2
+  fi
+done
+[ ${#servers[@]} -gt 0 ] || die "no server to measure"
+
+# ---- pinning and limits ----
+pin_server=()
+pin_client=()
+if [ "$(cport_jobs)" -ge 2 ] && command -v taskset >/dev/null 2>&1; then
+  pin_server=(taskset -c 0)
+  pin_client=(taskset -c 1)
+  pinning="server on core 0, client on core 1"
+else
+  pinning="not pinned (one core, or no taskset)"
+fi
+want_fds=$((idle + 1024))
+if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt "$want_fds" ]; then
+  ulimit -n "$want_fds" 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+  if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt "$want_fds" ]; then
+    idle=$(($(ulimit -n) - 1024))
+    [ "$idle" -gt 0 ] || idle=0
+    echo "run.sh: open-file limit $(ulimit -n): idle run reduced to $idle" >&2
+  fi
+fi
+
+# ---- server processes ----
+work=$(mktemp -d)
+declare -A pid_of port_of
+cleanup() {
+  local p
+  for p in "${pid_of[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pid_of[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# start_server NAME: start it on a free port, set pid_of/port_of.
+start_server() {
+  local name=$1 out="$work/$1.out" i port=""
+  # shellcheck disable=SC2046
+  "${pin_server[@]}" $(server_cmd "$name") --host 127.0.0.1 --port 0 \
+    >"$out" 2>"$work/$name.err" &
+  pid_of[$name]=$!
+  for i in $(seq 1 200); do
+    port=$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$out")
+    [ -n "$port" ] && break
+    kill -0 "${pid_of[$name]}" 2>/dev/null || break
+    sleep 0.05
+  done
+  [ -n "$port" ] || die "$name did not start: $(cat "$work/$name.err")"
+  port_of[$name]=$port
+}
+
+stop_server() {
+  local name=$1 pid=${pid_of[$1]} i
+  kill -TERM "$pid" 2>/dev/null || true
+  for i in $(seq 1 100); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.05
+  done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  unset "pid_of[$name]"
+}
+
+status_kb() { # status_kb PID FIELD: a /proc/PID/status field in kB
+  awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0
+}
+
+# value KEY LINE: the value of KEY=value in a summary line.
+value() {
+  awk -v k="$1" '{ for (i = 1; i <= NF; i++) {
+    n = index($i, "="); if (substr($i, 1, n - 1) == k) print substr($i, n + 1) } }' <<<"$2"
+}
+
+# median of the numbers on stdin
+median() {
+  sort -g | awk '{ v[NR] = $1 } END {
+    if (NR == 0) { print "nan"; exit }
+    if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+nrows=$(($(wc -w <<<"$conns_list") * $(wc -w <<<"$sizes_list")))
+est=$(awk -v r="$nrows" -v s="${#servers[@]}" -v n="$reps" \
+  -v d="$seconds" -v w="$warmup" 'BEGIN { printf "%.0f", r*s*n*(d+w+0.3) }')
+{
+  echo "run.sh: ${servers[*]}; $nrows rows x $reps reps x ${seconds}s;"
+  echo "        about ${est}s, then $idle idle connections per server; $pinning"
+} >&2
+
+for s in "${servers[@]}"; do start_server "$s"; done
+
+runs="$bench_build_dir/runs.tsv"
+printf 'server\tconns\tsize\trep\tmsgs_per_s\tcpu_us_per_msg\tp99_us\terrors\n' >"$runs"
+failed=0
+for conns in $conns_list; do
+  for size in $sizes_list; do
+    for rep in $(seq 1 "$reps"); do
+      # Rotate the order each repetition, so no server always runs first.
+      n=${#servers[@]}
+      for k in $(seq 0 $((n - 1))); do
+        s=${servers[$(((k + rep) % n))]}
+        line=$("${pin_client[@]}" "$load" --port "${port_of[$s]}" \
+          --conns "$conns" --size "$size" --pipeline "$pipeline" \
+          --seconds "$seconds" --warmup "$warmup" \
+          --server-pid "${pid_of[$s]}" 2>>"$work/load.err") || true
+        errors=$(value errors "$line")
+        if [ -z "$line" ] || [ "${errors:-1}" != 0 ]; then
+          echo "run.sh: $s conns=$conns size=$size: ${line:-no summary}" >&2
+          failed=1
+        fi
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$s" "$conns" "$size" \
+          "$rep" "$(value msg/s "$line")" "$(value cpu_us_per_msg "$line")" \
+          "$(value p99_us "$line")" "${errors:-1}" >>"$runs"
+      done
+    done
+  done
+done
+
+declare -A peak_kb
+for s in "${servers[@]}"; do
+  peak_kb[$s]=$(status_kb "${pid_of[$s]}" VmHWM)
+  stop_server "$s"
+done
+
+# ---- idle connections: memory per connection ----
+declare -A idle_bytes
+if [ "$idle" -gt 0 ]; then
+  for s in "${servers[@]}"; do
+    start_server "$s"
+    before=$(status_kb "${pid_of[$s]}" VmRSS)
+    "${pin_client[@]}" "$load" --idle --port "${port_of[$s]}" \
+      --conns "$idle" --size 64 >"$work/idle.out" 2>>"$work/load.err" &
+    client=$!
+    ready=0
+    for i in $(seq 1 1200); do
+      if grep -q '^ready' "$work/idle.out"; then
+        ready=1
+        break
+      fi
+      kill -0 "$client" 2>/dev/null || break
+      sleep 0.05
+    done
+    if [ "$ready" = 1 ]; then
+      after=$(status_kb "${pid_of[$s]}" VmRSS)
+      idle_bytes[$s]=$(((after - before) * 1024 / idle))
+    else
+      echo "run.sh: $s: idle connections did not come up" >&2
+      idle_bytes[$s]=nan
+      failed=1
+    fi
+    kill -TERM "$client" 2>/dev/null || true
+    wait "$client" 2>/dev/null || true
+    stop_server "$s"
+  done
+fi
+
+# ---- the table ----
+cell() { # cell SERVER CONNS SIZE COLUMN: median of a column over the reps
+  awk -F'\t' -v s="$1" -v c="$2" -v z="$3" -v col="$4" \
+    'NR > 1 && $1 == s && $2 == c && $3 == z && $col != "" { print $col }' \
+    "$runs" | median
+}
+fmt_rate() { awk -v v="$1" 'BEGIN { if (v == "nan") print "-";
+  else if (v >= 1e6) printf "%.2fM", v/1e6; else printf "%.1fk", v/1e3 }'; }
+fmt_num() { awk -v v="$1" 'BEGIN { if (v == "nan") print "-"; else printf "%.2f", v }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {
+  if (a == "nan" || b == "nan" || b == 0) print "-"; else printf "%.2fx", a/b }'; }
+
+echo
+echo "Ping-pong echo, pipeline $pipeline, ${seconds}s x $reps (median); $pinning."
+echo "Each cell: messages per second / server CPU microseconds per message."
+echo "vs libuv: cport against the best raw libuv server of the row (msg/s; CPU/msg)."
+echo
+header="| conns | size |"
+rule="|---:|---:|"
+for s in "${servers[@]}"; do
+  header+=" $s |"
+  rule+="---:|"
+done
+has_uv=0
+for s in "${servers[@]}"; do
+  case "$s" in uv-*) has_uv=1 ;; esac
+done
+has_cport=0
+for s in "${servers[@]}"; do [ "$s" = cport ] && has_cport=1; done
+if [ "$has_uv" = 1 ] && [ "$has_cport" = 1 ]; then
+  header+=" cport vs libuv |"
+  rule+="---:|"
+fi
+echo "$header"
+echo "$rule"
+for conns in $conns_list; do
+  for size in $sizes_list; do
+    row="| $conns | $size |"
+    best_rate=nan
+    best_cpu=nan
+    for s in "${servers[@]}"; do
+      rate=$(cell "$s" "$conns" "$size" 5)
+      cpu=$(cell "$s" "$conns" "$size" 6)
+      row+=" $(fmt_rate "$rate") / $(fmt_num "$cpu") |"
+      case "$s" in
+        uv-*)
+          best_rate=$(awk -v a="$best_rate" -v b="$rate" 'BEGIN {
+            if (b == "nan") print a; else if (a == "nan" || b > a) print b; else print a }')
+          best_cpu=$(awk -v a="$best_cpu" -v b="$cpu" 'BEGIN {
+            if (b == "nan") print a; else if (a == "nan" || b < a) print b; else print a }')
+          ;;
+        cport)
+          cport_rate=$rate
+          cport_cpu=$cpu
+          ;;
+      esac
+    done
+    if [ "$has_uv" = 1 ] && [ "$has_cport" = 1 ]; then
+      row+=" $(ratio "$cport_rate" "$best_rate"); $(ratio "$cport_cpu" "$best_cpu") |"
+    fi
+    echo "$row"
+  done
+done
+
+echo
+echo "Memory: $idle idle connections (one 64-byte echo each, then held)."
+echo
+echo "| server | RSS bytes per idle connection | peak RSS during the matrix |"
+echo "|---|---:|---:|"
+for s in "${servers[@]}"; do
+  echo "| $s | ${idle_bytes[$s]:--} | $(awk -v k="${peak_kb[$s]:-0}" 'BEGIN { printf "%.1f MiB", k/1024 }') |"
+done
+echo
+echo "raw runs: $runs" >&2
+exit "$failed"

@@ -1,0 +1,18 @@
+# Sourced by bench/run.sh and bench/instructions.sh: where the benchmark is
+# built and how each server it compares is started (all take --host and
+# --port, print "listening on HOST:PORT" and exit 0 on SIGTERM).
+bench_build_dir="$repo_root/build/bench"
+
+# server_cmd NAME: the command line of server NAME; fails for an unknown name.
+server_cmd() {
+  case "$1" in
+    cport) echo "$bench_build_dir/examples/echo_server --max-sessions 0" ;;
+    uv-trywrite) echo "$bench_build_dir/bench/bench_uv_trywrite" ;;
+    uv-write) echo "$bench_build_dir/bench/bench_uv_write" ;;
+    libevent) echo "$bench_build_dir/bench/bench_libevent" ;;
+    asio) echo "$bench_build_dir/bench/bench_asio --threads 1" ;;
+    *) return 1 ;;
+  esac
+}
+
+bench_all_servers="cport,uv-trywrite,uv-write,libevent,asio"

@@ -14,6 +14,8 @@
 set -euo pipefail
 
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=../scripts/common.sh
+. "$repo_root/scripts/common.sh"
 # shellcheck source=servers.sh
 . "$repo_root/bench/servers.sh"
 messages=20000
@@ -60,19 +62,14 @@ trap cleanup EXIT
 
 # count SERVER SIZE N: instructions per message
 count() {
-  local name=$1 size=$2 n=$3 port="" i total
+  local name=$1 size=$2 n=$3 port total
   # shellcheck disable=SC2046
   valgrind --tool=callgrind --callgrind-out-file="$work/cg.out" \
     $(server_cmd "$name") --host 127.0.0.1 --port 0 >"$work/srv.out" \
     2>"$work/srv.err" &
   vg=$!
-  for i in $(seq 1 300); do
-    port=$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$work/srv.out")
-    [ -n "$port" ] && break
-    kill -0 "$vg" 2>/dev/null || break
-    sleep 0.1
-  done
-  [ -n "$port" ] || die "$name did not start under valgrind"
+  port=$(cport_listening_port "$work/srv.out" "$vg") ||
+    die "$name did not start under valgrind"
   "$bench_build_dir/bench/bench_load" --port "$port" --conns 1 --size "$size" \
     --messages "$n" --warmup 0 >/dev/null 2>>"$work/load.err" ||
     die "$name: the load run failed: $(tail -3 "$work/load.err")"

@@ -145,18 +145,13 @@ trap cleanup EXIT
 
 # start_server NAME: start it on a free port, set pid_of/port_of.
 start_server() {
-  local name=$1 out="$work/$1.out" i port=""
+  local name=$1 out="$work/$1.out" port
   # shellcheck disable=SC2046
   "${pin_server[@]}" $(server_cmd "$name") --host 127.0.0.1 --port 0 \
     >"$out" 2>"$work/$name.err" &
   pid_of[$name]=$!
-  for i in $(seq 1 200); do
-    port=$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$out")
-    [ -n "$port" ] && break
-    kill -0 "${pid_of[$name]}" 2>/dev/null || break
-    sleep 0.05
-  done
-  [ -n "$port" ] || die "$name did not start: $(cat "$work/$name.err")"
+  port=$(cport_listening_port "$out" "${pid_of[$name]}") ||
+    die "$name did not start: $(cat "$work/$name.err")"
   port_of[$name]=$port
 }
 

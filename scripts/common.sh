@@ -22,3 +22,20 @@ cport_build() {
 cport_jobs() {
   getconf _NPROCESSORS_ONLN 2>/dev/null || sysctl -n hw.ncpu 2>/dev/null || echo 2
 }
+
+# cport_listening_port FILE PID: wait (up to 30 s) for PID to print
+# "listening on 127.0.0.1:PORT" into FILE; print PORT. Fails if PID exits
+# first or the time runs out.
+cport_listening_port() {
+  local port="" _
+  for _ in $(seq 1 300); do
+    port=$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9]*\).*$/\1/p' "$1")
+    if [ -n "$port" ]; then
+      echo "$port"
+      return 0
+    fi
+    kill -0 "$2" 2>/dev/null || return 1
+    sleep 0.1
+  done
+  return 1
+}

@@ -66,14 +66,16 @@ struct cport_session_s {
   uint64_t id;
   atomic_int refs;
   int code;
-  uint8_t state;
+  /* All in one unsigned: compilers with Microsoft's bit-field layout
+   * (MSVC, MinGW) start a new unit whenever the declared type changes. */
+  unsigned state : 3;
   unsigned reported_connected : 1;
   unsigned reading : 1;
   unsigned paused : 1; /* reading stopped by the send queue limit */
   unsigned has_user : 1;
   /* uv_writes in flight; more than one only while a graceful close flushes
    * the pending list. */
-  uint16_t writes;
+  unsigned writes : 16;
   /* The peer's sockaddr_in or sockaddr_in6, kept in 28 bytes (a
    * cport_addr_t would be padded to 32) that fill the word before the
    * pointers. */

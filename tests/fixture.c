@@ -4,6 +4,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#ifdef _WIN32
+#include <windows.h>
+#endif
+
 #include "common.h" /* cport__mem_live */
 
 
@@ -476,4 +480,15 @@ void peer_destroy(peer_t* p) {
   fixture_wait_int(p->fx, &p->closed, 1, FIXTURE_TIMEOUT_MS);
   bytes_free(&p->received);
   free(p);
+}
+
+
+int fixture_under_wine(void) {
+#ifdef _WIN32
+  /* Wine's ntdll exports its version; Windows' does not. */
+  HMODULE ntdll = GetModuleHandleA("ntdll.dll");
+  return ntdll != NULL && GetProcAddress(ntdll, "wine_get_version") != NULL;
+#else
+  return 0;
+#endif
 }

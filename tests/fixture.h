@@ -170,6 +170,20 @@ rec_session_t* rec_of(cport_session_t* s);
  * fx->opts.send_queue_limit must exceed that. */
 peer_t* fixture_connect_stuck_peer(fixture_t* fx);
 
+/* Non-zero when the tests run under wine rather than on Windows or a POSIX
+ * system. Wine differs from Windows in a few socket behaviours that some
+ * tests rely on; those tests skip under wine and print why. */
+int fixture_under_wine(void);
+
+/* Skip the current test under wine, printing `why`. */
+#define FIXTURE_SKIP_UNDER_WINE(why)                    \
+  do {                                                  \
+    if (fixture_under_wine()) {                         \
+      print_message("skipped under wine: %s\n", (why)); \
+      skip();                                           \
+    }                                                   \
+  } while (0)
+
 /* Deterministic test payload. */
 void fill_pattern(uint8_t* buf, size_t len, uint32_t seed);
 

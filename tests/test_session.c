@@ -345,6 +345,11 @@ static void check_peer_that_never_reads_is_paused(fixture_t* fx, int direct) {
   peer_t* p;
   size_t i;
   size_t chunks = 0;
+  if (!direct)
+    FIXTURE_SKIP_UNDER_WINE(
+        "the uv_write queue to a peer that stopped reading still drains "
+        "under wine (wine's socket buffering, not Windows'), so reading "
+        "does not stay paused");
   assert_non_null(buf);
   fx->opts.send_queue_limit = limit;
   fx->no_on_send = direct;
@@ -478,6 +483,10 @@ static void test_session_writing_to_vanished_peer_is_an_error_not_a_signal(
     void** state) {
   fixture_t* fx = *state;
   peer_t* p;
+  FIXTURE_SKIP_UNDER_WINE(
+      "under wine the flush to the half-closed peer completes and the "
+      "session closes before the peer resets, so the scenario cannot be "
+      "set up (SIGPIPE, its subject, does not exist on Windows)");
   fx->mode = RECV_CONSUME;
   fx->opts.send_queue_limit = 2 * FIXTURE_STUCK_BYTES;
   fixture_start_server(fx);
@@ -914,7 +923,8 @@ static void test_session_disconnect_flushes_gathered_sends(void** state) {
 
 static int session_nodelay(cport_session_t* s) {
   uv_os_fd_t fd;
-  int on = -1;
+  /* Windows writes a one-byte BOOLEAN, so start from 0. */
+  int on = 0;
   socklen_t len = (socklen_t)sizeof(on);
   assert_int_equal(uv_fileno((uv_handle_t*)cport__session_tcp(s), &fd), 0);
   assert_int_equal(

@@ -37,11 +37,17 @@ run_suite() {
      setarch "$(uname -m)" -R true 2>/dev/null; then
     prefix=(setarch "$(uname -m)" -R)
   fi
-  (cd "$dir" && "${prefix[@]}" ctest --output-on-failure --parallel 2 \
-     -C "$type")
+  # ${a[@]+...}: an empty array under set -u, also on macOS's bash 3.2.
+  (cd "$dir" && ${prefix[@]+"${prefix[@]}"} ctest --output-on-failure \
+     --parallel 2 -C "$type")
 }
 
-export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
+# LeakSanitizer exists on Linux only; Apple's ASan aborts when asked for it.
+if [ "$(uname -s)" = Linux ]; then
+  export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
+else
+  export ASAN_OPTIONS=abort_on_error=1
+fi
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
 

@@ -184,8 +184,8 @@ for i in 1 2 3 4 5; do
   "$server_bin" --port 0 >"$work/fast.fifo" 2>/dev/null &
   fast_pid=$!
   pids+=("$fast_pid")
-  exec {fast_fd}<"$work/fast.fifo"
-  if read -r -t 10 first_line <&"$fast_fd"; then
+  exec 9<"$work/fast.fifo" # a fixed fd: bash 3.2 has no {var} redirections
+  if read -r -t 10 first_line <&9; then
     kill -TERM "$fast_pid"
     wait_exit "$fast_pid" 10
     [ "$exit_code" = 0 ] || fast_fails=$((fast_fails + 1))
@@ -193,7 +193,7 @@ for i in 1 2 3 4 5; do
     fast_fails=$((fast_fails + 1))
     kill -KILL "$fast_pid" 2>/dev/null
   fi
-  exec {fast_fd}<&-
+  exec 9<&-
 done
 [ "$fast_fails" = 0 ] && ok "SIGTERM right after 'listening on': exit 0 (5 times)" ||
   bad "SIGTERM right after 'listening on': $fast_fails of 5 did not exit 0"

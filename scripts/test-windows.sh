@@ -53,7 +53,14 @@ trap remove_src_entry EXIT
 
 # orig_tarball PACKAGE: the upstream tarball of a fetched source package.
 orig_tarball() {
-  ls "$cache/src/$1"_*.orig.tar.* | grep -v '\.asc$' | head -n 1
+  local f
+  for f in "$cache/src/$1"_*.orig.tar.*; do
+    case "$f" in
+      *.asc) ;;
+      *) [ -f "$f" ] && echo "$f" && return 0 ;;
+    esac
+  done
+  return 1
 }
 
 fetch_sources() {
@@ -64,18 +71,28 @@ fetch_sources() {
     return 0
   fi
   # The same archive the machine already uses, with the type changed to
-  # deb-src; no host name is written anywhere but apt's own folder.
-  if ls /etc/apt/sources.list.d/*.sources >/dev/null 2>&1; then
+  # deb-src; no host name is written anywhere but apt's own folder. Both
+  # formats: deb822 .sources files and one-line .list files.
+  local sources=() lists=()
+  for f in /etc/apt/sources.list.d/*.sources; do
+    [ -f "$f" ] && sources+=("$f")
+  done
+  for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+    [ -f "$f" ] && lists+=("$f")
+  done
+  if [ ${#sources[@]} -gt 0 ]; then
     src_entry=/etc/apt/sources.list.d/cport-deb-src.sources
-    for f in /etc/apt/sources.list.d/*.sources; do
-      [ "$f" = "$src_entry" ] && continue
+    for f in "${sources[@]}"; do
       sed 's/^Types:.*$/Types: deb-src/' "$f"
       echo
     done | $sudo tee "$src_entry" >/dev/null
-  else
+  elif [ ${#lists[@]} -gt 0 ]; then
     src_entry=/etc/apt/sources.list.d/cport-deb-src.list
-    grep -h '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list \
-      2>/dev/null | sed 's/^deb /deb-src /' | $sudo tee "$src_entry" >/dev/null
+    cat "${lists[@]}" | sed -n 's/^deb /deb-src /p' |
+      $sudo tee "$src_entry" >/dev/null
+  else
+    log "no apt source definition found to derive a deb-src entry from"
+    exit 1
   fi
   log "fetching the libuv1 and cmocka source packages"
   $sudo apt-get update -qq

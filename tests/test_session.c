@@ -626,6 +626,10 @@ static void test_session_killed_peer_process_frees_session(void** state) {
   uv_stdio_container_t stdio[3];
   child_t child;
   rec_session_t* r;
+  FIXTURE_SKIP_UNDER_WINE(
+      "a child killed under wine is not always seen to go promptly (seen "
+      "once in a fresh wine prefix: a 10 s wait after uv_process_kill "
+      "timed out)");
   memset(&child, 0, sizeof(child));
   fx->mode = RECV_CONSUME;
   fixture_start_server(fx);

@@ -23,8 +23,26 @@ void cport_core_opts_init(cport_core_opts_t* opts) {
 }
 
 
+/* Run every job posted so far, in order. Thread: the port's. Jobs posted
+ * meanwhile (by these jobs too) wait for the next wake-up. */
+static void port_run_jobs(cport__port_t* port) {
+  cport__job_t* job;
+  uv_mutex_lock(&port->jobs_lock);
+  job = port->jobs_head;
+  port->jobs_head = port->jobs_tail = NULL;
+  uv_mutex_unlock(&port->jobs_lock);
+  while (job != NULL) {
+    cport__job_t* next = job->next;
+    job->fn(job->arg);
+    cport__free(job);
+    job = next;
+  }
+}
+
+
 static void port_wakeup_cb(uv_async_t* handle) {
   cport__port_t* port = cport__container_of(handle, cport__port_t, wakeup);
+  port_run_jobs(port);
   /* Only cport's own port threads are stopped: never an application's loop
    * that cport_core_run() did not start. */
   if (atomic_load(&port->core->stopping) && atomic_load(&port->core->running))
@@ -45,6 +63,7 @@ static void core_free(cport_core_t* core) {
   for (i = 0; i < core->nports; i++) {
     cport__free(core->ports[i].read_chunk);
     cport__send_pool_clear(&core->ports[i].send_pool);
+    uv_mutex_destroy(&core->ports[i].jobs_lock);
   }
   cport__free(core->ports);
   cport__free(core);
@@ -69,12 +88,17 @@ static int port_init(cport_core_t* core, unsigned index, uv_loop_t* loop) {
   int rc;
   port->core = core;
   port->index = index;
+  rc = uv_mutex_init(&port->jobs_lock);
+  if (rc != 0)
+    return rc;
   if (loop != NULL) {
     port->loop = loop;
   } else {
     rc = uv_loop_init(&port->own_loop);
-    if (rc != 0)
+    if (rc != 0) {
+      uv_mutex_destroy(&port->jobs_lock);
       return rc;
+    }
     port->loop = &port->own_loop;
   }
   rc = uv_async_init(port->loop, &port->wakeup, port_wakeup_cb);
@@ -94,6 +118,7 @@ fail_async:
 fail_loop:
   if (loop == NULL)
     uv_loop_close(&port->own_loop);
+  uv_mutex_destroy(&port->jobs_lock);
   return rc;
 }
 
@@ -130,8 +155,10 @@ int cport_core_create(cport_core_t** out, const cport_core_opts_t* opts) {
     cport_core_opts_init(&defaults);
     opts = &defaults;
   }
-  if (opts->ports != 1)
-    return opts->ports == 0 ? UV_EINVAL : UV_ENOTSUP;
+  /* An embedded core has the application's one loop to run on. */
+  if (opts->ports == 0 || opts->ports > CPORT_CORE_MAX_PORTS ||
+      (opts->loop != NULL && opts->ports != 1))
+    return UV_EINVAL;
   core = cport__calloc(1, sizeof(*core));
   if (core == NULL)
     return UV_ENOMEM;
@@ -145,7 +172,10 @@ int cport_core_create(cport_core_t** out, const cport_core_opts_t* opts) {
   for (i = 0; i < core->nports; i++) {
     rc = port_init(core, i, opts->loop);
     if (rc != 0) {
-      while (i-- > 0) (void)port_close(&core->ports[i], 0);
+      while (i-- > 0) {
+        (void)port_close(&core->ports[i], 0);
+        uv_mutex_destroy(&core->ports[i].jobs_lock);
+      }
       cport__free(core->ports);
       cport__free(core);
       return rc;
@@ -165,6 +195,9 @@ void cport_core_destroy(cport_core_t* core) {
     return;
   cport_core_stop(core);
   cport_core_join(core);
+  /* Jobs nobody ran yet run now, on the owner's thread, which is the ports'
+   * thread while none runs them. */
+  for (i = 0; i < core->nports; i++) port_run_jobs(&core->ports[i]);
   if (core->embedded) {
     core->closing_handles = 2 * (int)core->nports;
     for (i = 0; i < core->nports; i++) (void)port_close(&core->ports[i], 1);
@@ -197,6 +230,9 @@ int cport_core_dispatch(cport_core_t* core,
   if (atomic_load(&core->running))
     return UV_EBUSY;
   port_set_runner(port, 1);
+  /* The wake-up handle is unreferenced while no cport thread runs the port,
+   * so a loop with nothing else alive would not poll for it. */
+  port_run_jobs(port);
   if (timeout_ms == 0) {
     uv_run(port->loop, UV_RUN_NOWAIT);
   } else if (timeout_ms < 0) {
@@ -277,6 +313,31 @@ int cport_core_join(cport_core_t* core) {
   atomic_store(&core->running, 0);
   atomic_store(&core->stopping, 0);
   return 0;
+}
+
+
+int cport_core_post(cport_core_t* core,
+                    unsigned port_index,
+                    void (*fn)(void* arg),
+                    void* arg) {
+  cport__port_t* port = cport__core_port(core, port_index);
+  cport__job_t* job;
+  if (port == NULL || fn == NULL)
+    return UV_EINVAL;
+  job = cport__malloc(sizeof(*job));
+  if (job == NULL)
+    return UV_ENOMEM;
+  job->next = NULL;
+  job->fn = fn;
+  job->arg = arg;
+  uv_mutex_lock(&port->jobs_lock);
+  if (port->jobs_tail != NULL)
+    port->jobs_tail->next = job;
+  else
+    port->jobs_head = job;
+  port->jobs_tail = job;
+  uv_mutex_unlock(&port->jobs_lock);
+  return uv_async_send(&port->wakeup);
 }
 
 

@@ -14,13 +14,27 @@
  * holds no receive memory at all. */
 #define CPORT__READ_CHUNK (64 * 1024)
 
+/* A function posted to a port with cport_core_post(). */
+typedef struct cport__job_s {
+  struct cport__job_s* next;
+  void (*fn)(void* arg);
+  void* arg;
+} cport__job_t;
+
 typedef struct cport__port_s {
   cport_core_t* core;
   unsigned index;
   uv_loop_t* loop;
   uv_loop_t own_loop;
-  /* Wakes the port's thread from any thread (cport_core_stop). */
+  /* Wakes the port's thread from any thread (cport_core_stop,
+   * cport_core_post). uv_async_send coalesces, so every wake-up drains the
+   * whole job queue. */
   uv_async_t wakeup;
+  /* Posted jobs, oldest first; the lock is the only state other threads
+   * touch. */
+  uv_mutex_t jobs_lock;
+  cport__job_t* jobs_head;
+  cport__job_t* jobs_tail;
   /* Bounds cport_core_dispatch()'s wait. */
   uv_timer_t dispatch_timer;
   uv_thread_t thread;

@@ -288,18 +288,255 @@ static void test_core_create_rejects_zero_ports(void** state) {
 }
 
 
-static void test_core_create_rejects_several_ports_as_unsupported(
-    void** state) {
+static void test_core_create_checks_the_port_count(void** state) {
   cport_core_opts_t opts;
   cport_core_t* core = NULL;
+  uv_loop_t app_loop;
   (void)state;
   cport_core_opts_init(&opts);
-  opts.ports = 2;
-  assert_int_equal(cport_core_create(&core, &opts), UV_ENOTSUP);
-  assert_null(core);
+  opts.ports = 3;
+  assert_int_equal(cport_core_create(&core, &opts), 0);
+  assert_int_equal(cport_core_ports(core), 3);
+  /* One loop per port. */
+  assert_ptr_not_equal(cport_core_loop(core, 0), cport_core_loop(core, 1));
+  assert_ptr_not_equal(cport_core_loop(core, 1), cport_core_loop(core, 2));
+  assert_null(cport_core_loop(core, 3));
+  cport_core_destroy(core);
+  core = NULL;
+  opts.ports = CPORT_CORE_MAX_PORTS + 1;
+  assert_int_equal(cport_core_create(&core, &opts), UV_EINVAL);
   opts.ports = UINT_MAX;
-  assert_int_equal(cport_core_create(&core, &opts), UV_ENOTSUP);
+  assert_int_equal(cport_core_create(&core, &opts), UV_EINVAL);
   assert_null(core);
+  /* An embedded core has the application's one loop. */
+  assert_int_equal(uv_loop_init(&app_loop), 0);
+  opts.ports = 2;
+  opts.loop = &app_loop;
+  assert_int_equal(cport_core_create(&core, &opts), UV_EINVAL);
+  assert_null(core);
+  assert_int_equal(uv_loop_close(&app_loop), 0);
+}
+
+
+/* ---- cport_core_post ---- */
+
+enum { POST_PORTS = 3, POST_THREADS = 3, POST_JOBS = 400 };
+
+/* What one port saw; only that port's thread writes it while running. */
+typedef struct post_port_s {
+  uv_thread_t thread;
+  int seen;
+  int other_thread; /* a job ran on a thread other than the first one */
+  int out_of_order;
+  int last_seq[POST_THREADS];
+} post_port_t;
+
+typedef struct post_run_s {
+  cport_core_t* core;
+  post_port_t ports[POST_PORTS];
+  signal_t done; /* raised once per job */
+} post_run_t;
+
+typedef struct post_job_s {
+  post_run_t* run;
+  unsigned port;
+  int poster;
+  int seq;
+} post_job_t;
+
+static void post_job_fn(void* arg) {
+  post_job_t* job = arg;
+  post_port_t* pp = &job->run->ports[job->port];
+  uv_thread_t self = uv_thread_self();
+  if (pp->seen++ == 0)
+    pp->thread = self;
+  else if (!uv_thread_equal(&pp->thread, &self))
+    pp->other_thread = 1;
+  if (job->seq != pp->last_seq[job->poster] + 1)
+    pp->out_of_order = 1;
+  pp->last_seq[job->poster] = job->seq;
+  signal_raise(&job->run->done);
+}
+
+typedef struct poster_s {
+  post_run_t* run;
+  int index;
+  post_job_t* jobs; /* POST_PORTS * POST_JOBS */
+  int failed;
+} poster_t;
+
+static void poster_main(void* arg) {
+  poster_t* p = arg;
+  int seq;
+  unsigned port;
+  for (seq = 1; seq <= POST_JOBS; seq++) {
+    for (port = 0; port < POST_PORTS; port++) {
+      post_job_t* job = &p->jobs[(size_t)(seq - 1) * POST_PORTS + port];
+      job->run = p->run;
+      job->port = port;
+      job->poster = p->index;
+      job->seq = seq;
+      if (cport_core_post(p->run->core, port, post_job_fn, job) != 0)
+        p->failed = 1;
+    }
+  }
+}
+
+static void test_core_post_runs_jobs_on_each_port_thread_in_order(
+    void** state) {
+  cport_core_opts_t opts;
+  post_run_t run;
+  poster_t posters[POST_THREADS];
+  uv_thread_t threads[POST_THREADS];
+  const int total = POST_THREADS * POST_PORTS * POST_JOBS;
+  int i;
+  unsigned port;
+  (void)state;
+  memset(&run, 0, sizeof(run));
+  signal_init(&run.done);
+  cport_core_opts_init(&opts);
+  opts.ports = POST_PORTS;
+  assert_int_equal(cport_core_create(&run.core, &opts), 0);
+  assert_int_equal(cport_core_run(run.core), 0);
+  /* Several threads post at once; each one's jobs must run in its order. */
+  for (i = 0; i < POST_THREADS; i++) {
+    posters[i].run = &run;
+    posters[i].index = i;
+    posters[i].failed = 0;
+    posters[i].jobs =
+        calloc((size_t)POST_PORTS * POST_JOBS, sizeof(post_job_t));
+    assert_non_null(posters[i].jobs);
+    assert_int_equal(uv_thread_create(&threads[i], poster_main, &posters[i]),
+                     0);
+  }
+  for (i = 0; i < POST_THREADS; i++) uv_thread_join(&threads[i]);
+  if (!signal_wait(&run.done, total, FIXTURE_TIMEOUT_MS))
+    fail_msg("%d of %d posted jobs ran", signal_count(&run.done), total);
+  assert_int_equal(cport_core_stop(run.core), 0);
+  join_bounded(run.core);
+  for (i = 0; i < POST_THREADS; i++) {
+    assert_false(posters[i].failed);
+    free(posters[i].jobs);
+  }
+  for (port = 0; port < POST_PORTS; port++) {
+    post_port_t* pp = &run.ports[port];
+    uv_thread_t self = uv_thread_self();
+    assert_int_equal(pp->seen, POST_THREADS * POST_JOBS);
+    assert_false(pp->other_thread);
+    assert_false(pp->out_of_order);
+    /* Each port has a thread of its own, and none is the caller's. */
+    assert_false(uv_thread_equal(&pp->thread, &self));
+    if (port > 0)
+      assert_false(uv_thread_equal(&pp->thread, &run.ports[port - 1].thread));
+  }
+  cport_core_destroy(run.core);
+  signal_destroy(&run.done);
+}
+
+
+static void count_job(void* arg) {
+  (*(int*)arg)++;
+}
+
+
+static void test_core_post_rejects_bad_arguments(void** state) {
+  fixture_t* fx = *state;
+  int n = 0;
+  assert_int_equal(cport_core_post(NULL, 0, count_job, &n), UV_EINVAL);
+  assert_int_equal(cport_core_post(fx->core, 1, count_job, &n), UV_EINVAL);
+  assert_int_equal(cport_core_post(fx->core, 0, NULL, &n), UV_EINVAL);
+  cport__mem_fail_after(0);
+  assert_int_equal(cport_core_post(fx->core, 0, count_job, &n), UV_ENOMEM);
+  cport__mem_fail_after(-1);
+  assert_int_equal(cport_core_dispatch(fx->core, 0, 0), 0);
+  assert_int_equal(n, 0);
+}
+
+
+static void test_core_post_runs_at_the_next_dispatch(void** state) {
+  fixture_t* fx = *state;
+  int n = 0;
+  assert_int_equal(cport_core_post(fx->core, 0, count_job, &n), 0);
+  assert_int_equal(cport_core_post(fx->core, 0, count_job, &n), 0);
+  assert_int_equal(n, 0); /* never inside the post */
+  /* Nothing else is alive on the loop: the dispatch itself runs them. */
+  cport_core_dispatch(fx->core, 0, 0);
+  assert_int_equal(n, 2);
+  cport_core_dispatch(fx->core, 0, 0);
+  assert_int_equal(n, 2); /* each once */
+}
+
+
+static void test_core_destroy_runs_jobs_still_queued(void** state) {
+  cport_core_t* core = NULL;
+  int n = 0;
+  (void)state;
+  assert_int_equal(cport_core_create(&core, NULL), 0);
+  assert_int_equal(cport_core_post(core, 0, count_job, &n), 0);
+  cport_core_destroy(core);
+  assert_int_equal(n, 1);
+}
+
+
+/* ---- a service on another port ---- */
+
+typedef struct two_ports_s {
+  int echoed;
+} two_ports_t;
+
+static size_t echo_recv(cport_session_t* s, const uint8_t* data, size_t len) {
+  return cport_session_send(s, data, len) == 0 ? len : 0;
+}
+
+static void hello_connected(cport_session_t* s) {
+  assert_int_equal(cport_session_send(s, "hello", 5), 0);
+}
+
+static size_t hello_recv(cport_session_t* s, const uint8_t* data, size_t len) {
+  two_ports_t* t = cport_service_get_data(cport_session_service(s));
+  if (len == 5 && memcmp(data, "hello", 5) == 0)
+    t->echoed++;
+  return len;
+}
+
+static void test_core_services_on_two_ports_talk(void** state) {
+  cport_core_opts_t copts;
+  cport_service_opts_t o;
+  cport_core_t* core = NULL;
+  cport_service_t* server = NULL;
+  cport_service_t* client = NULL;
+  cport_addr_t addr;
+  two_ports_t t = {0};
+  int i;
+  (void)state;
+  cport_core_opts_init(&copts);
+  copts.ports = 2;
+  assert_int_equal(cport_core_create(&core, &copts), 0);
+  assert_int_equal(cport_addr_parse(&addr, "127.0.0.1", 0), 0);
+  cport_service_opts_init(&o);
+  o.cbs.on_recv = echo_recv;
+  o.port = 1;
+  assert_int_equal(
+      cport_service_create(&server, core, CPORT_SERVICE_SERVER, &addr, &o), 0);
+  assert_int_equal(cport_service_start(server), 0);
+  assert_int_equal(cport_service_local_addr(server, &addr), 0);
+  cport_service_opts_init(&o);
+  o.cbs.on_connected = hello_connected;
+  o.cbs.on_recv = hello_recv;
+  o.data = &t;
+  o.port = 0;
+  assert_int_equal(
+      cport_service_create(&client, core, CPORT_SERVICE_CLIENT, &addr, &o), 0);
+  assert_int_equal(cport_service_start(client), 0);
+  /* One thread drives both ports in turn (bounded: 2000 x 2 ms). */
+  for (i = 0; i < 2000 && t.echoed == 0; i++) {
+    cport_core_dispatch(core, 0, 1);
+    cport_core_dispatch(core, 1, 1);
+  }
+  assert_int_equal(t.echoed, 1);
+  cport_service_destroy(client);
+  cport_service_destroy(server);
+  cport_core_destroy(core);
 }
 
 
@@ -1017,7 +1254,12 @@ int main(void) {
       CORE_TEST(test_core_create_with_initialized_opts),
       CORE_TEST(test_core_create_rejects_null_out),
       CORE_TEST(test_core_create_rejects_zero_ports),
-      CORE_TEST(test_core_create_rejects_several_ports_as_unsupported),
+      CORE_TEST(test_core_create_checks_the_port_count),
+      CORE_TEST(test_core_post_runs_jobs_on_each_port_thread_in_order),
+      FX_TEST(test_core_post_rejects_bad_arguments),
+      FX_TEST(test_core_post_runs_at_the_next_dispatch),
+      CORE_TEST(test_core_destroy_runs_jobs_still_queued),
+      CORE_TEST(test_core_services_on_two_ports_talk),
       CORE_TEST(test_core_opts_init_sets_defaults),
       CORE_TEST(test_core_sigpipe_ignored_only_when_default),
       FX_TEST(test_core_ports_and_loop_reject_bad_arguments),

@@ -13,8 +13,12 @@
  * after cport_core_join, between dispatch calls). For an embedded core it is
  * the thread that runs the application's loop.
  *
- * This version has one port per core; opts.ports exists so that code written
- * now keeps compiling when more ports arrive. */
+ * A core may have several ports, each with its own loop and, under
+ * cport_core_run(), its own thread; each service runs on the one port its
+ * options name. cport_core_post() runs a function on a port's thread from
+ * any thread. In this version only cport_core_post(), cport_core_stop() and
+ * the reference counting of sessions are safe from other threads; sends from
+ * any thread and servers spread over several ports come next. */
 #ifndef CPORT_CORE_H
 #define CPORT_CORE_H
 
@@ -28,8 +32,12 @@ struct uv_loop_s;
 
 typedef struct cport_core_s cport_core_t;
 
+/* Most ports one core may have. */
+#define CPORT_CORE_MAX_PORTS 256
+
 typedef struct cport_core_opts_s {
-  /* Number of ports. Only 1 is supported in this version. Default 1. */
+  /* Number of ports: 1 to CPORT_CORE_MAX_PORTS, and 1 when embedding.
+   * Default 1. */
   unsigned ports;
   /* Embed: run port 0 on this application-owned loop instead of a loop of
    * cport's own. The application keeps driving the loop (uv_run) on its own
@@ -51,9 +59,9 @@ CPORT_API void cport_core_opts_init(cport_core_opts_t* opts);
  * Ownership: `opts` is read during the call only; `*out` is the caller's and
  *            is released with cport_core_destroy().
  * Thread:    any; the creating thread becomes the core's owner.
- * Returns:   0; UV_EINVAL for NULL `out` or ports 0; UV_ENOTSUP for
- *            ports > 1 (this version); UV_ENOMEM; a libuv error from loop
- *            set-up. */
+ * Returns:   0; UV_EINVAL for NULL `out`, ports 0 or over
+ *            CPORT_CORE_MAX_PORTS, or an embedding `loop` with ports other
+ *            than 1; UV_ENOMEM; a libuv error from loop set-up. */
 CPORT_API int cport_core_create(cport_core_t** out,
                                 const cport_core_opts_t* opts);
 
@@ -113,6 +121,24 @@ CPORT_API int cport_core_stop(cport_core_t* core);
  * Blocks:  until every port thread has returned.
  * Returns: 0 (also when nothing was running); UV_EINVAL for NULL. */
 CPORT_API int cport_core_join(cport_core_t* core);
+
+/* Run `fn(arg)` on `port`'s thread (the start of the lecture's JobQueue).
+ * Jobs posted to one port run in the order in which the posts returned,
+ * each once, from a wake-up of the port's loop (a uv_async_t, which
+ * coalesces: one wake-up runs every job queued so far). Under
+ * cport_core_run() that is the port's thread; a port driven with
+ * cport_core_dispatch() runs its jobs at the start of the next dispatch (or
+ * in a wake-up during it); an embedded core runs them in the application's
+ * loop. Jobs still queued when the core is destroyed run inside
+ * cport_core_destroy(), on the owner's thread.
+ * Ownership: `arg` stays the caller's; cport only passes it to `fn`.
+ * Thread:    any, including a port's own callbacks and jobs.
+ * Returns:   0; UV_EINVAL for NULL `core` or `fn` or a bad port index;
+ *            UV_ENOMEM (the job is not queued). */
+CPORT_API int cport_core_post(cport_core_t* core,
+                              unsigned port,
+                              void (*fn)(void* arg),
+                              void* arg);
 
 /* Thread: any. Returns: the number of ports, 0 for NULL. */
 CPORT_API unsigned cport_core_ports(const cport_core_t* core);

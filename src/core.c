@@ -337,7 +337,10 @@ int cport_core_post(cport_core_t* core,
     port->jobs_head = job;
   port->jobs_tail = job;
   uv_mutex_unlock(&port->jobs_lock);
-  return uv_async_send(&port->wakeup);
+  /* The job is queued whatever this returns (libuv 1.44 always returns 0):
+   * reporting an error now would invite the caller to free `arg`. */
+  (void)uv_async_send(&port->wakeup);
+  return 0;
 }
 
 

@@ -628,11 +628,9 @@ static int session_flush(cport_session_t* s) {
   int rc = 0;
   while (r != NULL) {
     cport__send_req_t* first = r;
-    cport__send_req_t* last = NULL;
     uint32_t n = 0;
     while (r != NULL && n < SESSION_GATHER_MAX) {
       bufs[n++] = uv_buf_init((char*)r->data + r->off, r->len - r->off);
-      last = r;
       r = r->next;
     }
     first->nbatch = n;
@@ -641,17 +639,12 @@ static int session_flush(cport_session_t* s) {
         uv_write(&first->req, (uv_stream_t*)&s->tcp, bufs, n, session_write_cb);
     if (rc != 0) {
       cport_session_unref(s);
-      /* Put the batch and the rest back, so that the close drops them. */
-      last->next = NULL;
+      /* The batch is still linked to the rest: put it all back, in order,
+       * so that the close drops it. */
       while (first != NULL) {
         cport__send_req_t* next = first->next;
         session_pending_push(s, first);
         first = next;
-      }
-      while (r != NULL) {
-        cport__send_req_t* next = r->next;
-        session_pending_push(s, r);
-        r = next;
       }
       return rc;
     }
@@ -692,6 +685,9 @@ int cport_session_send(cport_session_t* s, const void* data, size_t len) {
       cport__session_close(s, CPORT_ESENDQ, NULL, CPORT__CLOSE_FORCE);
     return CPORT_ESENDQ;
   }
+  /* The request comes first, even when a direct write may not need it: a
+   * send that cannot get one must fail before any byte has left, so that
+   * UV_ENOMEM queues nothing and leaves the session unharmed. */
   r = cport__send_req_get(&svc->port->send_pool, len);
   if (r == NULL)
     return UV_ENOMEM;

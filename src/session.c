@@ -71,7 +71,8 @@ struct cport_session_s {
   unsigned state : 3;
   unsigned reported_connected : 1;
   unsigned reading : 1;
-  unsigned paused : 1; /* reading stopped by the send queue limit */
+  unsigned paused : 1;  /* reading stopped by the send queue limit */
+  unsigned in_recv : 1; /* inside on_recv: its sends may pause reading */
   unsigned has_user : 1;
   /* uv_writes in flight; more than one only while a graceful close flushes
    * the pending list. */
@@ -358,8 +359,11 @@ static long session_call_recv(cport_session_t* s,
                               const uint8_t* data,
                               size_t len) {
   size_t consumed = len;
-  if (SVC(s)->opts.cbs.on_recv != NULL)
+  if (SVC(s)->opts.cbs.on_recv != NULL) {
+    s->in_recv = 1;
     consumed = SVC(s)->opts.cbs.on_recv(s, data, len);
+    s->in_recv = 0;
+  }
   if (consumed > len) {
     cport__session_close(s, CPORT_ECONSUMED, NULL, CPORT__CLOSE_GRACEFUL);
     return -1;
@@ -487,10 +491,21 @@ static void session_read_cb(uv_stream_t* stream,
 }
 
 
-static int session_over_send_limit(const cport_session_t* s) {
+/* Reading pauses only while on_recv is what fills the queue (an echo, a
+ * request's reply). Sends made anywhere else never stop reading: the peer
+ * may be waiting for us to read before it reads in turn, and two peers
+ * that both wait would hang (a client that sends more than the limit in
+ * one call to an echo server, say). Those sends are bounded by
+ * CPORT_ESENDQ alone. */
+static void session_pause_if_over_limit(cport_session_t* s) {
   const cport_service_opts_t* o = &SVC(s)->opts;
-  return o->send_queue_policy == CPORT_SENDQ_PAUSE_READ &&
-         s->queued >= o->send_queue_limit;
+  if (s->reading && s->in_recv &&
+      o->send_queue_policy == CPORT_SENDQ_PAUSE_READ &&
+      s->queued >= o->send_queue_limit) {
+    uv_read_stop((uv_stream_t*)&s->tcp);
+    s->reading = 0;
+    s->paused = 1;
+  }
 }
 
 
@@ -498,11 +513,6 @@ static void session_read_start(cport_session_t* s) {
   int rc;
   if (s->reading || s->state != S_CONNECTED)
     return;
-  if (session_over_send_limit(s)) {
-    /* on_connected already queued more than the limit. */
-    s->paused = 1;
-    return;
-  }
   rc = uv_read_start((uv_stream_t*)&s->tcp, session_alloc_cb, session_read_cb);
   if (rc != 0) {
     cport__session_close(s, rc, NULL, CPORT__CLOSE_FORCE);
@@ -683,6 +693,8 @@ int cport_session_send(cport_session_t* s, const void* data, size_t len) {
   if (s->queued >= svc->opts.send_queue_limit) {
     if (svc->opts.send_queue_policy == CPORT_SENDQ_DISCONNECT)
       cport__session_close(s, CPORT_ESENDQ, NULL, CPORT__CLOSE_FORCE);
+    else
+      session_pause_if_over_limit(s); /* on_recv will keep its bytes */
     return CPORT_ESENDQ;
   }
   /* The request comes first, even when a direct write may not need it: a
@@ -732,11 +744,7 @@ int cport_session_send(cport_session_t* s, const void* data, size_t len) {
       return rc;
     }
   }
-  if (s->reading && session_over_send_limit(s)) {
-    uv_read_stop((uv_stream_t*)&s->tcp);
-    s->reading = 0;
-    s->paused = 1;
-  }
+  session_pause_if_over_limit(s);
   return 0;
 }
 

@@ -140,6 +140,30 @@ static void test_session_8mib_payload_is_byte_exact(void** state) {
 }
 
 
+/* A send made outside on_recv, far past the limit and past what the
+ * kernel's buffers hold both ways, to an echo server: the sender must keep
+ * reading the echo, or both ends wait for the other to read. */
+static void test_session_big_send_outside_on_recv_keeps_reading(void** state) {
+  fixture_t* fx = *state;
+  const size_t len = 32u * 1024 * 1024;
+  uint8_t* payload = malloc(len);
+  rec_session_t* r;
+  assert_non_null(payload);
+  fill_pattern(payload, len, 5);
+  fx->opts.send_queue_limit = 64 * 1024;
+  fixture_start_server(fx);
+  fixture_start_client(fx, &fx->server_addr, 1);
+  fixture_wait_int(fx, &fx->connected, 2, FIXTURE_TIMEOUT_MS);
+  assert_int_equal(cport_session_send(fx->last_client, payload, len), 0);
+  r = rec_of(fx->last_client);
+  fixture_wait_size(fx, &r->received.len, len, FIXTURE_TIMEOUT_MS);
+  assert_memory_equal(r->received.data, payload, len);
+  /* Neither end gave up on the way. */
+  assert_int_equal(fx->disconnected, 0);
+  free(payload);
+}
+
+
 static void test_session_disconnected_once_when_peer_closes(void** state) {
   fixture_t* fx = *state;
   peer_t* p;
@@ -966,6 +990,7 @@ int main(int argc, char** argv) {
       T(test_session_partial_consumption_presents_rest_first),
       T(test_session_idle_session_holds_no_receive_buffer),
       T(test_session_8mib_payload_is_byte_exact),
+      T(test_session_big_send_outside_on_recv_keeps_reading),
       T(test_session_disconnected_once_when_peer_closes),
       T(test_session_disconnected_once_when_peer_resets),
       T(test_session_disconnected_once_on_local_disconnect),

@@ -38,9 +38,12 @@ typedef enum cport_service_kind_e {
  * both cases cport_session_send() refuses further bytes with CPORT_ESENDQ, so
  * memory stays bounded and nothing is dropped without the caller knowing. */
 typedef enum cport_sendq_policy_e {
-  /* Stop reading from the peer until the queue drains to half the limit, then
-   * read again. Right for request/response protocols such as echo: a peer
-   * that sends but never reads is simply no longer read. */
+  /* When a send made inside the session's own on_recv finds or leaves the
+   * queue at the limit, stop reading from the peer until the queue drains to
+   * half the limit, then read again. Right for request/response protocols
+   * such as echo: a peer that sends but never reads is simply no longer
+   * read. Sends made outside on_recv never stop reading (the peer may be
+   * waiting for us to read); they are bounded by CPORT_ESENDQ alone. */
   CPORT_SENDQ_PAUSE_READ = 0,
   /* Disconnect the session with cause CPORT_ESENDQ. Right for broadcast
    * servers where a slow reader must not hold the others back. */

@@ -20,6 +20,13 @@
 #define CPORT__NODISCARD
 #endif
 
+/* Thread-local storage: MSVC's C mode spells it its own way. */
+#if defined(_MSC_VER) && !defined(__clang__)
+#define CPORT__THREAD_LOCAL __declspec(thread)
+#else
+#define CPORT__THREAD_LOCAL _Thread_local
+#endif
+
 /* Every allocation of cport goes through these, so that tests can count live
  * blocks and make the next allocations fail. */
 void* cport__malloc(size_t size);

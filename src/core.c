@@ -27,10 +27,11 @@ void cport_core_opts_init(cport_core_opts_t* opts) {
  * meanwhile (by these jobs too) wait for the next wake-up. */
 static void port_run_jobs(cport__port_t* port) {
   cport__job_t* job;
-  uv_mutex_lock(&port->jobs_lock);
+  cport__port_take_sends(port);
+  uv_mutex_lock(&port->lock);
   job = port->jobs_head;
   port->jobs_head = port->jobs_tail = NULL;
-  uv_mutex_unlock(&port->jobs_lock);
+  uv_mutex_unlock(&port->lock);
   while (job != NULL) {
     cport__job_t* next = job->next;
     job->fn(job->arg);
@@ -63,7 +64,7 @@ static void core_free(cport_core_t* core) {
   for (i = 0; i < core->nports; i++) {
     cport__free(core->ports[i].read_chunk);
     cport__send_pool_clear(&core->ports[i].send_pool);
-    uv_mutex_destroy(&core->ports[i].jobs_lock);
+    uv_mutex_destroy(&core->ports[i].lock);
   }
   cport__free(core->ports);
   cport__free(core);
@@ -88,7 +89,8 @@ static int port_init(cport_core_t* core, unsigned index, uv_loop_t* loop) {
   int rc;
   port->core = core;
   port->index = index;
-  rc = uv_mutex_init(&port->jobs_lock);
+  atomic_init(&port->owner, cport__thread_token());
+  rc = uv_mutex_init(&port->lock);
   if (rc != 0)
     return rc;
   if (loop != NULL) {
@@ -96,7 +98,7 @@ static int port_init(cport_core_t* core, unsigned index, uv_loop_t* loop) {
   } else {
     rc = uv_loop_init(&port->own_loop);
     if (rc != 0) {
-      uv_mutex_destroy(&port->jobs_lock);
+      uv_mutex_destroy(&port->lock);
       return rc;
     }
     port->loop = &port->own_loop;
@@ -118,7 +120,7 @@ fail_async:
 fail_loop:
   if (loop == NULL)
     uv_loop_close(&port->own_loop);
-  uv_mutex_destroy(&port->jobs_lock);
+  uv_mutex_destroy(&port->lock);
   return rc;
 }
 
@@ -174,7 +176,7 @@ int cport_core_create(cport_core_t** out, const cport_core_opts_t* opts) {
     if (rc != 0) {
       while (i-- > 0) {
         (void)port_close(&core->ports[i], 0);
-        uv_mutex_destroy(&core->ports[i].jobs_lock);
+        uv_mutex_destroy(&core->ports[i].lock);
       }
       cport__free(core->ports);
       cport__free(core);
@@ -213,10 +215,8 @@ void cport_core_destroy(cport_core_t* core) {
 }
 
 
-static void port_set_runner(cport__port_t* port, int on) {
-  if (on)
-    port->runner = uv_thread_self();
-  atomic_store(&port->has_runner, on);
+static void port_set_owner(cport__port_t* port, uintptr_t token) {
+  atomic_store_explicit(&port->owner, token, memory_order_release);
 }
 
 
@@ -229,7 +229,7 @@ int cport_core_dispatch(cport_core_t* core,
     return UV_EINVAL;
   if (atomic_load(&core->running))
     return UV_EBUSY;
-  port_set_runner(port, 1);
+  port_set_owner(port, cport__thread_token());
   /* The wake-up handle is unreferenced while no cport thread runs the port,
    * so a loop with nothing else alive would not poll for it. */
   port_run_jobs(port);
@@ -244,7 +244,6 @@ int cport_core_dispatch(cport_core_t* core,
     uv_run(port->loop, UV_RUN_ONCE);
     uv_timer_stop(&port->dispatch_timer);
   }
-  port_set_runner(port, 0);
   alive = uv_loop_alive(port->loop);
   return alive ? 1 : 0;
 }
@@ -252,12 +251,12 @@ int cport_core_dispatch(cport_core_t* core,
 
 static void port_thread_main(void* arg) {
   cport__port_t* port = arg;
-  port_set_runner(port, 1);
+  port_set_owner(port, cport__thread_token());
   /* uv_run returns after uv_stop(); the flag tells a real stop from a stop
    * requested before this thread reached uv_run. */
   while (!atomic_load(&port->core->stopping))
     uv_run(port->loop, UV_RUN_DEFAULT);
-  port_set_runner(port, 0);
+  port_set_owner(port, 0);
 }
 
 
@@ -308,6 +307,7 @@ int cport_core_join(cport_core_t* core) {
       continue;
     uv_thread_join(&port->thread);
     port->thread_started = 0;
+    port_set_owner(port, cport__thread_token());
     uv_unref((uv_handle_t*)&port->wakeup);
   }
   atomic_store(&core->running, 0);
@@ -330,13 +330,13 @@ int cport_core_post(cport_core_t* core,
   job->next = NULL;
   job->fn = fn;
   job->arg = arg;
-  uv_mutex_lock(&port->jobs_lock);
+  uv_mutex_lock(&port->lock);
   if (port->jobs_tail != NULL)
     port->jobs_tail->next = job;
   else
     port->jobs_head = job;
   port->jobs_tail = job;
-  uv_mutex_unlock(&port->jobs_lock);
+  uv_mutex_unlock(&port->lock);
   /* The job is queued whatever this returns (libuv 1.44 always returns 0):
    * reporting an error now would invite the caller to free `arg`. */
   (void)uv_async_send(&port->wakeup);
@@ -369,13 +369,21 @@ char* cport__port_read_chunk(cport__port_t* port) {
 }
 
 
+uintptr_t cport__thread_token(void) {
+  static CPORT__THREAD_LOCAL char marker;
+  return (uintptr_t)&marker;
+}
+
+
+int cport__port_is_mine(cport__port_t* port) {
+  uintptr_t owner = atomic_load_explicit(&port->owner, memory_order_acquire);
+  return owner == 0 || owner == cport__thread_token();
+}
+
+
 #ifndef NDEBUG
 void cport__assert_on_port(cport__port_t* port) {
-  uv_thread_t self;
-  if (!atomic_load(&port->has_runner))
-    return;
-  self = uv_thread_self();
-  if (!uv_thread_equal(&self, &port->runner)) {
+  if (!cport__port_is_mine(port)) {
     fprintf(stderr, "cport: port-only function called from another thread\n");
     abort();
   }

@@ -27,22 +27,30 @@ typedef struct cport__port_s {
   uv_loop_t* loop;
   uv_loop_t own_loop;
   /* Wakes the port's thread from any thread (cport_core_stop,
-   * cport_core_post). uv_async_send coalesces, so every wake-up drains the
-   * whole job queue. */
+   * cport_core_post, sends from other threads). uv_async_send coalesces, so
+   * every wake-up drains both queues whole. */
   uv_async_t wakeup;
-  /* Posted jobs, oldest first; the lock is the only state other threads
-   * touch. */
-  uv_mutex_t jobs_lock;
+  /* Guards the two queues below, the only state other threads touch. */
+  uv_mutex_t lock;
+  /* Posted jobs, oldest first. */
   cport__job_t* jobs_head;
   cport__job_t* jobs_tail;
+  /* Sends and disconnects made on other threads (send_req.h), oldest first:
+   * one queue for every session of the port, so that one lock orders them
+   * all. */
+  cport__send_req_t* sends_head;
+  cport__send_req_t* sends_tail;
   /* Bounds cport_core_dispatch()'s wait. */
   uv_timer_t dispatch_timer;
   uv_thread_t thread;
   int thread_started;
-  /* Debug check for the "Thread: port" contract: the thread driving the port
-   * right now, if any. */
-  atomic_int has_runner;
-  uv_thread_t runner;
+  /* The thread that drives the port (cport__thread_token()): the one that
+   * created the core, then the last to call cport_core_dispatch() on it, a
+   * port thread of cport_core_run() while it runs, the caller of
+   * cport_core_join() after. 0 while a port thread is exiting. Calls from
+   * this thread act at once; sends and disconnects from others are queued
+   * to it. */
+  atomic_uintptr_t owner;
   char* read_chunk;
   /* Free send requests of this port's sessions (send_req.h). */
   cport__send_pool_t send_pool;
@@ -58,6 +66,16 @@ struct cport_core_s {
   cport__port_t* ports;
 };
 
+/* A value unique to the calling thread among live threads. */
+uintptr_t cport__thread_token(void);
+
+/* Non-zero if the calling thread drives `port` (or nobody does). */
+int cport__port_is_mine(cport__port_t* port);
+
+/* Hand the sends and disconnects queued by other threads to their sessions,
+ * in order (session.c). Thread: the port's. */
+void cport__port_take_sends(cport__port_t* port);
+
 /* Thread: any. Returns NULL for a bad index. */
 cport__port_t* cport__core_port(cport_core_t* core, unsigned index);
 
@@ -66,8 +84,8 @@ cport__port_t* cport__core_port(cport_core_t* core, unsigned index);
 CPORT__NODISCARD char* cport__port_read_chunk(cport__port_t* port);
 
 #ifndef NDEBUG
-/* Abort if a thread other than the one driving the port calls a port-only
- * function. Loops nobody is driving right now (set-up, embedding) pass. */
+/* Abort if a thread other than the port's owner calls a port-only
+ * function. */
 void cport__assert_on_port(cport__port_t* port);
 #define CPORT__ASSERT_ON_PORT(port) cport__assert_on_port(port)
 #else

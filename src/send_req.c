@@ -32,12 +32,27 @@ cport__send_req_t* cport__send_req_get(cport__send_pool_t* pool, size_t len) {
                       (c < CPORT__SEND_CLASSES ? class_size[c] : len));
     if (r == NULL)
       return NULL;
-    r->cls = c;
+    r->cls = (uint16_t)c;
   }
   r->next = NULL;
   r->len = (uint32_t)len;
   r->off = 0;
   r->nbatch = 0;
+  r->op = CPORT__OP_SEND;
+  return r;
+}
+
+
+cport__send_req_t* cport__send_req_alloc(size_t len) {
+  cport__send_req_t* r = cport__malloc(sizeof(*r) + len);
+  if (r == NULL)
+    return NULL;
+  r->next = NULL;
+  r->len = (uint32_t)len;
+  r->off = 0;
+  r->nbatch = 0;
+  r->cls = CPORT__SEND_CLASSES;
+  r->op = CPORT__OP_SEND;
   return r;
 }
 

@@ -28,9 +28,21 @@ struct cport__send_req_s {
   /* In the first request of a uv_write: how many requests it carries. */
   uint32_t nbatch;
   /* Size class index, or CPORT__SEND_CLASSES for an unpooled request. */
-  uint32_t cls;
+  uint16_t cls;
+  /* What a request queued by another thread asks of its port
+   * (cport__send_op_t); CPORT__OP_SEND everywhere else. */
+  uint16_t op;
   uint8_t data[];
 };
+
+/* Requests queued to a port by other threads carry one of these; the
+ * session is in req.data until the port takes them. */
+typedef enum {
+  CPORT__OP_SEND = 0,   /* data[0, len) are bytes to send */
+  CPORT__OP_DISCONNECT, /* graceful disconnect; data holds the cause text,
+                           len its length, or 0 for the default cause */
+  CPORT__OP_SENDQ       /* forced close with CPORT_ESENDQ */
+} cport__send_op_t;
 
 typedef struct cport__send_pool_s {
   cport__send_req_t* free[CPORT__SEND_CLASSES];
@@ -42,6 +54,12 @@ typedef struct cport__send_pool_s {
  * memory. */
 CPORT__NODISCARD cport__send_req_t* cport__send_req_get(
     cport__send_pool_t* pool, size_t len);
+
+/* A request with room for `len` bytes outside any pool, for threads that
+ * do not own one (len <= UINT32_MAX). It can still be given back to a
+ * port's pool, which frees it. Thread: any. Returns NULL when out of
+ * memory. */
+CPORT__NODISCARD cport__send_req_t* cport__send_req_alloc(size_t len);
 
 /* Give a request back: kept for reuse while its class has room, freed
  * otherwise. Thread: the pool's port. */

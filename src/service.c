@@ -75,6 +75,7 @@ int cport_service_create(cport_service_t** out,
   svc->addr = *addr;
   svc->opts = *opts;
   svc->data = opts->data;
+  atomic_init(&svc->holds, 1);
   *out = svc;
   return 0;
 }
@@ -188,7 +189,20 @@ void cport__service_check_done(cport_service_t* svc) {
       svc->on_stopped(svc); /* may call cport_service_destroy() */
     return;
   }
-  if (svc->destroy_pending && svc->timer_closed)
+  if (svc->destroy_pending && svc->timer_closed && !svc->released) {
+    svc->released = 1;
+    cport__service_release(svc);
+  }
+}
+
+
+void cport__service_hold(cport_service_t* svc) {
+  atomic_fetch_add_explicit(&svc->holds, 1, memory_order_relaxed);
+}
+
+
+void cport__service_release(cport_service_t* svc) {
+  if (atomic_fetch_sub_explicit(&svc->holds, 1, memory_order_acq_rel) == 1)
     cport__free(svc);
 }
 

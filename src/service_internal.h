@@ -30,11 +30,22 @@ struct cport_service_s {
   cport_session_t* tail;
   size_t nsessions;
   cport_service_stats_t stats;
+  /* One for the service itself, dropped once a destroy has closed
+   * everything, plus one per session block, dropped when the block is
+   * freed, which the last cport_session_unref() may do on any thread. A
+   * session can therefore always reach its service and port. */
+  atomic_size_t holds;
+  int released;
 };
 
 /* Called by a session's close callback after on_disconnected, and by the
  * listener's close callback: completes a stop or a deferred destroy. */
 void cport__service_check_done(cport_service_t* svc);
+
+/* Take or drop a hold on the service's memory (see `holds`). Thread:
+ * any. */
+void cport__service_hold(cport_service_t* svc);
+void cport__service_release(cport_service_t* svc);
 
 /* Called by the listener for a connection past max_sessions. */
 int cport__service_is_full(const cport_service_t* svc);

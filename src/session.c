@@ -49,6 +49,8 @@
 
 enum { S_INIT, S_CONNECTING, S_CONNECTED, S_SHUTTING, S_CLOSED };
 
+#define SESSION_XCLOSED (~(SIZE_MAX >> 1))
+
 /* Bytes on_recv left unconsumed, always from offset 0. */
 typedef struct session_rbuf_s {
   size_t len;
@@ -83,8 +85,13 @@ struct cport_session_s {
   uint32_t peer[7];
   char* cause;
   session_rbuf_t* rbuf; /* NULL while nothing is kept */
-  /* Bytes accepted by send and not yet written. */
-  size_t queued;
+  /* Bytes accepted by send and not yet written. Only the port's thread
+   * writes it; other threads read it for the send queue limit. */
+  atomic_size_t queued;
+  /* Bytes sent from other threads that the port has not taken yet, plus
+   * SESSION_XCLOSED while the session takes no sends (before on_connected,
+   * and from the start of its disconnect). */
+  atomic_size_t xsend;
   /* Sends not yet handed to libuv, oldest first: a circular list reached
    * through its newest entry, so that one pointer holds it. */
   cport__send_req_t* pending;
@@ -104,15 +111,36 @@ typedef union session_align_u {
   ((sizeof(struct cport_session_s) + SESSION_ALIGN - 1) / SESSION_ALIGN * \
    SESSION_ALIGN)
 
-/* The session's service, NULL once the session has left it. */
+/* The session's service, valid as long as the session's memory is: the
+ * session holds the service (service_internal.h). */
 #define SVC(s) ((cport_service_t*)(s)->tcp.data)
+
+/* `queued` has one writer, the port's thread, so plain loads and stores
+ * suffice there; they are atomic only for the readers on other threads. */
+static size_t session_queued(const cport_session_t* s) {
+  return atomic_load_explicit(&s->queued, memory_order_relaxed);
+}
+
+
+static void session_set_queued(cport_session_t* s, size_t n) {
+  atomic_store_explicit(&s->queued, n, memory_order_relaxed);
+}
+
+
+/* Bytes other threads have sent that the port has not taken yet. */
+static size_t session_xbytes(const cport_session_t* s) {
+  return atomic_load_explicit(&s->xsend, memory_order_acquire) &
+         ~SESSION_XCLOSED;
+}
 
 static atomic_uint_fast64_t next_session_id = 1;
 
 static void session_free(cport_session_t* s) {
+  cport_service_t* svc = SVC(s);
   cport__free(s->rbuf);
   cport__free(s->cause);
   cport__free(s);
+  cport__service_release(svc);
 }
 
 
@@ -161,6 +189,9 @@ cport_session_t* cport__session_new(cport_service_t* svc) {
     return NULL;
   }
   s->tcp.data = svc;
+  cport__service_hold(svc);
+  atomic_init(&s->queued, 0);
+  atomic_init(&s->xsend, SESSION_XCLOSED);
   s->id = atomic_fetch_add(&next_session_id, 1);
   s->state = S_INIT;
   s->has_user = svc->opts.user_size > 0;
@@ -228,7 +259,7 @@ static void session_pending_drop(cport_session_t* s) {
   cport__send_req_t* r = session_pending_take(s);
   while (r != NULL) {
     cport__send_req_t* next = r->next;
-    s->queued -= r->len;
+    session_set_queued(s, session_queued(s) - r->len);
     cport__send_req_put(pool, r);
     r = next;
   }
@@ -255,7 +286,6 @@ static void session_close_cb(uv_handle_t* handle) {
     svc->stats.active--;
   }
   session_unlink(s);
-  s->tcp.data = NULL;
   cport__service_check_done(svc);
   cport_session_unref(s);
 }
@@ -309,6 +339,8 @@ void cport__session_close(cport_session_t* s,
     }
     return;
   }
+  /* Other threads' sends fail from now on. */
+  atomic_fetch_or_explicit(&s->xsend, SESSION_XCLOSED, memory_order_release);
   s->code = code;
   if (cause != NULL)
     s->cause = cport__strndup(cause, SESSION_CAUSE_MAX);
@@ -326,15 +358,58 @@ void cport__session_close(cport_session_t* s,
 }
 
 
-int cport_session_disconnect(cport_session_t* s, const char* cause) {
-  if (s == NULL)
-    return UV_EINVAL;
-  if (SVC(s) != NULL)
-    CPORT__ASSERT_ON_PORT(SVC(s)->port);
+/* Queue `r` (an operation on `s`) to the port's thread and wake it. The
+ * request holds a reference to `s` until the port has taken it. */
+static void session_post(cport_session_t* s, cport__send_req_t* r) {
+  cport__port_t* port = SVC(s)->port;
+  r->req.data = s;
+  r->next = NULL;
+  cport_session_ref(s);
+  uv_mutex_lock(&port->lock);
+  if (port->sends_tail != NULL)
+    port->sends_tail->next = r;
+  else
+    port->sends_head = r;
+  port->sends_tail = r;
+  uv_mutex_unlock(&port->lock);
+  (void)uv_async_send(&port->wakeup);
+}
+
+
+static void session_disconnect_here(cport_session_t* s, const char* cause) {
   if (s->state == S_CONNECTED || s->state == S_CONNECTING || s->state == S_INIT)
     cport__session_close(s, CPORT_ELOCAL,
                          cause != NULL ? cause : cport_strerror(CPORT_ELOCAL),
                          CPORT__CLOSE_GRACEFUL);
+}
+
+
+int cport_session_disconnect(cport_session_t* s, const char* cause) {
+  cport__send_req_t* r;
+  size_t n;
+  if (s == NULL)
+    return UV_EINVAL;
+  if (cport__port_is_mine(SVC(s)->port)) {
+    /* Sends other threads made before this call leave first. */
+    if (session_xbytes(s) != 0)
+      cport__port_take_sends(SVC(s)->port);
+    session_disconnect_here(s, cause);
+    return 0;
+  }
+  if (atomic_load_explicit(&s->xsend, memory_order_acquire) & SESSION_XCLOSED)
+    return 0; /* already disconnecting, or never connected */
+  n = cause != NULL ? strlen(cause) : 0;
+  if (n > SESSION_CAUSE_MAX)
+    n = SESSION_CAUSE_MAX;
+  r = cport__send_req_alloc(n + 1);
+  if (r == NULL)
+    return UV_ENOMEM;
+  r->op = CPORT__OP_DISCONNECT;
+  r->len = (uint32_t)n;
+  if (n > 0)
+    memcpy(r->data, cause, n);
+  r->data[n] = 0;
+  session_post(s, r);
   return 0;
 }
 
@@ -501,7 +576,7 @@ static void session_pause_if_over_limit(cport_session_t* s) {
   const cport_service_opts_t* o = &SVC(s)->opts;
   if (s->reading && s->in_recv &&
       o->send_queue_policy == CPORT_SENDQ_PAUSE_READ &&
-      s->queued >= o->send_queue_limit) {
+      session_queued(s) >= o->send_queue_limit) {
     uv_read_stop((uv_stream_t*)&s->tcp);
     s->reading = 0;
     s->paused = 1;
@@ -533,6 +608,8 @@ void cport__session_start(cport_session_t* s) {
     (void)uv_tcp_nodelay(&s->tcp, 1); /* best effort, like libuv's own */
   s->state = S_CONNECTED;
   s->reported_connected = 1;
+  /* on_connected may hand the session to other threads. */
+  atomic_fetch_and_explicit(&s->xsend, ~SESSION_XCLOSED, memory_order_release);
   svc->stats.connected++;
   svc->stats.active++;
   if (svc->stats.active > svc->stats.peak)
@@ -598,7 +675,7 @@ static void session_write_cb(uv_write_t* req, int status) {
   uint32_t n = r->nbatch;
   while (n-- > 0) {
     cport__send_req_t* next = r->next;
-    s->queued -= r->len;
+    session_set_queued(s, session_queued(s) - r->len);
     if (status == 0) {
       svc->stats.bytes_out += r->len;
       if (svc->opts.cbs.on_send != NULL)
@@ -617,7 +694,7 @@ static void session_write_cb(uv_write_t* req, int status) {
     if (rc != 0)
       cport__session_close(s, rc, NULL, CPORT__CLOSE_FORCE);
   }
-  if (s->paused && s->queued <= limit / 2) {
+  if (s->paused && session_queued(s) <= limit / 2) {
     s->paused = 0;
     session_read_start(s);
     /* on_recv may have kept bytes because its send hit the limit; they must
@@ -677,6 +754,101 @@ static int session_in_read_chunk(const cport__port_t* port,
 }
 
 
+/* A send from a thread that does not drive the session's port: checked
+ * and copied here, queued to the port, which appends it to the session's
+ * pending list in the order the calls returned (the port's lock orders
+ * them). */
+static int session_send_from_afar(cport_session_t* s,
+                                  const void* data,
+                                  size_t len) {
+  cport_service_t* svc = SVC(s);
+  cport__send_req_t* r;
+  /* Counted before the checks, so that concurrent senders see each other's
+   * bytes against the limit. */
+  size_t before =
+      atomic_fetch_add_explicit(&s->xsend, len, memory_order_acq_rel);
+  if (before & SESSION_XCLOSED) {
+    atomic_fetch_sub_explicit(&s->xsend, len, memory_order_relaxed);
+    return UV_ENOTCONN;
+  }
+  if (before + session_queued(s) >= svc->opts.send_queue_limit) {
+    atomic_fetch_sub_explicit(&s->xsend, len, memory_order_relaxed);
+    if (svc->opts.send_queue_policy == CPORT_SENDQ_DISCONNECT) {
+      r = cport__send_req_alloc(0);
+      if (r != NULL) {
+        r->op = CPORT__OP_SENDQ;
+        session_post(s, r);
+      }
+    }
+    return CPORT_ESENDQ;
+  }
+  r = cport__send_req_alloc(len);
+  if (r == NULL) {
+    atomic_fetch_sub_explicit(&s->xsend, len, memory_order_relaxed);
+    return UV_ENOMEM;
+  }
+  memcpy(r->data, data, len);
+  session_post(s, r);
+  return 0;
+}
+
+
+/* Take one request another thread queued for `s`. `flush` is non-zero when
+ * the next queued request is for another session: the sends taken for `s`
+ * so far then leave together. */
+static void session_take_op(cport_session_t* s,
+                            cport__send_req_t* r,
+                            int flush) {
+  cport_service_t* svc = SVC(s);
+  int rc;
+  switch ((cport__send_op_t)r->op) {
+    case CPORT__OP_SEND:
+      if (s->state != S_CONNECTED) {
+        /* Disconnected since the call: dropped like the pending sends of a
+         * forced close. */
+        atomic_fetch_sub_explicit(&s->xsend, r->len, memory_order_relaxed);
+        cport__free(r);
+        return;
+      }
+      session_pending_push(s, r);
+      /* Added to `queued` before it leaves `xsend`, so that other threads
+       * never see the total dip below the truth. */
+      session_set_queued(s, session_queued(s) + r->len);
+      atomic_fetch_sub_explicit(&s->xsend, r->len, memory_order_relaxed);
+      svc->stats.sends++;
+      if (flush && s->writes == 0) {
+        rc = session_flush(s);
+        if (rc != 0)
+          cport__session_close(s, rc, NULL, CPORT__CLOSE_FORCE);
+      }
+      return;
+    case CPORT__OP_DISCONNECT:
+      session_disconnect_here(s, r->len > 0 ? (const char*)r->data : NULL);
+      break;
+    case CPORT__OP_SENDQ:
+      cport__session_close(s, CPORT_ESENDQ, NULL, CPORT__CLOSE_FORCE);
+      break;
+  }
+  cport__free(r);
+}
+
+
+void cport__port_take_sends(cport__port_t* port) {
+  cport__send_req_t* r;
+  uv_mutex_lock(&port->lock);
+  r = port->sends_head;
+  port->sends_head = port->sends_tail = NULL;
+  uv_mutex_unlock(&port->lock);
+  while (r != NULL) {
+    cport__send_req_t* next = r->next;
+    cport_session_t* s = r->req.data;
+    session_take_op(s, r, next == NULL || next->req.data != s);
+    cport_session_unref(s); /* the queued request's */
+    r = next;
+  }
+}
+
+
 int cport_session_send(cport_session_t* s, const void* data, size_t len) {
   cport_service_t* svc;
   cport__send_req_t* r;
@@ -686,11 +858,15 @@ int cport_session_send(cport_session_t* s, const void* data, size_t len) {
   /* uv_buf_t lengths are 32-bit on Windows. */
   if (len > UINT32_MAX)
     return UV_EINVAL;
+  svc = SVC(s);
+  if (!cport__port_is_mine(svc->port))
+    return session_send_from_afar(s, data, len);
+  /* Sends other threads made before this call leave first. */
+  if (session_xbytes(s) != 0)
+    cport__port_take_sends(svc->port);
   if (s->state != S_CONNECTED)
     return UV_ENOTCONN;
-  svc = SVC(s);
-  CPORT__ASSERT_ON_PORT(svc->port);
-  if (s->queued >= svc->opts.send_queue_limit) {
+  if (session_queued(s) >= svc->opts.send_queue_limit) {
     if (svc->opts.send_queue_policy == CPORT_SENDQ_DISCONNECT)
       cport__session_close(s, CPORT_ESENDQ, NULL, CPORT__CLOSE_FORCE);
     else
@@ -704,7 +880,7 @@ int cport_session_send(cport_session_t* s, const void* data, size_t len) {
   if (r == NULL)
     return UV_ENOMEM;
   svc->stats.sends++;
-  if (s->queued == 0 && svc->opts.cbs.on_send == NULL) {
+  if (session_queued(s) == 0 && svc->opts.cbs.on_send == NULL) {
     /* Nothing queued: the kernel usually takes it all now. Bytes that lie
      * in the port's read chunk (an echo or a relay from on_recv) are
      * cport's own shared buffer, which stays put for the whole call: the
@@ -736,7 +912,7 @@ int cport_session_send(cport_session_t* s, const void* data, size_t len) {
     memcpy(r->data, data, len);
   }
   session_pending_push(s, r);
-  s->queued += len;
+  session_set_queued(s, session_queued(s) + len);
   if (s->writes == 0) {
     rc = session_flush(s);
     if (rc != 0) {
@@ -769,7 +945,8 @@ uint64_t cport_session_id(const cport_session_t* s) {
 
 
 int cport_session_is_connected(const cport_session_t* s) {
-  return s != NULL && s->state == S_CONNECTED;
+  return s != NULL && !(atomic_load_explicit(&s->xsend, memory_order_acquire) &
+                        SESSION_XCLOSED);
 }
 
 
@@ -788,7 +965,7 @@ int cport_session_peer_addr(const cport_session_t* s, cport_addr_t* out) {
 
 
 size_t cport_session_queued_bytes(const cport_session_t* s) {
-  return s == NULL ? 0 : s->queued;
+  return s == NULL ? 0 : session_queued(s) + session_xbytes(s);
 }
 
 

@@ -9,7 +9,17 @@
  * holds a reference: its libuv handle until closed, every pending request,
  * and every cport_session_ref() of the application. on_disconnected runs
  * exactly once for every session that reached on_connected, after its last
- * on_send, and no callback of that session runs after it. */
+ * on_send, and no callback of that session runs after it.
+ *
+ * Threads: every callback of a session runs on its port's thread. Sends,
+ * disconnects, references and the read-only queries marked "any" may come
+ * from any thread that holds a reference (cport_session_ref(), taken on the
+ * port thread, in on_connected say). From the port's own thread they act at
+ * once; from any other thread they are queued to the port (one lock, one
+ * uv_async_t wake-up) and act there in the order in which the calls
+ * returned. A port's thread is the one that runs it: a thread of
+ * cport_core_run(), or the thread that last called cport_core_dispatch() on
+ * it (at first, the one that created the core). */
 #ifndef CPORT_SESSION_H
 #define CPORT_SESSION_H
 
@@ -33,16 +43,26 @@ typedef struct cport_service_s cport_service_t;
  * during the call; what the kernel does not take at once, and every send
  * made while a write is in flight, is queued and leaves with the other
  * queued sends in one gathered write. Bytes leave in the order of the send
- * calls. on_send reports each completed send with its length, always from a
- * later callback, never inside this call (a service with on_send therefore
- * always writes through uv_write's callback).
+ * calls, across all threads: a send made after another thread's send
+ * returned leaves after it, whichever thread makes it. on_send reports each
+ * completed send with its length, always from a later callback, never inside
+ * this call (a service with on_send therefore always writes through
+ * uv_write's callback).
+ * From another thread the bytes are copied into a request of their own and
+ * queued to the port; the port appends them to the session's queue when it
+ * wakes, and every send it takes for the session at once leaves in one
+ * gathered write.
  * Ownership: `data` is copied before return; the caller keeps it.
- * Thread:    port.
+ * Thread:    any, holding a reference (see the top of this file).
  * The limit is checked before a send is added, so the queue can exceed
- * send_queue_limit by at most one send.
+ * send_queue_limit by at most one send (by one send per thread sending at
+ * that moment, from other threads).
  * Returns:   0; UV_EINVAL for NULL `s`, NULL `data`, `len` 0 or `len` over
  *            UINT32_MAX (a libuv buffer's size);
- *            UV_ENOTCONN before on_connected or once a disconnect has begun;
+ *            UV_ENOTCONN before on_connected or once a disconnect has begun
+ *            (a send from another thread that races the disconnect may
+ *            return 0 and then be dropped with the session's other queued
+ *            sends);
  *            CPORT_ESENDQ if the session already has the service's
  *            send_queue_limit bytes or more queued (nothing is queued; under
  *            CPORT_SENDQ_DISCONNECT the session is also closed at once with
@@ -57,11 +77,15 @@ CPORT_API int cport_session_send(cport_session_t* s,
  * let every queued send reach the kernel, shut down the write side, then
  * close. on_disconnected follows with code CPORT_ELOCAL and `cause` as its
  * text. Idempotent: a second call, or a call after the peer has gone, does
- * nothing. Safe inside any callback of any session.
+ * nothing. Safe inside any callback of any session. Sends made before the
+ * call, on any thread, are flushed first.
  * Ownership: `cause` is copied (at most 255 bytes); it may be NULL.
- * Thread:    port.
+ * Thread:    any, holding a reference. From another thread the disconnect
+ *            is queued behind that thread's sends and happens when the port
+ *            takes it; a session not connected yet is left alone.
  * Returns:   0, also when a disconnect was already under way;
- *            UV_EINVAL for NULL `s`. */
+ *            UV_EINVAL for NULL `s`; UV_ENOMEM (another thread only: the
+ *            request could not be allocated, nothing happens). */
 CPORT_API int cport_session_disconnect(cport_session_t* s, const char* cause);
 
 /* Take a reference: the session's memory and user area stay valid until the
@@ -79,10 +103,10 @@ CPORT_API void cport_session_unref(cport_session_t* s);
  * Returns: NULL for NULL `s` or when user_size was 0. */
 CPORT_API void* cport_session_user(cport_session_t* s);
 
-/* The service this session belongs to.
- * Thread:  port.
- * Returns: the service until on_disconnected has returned, NULL after it
- *          (the service may be gone by then) and for NULL `s`. */
+/* The service this session belongs to. A service's memory outlives every
+ * reference to its sessions, so the pointer stays valid while `s` is.
+ * Thread:  any, while a reference is held or inside a callback.
+ * Returns: the service; NULL for NULL `s`. */
 CPORT_API cport_service_t* cport_session_service(cport_session_t* s);
 
 /* A number unique among the sessions of one process, never 0; handy for
@@ -90,7 +114,8 @@ CPORT_API cport_service_t* cport_session_service(cport_session_t* s);
 CPORT_API uint64_t cport_session_id(const cport_session_t* s);
 
 /* Non-zero between on_connected and the start of a disconnect.
- * Thread: port. */
+ * Thread: any, holding a reference (from another thread the answer may be
+ * outdated by the time it is read). */
 CPORT_API int cport_session_is_connected(const cport_session_t* s);
 
 /* The peer's address. Thread: any, while a reference is held.
@@ -98,8 +123,9 @@ CPORT_API int cport_session_is_connected(const cport_session_t* s);
 CPORT_API int cport_session_peer_addr(const cport_session_t* s,
                                       cport_addr_t* out);
 
-/* Bytes accepted by cport_session_send() whose write has not completed yet.
- * Thread: port. Returns 0 for NULL. */
+/* Bytes accepted by cport_session_send() whose write has not completed yet,
+ * those other threads sent included.
+ * Thread: any, holding a reference. Returns 0 for NULL. */
 CPORT_API size_t cport_session_queued_bytes(const cport_session_t* s);
 
 /* Bytes received that on_recv has not consumed yet (0 from on_disconnected

@@ -13,6 +13,7 @@
 #include "cport/export.h"
 #include "cport/error.h"
 #include "cport/addr.h"
+#include "cport/buf.h"
 #include "cport/core.h"
 #include "cport/session.h"
 #include "cport/service.h"

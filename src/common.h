@@ -47,4 +47,20 @@ void cport__mem_fail_after(long n);
 /* What libuv lacks, per platform (src/platform/). */
 void cport__platform_ignore_sigpipe(void);
 
+/* A listening TCP socket that libuv does not own, for a listener that hands
+ * each accepted socket to another loop (listener.c says why). Non-blocking,
+ * not inherited by child processes, SO_REUSEADDR on Unix as libuv sets it
+ * (on Windows that option would let a second server share the port).
+ * Returns 0 or a libuv error (UV_EADDRINUSE, UV_EACCES, ...). */
+int cport__socket_listen(const struct sockaddr* addr,
+                         int backlog,
+                         uv_os_sock_t* out);
+/* Accept one connection from `listener`: a socket that is not inherited,
+ * for uv_tcp_open to adopt (which makes it non-blocking). Returns 0, UV_EAGAIN
+ * when none is waiting, or another libuv error (UV_EMFILE, ...). */
+int cport__socket_accept(uv_os_sock_t listener, uv_os_sock_t* out);
+/* The socket's local address. Returns 0 or a libuv error. */
+int cport__socket_name(uv_os_sock_t sock, struct sockaddr_storage* out);
+void cport__socket_close(uv_os_sock_t sock);
+
 #endif /* CPORT_COMMON_H */

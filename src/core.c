@@ -34,8 +34,11 @@ static void port_run_jobs(cport__port_t* port) {
   uv_mutex_unlock(&port->lock);
   while (job != NULL) {
     cport__job_t* next = job->next;
+    int callers = job->callers;
+    /* A caller's job may be gone once fn returns. */
     job->fn(job->arg);
-    cport__free(job);
+    if (!callers)
+      cport__free(job);
     job = next;
   }
 }
@@ -327,9 +330,16 @@ int cport_core_post(cport_core_t* core,
   job = cport__malloc(sizeof(*job));
   if (job == NULL)
     return UV_ENOMEM;
-  job->next = NULL;
   job->fn = fn;
   job->arg = arg;
+  job->callers = 0;
+  cport__port_post(port, job);
+  return 0;
+}
+
+
+void cport__port_post(cport__port_t* port, cport__job_t* job) {
+  job->next = NULL;
   uv_mutex_lock(&port->lock);
   if (port->jobs_tail != NULL)
     port->jobs_tail->next = job;
@@ -340,7 +350,6 @@ int cport_core_post(cport_core_t* core,
   /* The job is queued whatever this returns (libuv 1.44 always returns 0):
    * reporting an error now would invite the caller to free `arg`. */
   (void)uv_async_send(&port->wakeup);
-  return 0;
 }
 
 

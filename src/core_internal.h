@@ -14,11 +14,13 @@
  * holds no receive memory at all. */
 #define CPORT__READ_CHUNK (64 * 1024)
 
-/* A function posted to a port with cport_core_post(). */
+/* A function posted to a port with cport_core_post() (the job is freed
+ * after it ran) or cport__port_post() (the job is the caller's). */
 typedef struct cport__job_s {
   struct cport__job_s* next;
   void (*fn)(void* arg);
   void* arg;
+  int callers;
 } cport__job_t;
 
 typedef struct cport__port_s {
@@ -71,6 +73,11 @@ uintptr_t cport__thread_token(void);
 
 /* Non-zero if the calling thread drives `port` (or nobody does). */
 int cport__port_is_mine(cport__port_t* port);
+
+/* Queue `job` (fn and arg set, memory the caller's until it has run) to
+ * run on the port's thread, like cport_core_post() but without allocating,
+ * so it cannot fail. Thread: any. */
+void cport__port_post(cport__port_t* port, cport__job_t* job);
 
 /* Hand the sends and disconnects queued by other threads to their sessions,
  * in order (session.c). Thread: the port's. */

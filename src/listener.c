@@ -1,6 +1,20 @@
 /* The listener (the lecture's Listener with AcceptEx): binds, listens and
  * turns each accepted connection into a session of its service, or closes
- * it at once when the service is at max_sessions. */
+ * it at once when the service is at max_sessions.
+ *
+ * Two ways to accept. A service on one port listens with libuv (uv_listen,
+ * uv_accept): nothing is faster or more portable. A spreading server
+ * (service_internal.h) must put each connection on another loop, and libuv
+ * cannot accept into a handle of another loop. Accepting with libuv and
+ * re-opening the socket elsewhere would work on Unix, but on Windows
+ * uv_accept has already tied the socket to the listener's completion port
+ * (a socket gets one, for life), and the worker loop would fall back to
+ * libuv's slow emulated IOCP. So a spreading listener owns a plain
+ * listening socket, watches it with uv_poll_t, accepts with accept(), and
+ * hands the raw socket to the chosen port, whose uv_tcp_open is the first
+ * to tie it to a loop: the same code on epoll, kqueue and IOCP. Ports take
+ * connections in turn (round robin), the listener's own port included. */
+#include <stdlib.h>
 #include <string.h>
 
 #include "listener_internal.h"
@@ -14,19 +28,37 @@ struct cport__listener_s {
    * successful allocation: this spare handle serves when malloc fails. */
   uv_tcp_t spare;
   int spare_busy;
-  uint64_t* pending_reject; /* a rejection waiting for the spare, or NULL */
-  int open_handles;         /* tcp, plus spare while it closes */
-  cport_service_t* svc;     /* NULL once detached from a failed start */
+  /* A rejection waiting for the spare (its counter), or NULL. */
+  atomic_uint_least64_t* pending_reject;
+  int open_handles;     /* tcp, plus spare while it closes */
+  cport_service_t* svc; /* NULL once detached from a failed start */
   int closing;
+  /* Spreading: the socket, its watcher, the pause after running out of
+   * descriptors, and the next port's turn (0 = the root's). */
+  int spread;
+  uv_os_sock_t sock;
+  uv_poll_t poll;
+  uv_timer_t backoff;
+  unsigned turn;
 };
 
-static void listener_reject(cport__listener_t* l, uint64_t* counter);
+/* Connections accepted per readiness before other handles get a turn. */
+#define LISTENER_ACCEPT_BATCH 64
+/* Pause after accept failed for want of descriptors or memory: the socket
+ * stays readable then, and polling it again at once would spin. */
+#define LISTENER_BACKOFF_MS 100
+
+static void listener_reject(cport__listener_t* l,
+                            atomic_uint_least64_t* counter);
 
 
 static void listener_handle_closed(cport__listener_t* l) {
   cport_service_t* svc = l->svc;
   if (--l->open_handles > 0)
     return;
+  /* The watcher is closed: the socket may go. */
+  if (l->spread)
+    cport__socket_close(l->sock);
   cport__free(l);
   if (svc != NULL) {
     svc->listener = NULL;
@@ -42,7 +74,7 @@ static void listener_close_cb(uv_handle_t* handle) {
 
 static void spare_close_cb(uv_handle_t* handle) {
   cport__listener_t* l = handle->data;
-  uint64_t* pending = l->pending_reject;
+  atomic_uint_least64_t* pending = l->pending_reject;
   l->spare_busy = 0;
   l->pending_reject = NULL;
   if (pending != NULL && !l->closing)
@@ -58,7 +90,8 @@ static void reject_close_cb(uv_handle_t* handle) {
 
 /* Accept and close at once, so that the peer sees the refusal now instead of
  * waiting in the backlog, and the backlog keeps room for later peers. */
-static void listener_reject(cport__listener_t* l, uint64_t* counter) {
+static void listener_reject(cport__listener_t* l,
+                            atomic_uint_least64_t* counter) {
   uv_tcp_t* tmp;
   uv_close_cb close_cb = reject_close_cb;
   if (!l->spare_busy) {
@@ -78,9 +111,11 @@ static void listener_reject(cport__listener_t* l, uint64_t* counter) {
   (void)uv_tcp_init(l->tcp.loop, tmp);
   tmp->data = l;
   if (uv_accept((uv_stream_t*)&l->tcp, (uv_stream_t*)tmp) == 0)
-    (*counter)++;
+    atomic_store_explicit(
+        counter, atomic_load_explicit(counter, memory_order_relaxed) + 1,
+        memory_order_relaxed);
   else
-    l->svc->stats.accept_errors++;
+    CPORT__STAT_ADD(l->svc, accept_errors, 1);
   uv_close((uv_handle_t*)tmp, close_cb);
 }
 
@@ -91,7 +126,7 @@ static void listener_connection_cb(uv_stream_t* server, int status) {
   cport_session_t* s;
   int rc;
   if (status < 0) {
-    svc->stats.accept_errors++;
+    CPORT__STAT_ADD(svc, accept_errors, 1);
     return;
   }
   if (cport__service_is_full(svc)) {
@@ -106,11 +141,129 @@ static void listener_connection_cb(uv_stream_t* server, int status) {
   }
   rc = uv_accept(server, (uv_stream_t*)cport__session_tcp(s));
   if (rc != 0) {
-    svc->stats.accept_errors++;
+    CPORT__STAT_ADD(svc, accept_errors, 1);
     cport__session_close(s, rc, NULL, CPORT__CLOSE_FORCE);
     return;
   }
   cport__session_start(s);
+}
+
+
+/* ---- spreading: accept() on a plain socket, hand it to a port ---- */
+
+typedef struct handoff_s {
+  cport__job_t job;
+  cport_service_t* part;
+  uv_os_sock_t sock;
+} handoff_t;
+
+static void handoff_job(void* arg) {
+  handoff_t* h = arg;
+  cport_service_t* part = h->part;
+  cport__service_adopt(part, h->sock);
+  atomic_fetch_sub(&part->root->handing, 1);
+  cport__free(h);
+  cport__service_release(part); /* the hand-off's */
+}
+
+
+static void listener_hand_off(cport__listener_t* l, uv_os_sock_t sock) {
+  cport_service_t* root = l->svc;
+  unsigned turn = l->turn;
+  cport_service_t* part;
+  handoff_t* h;
+  l->turn = turn + 1 > root->nparts ? 0 : turn + 1;
+  if (turn == 0) {
+    cport__service_adopt(root, sock);
+    return;
+  }
+  part = root->parts[turn - 1];
+  h = cport__malloc(sizeof(*h));
+  if (h == NULL) {
+    CPORT__STAT_ADD(root, accept_errors, 1);
+    cport__socket_close(sock);
+    return;
+  }
+  h->job.fn = handoff_job;
+  h->job.arg = h;
+  h->job.callers = 1;
+  h->part = part;
+  h->sock = sock;
+  cport__service_hold(part);
+  atomic_fetch_add(&root->handing, 1);
+  cport__port_post(part->port, &h->job);
+}
+
+
+static void listener_poll_cb(uv_poll_t* handle, int status, int events);
+
+static void listener_backoff_cb(uv_timer_t* timer) {
+  cport__listener_t* l = timer->data;
+  if (!l->closing)
+    (void)uv_poll_start(&l->poll, UV_READABLE, listener_poll_cb);
+}
+
+
+static void listener_poll_cb(uv_poll_t* handle, int status, int events) {
+  cport__listener_t* l = handle->data;
+  cport_service_t* root = l->svc;
+  int i;
+  (void)events;
+  if (status < 0) {
+    CPORT__STAT_ADD(root, accept_errors, 1);
+    return;
+  }
+  for (i = 0; i < LISTENER_ACCEPT_BATCH; i++) {
+    uv_os_sock_t sock;
+    int rc = cport__socket_accept(l->sock, &sock);
+    if (rc == UV_EAGAIN)
+      return;
+    if (rc != 0) {
+      CPORT__STAT_ADD(root, accept_errors, 1);
+      if (rc == UV_EMFILE || rc == UV_ENFILE || rc == UV_ENOBUFS ||
+          rc == UV_ENOMEM) {
+        uv_poll_stop(&l->poll);
+        uv_timer_start(&l->backoff, listener_backoff_cb, LISTENER_BACKOFF_MS,
+                       0);
+      }
+      return;
+    }
+    if (cport__service_is_full(root)) {
+      /* Closed at once: the peer learns now, the backlog keeps room. */
+      cport__socket_close(sock);
+      CPORT__STAT_ADD(root, rejected, 1);
+      continue;
+    }
+    listener_hand_off(l, sock);
+  }
+}
+
+
+static int listener_start_spread(cport__listener_t* l) {
+  cport_service_t* svc = l->svc;
+  int rc = cport__socket_listen(cport_addr_sockaddr(&svc->addr),
+                                svc->opts.backlog, &l->sock);
+  if (rc != 0)
+    return rc;
+  rc = uv_poll_init_socket(svc->port->loop, &l->poll, l->sock);
+  if (rc != 0) {
+    cport__socket_close(l->sock);
+    return rc;
+  }
+  l->spread = 1;
+  l->poll.data = l;
+  l->open_handles = 1;
+  (void)uv_timer_init(svc->port->loop, &l->backoff); /* cannot fail */
+  l->backoff.data = l;
+  l->open_handles = 2;
+  rc = uv_poll_start(&l->poll, UV_READABLE, listener_poll_cb);
+  if (rc != 0) {
+    l->svc = NULL;
+    l->closing = 1;
+    uv_close((uv_handle_t*)&l->poll, listener_close_cb);
+    uv_close((uv_handle_t*)&l->backoff, listener_close_cb);
+  }
+  return rc;
 }
 
 
@@ -120,13 +273,23 @@ int cport__listener_start(cport_service_t* svc) {
   l = cport__calloc(1, sizeof(*l));
   if (l == NULL)
     return UV_ENOMEM;
+  l->svc = svc;
+  if (svc->nparts > 0) {
+    rc = listener_start_spread(l);
+    if (rc != 0) {
+      if (!l->closing)
+        cport__free(l); /* nothing was opened */
+      return rc;
+    }
+    svc->listener = l;
+    return 0;
+  }
   rc = uv_tcp_init(svc->port->loop, &l->tcp);
   if (rc != 0) {
     cport__free(l);
     return rc;
   }
   l->tcp.data = l;
-  l->svc = svc;
   l->open_handles = 1;
   /* On Unix a bind error such as EADDRINUSE may only show at listen(); both
    * come back to the caller. */
@@ -151,6 +314,11 @@ void cport__listener_close(cport__listener_t* l) {
   if (l == NULL || l->closing)
     return;
   l->closing = 1;
+  if (l->spread) {
+    uv_close((uv_handle_t*)&l->poll, listener_close_cb);
+    uv_close((uv_handle_t*)&l->backoff, listener_close_cb);
+    return;
+  }
   uv_close((uv_handle_t*)&l->tcp, listener_close_cb);
 }
 
@@ -158,7 +326,8 @@ void cport__listener_close(cport__listener_t* l) {
 int cport__listener_addr(const cport__listener_t* l, cport_addr_t* out) {
   struct sockaddr_storage ss;
   int len = (int)sizeof(ss);
-  int rc = uv_tcp_getsockname(&l->tcp, (struct sockaddr*)&ss, &len);
+  int rc = l->spread ? cport__socket_name(l->sock, &ss)
+                     : uv_tcp_getsockname(&l->tcp, (struct sockaddr*)&ss, &len);
   if (rc != 0)
     return rc;
   return cport_addr_from_sockaddr(out, (struct sockaddr*)&ss);

@@ -6,8 +6,16 @@
  * graceful disconnect of every session; the service's one timer bounds how
  * long flushing may take. Every close callback (sessions, listener) calls
  * cport__service_check_done(), which reports on_stopped once nothing is
- * open, and frees the service once a destroy is pending and its timer is
- * closed too. */
+ * open, and drops the service's own hold once a destroy is pending and its
+ * timer is closed too; the memory goes with the last hold.
+ *
+ * Spreading servers. A libuv handle belongs to one loop, so a server that
+ * serves on several ports has one part per other port (service_internal.h):
+ * a hidden service that only adopts the sockets the listener hands it.
+ * Everything the root does to its parts goes through cport_core_post() to
+ * the part's port, in order: start (timer set-up), then the hand-offs, then
+ * stop or destroy; a part's on_stopped posts back to the root. */
+#include <stdlib.h>
 #include <string.h>
 
 #include "listener_internal.h"
@@ -25,6 +33,7 @@ void cport_service_opts_init(cport_service_opts_t* opts) {
   opts->send_queue_policy = CPORT_SENDQ_PAUSE_READ;
   opts->backlog = 511;
   opts->tcp_nodelay = 1;
+  opts->spread = 1;
 }
 
 
@@ -32,6 +41,55 @@ static void service_timer_close_cb(uv_handle_t* handle) {
   cport_service_t* svc = handle->data;
   svc->timer_closed = 1;
   cport__service_check_done(svc);
+}
+
+
+static void service_init(cport_service_t* svc,
+                         cport_core_t* core,
+                         cport__port_t* port,
+                         cport_service_kind_t kind,
+                         const cport_addr_t* addr,
+                         const cport_service_opts_t* opts) {
+  svc->core = core;
+  svc->port = port;
+  svc->kind = kind;
+  svc->addr = *addr;
+  svc->opts = *opts;
+  svc->data = opts->data;
+  svc->root = svc;
+  atomic_init(&svc->holds, 1);
+}
+
+
+/* The parts of a spreading server: one per port other than the root's. */
+static int service_create_parts(cport_service_t* root) {
+  unsigned n = cport_core_ports(root->core);
+  unsigned i;
+  if (n < 2 || root->kind != CPORT_SERVICE_SERVER || !root->opts.spread)
+    return 0;
+  root->parts = cport__calloc(n - 1, sizeof(*root->parts));
+  if (root->parts == NULL)
+    return UV_ENOMEM;
+  for (i = 0; i < n; i++) {
+    cport_service_t* part;
+    if (i == root->port->index)
+      continue;
+    part = cport__calloc(1, sizeof(*part));
+    if (part == NULL)
+      return UV_ENOMEM;
+    service_init(part, root->core, cport__core_port(root->core, i), root->kind,
+                 &root->addr, &root->opts);
+    part->root = root;
+    cport__service_hold(root);
+    root->parts[root->nparts++] = part;
+  }
+  return 0;
+}
+
+
+static void service_free_parts(cport_service_t* root) {
+  while (root->nparts > 0) cport__free(root->parts[--root->nparts]);
+  cport__free(root->parts);
 }
 
 
@@ -63,27 +121,99 @@ int cport_service_create(cport_service_t** out,
   svc = cport__calloc(1, sizeof(*svc));
   if (svc == NULL)
     return UV_ENOMEM;
-  rc = uv_timer_init(port->loop, &svc->timer);
+  service_init(svc, core, port, kind, addr, opts);
+  rc = service_create_parts(svc);
+  if (rc == 0)
+    rc = uv_timer_init(port->loop, &svc->timer);
   if (rc != 0) {
+    service_free_parts(svc);
     cport__free(svc);
     return rc;
   }
   svc->timer.data = svc;
-  svc->core = core;
-  svc->port = port;
-  svc->kind = kind;
-  svc->addr = *addr;
-  svc->opts = *opts;
-  svc->data = opts->data;
-  atomic_init(&svc->holds, 1);
+  svc->timer_ready = 1;
   *out = svc;
   return 0;
 }
 
 
+/* ---- parts: jobs run on each part's own port ---- */
+
+static void part_start_job(void* arg) {
+  cport_service_t* part = arg;
+  /* Cannot fail for a live loop; a part without a timer still adopts and
+   * stops, only without a deadline of its own. */
+  if (uv_timer_init(part->port->loop, &part->timer) == 0) {
+    part->timer.data = part;
+    part->timer_ready = 1;
+  }
+  part->started = 1;
+}
+
+
+static void root_part_stopped_job(void* arg) {
+  cport_service_t* part = arg;
+  cport_service_t* root = part->root;
+  /* 0 already when the root was destroyed meanwhile. */
+  if (root->parts_running > 0) {
+    root->parts_running--;
+    cport__service_check_done(root);
+  }
+  cport__service_release(part); /* the job's; the part holds the root */
+}
+
+
+/* A part's on_stopped: tell the root, on the root's port. The job lives
+ * in the part, which it holds until it has run. */
+static void part_stopped(cport_service_t* part) {
+  cport__service_hold(part);
+  part->job_stopped.fn = root_part_stopped_job;
+  part->job_stopped.arg = part;
+  part->job_stopped.callers = 1;
+  cport__port_post(part->root->port, &part->job_stopped);
+}
+
+
+static void part_stop_job(void* arg) {
+  cport_service_t* part = arg;
+  if (cport_service_stop(part, part->stop_deadline_ms, part_stopped) != 0)
+    part_stopped(part);
+}
+
+
+static void part_destroy_job(void* arg) {
+  cport_service_t* part = arg;
+  if (part->timer_ready) {
+    cport_service_destroy(part);
+  } else {
+    /* Never started: nothing of it lives on the loop. */
+    part->released = 1;
+    cport__service_release(part);
+  }
+}
+
+
+/* Post one of each part's own jobs to the part's port, behind whatever
+ * was posted to it before (hand-offs included). */
+static void service_post_parts(cport_service_t* root,
+                               size_t job_offset,
+                               void (*fn)(void*)) {
+  unsigned i;
+  for (i = 0; i < root->nparts; i++) {
+    cport_service_t* part = root->parts[i];
+    cport__job_t* job = (cport__job_t*)((char*)part + job_offset);
+    part->stop_deadline_ms = root->stop_deadline_ms;
+    job->fn = fn;
+    job->arg = part;
+    job->callers = 1;
+    cport__port_post(part->port, job);
+  }
+}
+
+
 int cport_service_start(cport_service_t* svc) {
   int rc;
-  if (svc == NULL || svc->started || svc->stopping)
+  if (svc == NULL || svc->started || svc->stopping || svc->root != svc)
     return UV_EINVAL;
   CPORT__ASSERT_ON_PORT(svc->port);
   if (svc->kind == CPORT_SERVICE_SERVER) {
@@ -91,6 +221,9 @@ int cport_service_start(cport_service_t* svc) {
     if (rc != 0)
       return rc;
     svc->started = 1;
+    svc->parts_running = svc->nparts;
+    service_post_parts(svc, offsetof(cport_service_t, job_start),
+                       part_start_job);
     return 0;
   }
   svc->started = 1;
@@ -108,12 +241,12 @@ int cport_service_connect(cport_service_t* svc, unsigned n) {
   for (i = 0; i < n; i++) {
     cport_session_t* s = cport__session_new(svc);
     if (s == NULL) {
-      svc->stats.connect_failed++;
+      CPORT__STAT_ADD(svc, connect_failed, 1);
       return UV_ENOMEM;
     }
     rc = cport__session_connect(s);
     if (rc != 0) {
-      svc->stats.connect_failed++;
+      CPORT__STAT_ADD(svc, connect_failed, 1);
       return rc;
     }
   }
@@ -121,10 +254,51 @@ int cport_service_connect(cport_service_t* svc, unsigned n) {
 }
 
 
-int cport__service_is_full(const cport_service_t* svc) {
-  /* Sessions still closing hold a socket too, so they count. */
-  return svc->opts.max_sessions != 0 &&
-         svc->nsessions >= svc->opts.max_sessions;
+int cport__service_is_full(const cport_service_t* root) {
+  /* Sessions still closing hold a socket too, so they count, and so do
+   * connections on their way to a part. */
+  return root->opts.max_sessions != 0 &&
+         atomic_load(&root->open) + atomic_load(&root->handing) >=
+             root->opts.max_sessions;
+}
+
+
+void cport__service_adopt(cport_service_t* svc, uv_os_sock_t sock) {
+  cport_session_t* s;
+  int rc;
+  if (svc->stopping) {
+    /* Accepted just before a stop: too late to serve. */
+    cport__socket_close(sock);
+    return;
+  }
+  s = cport__session_new(svc);
+  if (s == NULL) {
+    CPORT__STAT_ADD(svc, accept_errors, 1);
+    cport__socket_close(sock);
+    return;
+  }
+  rc = uv_tcp_open(cport__session_tcp(s), sock);
+  if (rc != 0) {
+    CPORT__STAT_ADD(svc, accept_errors, 1);
+    cport__socket_close(sock);
+    cport__session_close(s, rc, NULL, CPORT__CLOSE_FORCE);
+    return;
+  }
+  cport__session_start(s);
+}
+
+
+void cport__service_active_add(cport_service_t* root, int delta) {
+  uint_least64_t now;
+  uint_least64_t peak;
+  if (delta < 0) {
+    atomic_fetch_sub(&root->active, 1);
+    return;
+  }
+  now = atomic_fetch_add(&root->active, 1) + 1;
+  peak = atomic_load(&root->peak);
+  while (now > peak && !atomic_compare_exchange_weak(&root->peak, &peak, now)) {
+  }
 }
 
 
@@ -150,6 +324,12 @@ static void service_deadline_cb(uv_timer_t* timer) {
 }
 
 
+static int service_is_idle(const cport_service_t* svc) {
+  return svc->nsessions == 0 && svc->listener == NULL &&
+         svc->parts_running == 0;
+}
+
+
 int cport_service_stop(cport_service_t* svc,
                        int deadline_ms,
                        void (*on_stopped)(cport_service_t* svc)) {
@@ -160,21 +340,19 @@ int cport_service_stop(cport_service_t* svc,
   CPORT__ASSERT_ON_PORT(svc->port);
   svc->stopping = 1;
   svc->on_stopped = on_stopped;
+  svc->stop_deadline_ms = deadline_ms;
   cport__listener_close(svc->listener);
   service_close_sessions(svc, CPORT_ESTOPPED, CPORT__CLOSE_GRACEFUL);
+  if (svc->started)
+    service_post_parts(svc, offsetof(cport_service_t, job_stop), part_stop_job);
   /* With nothing open, the timer's first tick reports on_stopped, so the
    * callback never runs inside this call. */
-  uv_timer_start(&svc->timer, service_deadline_cb,
-                 (svc->nsessions == 0 && svc->listener == NULL)
-                     ? 0
-                     : (uint64_t)deadline_ms,
-                 0);
+  if (svc->timer_ready)
+    uv_timer_start(&svc->timer, service_deadline_cb,
+                   service_is_idle(svc) ? 0 : (uint64_t)deadline_ms, 0);
+  else
+    cport__service_check_done(svc);
   return 0;
-}
-
-
-static int service_is_idle(const cport_service_t* svc) {
-  return svc->nsessions == 0 && svc->listener == NULL;
 }
 
 
@@ -183,7 +361,7 @@ void cport__service_check_done(cport_service_t* svc) {
     return;
   if (svc->stopping && !svc->stopped_reported && !svc->destroy_pending) {
     svc->stopped_reported = 1;
-    if (!svc->timer_closed)
+    if (svc->timer_ready && !svc->timer_closed)
       uv_timer_stop(&svc->timer);
     if (svc->on_stopped != NULL)
       svc->on_stopped(svc); /* may call cport_service_destroy() */
@@ -202,8 +380,18 @@ void cport__service_hold(cport_service_t* svc) {
 
 
 void cport__service_release(cport_service_t* svc) {
-  if (atomic_fetch_sub_explicit(&svc->holds, 1, memory_order_acq_rel) == 1)
+  cport_service_t* root;
+  if (atomic_fetch_sub_explicit(&svc->holds, 1, memory_order_acq_rel) != 1)
+    return;
+  root = svc->root;
+  if (root == svc) {
+    cport__free(svc->parts);
     cport__free(svc);
+    return;
+  }
+  /* A part holds its root, whose sessions' service it reports. */
+  cport__free(svc);
+  cport__service_release(root);
 }
 
 
@@ -215,8 +403,13 @@ void cport_service_destroy(cport_service_t* svc) {
   svc->stopping = 1;
   cport__listener_close(svc->listener);
   service_close_sessions(svc, CPORT_ESTOPPED, CPORT__CLOSE_FORCE);
-  /* The service is freed by the last close callback: this timer's, or a
-   * session's or the listener's if they close later. */
+  /* Parts stopping still report back, to a root that is no longer
+   * interested; their jobs hold it. */
+  svc->parts_running = 0;
+  service_post_parts(svc, offsetof(cport_service_t, job_destroy),
+                     part_destroy_job);
+  /* The service's own hold is dropped by the last close callback: this
+   * timer's, or a session's or the listener's if they close later. */
   uv_close((uv_handle_t*)&svc->timer, service_timer_close_cb);
 }
 
@@ -231,17 +424,16 @@ int cport_service_local_addr(const cport_service_t* svc, cport_addr_t* out) {
 
 
 size_t cport_service_session_count(const cport_service_t* svc) {
-  return svc == NULL ? 0 : (size_t)svc->stats.active;
+  return svc == NULL ? 0 : (size_t)atomic_load(&svc->root->active);
 }
 
 
-int cport_service_foreach(cport_service_t* svc,
-                          int (*fn)(cport_session_t* s, void* arg),
-                          void* arg) {
+/* Visit the live sessions of one service (root or part). */
+static int service_foreach_here(cport_service_t* svc,
+                                int (*fn)(cport_session_t* s, void* arg),
+                                void* arg) {
   cport_session_t* s;
   int rc = 0;
-  if (svc == NULL || fn == NULL)
-    return UV_EINVAL;
   for (s = svc->head; s != NULL; s = cport__session_next(s)) {
     if (!cport__session_was_connected(s))
       continue; /* a client session still connecting */
@@ -253,11 +445,51 @@ int cport_service_foreach(cport_service_t* svc,
 }
 
 
+int cport_service_foreach(cport_service_t* svc,
+                          int (*fn)(cport_session_t* s, void* arg),
+                          void* arg) {
+  unsigned i;
+  int rc = 0;
+  if (svc == NULL || fn == NULL)
+    return UV_EINVAL;
+  /* Only the ports the calling thread runs: the others' lists are theirs. */
+  if (cport__port_is_mine(svc->port))
+    rc = service_foreach_here(svc, fn, arg);
+  for (i = 0; i < svc->nparts && rc == 0; i++)
+    if (svc->parts[i]->started && cport__port_is_mine(svc->parts[i]->port))
+      rc = service_foreach_here(svc->parts[i], fn, arg);
+  return rc;
+}
+
+
+#define STAT_GET(svc, field) \
+  ((uint64_t)atomic_load_explicit(&(svc)->stats.field, memory_order_relaxed))
+
+static void service_stats_add(const cport_service_t* svc,
+                              cport_service_stats_t* out) {
+  out->connected += STAT_GET(svc, connected);
+  out->rejected += STAT_GET(svc, rejected);
+  out->accept_errors += STAT_GET(svc, accept_errors);
+  out->connect_failed += STAT_GET(svc, connect_failed);
+  out->bytes_in += STAT_GET(svc, bytes_in);
+  out->bytes_out += STAT_GET(svc, bytes_out);
+  out->sends += STAT_GET(svc, sends);
+  out->writes += STAT_GET(svc, writes);
+  out->pauses += STAT_GET(svc, pauses);
+  out->sendq_disconnects += STAT_GET(svc, sendq_disconnects);
+}
+
+
 int cport_service_stats(const cport_service_t* svc,
                         cport_service_stats_t* out) {
+  unsigned i;
   if (svc == NULL || out == NULL)
     return UV_EINVAL;
-  *out = svc->stats;
+  memset(out, 0, sizeof(*out));
+  service_stats_add(svc, out);
+  for (i = 0; i < svc->nparts; i++) service_stats_add(svc->parts[i], out);
+  out->active = (uint64_t)atomic_load(&svc->active);
+  out->peak = (uint64_t)atomic_load(&svc->peak);
   return 0;
 }
 

@@ -7,6 +7,28 @@
 
 typedef struct cport__listener_s cport__listener_t;
 
+/* Counters of one service. Each is written by one thread only, the
+ * service's port, with a plain load and store (no locked instruction on
+ * the hot path), and read by cport_service_stats() on any thread. */
+typedef struct cport__stats_s {
+  atomic_uint_least64_t connected;
+  atomic_uint_least64_t rejected;
+  atomic_uint_least64_t accept_errors;
+  atomic_uint_least64_t connect_failed;
+  atomic_uint_least64_t bytes_in;
+  atomic_uint_least64_t bytes_out;
+  atomic_uint_least64_t sends;
+  atomic_uint_least64_t writes;
+  atomic_uint_least64_t pauses;
+  atomic_uint_least64_t sendq_disconnects;
+} cport__stats_t;
+
+#define CPORT__STAT_ADD(svc, field, n)                                       \
+  atomic_store_explicit(                                                     \
+      &(svc)->stats.field,                                                   \
+      atomic_load_explicit(&(svc)->stats.field, memory_order_relaxed) + (n), \
+      memory_order_relaxed)
+
 struct cport_service_s {
   cport_core_t* core;
   cport__port_t* port;
@@ -21,21 +43,48 @@ struct cport_service_s {
   void (*on_stopped)(cport_service_t* svc);
   cport__listener_t* listener;
   /* Stop deadline, and the zero-delay kick that makes on_stopped
-   * asynchronous when nothing was open. */
+   * asynchronous when nothing was open. A spreading server's other ports
+   * initialise theirs on their own thread when the server starts. */
   uv_timer_t timer;
+  int timer_ready;
   int timer_closed;
-  /* Every session not yet closed, connecting ones included, oldest first;
-   * `nsessions` counts them, stats.active only the connected ones. */
+  /* Every session of this port not yet closed, connecting ones included,
+   * oldest first; `nsessions` counts them. */
   cport_session_t* head;
   cport_session_t* tail;
   size_t nsessions;
-  cport_service_stats_t stats;
+  cport__stats_t stats;
   /* One for the service itself, dropped once a destroy has closed
    * everything, plus one per session block, dropped when the block is
    * freed, which the last cport_session_unref() may do on any thread. A
-   * session can therefore always reach its service and port. */
+   * session can therefore always reach its service and port. A spreading
+   * server's parts each hold the root too. */
   atomic_size_t holds;
   int released;
+
+  /* Spreading servers (cport_service_opts_t.spread on a core of several
+   * ports): the service the application created is the root, on
+   * opts.port; it owns the listener and one hidden part per other port,
+   * a service of its own that adopts the connections the listener hands
+   * it and keeps them on that port's thread. Sessions of a part report the
+   * root as their service. For every other service root is itself and
+   * there are no parts. */
+  cport_service_t* root;
+  cport_service_t** parts;
+  unsigned nparts;
+  unsigned parts_running; /* root: parts whose stop is not reported yet */
+  /* A part's messages between its port and the root's, each sent at most
+   * once, kept here so that sending them cannot fail. */
+  cport__job_t job_start;   /* root -> part */
+  cport__job_t job_stop;    /* root -> part, with stop_deadline_ms */
+  cport__job_t job_destroy; /* root -> part */
+  cport__job_t job_stopped; /* part -> root */
+  int stop_deadline_ms;
+  /* Root only, updated from every part's thread. */
+  atomic_size_t open;    /* sessions not closed yet, for max_sessions */
+  atomic_size_t handing; /* accepted, on the way to a part */
+  atomic_uint_least64_t active;
+  atomic_uint_least64_t peak;
 };
 
 /* Called by a session's close callback after on_disconnected, and by the
@@ -47,7 +96,15 @@ void cport__service_check_done(cport_service_t* svc);
 void cport__service_hold(cport_service_t* svc);
 void cport__service_release(cport_service_t* svc);
 
+/* A session of the root's reached on_connected (+1) or ended (-1). Thread:
+ * any part's. */
+void cport__service_active_add(cport_service_t* root, int delta);
+
 /* Called by the listener for a connection past max_sessions. */
-int cport__service_is_full(const cport_service_t* svc);
+int cport__service_is_full(const cport_service_t* root);
+
+/* Make an accepted socket a session of `svc` (the root or a part) on its
+ * port and start it; closes the socket on failure. Thread: svc's port. */
+void cport__service_adopt(cport_service_t* svc, uv_os_sock_t sock);
 
 #endif /* CPORT_SERVICE_INTERNAL_H */

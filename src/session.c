@@ -168,6 +168,7 @@ static void session_unlink(cport_session_t* s) {
     svc->tail = s->prev;
   s->prev = s->next = NULL;
   svc->nsessions--;
+  atomic_fetch_sub(&svc->root->open, 1);
 }
 
 
@@ -203,6 +204,7 @@ cport_session_t* cport__session_new(cport_service_t* svc) {
     svc->head = s;
   svc->tail = s;
   svc->nsessions++;
+  atomic_fetch_add(&svc->root->open, 1);
   return s;
 }
 
@@ -283,7 +285,7 @@ static void session_close_cb(uv_handle_t* handle) {
     if (svc->opts.cbs.on_disconnected != NULL)
       svc->opts.cbs.on_disconnected(
           s, s->code, s->cause != NULL ? s->cause : cport_strerror(s->code));
-    svc->stats.active--;
+    cport__service_active_add(svc->root, -1);
   }
   session_unlink(s);
   cport__service_check_done(svc);
@@ -560,7 +562,7 @@ static void session_read_cb(uv_stream_t* stream,
         nread == UV_EOF ? CPORT__CLOSE_GRACEFUL : CPORT__CLOSE_FORCE);
     return;
   }
-  SVC(s)->stats.bytes_in += (uint64_t)nread;
+  CPORT__STAT_ADD(SVC(s), bytes_in, (uint64_t)nread);
   if (s->state == S_CONNECTED)
     session_deliver(s, (const uint8_t*)buf->base, (size_t)nread);
 }
@@ -580,6 +582,7 @@ static void session_pause_if_over_limit(cport_session_t* s) {
     uv_read_stop((uv_stream_t*)&s->tcp);
     s->reading = 0;
     s->paused = 1;
+    CPORT__STAT_ADD(SVC(s), pauses, 1);
   }
 }
 
@@ -610,10 +613,8 @@ void cport__session_start(cport_session_t* s) {
   s->reported_connected = 1;
   /* on_connected may hand the session to other threads. */
   atomic_fetch_and_explicit(&s->xsend, ~SESSION_XCLOSED, memory_order_release);
-  svc->stats.connected++;
-  svc->stats.active++;
-  if (svc->stats.active > svc->stats.peak)
-    svc->stats.peak = svc->stats.active;
+  CPORT__STAT_ADD(svc, connected, 1);
+  cport__service_active_add(svc->root, 1);
   if (svc->opts.cbs.on_connected != NULL)
     svc->opts.cbs.on_connected(s);
   session_read_start(s);
@@ -631,7 +632,7 @@ static void session_connect_cb(uv_connect_t* req, int status) {
   } else {
     if (status == 0)
       status = UV_ECANCELED; /* closed while the connect was completing */
-    svc->stats.connect_failed++;
+    CPORT__STAT_ADD(svc, connect_failed, 1);
     if (svc->opts.cbs.on_connect_failed != NULL)
       svc->opts.cbs.on_connect_failed(svc, status);
     cport__session_close(s, status, NULL, CPORT__CLOSE_FORCE);
@@ -677,7 +678,7 @@ static void session_write_cb(uv_write_t* req, int status) {
     cport__send_req_t* next = r->next;
     session_set_queued(s, session_queued(s) - r->len);
     if (status == 0) {
-      svc->stats.bytes_out += r->len;
+      CPORT__STAT_ADD(svc, bytes_out, r->len);
       if (svc->opts.cbs.on_send != NULL)
         svc->opts.cbs.on_send(s, r->len);
     }
@@ -735,7 +736,7 @@ static int session_flush(cport_session_t* s) {
       }
       return rc;
     }
-    SVC(s)->stats.writes++;
+    CPORT__STAT_ADD(SVC(s), writes, 1);
     s->writes++;
   }
   return 0;
@@ -751,6 +752,14 @@ static int session_in_read_chunk(const cport__port_t* port,
   uintptr_t p = (uintptr_t)data;
   return chunk != 0 && p >= chunk && p - chunk <= CPORT__READ_CHUNK &&
          len <= CPORT__READ_CHUNK - (p - chunk);
+}
+
+
+/* CPORT_SENDQ_DISCONNECT: a send found the queue at the limit. */
+static void session_close_sendq(cport_session_t* s) {
+  if (s->state == S_CONNECTED)
+    CPORT__STAT_ADD(SVC(s), sendq_disconnects, 1);
+  cport__session_close(s, CPORT_ESENDQ, NULL, CPORT__CLOSE_FORCE);
 }
 
 
@@ -815,7 +824,7 @@ static void session_take_op(cport_session_t* s,
        * never see the total dip below the truth. */
       session_set_queued(s, session_queued(s) + r->len);
       atomic_fetch_sub_explicit(&s->xsend, r->len, memory_order_relaxed);
-      svc->stats.sends++;
+      CPORT__STAT_ADD(svc, sends, 1);
       if (flush && s->writes == 0) {
         rc = session_flush(s);
         if (rc != 0)
@@ -826,7 +835,7 @@ static void session_take_op(cport_session_t* s,
       session_disconnect_here(s, r->len > 0 ? (const char*)r->data : NULL);
       break;
     case CPORT__OP_SENDQ:
-      cport__session_close(s, CPORT_ESENDQ, NULL, CPORT__CLOSE_FORCE);
+      session_close_sendq(s);
       break;
   }
   cport__free(r);
@@ -868,7 +877,7 @@ int cport_session_send(cport_session_t* s, const void* data, size_t len) {
     return UV_ENOTCONN;
   if (session_queued(s) >= svc->opts.send_queue_limit) {
     if (svc->opts.send_queue_policy == CPORT_SENDQ_DISCONNECT)
-      cport__session_close(s, CPORT_ESENDQ, NULL, CPORT__CLOSE_FORCE);
+      session_close_sendq(s);
     else
       session_pause_if_over_limit(s); /* on_recv will keep its bytes */
     return CPORT_ESENDQ;
@@ -879,7 +888,7 @@ int cport_session_send(cport_session_t* s, const void* data, size_t len) {
   r = cport__send_req_get(&svc->port->send_pool, len);
   if (r == NULL)
     return UV_ENOMEM;
-  svc->stats.sends++;
+  CPORT__STAT_ADD(svc, sends, 1);
   if (session_queued(s) == 0 && svc->opts.cbs.on_send == NULL) {
     /* Nothing queued: the kernel usually takes it all now. Bytes that lie
      * in the port's read chunk (an echo or a relay from on_recv) are
@@ -892,9 +901,9 @@ int cport_session_send(cport_session_t* s, const void* data, size_t len) {
     if (!shared)
       memcpy(r->data, data, len);
     rc = uv_try_write((uv_stream_t*)&s->tcp, &buf, 1);
-    svc->stats.writes++;
+    CPORT__STAT_ADD(svc, writes, 1);
     if (rc >= 0 && (size_t)rc == len) {
-      svc->stats.bytes_out += len;
+      CPORT__STAT_ADD(svc, bytes_out, len);
       cport__send_req_put(&svc->port->send_pool, r);
       return 0;
     }
@@ -935,12 +944,18 @@ void* cport_session_user(cport_session_t* s) {
 
 
 cport_service_t* cport_session_service(cport_session_t* s) {
-  return s == NULL ? NULL : SVC(s);
+  /* A spreading server's part is cport's own business. */
+  return s == NULL ? NULL : SVC(s)->root;
 }
 
 
 uint64_t cport_session_id(const cport_session_t* s) {
   return s == NULL ? 0 : s->id;
+}
+
+
+unsigned cport_session_port(const cport_session_t* s) {
+  return s == NULL ? 0 : SVC(s)->port->index;
 }
 
 

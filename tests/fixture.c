@@ -492,3 +492,63 @@ int fixture_under_wine(void) {
   return 0;
 #endif
 }
+
+
+/* ---- cross-thread signalling ---- */
+
+void signal_init(signal_t* s) {
+  memset(s, 0, sizeof(*s));
+  assert_int_equal(uv_mutex_init(&s->mu), 0);
+  assert_int_equal(uv_cond_init(&s->cv), 0);
+}
+
+
+void signal_destroy(signal_t* s) {
+  uv_cond_destroy(&s->cv);
+  uv_mutex_destroy(&s->mu);
+}
+
+
+void signal_raise(signal_t* s) {
+  uv_mutex_lock(&s->mu);
+  s->count++;
+  s->thread = uv_thread_self();
+  uv_cond_broadcast(&s->cv);
+  uv_mutex_unlock(&s->mu);
+}
+
+
+/* Wait until the count reaches `target`; 0 on timeout. */
+int signal_wait(signal_t* s, int target, int timeout_ms) {
+  uint64_t deadline = uv_hrtime() + (uint64_t)timeout_ms * 1000000u;
+  int reached;
+  uv_mutex_lock(&s->mu);
+  while (s->count < target) {
+    uint64_t now = uv_hrtime();
+    if (now >= deadline)
+      break;
+    (void)uv_cond_timedwait(&s->cv, &s->mu, deadline - now);
+  }
+  reached = s->count >= target;
+  uv_mutex_unlock(&s->mu);
+  return reached;
+}
+
+
+int signal_count(signal_t* s) {
+  int n;
+  uv_mutex_lock(&s->mu);
+  n = s->count;
+  uv_mutex_unlock(&s->mu);
+  return n;
+}
+
+
+int signal_raised_on_this_thread(signal_t* s) {
+  uv_thread_t self = uv_thread_self();
+  int same;
+  uv_mutex_lock(&s->mu);
+  same = uv_thread_equal(&self, &s->thread);
+  uv_mutex_unlock(&s->mu);
+  return same;
+}

@@ -187,4 +187,22 @@ int fixture_under_wine(void);
 /* Deterministic test payload. */
 void fill_pattern(uint8_t* buf, size_t len, uint32_t seed);
 
+/* ---- cross-thread signalling ----
+ * A counter under a mutex, waited for with a uv_cond_timedwait() deadline:
+ * how a test thread waits for callbacks on port threads without sleeping. */
+typedef struct signal_s {
+  uv_mutex_t mu;
+  uv_cond_t cv;
+  int count;
+  uv_thread_t thread; /* the thread of the last raise */
+} signal_t;
+
+void signal_init(signal_t* s);
+void signal_destroy(signal_t* s);
+void signal_raise(signal_t* s);
+/* Wait until the count reaches `target`; 0 on timeout. */
+int signal_wait(signal_t* s, int target, int timeout_ms);
+int signal_count(signal_t* s);
+int signal_raised_on_this_thread(signal_t* s);
+
 #endif /* CPORT_TEST_FIXTURE_H */

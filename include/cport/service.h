@@ -109,6 +109,12 @@ typedef struct cport_service_opts_s {
    * previous one (Nagle's algorithm). Request/response and game traffic want
    * this; 0 lets the kernel coalesce small writes. */
   int tcp_nodelay;
+  /* Servers on a core of several ports: non-zero (the default) spreads the
+   * accepted connections over every port of the core in turn (round robin,
+   * the service's own port included), each session then living on its
+   * port's thread; 0 keeps them all on `port`. The listener stays on
+   * `port`. Ignored for clients and for a core of one port. */
+  int spread;
 } cport_service_opts_t;
 
 typedef struct cport_service_stats_s {
@@ -126,6 +132,12 @@ typedef struct cport_service_stats_s {
    * the previous write (gather). sends / writes shows how well queued sends
    * are combined. */
   uint64_t writes;
+  /* Times a session stopped reading because its on_recv filled the send
+   * queue (CPORT_SENDQ_PAUSE_READ). */
+  uint64_t pauses;
+  /* Sessions closed because a send found the queue full
+   * (CPORT_SENDQ_DISCONNECT). */
+  uint64_t sendq_disconnects;
 } cport_service_stats_t;
 
 /* Fill `opts` with the defaults listed above. Thread: any. */

@@ -113,6 +113,13 @@ CPORT_API cport_service_t* cport_session_service(cport_session_t* s);
  * logs. Thread: any. Returns 0 for NULL. */
 CPORT_API uint64_t cport_session_id(const cport_session_t* s);
 
+/* The index of the core's port the session lives on: every callback of the
+ * session runs on that port's thread. Handy for per-port state that needs
+ * no lock (a server spreads its sessions over the ports, see
+ * cport_service_opts_t.spread).
+ * Thread: any, holding a reference. Returns 0 for NULL. */
+CPORT_API unsigned cport_session_port(const cport_session_t* s);
+
 /* Non-zero between on_connected and the start of a disconnect.
  * Thread: any, holding a reference (from another thread the answer may be
  * outdated by the time it is read). */

@@ -1,5 +1,12 @@
 /* POSIX pieces libuv does not provide. */
+#if defined(__linux__) && !defined(_GNU_SOURCE)
+#define _GNU_SOURCE /* accept4 */
+#endif
+#include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "../common.h"
 
@@ -8,10 +15,73 @@
  * peer has gone; the default action kills the process. Only a default action
  * is replaced, so an application's own SIGPIPE handler is left alone. macOS
  * libuv also sets SO_NOSIGPIPE per socket; this covers Linux and the BSDs. */
+/* libuv's codes are negated errno values on Unix. */
+#define UV__ERR_FROM_ERRNO() (-errno)
+
+
 void cport__platform_ignore_sigpipe(void) {
   struct sigaction old;
   if (sigaction(SIGPIPE, NULL, &old) != 0)
     return;
   if (!(old.sa_flags & SA_SIGINFO) && old.sa_handler == SIG_DFL)
     signal(SIGPIPE, SIG_IGN);
+}
+
+
+int cport__socket_listen(const struct sockaddr* addr,
+                         int backlog,
+                         uv_os_sock_t* out) {
+  socklen_t len = addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                              : sizeof(struct sockaddr_in);
+  int on = 1;
+  int fd = socket(addr->sa_family, SOCK_STREAM, 0);
+  int rc;
+  if (fd < 0)
+    return UV__ERR_FROM_ERRNO();
+  if (fcntl(fd, F_SETFD, FD_CLOEXEC) != 0 ||
+      fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) != 0 ||
+      setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) != 0 ||
+      bind(fd, addr, len) != 0 || listen(fd, backlog) != 0) {
+    rc = UV__ERR_FROM_ERRNO();
+    close(fd);
+    return rc;
+  }
+  *out = fd;
+  return 0;
+}
+
+
+int cport__socket_accept(uv_os_sock_t listener, uv_os_sock_t* out) {
+  int fd;
+#if defined(__linux__)
+  fd = accept4(listener, NULL, NULL, SOCK_CLOEXEC);
+#else
+  fd = accept(listener, NULL, NULL);
+  if (fd >= 0 && fcntl(fd, F_SETFD, FD_CLOEXEC) != 0) {
+    int rc = UV__ERR_FROM_ERRNO();
+    close(fd);
+    return rc;
+  }
+#endif
+  if (fd < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ||
+        errno == ECONNABORTED)
+      return UV_EAGAIN; /* nothing (left) to accept now */
+    return UV__ERR_FROM_ERRNO();
+  }
+  *out = fd;
+  return 0;
+}
+
+
+int cport__socket_name(uv_os_sock_t sock, struct sockaddr_storage* out) {
+  socklen_t len = sizeof(*out);
+  if (getsockname(sock, (struct sockaddr*)out, &len) != 0)
+    return UV__ERR_FROM_ERRNO();
+  return 0;
+}
+
+
+void cport__socket_close(uv_os_sock_t sock) {
+  close(sock);
 }

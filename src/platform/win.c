@@ -6,3 +6,62 @@
  * code (WSAECONNRESET), which libuv reports through the write callback. */
 void cport__platform_ignore_sigpipe(void) {
 }
+
+
+static int socket_error(void) {
+  return uv_translate_sys_error(WSAGetLastError());
+}
+
+
+/* libuv has started Winsock (WSAStartup) by the time a loop exists, which is
+ * before any listener. No SO_REUSEADDR: on Windows it would let a second
+ * server bind the same port. */
+int cport__socket_listen(const struct sockaddr* addr,
+                         int backlog,
+                         uv_os_sock_t* out) {
+  int len = addr->sa_family == AF_INET6 ? (int)sizeof(struct sockaddr_in6)
+                                        : (int)sizeof(struct sockaddr_in);
+  u_long nonblocking = 1;
+  SOCKET s = WSASocketW(addr->sa_family, SOCK_STREAM, IPPROTO_TCP, NULL, 0,
+                        WSA_FLAG_OVERLAPPED | WSA_FLAG_NO_HANDLE_INHERIT);
+  int rc;
+  if (s == INVALID_SOCKET)
+    return socket_error();
+  if (ioctlsocket(s, FIONBIO, &nonblocking) != 0 || bind(s, addr, len) != 0 ||
+      listen(s, backlog) != 0) {
+    rc = socket_error();
+    closesocket(s);
+    return rc;
+  }
+  *out = s;
+  return 0;
+}
+
+
+int cport__socket_accept(uv_os_sock_t listener, uv_os_sock_t* out) {
+  SOCKET s = accept(listener, NULL, NULL);
+  if (s == INVALID_SOCKET) {
+    int err = WSAGetLastError();
+    if (err == WSAEWOULDBLOCK || err == WSAECONNRESET || err == WSAEINTR)
+      return UV_EAGAIN;
+    return uv_translate_sys_error(err);
+  }
+  /* An accepted socket inherits non-blocking mode; uv_tcp_open sets what
+   * libuv needs. Not inheritable, like the listening socket. */
+  SetHandleInformation((HANDLE)s, HANDLE_FLAG_INHERIT, 0);
+  *out = s;
+  return 0;
+}
+
+
+int cport__socket_name(uv_os_sock_t sock, struct sockaddr_storage* out) {
+  int len = (int)sizeof(*out);
+  if (getsockname(sock, (struct sockaddr*)out, &len) != 0)
+    return socket_error();
+  return 0;
+}
+
+
+void cport__socket_close(uv_os_sock_t sock) {
+  closesocket(sock);
+}

@@ -7,7 +7,11 @@
  * off after two seconds if its peer does not read), a summary line, exit 0.
  * A peer that sends but never reads is simply no longer read once a
  * megabyte is queued for it (CPORT_SENDQ_PAUSE_READ), so memory stays
- * bounded. */
+ * bounded.
+ *
+ * --threads N runs N ports, one loop thread each; the server spreads its
+ * connections over them in turn, and each session lives on its port's
+ * thread. */
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -61,9 +65,11 @@ static void usage(FILE* out) {
           "[--max-sessions N]\n"
           "  --host ADDR         address to listen on (default 127.0.0.1)\n"
           "  --port N            TCP port, 0 for any free one (default 7777)\n"
-          "  --threads N         ports (loop threads); this version runs 1\n"
+          "  --threads N         ports, one loop thread each (default 1, "
+          "at most %d)\n"
           "  --max-sessions N    most concurrent sessions, 0 = no limit "
-          "(default 10000)\n");
+          "(default 10000)\n",
+          CPORT_CORE_MAX_PORTS);
 }
 
 
@@ -74,6 +80,7 @@ int main(int argc, char** argv) {
   long max_sessions = 10000;
   server_t server;
   cport_addr_t addr;
+  cport_core_opts_t core_opts;
   cport_service_opts_t opts;
   cport_service_stats_t stats;
   char text[CPORT_ADDR_STRLEN];
@@ -91,7 +98,8 @@ int main(int argc, char** argv) {
     } else if (strcmp(argv[i], "--port") == 0 &&
                example_parse_long(value, 0, 65535, &port) == 0) {
     } else if (strcmp(argv[i], "--threads") == 0 &&
-               example_parse_long(value, 1, 1024, &threads) == 0) {
+               example_parse_long(value, 1, CPORT_CORE_MAX_PORTS, &threads) ==
+                   0) {
     } else if (strcmp(argv[i], "--max-sessions") == 0 &&
                example_parse_long(value, 0, 10000000, &max_sessions) == 0) {
     } else {
@@ -106,14 +114,10 @@ int main(int argc, char** argv) {
     usage(stderr);
     return 2;
   }
-  if (threads > 1)
-    fprintf(stderr,
-            "echo_server: this version of cport runs one port; "
-            "--threads %ld runs 1 thread\n",
-            threads);
-
   memset(&server, 0, sizeof(server));
-  rc = cport_core_create(&server.core, NULL);
+  cport_core_opts_init(&core_opts);
+  core_opts.ports = (unsigned)threads;
+  rc = cport_core_create(&server.core, &core_opts);
   if (rc != 0) {
     fprintf(stderr, "echo_server: %s\n", cport_strerror(rc));
     return 1;
@@ -144,6 +148,8 @@ int main(int argc, char** argv) {
   cport_service_local_addr(server.svc, &addr);
   cport_addr_format(&addr, text, sizeof(text));
   printf("listening on %s\n", text);
+  if (threads > 1)
+    fprintf(stderr, "echo_server: %ld threads\n", threads);
   fflush(stdout);
 
   rc = cport_core_run(server.core);

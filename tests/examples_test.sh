@@ -68,7 +68,7 @@ rss_kib() {
 
 # ---- bad arguments: usage on stderr, exit 2 ----
 for args in "--port abc" "--port 70000" "--port -1" "--bogus" "--threads 0" \
-            "--max-sessions x" "--host 999.1.1.1" "--host" "--port"; do
+            "--threads 257" "--max-sessions x" "--host 999.1.1.1" "--host" "--port"; do
   # shellcheck disable=SC2086
   "$server_bin" $args >"$work/o" 2>"$work/e"
   code=$?
@@ -106,6 +106,15 @@ if [ "$code" = 1 ] && grep -q "127.0.0.1:$main_port" "$work/e" &&
   ok "second server on the port: exit 1, '$(cat "$work/e")'"
 else
   bad "second server on the port: exit $code, stderr: $(cat "$work/e")"
+fi
+# A spreading server (several threads) owns its listening socket itself: it
+# must be refused the same way, never share the port.
+"$server_bin" --port "$main_port" --threads 4 >"$work/o" 2>"$work/e"
+code=$?
+if [ "$code" = 1 ] && grep -q "address already in use" "$work/e"; then
+  ok "second server on the port with --threads 4: exit 1"
+else
+  bad "second server with --threads 4: exit $code, stderr: $(cat "$work/e")"
 fi
 
 # ---- many concurrent clients ----
@@ -165,13 +174,22 @@ wait_exit "$busy_pid" 10
   bad "client cut off by the stop: exit $exit_code"
 kill -KILL "$stuck_pid" 2>/dev/null
 
-# ---- SIGINT on an idle server ----
+# ---- --threads 4: sessions spread over four ports, then SIGINT ----
 if start_server --port 0 --threads 4; then
-  grep -q "one port" "$server_err" && ok "--threads 4 says it runs one port" ||
-    bad "--threads 4 gave no notice: $(cat "$server_err")"
+  grep -q "4 threads" "$server_err" && ok "--threads 4 runs four threads" ||
+    bad "--threads 4: $(cat "$server_err")"
+  if "$client_bin" --host 127.0.0.1 --port "$server_port" --sessions 40 \
+       --messages 200 --size 300 --timeout 30 >"$work/o" 2>"$work/e"; then
+    ok "--threads 4 echoes 40 sessions: $(tail -n 1 "$work/o")"
+  else
+    bad "--threads 4 echo: $(cat "$work/o" "$work/e")"
+  fi
   kill -INT "$server_pid"
   wait_exit "$server_pid" 10 && [ "$exit_code" = 0 ] && ok "SIGINT: exit 0" ||
     bad "SIGINT: exit $exit_code"
+  grep -q "^echo_server: served 40 sessions" "$server_out" &&
+    ok "--threads 4 summary counts every port: $(tail -n 1 "$server_out")" ||
+    bad "--threads 4 summary: $(cat "$server_out")"
 else
   bad "second server did not start"
 fi

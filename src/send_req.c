@@ -39,6 +39,7 @@ cport__send_req_t* cport__send_req_get(cport__send_pool_t* pool, size_t len) {
   r->off = 0;
   r->nbatch = 0;
   r->op = CPORT__OP_SEND;
+  r->buf = NULL;
   return r;
 }
 
@@ -53,12 +54,17 @@ cport__send_req_t* cport__send_req_alloc(size_t len) {
   r->nbatch = 0;
   r->cls = CPORT__SEND_CLASSES;
   r->op = CPORT__OP_SEND;
+  r->buf = NULL;
   return r;
 }
 
 
 void cport__send_req_put(cport__send_pool_t* pool, cport__send_req_t* r) {
   uint32_t c = r->cls;
+  if (r->buf != NULL) {
+    cport_buf_unref(r->buf);
+    r->buf = NULL;
+  }
   if (c < CPORT__SEND_CLASSES && (size_t)(pool->count[c] + 1) * class_size[c] <=
                                      CPORT__SEND_POOL_CLASS_BYTES) {
     r->next = pool->free[c];

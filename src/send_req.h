@@ -32,6 +32,9 @@ struct cport__send_req_s {
   /* What a request queued by another thread asks of its port
    * (cport__send_op_t); CPORT__OP_SEND everywhere else. */
   uint16_t op;
+  /* A shared buffer whose bytes this request sends instead of data[], with
+   * one reference of its own, or NULL. */
+  cport_buf_t* buf;
   uint8_t data[];
 };
 
@@ -61,8 +64,13 @@ CPORT__NODISCARD cport__send_req_t* cport__send_req_get(
  * memory. */
 CPORT__NODISCARD cport__send_req_t* cport__send_req_alloc(size_t len);
 
-/* Give a request back: kept for reuse while its class has room, freed
- * otherwise. Thread: the pool's port. */
+/* The bytes the request sends: its own, or its shared buffer's. */
+static inline uint8_t* cport__send_req_bytes(cport__send_req_t* r) {
+  return r->buf != NULL ? cport_buf_data(r->buf) : r->data;
+}
+
+/* Give a request back (dropping its buffer reference, if any): kept for reuse
+ * while its class has room, freed otherwise. Thread: the pool's port. */
 void cport__send_req_put(cport__send_pool_t* pool, cport__send_req_t* r);
 
 /* Free every cached request (port shutdown). */

@@ -456,8 +456,69 @@ int cport_service_foreach(cport_service_t* svc,
   if (cport__port_is_mine(svc->port))
     rc = service_foreach_here(svc, fn, arg);
   for (i = 0; i < svc->nparts && rc == 0; i++)
-    if (svc->parts[i]->started && cport__port_is_mine(svc->parts[i]->port))
+    if (cport__port_is_mine(svc->parts[i]->port))
       rc = service_foreach_here(svc->parts[i], fn, arg);
+  return rc;
+}
+
+
+/* ---- broadcast ---- */
+
+typedef struct broadcast_s {
+  cport__job_t job;
+  cport_service_t* svc; /* root or part, held until the job has run */
+  cport_buf_t* buf;     /* one reference */
+} broadcast_t;
+
+static int broadcast_send(cport_session_t* s, void* arg) {
+  /* A session whose queue is full misses it (or is closed, under
+   * CPORT_SENDQ_DISCONNECT); the others go on. */
+  (void)cport_session_send_buf(s, arg);
+  return 0;
+}
+
+
+static void broadcast_job(void* arg) {
+  broadcast_t* b = arg;
+  (void)service_foreach_here(b->svc, broadcast_send, b->buf);
+  cport_buf_unref(b->buf);
+  cport__service_release(b->svc);
+  cport__free(b);
+}
+
+
+/* Send `buf` to the sessions of one part (or the root): at once on this
+ * thread's own ports, else by a job on the part's port. */
+static int broadcast_to(cport_service_t* svc, cport_buf_t* buf) {
+  broadcast_t* b;
+  if (cport__port_is_mine(svc->port))
+    return service_foreach_here(svc, broadcast_send, buf);
+  b = cport__malloc(sizeof(*b));
+  if (b == NULL)
+    return UV_ENOMEM;
+  b->job.fn = broadcast_job;
+  b->job.arg = b;
+  b->job.callers = 1;
+  b->svc = svc;
+  b->buf = buf;
+  cport_buf_ref(buf);
+  cport__service_hold(svc);
+  cport__port_post(svc->port, &b->job);
+  return 0;
+}
+
+
+int cport_service_broadcast(cport_service_t* svc, cport_buf_t* buf) {
+  unsigned i;
+  int rc;
+  if (svc == NULL || buf == NULL)
+    return UV_EINVAL;
+  rc = broadcast_to(svc, buf);
+  for (i = 0; i < svc->nparts; i++) {
+    int part_rc = broadcast_to(svc->parts[i], buf);
+    if (rc == 0)
+      rc = part_rc;
+  }
   return rc;
 }
 

@@ -718,7 +718,8 @@ static int session_flush(cport_session_t* s) {
     cport__send_req_t* first = r;
     uint32_t n = 0;
     while (r != NULL && n < SESSION_GATHER_MAX) {
-      bufs[n++] = uv_buf_init((char*)r->data + r->off, r->len - r->off);
+      bufs[n++] = uv_buf_init((char*)cport__send_req_bytes(r) + r->off,
+                              r->len - r->off);
       r = r->next;
     }
     first->nbatch = n;
@@ -769,7 +770,8 @@ static void session_close_sendq(cport_session_t* s) {
  * them). */
 static int session_send_from_afar(cport_session_t* s,
                                   const void* data,
-                                  size_t len) {
+                                  size_t len,
+                                  cport_buf_t* shared) {
   cport_service_t* svc = SVC(s);
   cport__send_req_t* r;
   /* Counted before the checks, so that concurrent senders see each other's
@@ -791,12 +793,18 @@ static int session_send_from_afar(cport_session_t* s,
     }
     return CPORT_ESENDQ;
   }
-  r = cport__send_req_alloc(len);
+  r = cport__send_req_alloc(shared != NULL ? 0 : len);
   if (r == NULL) {
     atomic_fetch_sub_explicit(&s->xsend, len, memory_order_relaxed);
     return UV_ENOMEM;
   }
-  memcpy(r->data, data, len);
+  r->len = (uint32_t)len;
+  if (shared != NULL) {
+    cport_buf_ref(shared);
+    r->buf = shared;
+  } else {
+    memcpy(r->data, data, len);
+  }
   session_post(s, r);
   return 0;
 }
@@ -816,7 +824,7 @@ static void session_take_op(cport_session_t* s,
         /* Disconnected since the call: dropped like the pending sends of a
          * forced close. */
         atomic_fetch_sub_explicit(&s->xsend, r->len, memory_order_relaxed);
-        cport__free(r);
+        cport__send_req_put(&svc->port->send_pool, r);
         return;
       }
       session_pending_push(s, r);
@@ -858,18 +866,17 @@ void cport__port_take_sends(cport__port_t* port) {
 }
 
 
-int cport_session_send(cport_session_t* s, const void* data, size_t len) {
-  cport_service_t* svc;
+/* Send `len` bytes at `data`; when `shared` is not NULL they are that
+ * buffer's, and requests reference it instead of copying them. */
+static int session_send(cport_session_t* s,
+                        const void* data,
+                        size_t len,
+                        cport_buf_t* shared) {
+  cport_service_t* svc = SVC(s);
   cport__send_req_t* r;
   int rc;
-  if (s == NULL || data == NULL || len == 0)
-    return UV_EINVAL;
-  /* uv_buf_t lengths are 32-bit on Windows. */
-  if (len > UINT32_MAX)
-    return UV_EINVAL;
-  svc = SVC(s);
   if (!cport__port_is_mine(svc->port))
-    return session_send_from_afar(s, data, len);
+    return session_send_from_afar(s, data, len, shared);
   /* Sends other threads made before this call leave first. */
   if (session_xbytes(s) != 0)
     cport__port_take_sends(svc->port);
@@ -885,20 +892,24 @@ int cport_session_send(cport_session_t* s, const void* data, size_t len) {
   /* The request comes first, even when a direct write may not need it: a
    * send that cannot get one must fail before any byte has left, so that
    * UV_ENOMEM queues nothing and leaves the session unharmed. */
-  r = cport__send_req_get(&svc->port->send_pool, len);
+  r = cport__send_req_get(&svc->port->send_pool, shared != NULL ? 0 : len);
   if (r == NULL)
     return UV_ENOMEM;
+  r->len = (uint32_t)len;
   CPORT__STAT_ADD(svc, sends, 1);
   if (session_queued(s) == 0 && svc->opts.cbs.on_send == NULL) {
     /* Nothing queued: the kernel usually takes it all now. Bytes that lie
      * in the port's read chunk (an echo or a relay from on_recv) are
      * cport's own shared buffer, which stays put for the whole call: the
      * request refers to them there and copies only what the kernel leaves.
-     * Any other bytes are copied first, as the model wants. */
-    int shared = session_in_read_chunk(svc->port, data, len);
-    const uint8_t* src = shared ? (const uint8_t*)data : r->data;
+     * A cport_buf_t is never copied. Any other bytes are copied first, as
+     * the model wants. */
+    int in_chunk =
+        shared == NULL && session_in_read_chunk(svc->port, data, len);
+    const uint8_t* src =
+        shared != NULL || in_chunk ? (const uint8_t*)data : r->data;
     uv_buf_t buf = uv_buf_init((char*)src, (unsigned int)len);
-    if (!shared)
+    if (shared == NULL && !in_chunk)
       memcpy(r->data, data, len);
     rc = uv_try_write((uv_stream_t*)&s->tcp, &buf, 1);
     CPORT__STAT_ADD(svc, writes, 1);
@@ -914,11 +925,15 @@ int cport_session_send(cport_session_t* s, const void* data, size_t len) {
     }
     if (rc > 0)
       r->off = (uint32_t)rc;
-    /* Only r->data[off, len) is ever written from now on. */
-    if (shared)
+    /* Only the bytes [off, len) are ever written from now on. */
+    if (in_chunk)
       memcpy(r->data + r->off, src + r->off, len - r->off);
-  } else {
+  } else if (shared == NULL) {
     memcpy(r->data, data, len);
+  }
+  if (shared != NULL) {
+    cport_buf_ref(shared);
+    r->buf = shared;
   }
   session_pending_push(s, r);
   session_set_queued(s, session_queued(s) + len);
@@ -931,6 +946,23 @@ int cport_session_send(cport_session_t* s, const void* data, size_t len) {
   }
   session_pause_if_over_limit(s);
   return 0;
+}
+
+
+int cport_session_send(cport_session_t* s, const void* data, size_t len) {
+  if (s == NULL || data == NULL || len == 0)
+    return UV_EINVAL;
+  /* uv_buf_t lengths are 32-bit on Windows. */
+  if (len > UINT32_MAX)
+    return UV_EINVAL;
+  return session_send(s, data, len, NULL);
+}
+
+
+int cport_session_send_buf(cport_session_t* s, cport_buf_t* buf) {
+  if (s == NULL || buf == NULL)
+    return UV_EINVAL;
+  return session_send(s, cport_buf_data(buf), cport_buf_len(buf), buf);
 }
 
 

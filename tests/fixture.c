@@ -1,5 +1,7 @@
 #include "fixture.h"
 
+#include "service_internal.h" /* cport__port_is_mine */
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -551,4 +553,123 @@ int signal_raised_on_this_thread(signal_t* s) {
   same = uv_thread_equal(&self, &s->thread);
   uv_mutex_unlock(&s->mu);
   return same;
+}
+
+
+/* ---- a core of several ports ---- */
+
+
+static spread_t* spread_of(cport_session_t* s) {
+  /* A part's session still reports the application's service. */
+  return cport_service_get_data(cport_session_service(s));
+}
+
+static void spread_check_thread(spread_t* sp, cport_session_t* s) {
+  if (!cport__port_is_mine(cport__core_port(sp->core, cport_session_port(s))))
+    atomic_fetch_add(&sp->wrong_thread, 1);
+}
+
+static void spread_server_connected(cport_session_t* s) {
+  spread_t* sp = spread_of(s);
+  spread_check_thread(sp, s);
+  atomic_fetch_add(&sp->per_port[cport_session_port(s)], 1);
+  atomic_fetch_add(&sp->connected, 1);
+}
+
+static size_t spread_server_recv(cport_session_t* s,
+                                 const uint8_t* data,
+                                 size_t len) {
+  spread_check_thread(spread_of(s), s);
+  return cport_session_send(s, data, len) == 0 ? len : 0;
+}
+
+static void spread_server_disconnected(cport_session_t* s,
+                                       int code,
+                                       const char* cause) {
+  spread_t* sp = spread_of(s);
+  (void)code;
+  (void)cause;
+  spread_check_thread(sp, s);
+  atomic_fetch_add(&sp->disconnected, 1);
+}
+
+static void spread_client_connected(cport_session_t* s) {
+  spread_t* sp = spread_of(s);
+  atomic_fetch_add(&sp->client_connected, 1);
+  /* May fail for a connection the server refuses at once. */
+  if (sp->ping)
+    (void)cport_session_send(s, "ping", 4);
+}
+
+static size_t spread_client_recv(cport_session_t* s,
+                                 const uint8_t* data,
+                                 size_t len) {
+  spread_t* sp = spread_of(s);
+  (void)data;
+  if (atomic_fetch_add(&sp->received, (int)len) + (int)len ==
+      atomic_load(&sp->expect))
+    signal_raise(&sp->done);
+  return len;
+}
+
+void spread_stopped(cport_service_t* svc) {
+  spread_t* sp = cport_service_get_data(svc);
+  atomic_fetch_add(&sp->stopped, 1);
+  signal_raise(&sp->done);
+}
+
+void spread_stop_job(void* arg) {
+  cport_service_t* svc = arg;
+  assert_int_equal(cport_service_stop(svc, 5000, spread_stopped), 0);
+}
+
+void spread_start(spread_t* sp,
+                  cport_service_t** server,
+                  cport_service_t** client,
+                  unsigned max_sessions,
+                  unsigned conns,
+                  int ping) {
+  cport_core_opts_t copts;
+  cport_service_opts_t o;
+  cport_addr_t addr;
+  memset(sp, 0, sizeof(*sp));
+  signal_init(&sp->done);
+  sp->ping = ping;
+  atomic_store(&sp->expect, ping ? 4 * (int)conns : -1);
+  cport_core_opts_init(&copts);
+  copts.ports = SPREAD_PORTS;
+  assert_int_equal(cport_core_create(&sp->core, &copts), 0);
+  assert_int_equal(cport_addr_parse(&addr, "127.0.0.1", 0), 0);
+  cport_service_opts_init(&o);
+  o.cbs.on_connected = spread_server_connected;
+  o.cbs.on_recv = spread_server_recv;
+  o.cbs.on_disconnected = spread_server_disconnected;
+  o.max_sessions = max_sessions;
+  o.data = sp;
+  assert_int_equal(
+      cport_service_create(server, sp->core, CPORT_SERVICE_SERVER, &addr, &o),
+      0);
+  assert_int_equal(cport_service_start(*server), 0);
+  assert_int_equal(cport_service_local_addr(*server, &addr), 0);
+  cport_service_opts_init(&o);
+  o.cbs.on_connected = spread_client_connected;
+  o.cbs.on_recv = spread_client_recv;
+  o.connect_count = conns;
+  o.port = 1;
+  o.data = sp;
+  assert_int_equal(
+      cport_service_create(client, sp->core, CPORT_SERVICE_CLIENT, &addr, &o),
+      0);
+  assert_int_equal(cport_service_start(*client), 0);
+}
+
+int spread_drive(spread_t* sp, atomic_int* counter, int target) {
+  uint64_t deadline = uv_hrtime() + (uint64_t)FIXTURE_TIMEOUT_MS * 1000000u;
+  unsigned i;
+  while (atomic_load(counter) < target) {
+    if (uv_hrtime() >= deadline)
+      return 0;
+    for (i = 0; i < SPREAD_PORTS; i++) cport_core_dispatch(sp->core, i, 1);
+  }
+  return 1;
 }

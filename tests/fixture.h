@@ -10,6 +10,7 @@
 #define CPORT_TEST_FIXTURE_H
 
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <setjmp.h>
 #include <stdint.h>
@@ -204,5 +205,46 @@ void signal_raise(signal_t* s);
 int signal_wait(signal_t* s, int target, int timeout_ms);
 int signal_count(signal_t* s);
 int signal_raised_on_this_thread(signal_t* s);
+
+/* ---- a core of several ports ----
+ * A core of SPREAD_PORTS ports, a server on port 0 that spreads its
+ * sessions over all of them (echoing what it receives), and a client
+ * service of `conns` sessions on port 1. Counters are atomic, so the rig
+ * works driven from the test's thread (spread_drive) and under
+ * cport_core_run alike. */
+#define SPREAD_PORTS 4
+#define SPREAD_CONNS 400
+
+typedef struct spread_s {
+  cport_core_t* core;
+  int ping;                          /* clients send "ping" when connected */
+  atomic_int expect;                 /* client bytes that raise `done` */
+  atomic_int per_port[SPREAD_PORTS]; /* server sessions per port */
+  atomic_int connected;              /* server on_connected */
+  atomic_int disconnected;           /* server on_disconnected */
+  atomic_int client_connected;
+  atomic_int wrong_thread; /* a callback off its session's port thread */
+  atomic_int received;     /* bytes the clients received */
+  atomic_int stopped;      /* spread_stopped calls */
+  signal_t done; /* raised when `expect` is reached, and on each stop */
+} spread_t;
+
+/* Create the core and both services and start them (from this thread,
+ * before any cport_core_run). max_sessions applies to the server; `ping`
+ * makes each client send "ping" once connected (then `expect` is 4 bytes
+ * per client). */
+void spread_start(spread_t* sp,
+                  cport_service_t** server,
+                  cport_service_t** client,
+                  unsigned max_sessions,
+                  unsigned conns,
+                  int ping);
+/* Dispatch every port from this thread until `*counter` reaches `target`;
+ * 0 after FIXTURE_TIMEOUT_MS. */
+int spread_drive(spread_t* sp, atomic_int* counter, int target);
+/* An on_stopped for either service: counts and raises `done`. */
+void spread_stopped(cport_service_t* svc);
+/* A job for cport_core_post: stop the service `arg` with spread_stopped. */
+void spread_stop_job(void* arg);
 
 #endif /* CPORT_TEST_FIXTURE_H */

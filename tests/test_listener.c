@@ -2,11 +2,9 @@
  * max_sessions, and spreading connections over the ports of a core. */
 #include "fixture.h"
 
-#include <stdatomic.h>
 #include <string.h>
 
-#include "common.h"           /* cport__mem_fail_after, cport__mem_live */
-#include "service_internal.h" /* cport__port_is_mine */
+#include "common.h" /* cport__mem_fail_after, cport__mem_live */
 
 
 static int pred_peer_done(void* arg) {
@@ -163,127 +161,6 @@ static void test_listener_rejects_while_out_of_memory(void** state) {
 
 /* ---- spreading connections over the ports ---- */
 
-#define SPREAD_PORTS 4
-#define SPREAD_CONNS 400
-
-typedef struct spread_s {
-  cport_core_t* core;
-  atomic_int per_port[SPREAD_PORTS];
-  atomic_int connected;
-  atomic_int disconnected;
-  atomic_int wrong_thread; /* a callback off its session's port thread */
-  atomic_int echoed;       /* bytes back at the clients */
-  atomic_int stopped;
-  signal_t done; /* raised when every echo is back, and on each stop */
-} spread_t;
-
-static spread_t* spread_of(cport_session_t* s) {
-  /* A part's session still reports the application's service. */
-  return cport_service_get_data(cport_session_service(s));
-}
-
-static void spread_check_thread(spread_t* sp, cport_session_t* s) {
-  if (!cport__port_is_mine(cport__core_port(sp->core, cport_session_port(s))))
-    atomic_fetch_add(&sp->wrong_thread, 1);
-}
-
-static void spread_server_connected(cport_session_t* s) {
-  spread_t* sp = spread_of(s);
-  spread_check_thread(sp, s);
-  atomic_fetch_add(&sp->per_port[cport_session_port(s)], 1);
-  atomic_fetch_add(&sp->connected, 1);
-}
-
-static size_t spread_server_recv(cport_session_t* s,
-                                 const uint8_t* data,
-                                 size_t len) {
-  spread_check_thread(spread_of(s), s);
-  return cport_session_send(s, data, len) == 0 ? len : 0;
-}
-
-static void spread_server_disconnected(cport_session_t* s,
-                                       int code,
-                                       const char* cause) {
-  spread_t* sp = spread_of(s);
-  (void)code;
-  (void)cause;
-  spread_check_thread(sp, s);
-  atomic_fetch_add(&sp->disconnected, 1);
-}
-
-static void spread_client_connected(cport_session_t* s) {
-  /* May fail for a connection the server refuses at once. */
-  (void)cport_session_send(s, "ping", 4);
-}
-
-static size_t spread_client_recv(cport_session_t* s,
-                                 const uint8_t* data,
-                                 size_t len) {
-  spread_t* sp = spread_of(s);
-  (void)data;
-  if (atomic_fetch_add(&sp->echoed, (int)len) + (int)len == 4 * SPREAD_CONNS)
-    signal_raise(&sp->done);
-  return len;
-}
-
-static void spread_stopped(cport_service_t* svc) {
-  spread_t* sp = cport_service_get_data(svc);
-  atomic_fetch_add(&sp->stopped, 1);
-  signal_raise(&sp->done);
-}
-
-/* A spreading server on port 0 and `conns` client sessions on port 1 that
- * each send "ping" once. */
-static void spread_start(spread_t* sp,
-                         cport_service_t** server,
-                         cport_service_t** client,
-                         unsigned max_sessions,
-                         unsigned conns) {
-  cport_core_opts_t copts;
-  cport_service_opts_t o;
-  cport_addr_t addr;
-  memset(sp, 0, sizeof(*sp));
-  signal_init(&sp->done);
-  cport_core_opts_init(&copts);
-  copts.ports = SPREAD_PORTS;
-  assert_int_equal(cport_core_create(&sp->core, &copts), 0);
-  assert_int_equal(cport_addr_parse(&addr, "127.0.0.1", 0), 0);
-  cport_service_opts_init(&o);
-  o.cbs.on_connected = spread_server_connected;
-  o.cbs.on_recv = spread_server_recv;
-  o.cbs.on_disconnected = spread_server_disconnected;
-  o.max_sessions = max_sessions;
-  o.data = sp;
-  assert_int_equal(
-      cport_service_create(server, sp->core, CPORT_SERVICE_SERVER, &addr, &o),
-      0);
-  assert_int_equal(cport_service_start(*server), 0);
-  assert_int_equal(cport_service_local_addr(*server, &addr), 0);
-  cport_service_opts_init(&o);
-  o.cbs.on_connected = spread_client_connected;
-  o.cbs.on_recv = spread_client_recv;
-  o.connect_count = conns;
-  o.port = 1;
-  o.data = sp;
-  assert_int_equal(
-      cport_service_create(client, sp->core, CPORT_SERVICE_CLIENT, &addr, &o),
-      0);
-  assert_int_equal(cport_service_start(*client), 0);
-}
-
-/* Dispatch every port from this thread until `*counter` reaches `target`
- * (bounded: FIXTURE_TIMEOUT_MS). */
-static int spread_drive(spread_t* sp, atomic_int* counter, int target) {
-  uint64_t deadline = uv_hrtime() + (uint64_t)FIXTURE_TIMEOUT_MS * 1000000u;
-  unsigned i;
-  while (atomic_load(counter) < target) {
-    if (uv_hrtime() >= deadline)
-      return 0;
-    for (i = 0; i < SPREAD_PORTS; i++) cport_core_dispatch(sp->core, i, 1);
-  }
-  return 1;
-}
-
 static void test_listener_spreads_connections_round_robin(void** state) {
   spread_t sp;
   cport_service_t* server;
@@ -292,8 +169,8 @@ static void test_listener_spreads_connections_round_robin(void** state) {
   long baseline = cport__mem_live();
   unsigned i;
   (void)state;
-  spread_start(&sp, &server, &client, 0, SPREAD_CONNS);
-  assert_true(spread_drive(&sp, &sp.echoed, 4 * SPREAD_CONNS));
+  spread_start(&sp, &server, &client, 0, SPREAD_CONNS, 1);
+  assert_true(spread_drive(&sp, &sp.received, 4 * SPREAD_CONNS));
   /* In turn over all four ports, the listener's own included. */
   for (i = 0; i < SPREAD_PORTS; i++)
     assert_int_equal(atomic_load(&sp.per_port[i]), SPREAD_CONNS / SPREAD_PORTS);
@@ -316,16 +193,6 @@ static void test_listener_spreads_connections_round_robin(void** state) {
   assert_int_equal(cport__mem_live(), baseline);
 }
 
-static void spread_stop_job(void* arg) {
-  cport_service_t* server = arg;
-  assert_int_equal(cport_service_stop(server, 5000, spread_stopped), 0);
-}
-
-static void spread_stop_client_job(void* arg) {
-  cport_service_t* client = arg;
-  assert_int_equal(cport_service_stop(client, 5000, spread_stopped), 0);
-}
-
 /* The same with one thread per port: each session's callbacks run on its
  * own port's thread (and ThreadSanitizer watches the hand-offs). */
 static void test_listener_spread_sessions_run_on_their_port_threads(
@@ -337,12 +204,12 @@ static void test_listener_spread_sessions_run_on_their_port_threads(
   unsigned i;
   int ported = 0;
   (void)state;
-  spread_start(&sp, &server, &client, 0, SPREAD_CONNS);
+  spread_start(&sp, &server, &client, 0, SPREAD_CONNS, 1);
   assert_int_equal(cport_core_run(sp.core), 0);
   assert_true(signal_wait(&sp.done, 1, FIXTURE_TIMEOUT_MS));
   assert_int_equal(cport_core_post(sp.core, 0, spread_stop_job, server), 0);
   assert_true(signal_wait(&sp.done, 2, FIXTURE_TIMEOUT_MS));
-  assert_int_equal(cport_core_post(sp.core, 1, spread_stop_client_job, client),
+  assert_int_equal(cport_core_post(sp.core, 1, spread_stop_job, client),
                    0);
   assert_true(signal_wait(&sp.done, 3, FIXTURE_TIMEOUT_MS));
   assert_int_equal(cport_core_stop(sp.core), 0);
@@ -367,7 +234,7 @@ static void test_listener_spread_bind_in_use_returns_eaddrinuse(void** state) {
   cport_addr_t addr;
   int i;
   (void)state;
-  spread_start(&sp, &server, &client, 0, 1);
+  spread_start(&sp, &server, &client, 0, 1, 1);
   assert_int_equal(cport_service_local_addr(server, &addr), 0);
   /* Neither a spreading nor a one-port server may share the port: cport's
    * own listening socket has SO_REUSEADDR only (Unix), never SO_REUSEPORT. */
@@ -412,7 +279,7 @@ static void test_listener_spread_counts_max_sessions_over_all_ports(
   cport_service_stats_t st;
   uint64_t deadline;
   (void)state;
-  spread_start(&sp, &server, &client, 5, 8);
+  spread_start(&sp, &server, &client, 5, 8, 1);
   /* Sessions on every port count against one limit: 5 served, 3 refused. */
   deadline = uv_hrtime() + (uint64_t)FIXTURE_TIMEOUT_MS * 1000000u;
   do {

@@ -1,9 +1,15 @@
 /* Services: client connects, counting and iteration, stop and destroy,
- * argument checks. */
+ * argument checks, broadcast. */
 #include "fixture.h"
 
 #include <stdlib.h>
 #include <string.h>
+
+#ifndef _WIN32
+#include <sys/resource.h>
+#endif
+
+#include "common.h" /* cport__mem_live */
 
 
 static void settle(fixture_t* fx) {
@@ -376,9 +382,97 @@ static void test_service_rejects_invalid_arguments(void** state) {
 }
 
 
+/* ---- broadcast ---- */
+
+#define BCAST_CONNS 500
+#define BCAST_LEN 1000
+
+/* BCAST_CONNS connections are twice as many sockets in this process. */
+static void raise_descriptor_limit(void) {
+#ifndef _WIN32
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < 4096 &&
+      rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max < 4096 ? rl.rlim_max : 4096;
+    (void)setrlimit(RLIMIT_NOFILE, &rl);
+  }
+#endif
+}
+
+/* One buffer to 500 sessions spread over 4 ports, broadcast from a thread
+ * that runs none of them: every session gets it whole, and the buffer,
+ * whose only references are the writes', is freed once (ASan) with nothing
+ * left behind. */
+static void test_service_broadcast_reaches_every_port_and_frees_once(
+    void** state) {
+  spread_t sp;
+  cport_service_t* server;
+  cport_service_t* client;
+  cport_buf_t* buf;
+  long baseline = cport__mem_live();
+  unsigned i;
+  (void)state;
+  raise_descriptor_limit();
+  spread_start(&sp, &server, &client, 0, BCAST_CONNS, 0);
+  assert_true(spread_drive(&sp, &sp.connected, BCAST_CONNS));
+  assert_true(spread_drive(&sp, &sp.client_connected, BCAST_CONNS));
+  for (i = 0; i < SPREAD_PORTS; i++)
+    assert_true(atomic_load(&sp.per_port[i]) > 0);
+  atomic_store(&sp.expect, BCAST_CONNS * BCAST_LEN);
+  assert_int_equal(cport_buf_create(&buf, BCAST_LEN), 0);
+  memset(cport_buf_data(buf), 'b', BCAST_LEN);
+  assert_int_equal(cport_core_run(sp.core), 0);
+  assert_int_equal(cport_service_broadcast(server, buf), 0);
+  cport_buf_unref(buf);
+  assert_true(signal_wait(&sp.done, 1, FIXTURE_TIMEOUT_MS));
+  assert_int_equal(atomic_load(&sp.received), BCAST_CONNS * BCAST_LEN);
+  assert_int_equal(cport_core_post(sp.core, 0, spread_stop_job, server), 0);
+  assert_int_equal(cport_core_post(sp.core, 1, spread_stop_job, client), 0);
+  assert_true(signal_wait(&sp.done, 3, FIXTURE_TIMEOUT_MS));
+  assert_int_equal(cport_core_stop(sp.core), 0);
+  assert_int_equal(cport_core_join(sp.core), 0);
+  assert_int_equal(atomic_load(&sp.wrong_thread), 0);
+  cport_service_destroy(client);
+  cport_service_destroy(server);
+  cport_core_destroy(sp.core);
+  signal_destroy(&sp.done);
+  assert_int_equal(cport__mem_live(), baseline);
+}
+
+/* From a thread that runs every port, the broadcast happens during the
+ * call; a session that is disconnecting is skipped. */
+static void test_service_broadcast_on_own_ports_sends_during_the_call(
+    void** state) {
+  fixture_t* fx = *state;
+  cport_buf_t* buf;
+  peer_t* a;
+  peer_t* b;
+  fx->mode = RECV_CONSUME;
+  fixture_start_server(fx);
+  a = peer_connect(fx, &fx->server_addr, 0);
+  b = peer_connect(fx, &fx->server_addr, 0);
+  fixture_wait_int(fx, &fx->connected, 2, FIXTURE_TIMEOUT_MS);
+  assert_int_equal(cport_session_disconnect(fx->last_server, "leaving"), 0);
+  assert_int_equal(cport_buf_from(&buf, "news", 4), 0);
+  assert_int_equal(cport_service_broadcast(fx->server, buf), 0);
+  cport_buf_unref(buf);
+  fixture_wait_size(fx, &a->received.len, 4, FIXTURE_TIMEOUT_MS);
+  fixture_wait_int(fx, &b->eof, 1, FIXTURE_TIMEOUT_MS);
+  settle(fx);
+  assert_memory_equal(a->received.data, "news", 4);
+  assert_int_equal(b->received.len, 0);
+  assert_int_equal(cport_service_broadcast(NULL, buf), UV_EINVAL);
+  assert_int_equal(cport_service_broadcast(fx->server, NULL), UV_EINVAL);
+  peer_destroy(a);
+  peer_destroy(b);
+}
+
+
 int main(void) {
   const struct CMUnitTest tests[] = {
 #define T FIXTURE_TEST
+      T(test_service_broadcast_reaches_every_port_and_frees_once),
+      T(test_service_broadcast_on_own_ports_sends_during_the_call),
       T(test_service_client_connects_n_sessions),
       T(test_service_user_area_is_zeroed_and_per_session),
       T(test_service_without_user_area_gives_null),

@@ -1203,6 +1203,93 @@ static void test_session_disconnect_races_sends_from_threads(void** state) {
 }
 
 
+/* ---- shared buffers ---- */
+
+typedef struct buf_sender_s {
+  cport_session_t* s;
+  cport_buf_t* buf;
+  int rc;
+} buf_sender_t;
+
+static void buf_sender_main(void* arg) {
+  buf_sender_t* b = arg;
+  b->rc = cport_session_send_buf(b->s, b->buf);
+}
+
+/* A buffer sent from the port (direct write and queued behind it) and from
+ * another thread reaches the peer each time; its only owners are the
+ * requests once the caller has dropped its reference, and it is freed
+ * after the last write (the fixture's teardown counts the blocks). */
+static void test_session_send_buf_from_any_thread_keeps_the_buffer_alive(
+    void** state) {
+  fixture_t* fx = *state;
+  const size_t len = 3000;
+  cport_buf_t* buf;
+  buf_sender_t b;
+  uv_thread_t t;
+  cport_session_t* s;
+  peer_t* p;
+  uint8_t* expect = malloc(len);
+  size_t i;
+  assert_non_null(expect);
+  fill_pattern(expect, len, 3);
+  fx->mode = RECV_CONSUME;
+  fixture_start_server(fx);
+  s = xs_connect(fx, &p);
+  assert_int_equal(cport_buf_create(&buf, len), 0);
+  fill_pattern(cport_buf_data(buf), len, 3);
+  /* The on_send recorder makes both go through uv_write's queue. */
+  assert_int_equal(cport_session_send_buf(s, buf), 0);
+  assert_int_equal(cport_session_send_buf(s, buf), 0);
+  b.s = s;
+  b.buf = buf;
+  b.rc = -1;
+  assert_int_equal(uv_thread_create(&t, buf_sender_main, &b), 0);
+  assert_int_equal(uv_thread_join(&t), 0);
+  assert_int_equal(b.rc, 0);
+  cport_buf_unref(buf);
+  fixture_wait_size(fx, &p->received.len, 3 * len, FIXTURE_TIMEOUT_MS);
+  for (i = 0; i < 3; i++)
+    assert_memory_equal(p->received.data + i * len, expect, len);
+  free(expect);
+  fixture_wait_size(fx, &rec_of(s)->sent, 3 * len, FIXTURE_TIMEOUT_MS);
+  cport_session_unref(s);
+  peer_destroy(p);
+}
+
+static void test_session_send_buf_direct_write_and_refusals(void** state) {
+  fixture_t* fx = *state;
+  cport_buf_t* buf;
+  cport_session_t* s;
+  peer_t* p;
+  fx->mode = RECV_CONSUME;
+  fx->no_on_send = 1; /* the direct-write path */
+  fixture_start_server(fx);
+  s = xs_connect(fx, &p);
+  assert_int_equal(cport_buf_from(&buf, "direct", 6), 0);
+  assert_int_equal(cport_session_send_buf(s, buf), 0);
+  fixture_wait_size(fx, &p->received.len, 6, FIXTURE_TIMEOUT_MS);
+  assert_memory_equal(p->received.data, "direct", 6);
+  assert_int_equal(cport_session_send_buf(NULL, buf), UV_EINVAL);
+  assert_int_equal(cport_session_send_buf(s, NULL), UV_EINVAL);
+  /* A disconnecting session takes no reference (else the teardown would
+   * find the buffer leaked), on this thread and on another. */
+  assert_int_equal(cport_session_disconnect(s, NULL), 0);
+  assert_int_equal(cport_session_send_buf(s, buf), UV_ENOTCONN);
+  {
+    buf_sender_t b = {s, buf, 0};
+    uv_thread_t t;
+    assert_int_equal(uv_thread_create(&t, buf_sender_main, &b), 0);
+    assert_int_equal(uv_thread_join(&t), 0);
+    assert_int_equal(b.rc, UV_ENOTCONN);
+  }
+  cport_buf_unref(buf);
+  fixture_wait_int(fx, &fx->disconnected, 1, FIXTURE_TIMEOUT_MS);
+  cport_session_unref(s);
+  peer_destroy(p);
+}
+
+
 int main(int argc, char** argv) {
   const struct CMUnitTest tests[] = {
 #define T FIXTURE_TEST
@@ -1243,6 +1330,8 @@ int main(int argc, char** argv) {
       T(test_session_disconnect_from_afar_flushes_earlier_sends),
       T(test_session_send_limit_from_afar_follows_the_policy),
       T(test_session_disconnect_races_sends_from_threads),
+      T(test_session_send_buf_from_any_thread_keeps_the_buffer_alive),
+      T(test_session_send_buf_direct_write_and_refusals),
 #undef T
   };
   if (argc == 3 && strcmp(argv[1], "--child-sender") == 0)

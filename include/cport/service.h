@@ -227,6 +227,20 @@ CPORT_API int cport_service_foreach(cport_service_t* svc,
                                     int (*fn)(cport_session_t* s, void* arg),
                                     void* arg);
 
+/* Send the shared buffer `buf` to every live session of the service, on
+ * every port it spreads over, without copying the bytes: each session's
+ * write request takes a reference (cport_session_send_buf). Sessions on
+ * ports the calling thread runs get it during the call; the others when
+ * their port next wakes, in order with that port's other work. A session
+ * whose send queue is full misses it (CPORT_SENDQ_PAUSE_READ) or is
+ * disconnected (CPORT_SENDQ_DISCONNECT); the others are not held back.
+ * Ownership: the caller keeps its reference and may drop it at once; the
+ *            buffer is freed after the last write that uses it.
+ * Thread:    any.
+ * Returns:   0; UV_EINVAL for NULL arguments; UV_ENOMEM if some port could
+ *            not be reached (the others still send). */
+CPORT_API int cport_service_broadcast(cport_service_t* svc, cport_buf_t* buf);
+
 /* Copy the service's counters into `out`.
  * Thread: port. Returns: 0; UV_EINVAL for NULL. */
 CPORT_API int cport_service_stats(const cport_service_t* svc,

@@ -27,6 +27,7 @@
 #include <stdint.h>
 
 #include "cport/addr.h"
+#include "cport/buf.h"
 #include "cport/export.h"
 
 #ifdef __cplusplus
@@ -72,6 +73,20 @@ typedef struct cport_service_s cport_service_t;
 CPORT_API int cport_session_send(cport_session_t* s,
                                  const void* data,
                                  size_t len);
+
+/* Queue the bytes of the shared buffer `buf` for sending on `s`, without
+ * copying them: the write request holds a reference to `buf` until the
+ * kernel has the bytes (the lecture's SendEvent, with a shared buffer
+ * instead of a copy). One buffer may be sent to any number of sessions, on
+ * any ports, at once; see cport_service_broadcast(). Everything else is as
+ * for cport_session_send(): order across threads, gathering, the limit and
+ * its policy, on_send with the buffer's length.
+ * Ownership: the caller keeps its own reference and may drop it as soon as
+ *            this returns; on success the session has taken one more, on
+ *            failure none.
+ * Thread:    any, holding a reference to `s` (and to `buf`).
+ * Returns:   as cport_session_send(); UV_EINVAL for NULL `s` or `buf`. */
+CPORT_API int cport_session_send_buf(cport_session_t* s, cport_buf_t* buf);
 
 /* Disconnect gracefully (the lecture's Session::Disconnect): stop reading,
  * let every queued send reach the kernel, shut down the write side, then

@@ -360,6 +360,22 @@ static int pred_paused_or_written(void* arg) {
 /* The scenario of the two tests below; `direct` leaves on_send out, so
  * that the echo takes the direct-write path straight from the read chunk,
  * whose unsent tails must then be copied byte-exact. */
+/* Another peer's echo, exact, while something else holds a session back;
+ * its session has ended (one more on_disconnected) when this returns. */
+static void check_reading_peer_is_served(fixture_t* fx) {
+  uint8_t msg[1000];
+  int before = fx->disconnected;
+  peer_t* q = peer_connect(fx, &fx->server_addr, 0);
+  fill_pattern(msg, sizeof(msg), 99);
+  peer_write(q, msg, sizeof(msg));
+  fixture_wait_size(fx, &q->received.len, sizeof(msg), FIXTURE_TIMEOUT_MS);
+  assert_int_equal(q->received.len, sizeof(msg));
+  assert_memory_equal(q->received.data, msg, sizeof(msg));
+  peer_destroy(q);
+  fixture_wait_int(fx, &fx->disconnected, before + 1, FIXTURE_TIMEOUT_MS);
+}
+
+
 static void check_peer_that_never_reads_is_paused(fixture_t* fx, int direct) {
   const size_t limit = 256 * 1024;
   const size_t chunk = 1024 * 1024;
@@ -413,7 +429,10 @@ static void check_peer_that_never_reads_is_paused(fixture_t* fx, int direct) {
   }
   assert_int_equal(cport_service_stats(fx->server, &st), 0);
   assert_int_equal(st.bytes_in, bytes_in);
+  assert_true(st.pauses >= 1);
   assert_int_equal(fx->disconnected, 0);
+  /* A peer that reads is served meanwhile, byte for byte. */
+  check_reading_peer_is_served(fx);
   /* Reading again drains everything, in order, with nothing lost. */
   peer_resume_reading(p);
   fixture_wait_size(fx, &p->received.len, w.total, 4 * FIXTURE_TIMEOUT_MS);
@@ -422,7 +441,7 @@ static void check_peer_that_never_reads_is_paused(fixture_t* fx, int direct) {
     fill_pattern(buf, chunk, (uint32_t)i);
     assert_memory_equal(p->received.data + i * chunk, buf, chunk);
   }
-  assert_int_equal(fx->disconnected, 0);
+  assert_int_equal(fx->disconnected, 1); /* the reading peer's */
   peer_destroy(p);
   free(buf);
 }
@@ -471,6 +490,7 @@ static void test_session_slow_reader_disconnected_under_disconnect_policy(
   fixture_t* fx = *state;
   const size_t chunk = 64 * 1024;
   uint8_t* payload = calloc(1, chunk);
+  cport_service_stats_t st;
   peer_t* p;
   int rc = 0;
   int i;
@@ -491,6 +511,10 @@ static void test_session_slow_reader_disconnected_under_disconnect_policy(
   assert_int_equal(fx->last_code, CPORT_ESENDQ);
   assert_int_equal(cport_session_send(fx->last_server, payload, chunk),
                    UV_ENOTCONN);
+  assert_int_equal(cport_service_stats(fx->server, &st), 0);
+  assert_int_equal(st.sendq_disconnects, 1);
+  /* The other peers are not held back. */
+  check_reading_peer_is_served(fx);
   peer_destroy(p);
   free(payload);
 }

@@ -7,6 +7,10 @@ bench_build_dir="$repo_root/build/bench"
 server_cmd() {
   case "$1" in
     cport) echo "$bench_build_dir/examples/echo_server --max-sessions 0" ;;
+    # Several ports: the server's connections spread over N loop threads.
+    cport-t[0-9]*)
+      echo "$bench_build_dir/examples/echo_server --max-sessions 0 --threads ${1#cport-t}"
+      ;;
     uv-trywrite) echo "$bench_build_dir/bench/bench_uv_trywrite" ;;
     uv-write) echo "$bench_build_dir/bench/bench_uv_write" ;;
     libevent) echo "$bench_build_dir/bench/bench_libevent" ;;

@@ -209,8 +209,7 @@ static void test_listener_spread_sessions_run_on_their_port_threads(
   assert_true(signal_wait(&sp.done, 1, FIXTURE_TIMEOUT_MS));
   assert_int_equal(cport_core_post(sp.core, 0, spread_stop_job, server), 0);
   assert_true(signal_wait(&sp.done, 2, FIXTURE_TIMEOUT_MS));
-  assert_int_equal(cport_core_post(sp.core, 1, spread_stop_job, client),
-                   0);
+  assert_int_equal(cport_core_post(sp.core, 1, spread_stop_job, client), 0);
   assert_true(signal_wait(&sp.done, 3, FIXTURE_TIMEOUT_MS));
   assert_int_equal(cport_core_stop(sp.core), 0);
   assert_int_equal(cport_core_join(sp.core), 0);
@@ -271,6 +270,32 @@ static void test_listener_spread_bind_in_use_returns_eaddrinuse(void** state) {
 }
 
 
+static void test_listener_spread_destroy_without_stop_frees_every_port(
+    void** state) {
+  spread_t sp;
+  cport_service_t* server;
+  cport_service_t* client;
+  long baseline = cport__mem_live();
+  int i;
+  (void)state;
+  spread_start(&sp, &server, &client, 0, SPREAD_CONNS, 1);
+  assert_true(spread_drive(&sp, &sp.received, 4 * SPREAD_CONNS));
+  /* No stop: every port's sessions are closed at once, each reports once,
+   * and the parts go with their last close callback. */
+  cport_service_destroy(server);
+  assert_true(spread_drive(&sp, &sp.disconnected, SPREAD_CONNS));
+  for (i = 0; i < 10; i++) {
+    unsigned k;
+    for (k = 0; k < SPREAD_PORTS; k++) cport_core_dispatch(sp.core, k, 1);
+  }
+  assert_int_equal(atomic_load(&sp.disconnected), SPREAD_CONNS);
+  cport_service_destroy(client);
+  cport_core_destroy(sp.core);
+  signal_destroy(&sp.done);
+  assert_int_equal(cport__mem_live(), baseline);
+}
+
+
 static void test_listener_spread_counts_max_sessions_over_all_ports(
     void** state) {
   spread_t sp;
@@ -309,6 +334,7 @@ int main(void) {
       T(test_listener_spread_sessions_run_on_their_port_threads),
       T(test_listener_spread_counts_max_sessions_over_all_ports),
       T(test_listener_spread_bind_in_use_returns_eaddrinuse),
+      T(test_listener_spread_destroy_without_stop_frees_every_port),
 #undef T
   };
   return cmocka_run_group_tests_name("listener", tests, NULL, NULL);

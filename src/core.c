@@ -218,6 +218,10 @@ void cport_core_destroy(cport_core_t* core) {
 }
 
 
+/* An owner no thread matches: while a port thread starts or exits, calls
+ * from every other thread are queued, never run beside it. */
+#define PORT_NO_OWNER ((uintptr_t)1)
+
 static void port_set_owner(cport__port_t* port, uintptr_t token) {
   atomic_store_explicit(&port->owner, token, memory_order_release);
 }
@@ -259,7 +263,7 @@ static void port_thread_main(void* arg) {
    * requested before this thread reached uv_run. */
   while (!atomic_load(&port->core->stopping))
     uv_run(port->loop, UV_RUN_DEFAULT);
-  port_set_owner(port, 0);
+  port_set_owner(port, PORT_NO_OWNER);
 }
 
 
@@ -275,6 +279,7 @@ int cport_core_run(cport_core_t* core) {
   for (i = 0; i < core->nports; i++) {
     cport__port_t* port = &core->ports[i];
     uv_ref((uv_handle_t*)&port->wakeup);
+    port_set_owner(port, PORT_NO_OWNER);
     rc = uv_thread_create(&port->thread, port_thread_main, port);
     if (rc != 0) {
       uv_unref((uv_handle_t*)&port->wakeup);
@@ -306,12 +311,15 @@ int cport_core_join(cport_core_t* core) {
     return UV_EINVAL;
   for (i = 0; i < core->nports; i++) {
     cport__port_t* port = &core->ports[i];
-    if (!port->thread_started)
-      continue;
-    uv_thread_join(&port->thread);
-    port->thread_started = 0;
-    port_set_owner(port, cport__thread_token());
-    uv_unref((uv_handle_t*)&port->wakeup);
+    if (port->thread_started) {
+      uv_thread_join(&port->thread);
+      port->thread_started = 0;
+      uv_unref((uv_handle_t*)&port->wakeup);
+    }
+    /* The ports are the joiner's now, those whose thread never started
+     * included. */
+    if (atomic_load(&core->running))
+      port_set_owner(port, cport__thread_token());
   }
   atomic_store(&core->running, 0);
   atomic_store(&core->stopping, 0);
@@ -386,7 +394,7 @@ uintptr_t cport__thread_token(void) {
 
 int cport__port_is_mine(cport__port_t* port) {
   uintptr_t owner = atomic_load_explicit(&port->owner, memory_order_acquire);
-  return owner == 0 || owner == cport__thread_token();
+  return owner == cport__thread_token();
 }
 
 

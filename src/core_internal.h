@@ -49,9 +49,9 @@ typedef struct cport__port_s {
   /* The thread that drives the port (cport__thread_token()): the one that
    * created the core, then the last to call cport_core_dispatch() on it, a
    * port thread of cport_core_run() while it runs, the caller of
-   * cport_core_join() after. 0 while a port thread is exiting. Calls from
-   * this thread act at once; sends and disconnects from others are queued
-   * to it. */
+   * cport_core_join() after; no thread at all while a port thread starts or
+   * exits. Calls from this thread act at once; sends and disconnects from
+   * others are queued to it. */
   atomic_uintptr_t owner;
   char* read_chunk;
   /* Free send requests of this port's sessions (send_req.h). */
@@ -71,7 +71,7 @@ struct cport_core_s {
 /* A value unique to the calling thread among live threads. */
 uintptr_t cport__thread_token(void);
 
-/* Non-zero if the calling thread drives `port` (or nobody does). */
+/* Non-zero if the calling thread is the port's owner. */
 int cport__port_is_mine(cport__port_t* port);
 
 /* Queue `job` (fn and arg set, memory the caller's until it has run) to

@@ -210,7 +210,10 @@ static void listener_poll_cb(uv_poll_t* handle, int status, int events) {
   int i;
   (void)events;
   if (status < 0) {
+    /* libuv has stopped watching the socket; try again after a pause. */
     CPORT__STAT_ADD(root, accept_errors, 1);
+    uv_poll_stop(&l->poll);
+    uv_timer_start(&l->backoff, listener_backoff_cb, LISTENER_BACKOFF_MS, 0);
     return;
   }
   for (i = 0; i < LISTENER_ACCEPT_BATCH; i++) {

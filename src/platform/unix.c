@@ -63,6 +63,15 @@ int cport__socket_accept(uv_os_sock_t listener, uv_os_sock_t* out) {
     return rc;
   }
 #endif
+#if defined(SO_NOSIGPIPE)
+  /* As libuv does for the sockets it creates (macOS, the BSDs): a write to
+   * a vanished peer fails with EPIPE instead of raising SIGPIPE, even when
+   * the application keeps SIGPIPE's default action. */
+  if (fd >= 0) {
+    int on = 1;
+    (void)setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &on, sizeof(on));
+  }
+#endif
   if (fd < 0) {
     if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ||
         errno == ECONNABORTED)

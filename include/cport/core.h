@@ -6,19 +6,21 @@
  * (cport_core_run() then starts one thread per port, or the application
  * drives a port itself with cport_core_dispatch()), or is embedded on an
  * application's existing uv_loop_t, which the application keeps running.
+ * A server spreads its connections over every port of its core (see
+ * cport_service_opts_t.spread).
  *
- * "Thread: port" in these headers means: the thread driving the port right
- * now (inside cport_core_dispatch or a port thread of cport_core_run, callbacks
- * included), or the owner while no thread drives it (before cport_core_run,
- * after cport_core_join, between dispatch calls). For an embedded core it is
- * the thread that runs the application's loop.
+ * "Thread: port" in these headers means the port's *owner*: at first the
+ * thread that created the core; then the last thread that called
+ * cport_core_dispatch() on the port (during and after the call); a port
+ * thread of cport_core_run() while it runs (no thread at all while it starts
+ * or exits); and the thread that called cport_core_join() after it. For an
+ * embedded core, create it (or dispatch it once) on the thread that runs the
+ * application's loop, so that this thread is the owner.
  *
- * A core may have several ports, each with its own loop and, under
- * cport_core_run(), its own thread; each service runs on the one port its
- * options name. cport_core_post() runs a function on a port's thread from
- * any thread. In this version only cport_core_post(), cport_core_stop() and
- * the reference counting of sessions are safe from other threads; sends from
- * any thread and servers spread over several ports come next. */
+ * Safe from any thread: cport_core_post(), cport_core_stop(), and the
+ * session functions marked so in session.h (sends, disconnects, references):
+ * from a thread that is not the owner they are queued to the port and
+ * happen there, in the order in which the calls returned. */
 #ifndef CPORT_CORE_H
 #define CPORT_CORE_H
 

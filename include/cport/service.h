@@ -179,11 +179,13 @@ CPORT_API int cport_service_start(cport_service_t* svc);
 CPORT_API int cport_service_connect(cport_service_t* svc, unsigned n);
 
 /* Stop: close the listener (servers), cancel pending connects (clients) and
- * disconnect every session gracefully with cause CPORT_ESTOPPED. Sessions
- * whose queued bytes have not drained after `deadline_ms` (the peer does not
- * read) are closed at once. `on_stopped` (may be NULL) runs once, later, on
- * the port thread, when every session has had on_disconnected and the
- * listener is closed; it may destroy the service.
+ * disconnect every session gracefully with cause CPORT_ESTOPPED, on every
+ * port the service spreads over (the other ports do it when they next
+ * wake). Sessions whose queued bytes have not drained after `deadline_ms`
+ * (the peer does not read) are closed at once. `on_stopped` (may be NULL)
+ * runs once, later, on the service's port thread, when every session on
+ * every port has had on_disconnected and the listener is closed; it may
+ * destroy the service.
  * Thread:  port.
  * Returns: 0; UV_EINVAL for NULL or negative deadline; UV_EALREADY when a
  *          stop is already under way or done (on_stopped is then not
@@ -197,9 +199,11 @@ CPORT_API int cport_service_stop(cport_service_t* svc,
  * port's next round, after this call has returned, with CPORT_ESTOPPED (or
  * the first cause, for a session that was already disconnecting); pending
  * connects report on_connect_failed with UV_ECANCELED; a pending stop's
- * on_stopped is not called. The memory is released once libuv has closed
- * every handle. Safe inside the service's own callbacks, on_stopped
- * included.
+ * on_stopped is not called. Sessions on the other ports a server spreads
+ * over are closed when those ports next wake. The memory is released once
+ * libuv has closed every handle, on every port, and the last reference to
+ * one of its sessions is gone. Safe inside the service's own callbacks,
+ * on_stopped included.
  * Thread: port. */
 CPORT_API void cport_service_destroy(cport_service_t* svc);
 
@@ -211,16 +215,22 @@ CPORT_API void cport_service_destroy(cport_service_t* svc);
 CPORT_API int cport_service_local_addr(const cport_service_t* svc,
                                        cport_addr_t* out);
 
-/* Live sessions: those that reached on_connected and whose on_disconnected
- * has not returned yet (disconnecting ones included).
- * Thread: port. Returns 0 for NULL. */
+/* Live sessions, on every port: those that reached on_connected and whose
+ * on_disconnected has not returned yet (disconnecting ones included).
+ * Thread: any (a count that other ports may change at any moment). Returns
+ * 0 for NULL. */
 CPORT_API size_t cport_service_session_count(const cport_service_t* svc);
 
-/* Call `fn` for every live session, oldest first (for client services, in
- * the order their connects were started), until it returns
- * non-zero. `fn` may disconnect sessions (the list changes only after
- * on_disconnected, which never runs inside this call).
- * Thread:  port.
+/* Call `fn` for every live session on the ports the calling thread runs,
+ * port by port, oldest first (for client services, in the order their
+ * connects were started), until it returns non-zero. That is every session
+ * when the service does not spread or one thread drives every port; a
+ * server spread over ports run by their own threads must post a job to
+ * each port (cport_core_post) to visit all, since each port's list belongs
+ * to its thread (cport_service_broadcast does that for sends). `fn` may
+ * disconnect sessions (the list changes only after on_disconnected, which
+ * never runs inside this call).
+ * Thread:  any; visits nothing on ports the thread does not run.
  * Returns: what the last `fn` returned (0 when all were visited);
  *          UV_EINVAL for NULL `svc` or `fn`. */
 CPORT_API int cport_service_foreach(cport_service_t* svc,
@@ -241,13 +251,16 @@ CPORT_API int cport_service_foreach(cport_service_t* svc,
  *            not be reached (the others still send). */
 CPORT_API int cport_service_broadcast(cport_service_t* svc, cport_buf_t* buf);
 
-/* Copy the service's counters into `out`.
- * Thread: port. Returns: 0; UV_EINVAL for NULL. */
+/* Copy the service's counters, summed over every port, into `out`.
+ * Thread: any (each counter is read atomically; the set is not one
+ * snapshot). Returns: 0; UV_EINVAL for NULL. */
 CPORT_API int cport_service_stats(const cport_service_t* svc,
                                   cport_service_stats_t* out);
 
 /* The user pointer from opts.data, or set here. cport never reads it.
- * Thread: port. */
+ * Thread: set_data: port. get_data: any thread, for a pointer that does not
+ * change while other threads read it (opts.data, or set before the service
+ * starts), such as from the callbacks of sessions on other ports. */
 CPORT_API void cport_service_set_data(cport_service_t* svc, void* data);
 CPORT_API void* cport_service_get_data(const cport_service_t* svc);
 

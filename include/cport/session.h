@@ -67,7 +67,9 @@ typedef struct cport_service_s cport_service_t;
  *            CPORT_ESENDQ if the session already has the service's
  *            send_queue_limit bytes or more queued (nothing is queued; under
  *            CPORT_SENDQ_DISCONNECT the session is also closed at once with
- *            that cause, and its queued sends are dropped without on_send);
+ *            that cause, and its queued sends are dropped without on_send;
+ *            from another thread the close is queued, and skipped if even
+ *            that request cannot be allocated);
  *            UV_ENOMEM (the session is unharmed); or a libuv write error, in
  *            which case the session is being closed. */
 CPORT_API int cport_session_send(cport_session_t* s,
@@ -82,8 +84,9 @@ CPORT_API int cport_session_send(cport_session_t* s,
  * for cport_session_send(): order across threads, gathering, the limit and
  * its policy, on_send with the buffer's length.
  * Ownership: the caller keeps its own reference and may drop it as soon as
- *            this returns; on success the session has taken one more, on
- *            failure none.
+ *            this returns. On success the session holds one more until the
+ *            bytes are written (none when the kernel took them all during
+ *            the call); on failure it holds none.
  * Thread:    any, holding a reference to `s` (and to `buf`).
  * Returns:   as cport_session_send(); UV_EINVAL for NULL `s` or `buf`. */
 CPORT_API int cport_session_send_buf(cport_session_t* s, cport_buf_t* buf);

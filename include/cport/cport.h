@@ -15,6 +15,7 @@
 #include "cport/addr.h"
 #include "cport/buf.h"
 #include "cport/core.h"
+#include "cport/log.h"
 #include "cport/session.h"
 #include "cport/service.h"
 

@@ -34,13 +34,42 @@ void cport_service_opts_init(cport_service_opts_t* opts) {
   opts->backlog = 511;
   opts->tcp_nodelay = 1;
   opts->spread = 1;
+  opts->disconnect_timeout_ms = 30000;
+  opts->reconnect = CPORT_RECONNECT_NONE;
+  opts->reconnect_delay_ms = 1000;
+  opts->reconnect_max_ms = 30000;
+  opts->reconnect_jitter_pct = 20;
 }
 
 
+/* Both timers (the stop timer and the tick) close on destroy; the second
+ * close callback completes it. */
 static void service_timer_close_cb(uv_handle_t* handle) {
   cport_service_t* svc = handle->data;
+  if (--svc->timers_open > 0)
+    return;
   svc->timer_closed = 1;
   cport__service_check_done(svc);
+}
+
+
+/* The stop timer and the tick, on the service's own loop. Cannot fail for
+ * a live loop. */
+static int service_timers_init(cport_service_t* svc) {
+  int rc = uv_timer_init(svc->port->loop, &svc->timer);
+  if (rc != 0)
+    return rc;
+  rc = uv_timer_init(svc->port->loop, &svc->tick);
+  if (rc != 0) {
+    uv_close((uv_handle_t*)&svc->timer, NULL);
+    return rc;
+  }
+  svc->timer.data = svc;
+  svc->tick.data = svc;
+  svc->timer_ready = 1;
+  svc->tick_ready = 1;
+  svc->timers_open = 2;
+  return 0;
 }
 
 
@@ -57,7 +86,9 @@ static void service_init(cport_service_t* svc,
   svc->opts = *opts;
   svc->data = opts->data;
   svc->root = svc;
+  svc->rng = uv_hrtime() ^ (uint64_t)(uintptr_t)svc;
   atomic_init(&svc->holds, 1);
+  cport__session_layout(svc);
 }
 
 
@@ -115,6 +146,13 @@ int cport_service_create(cport_service_t** out,
     return UV_EINVAL;
   if (kind == CPORT_SERVICE_CLIENT && opts->connect_count == 0)
     return UV_EINVAL;
+  if (opts->reconnect != CPORT_RECONNECT_NONE &&
+      opts->reconnect != CPORT_RECONNECT_FIXED &&
+      opts->reconnect != CPORT_RECONNECT_EXPONENTIAL)
+    return UV_EINVAL;
+  if (opts->reconnect != CPORT_RECONNECT_NONE &&
+      (opts->reconnect_delay_ms == 0 || opts->reconnect_jitter_pct > 100))
+    return UV_EINVAL;
   port = cport__core_port(core, opts->port);
   if (port == NULL)
     return UV_EINVAL;
@@ -124,14 +162,12 @@ int cport_service_create(cport_service_t** out,
   service_init(svc, core, port, kind, addr, opts);
   rc = service_create_parts(svc);
   if (rc == 0)
-    rc = uv_timer_init(port->loop, &svc->timer);
+    rc = service_timers_init(svc);
   if (rc != 0) {
     service_free_parts(svc);
     cport__free(svc);
     return rc;
   }
-  svc->timer.data = svc;
-  svc->timer_ready = 1;
   *out = svc;
   return 0;
 }
@@ -141,12 +177,9 @@ int cport_service_create(cport_service_t** out,
 
 static void part_start_job(void* arg) {
   cport_service_t* part = arg;
-  /* Cannot fail for a live loop; a part without a timer still adopts and
-   * stops, only without a deadline of its own. */
-  if (uv_timer_init(part->port->loop, &part->timer) == 0) {
-    part->timer.data = part;
-    part->timer_ready = 1;
-  }
+  /* Cannot fail for a live loop; a part without timers still adopts and
+   * stops, only without deadlines of its own. */
+  (void)service_timers_init(part);
   part->started = 1;
 }
 
@@ -244,7 +277,7 @@ int cport_service_connect(cport_service_t* svc, unsigned n) {
       CPORT__STAT_ADD(svc, connect_failed, 1);
       return UV_ENOMEM;
     }
-    rc = cport__session_connect(s);
+    rc = cport__session_connect(s, 0);
     if (rc != 0) {
       CPORT__STAT_ADD(svc, connect_failed, 1);
       return rc;
@@ -326,7 +359,125 @@ static void service_deadline_cb(uv_timer_t* timer) {
 
 static int service_is_idle(const cport_service_t* svc) {
   return svc->nsessions == 0 && svc->listener == NULL &&
-         svc->parts_running == 0;
+         svc->parts_running == 0 && svc->nreconnects == 0;
+}
+
+
+/* ---- reconnect (client services) ---- */
+
+struct cport__reconnect_s {
+  uv_timer_t timer;
+  cport_service_t* svc;
+  cport__reconnect_t* prev;
+  cport__reconnect_t* next;
+  unsigned attempts; /* failed attempts in a row so far */
+};
+
+
+/* xorshift64: jitter needs no more than that, and no shared state. */
+static uint64_t service_random(cport_service_t* svc) {
+  uint64_t x = svc->rng != 0 ? svc->rng : 0x9e3779b97f4a7c15u;
+  x ^= x << 13;
+  x ^= x >> 7;
+  x ^= x << 17;
+  svc->rng = x;
+  return x;
+}
+
+
+static uint64_t service_reconnect_delay(cport_service_t* svc,
+                                        unsigned attempts) {
+  const cport_service_opts_t* o = &svc->opts;
+  uint64_t delay = o->reconnect_delay_ms;
+  uint64_t span;
+  if (o->reconnect == CPORT_RECONNECT_EXPONENTIAL) {
+    uint64_t cap = o->reconnect_max_ms > delay ? o->reconnect_max_ms : delay;
+    while (attempts-- > 0 && delay < cap) delay *= 2;
+    if (delay > cap)
+      delay = cap;
+  }
+  span = delay * o->reconnect_jitter_pct / 100;
+  if (span > 0) {
+    delay = delay - span + service_random(svc) % (2 * span + 1);
+    if (delay == 0)
+      delay = 1;
+  }
+  return delay;
+}
+
+
+static void service_reconnect_unlink(cport__reconnect_t* r) {
+  cport_service_t* svc = r->svc;
+  if (r->prev != NULL)
+    r->prev->next = r->next;
+  else
+    svc->reconnects = r->next;
+  if (r->next != NULL)
+    r->next->prev = r->prev;
+  r->prev = r->next = NULL;
+}
+
+
+static void service_reconnect_close_cb(uv_handle_t* handle) {
+  cport__reconnect_t* r = handle->data;
+  cport_service_t* svc = r->svc;
+  cport__free(r);
+  svc->nreconnects--;
+  cport__service_check_done(svc);
+}
+
+
+static void service_reconnect_cb(uv_timer_t* timer) {
+  cport__reconnect_t* r = timer->data;
+  cport_service_t* svc = r->svc;
+  cport_session_t* s;
+  int rc = UV_ENOMEM;
+  service_reconnect_unlink(r);
+  CPORT__STAT_ADD(svc, reconnects, 1);
+  s = cport__session_new(svc);
+  if (s != NULL)
+    rc = cport__session_connect(s, r->attempts);
+  if (rc != 0) {
+    /* Could not even start: reported like a failed attempt, and tried
+     * again later. */
+    CPORT__STAT_ADD(svc, connect_failed, 1);
+    if (svc->opts.cbs.on_connect_failed != NULL)
+      svc->opts.cbs.on_connect_failed(svc, rc);
+    cport__service_reconnect_later(svc, r->attempts + 1);
+  }
+  uv_close((uv_handle_t*)&r->timer, service_reconnect_close_cb);
+}
+
+
+void cport__service_reconnect_later(cport_service_t* svc, unsigned attempts) {
+  cport__reconnect_t* r;
+  if (svc->kind != CPORT_SERVICE_CLIENT ||
+      svc->opts.reconnect == CPORT_RECONNECT_NONE || svc->stopping)
+    return;
+  r = cport__calloc(1, sizeof(*r));
+  if (r == NULL)
+    return; /* no memory: this slot stays down, the others go on */
+  (void)uv_timer_init(svc->port->loop, &r->timer); /* cannot fail */
+  r->timer.data = r;
+  r->svc = svc;
+  r->attempts = attempts;
+  r->next = svc->reconnects;
+  if (r->next != NULL)
+    r->next->prev = r;
+  svc->reconnects = r;
+  svc->nreconnects++;
+  uv_timer_start(&r->timer, service_reconnect_cb,
+                 service_reconnect_delay(svc, attempts), 0);
+}
+
+
+/* Stop and destroy: no more reconnects. */
+static void service_cancel_reconnects(cport_service_t* svc) {
+  while (svc->reconnects != NULL) {
+    cport__reconnect_t* r = svc->reconnects;
+    service_reconnect_unlink(r);
+    uv_close((uv_handle_t*)&r->timer, service_reconnect_close_cb);
+  }
 }
 
 
@@ -342,6 +493,7 @@ int cport_service_stop(cport_service_t* svc,
   svc->on_stopped = on_stopped;
   svc->stop_deadline_ms = deadline_ms;
   cport__listener_close(svc->listener);
+  service_cancel_reconnects(svc);
   service_close_sessions(svc, CPORT_ESTOPPED, CPORT__CLOSE_GRACEFUL);
   if (svc->started)
     service_post_parts(svc, offsetof(cport_service_t, job_stop), part_stop_job);
@@ -402,15 +554,18 @@ void cport_service_destroy(cport_service_t* svc) {
   svc->destroy_pending = 1;
   svc->stopping = 1;
   cport__listener_close(svc->listener);
+  service_cancel_reconnects(svc);
   service_close_sessions(svc, CPORT_ESTOPPED, CPORT__CLOSE_FORCE);
   /* Parts stopping still report back, to a root that is no longer
    * interested; their jobs hold it. */
   svc->parts_running = 0;
   service_post_parts(svc, offsetof(cport_service_t, job_destroy),
                      part_destroy_job);
-  /* The service's own hold is dropped by the last close callback: this
-   * timer's, or a session's or the listener's if they close later. */
+  /* The service's own hold is dropped by the last close callback: these
+   * timers', or a session's or the listener's if they close later. */
+  svc->tick_closed = 1;
   uv_close((uv_handle_t*)&svc->timer, service_timer_close_cb);
+  uv_close((uv_handle_t*)&svc->tick, service_timer_close_cb);
 }
 
 
@@ -537,7 +692,16 @@ static void service_stats_add(const cport_service_t* svc,
   out->sends += STAT_GET(svc, sends);
   out->writes += STAT_GET(svc, writes);
   out->pauses += STAT_GET(svc, pauses);
-  out->sendq_disconnects += STAT_GET(svc, sendq_disconnects);
+  out->queued_bytes += STAT_GET(svc, queued_bytes);
+  out->reconnects += STAT_GET(svc, reconnects);
+  out->disconnect_timeouts += STAT_GET(svc, disconnect_timeouts);
+  out->disconnects_peer += STAT_GET(svc, disconnects_peer);
+  out->disconnects_reset += STAT_GET(svc, disconnects_reset);
+  out->disconnects_idle += STAT_GET(svc, disconnects_idle);
+  out->disconnects_backpressure += STAT_GET(svc, disconnects_backpressure);
+  out->disconnects_protocol += STAT_GET(svc, disconnects_protocol);
+  out->disconnects_local += STAT_GET(svc, disconnects_local);
+  out->disconnects_other += STAT_GET(svc, disconnects_other);
 }
 
 

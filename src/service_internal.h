@@ -20,8 +20,41 @@ typedef struct cport__stats_s {
   atomic_uint_least64_t sends;
   atomic_uint_least64_t writes;
   atomic_uint_least64_t pauses;
-  atomic_uint_least64_t sendq_disconnects;
+  atomic_uint_least64_t queued_bytes;
+  atomic_uint_least64_t reconnects;
+  atomic_uint_least64_t disconnect_timeouts;
+  atomic_uint_least64_t disconnects_peer;
+  atomic_uint_least64_t disconnects_reset;
+  atomic_uint_least64_t disconnects_idle;
+  atomic_uint_least64_t disconnects_backpressure;
+  atomic_uint_least64_t disconnects_protocol;
+  atomic_uint_least64_t disconnects_local;
+  atomic_uint_least64_t disconnects_other;
 } cport__stats_t;
+
+#define CPORT__STAT_SUB(svc, field, n)                                       \
+  atomic_store_explicit(                                                     \
+      &(svc)->stats.field,                                                   \
+      atomic_load_explicit(&(svc)->stats.field, memory_order_relaxed) - (n), \
+      memory_order_relaxed)
+
+/* An entry of a list kept in time order: `since` is the loop time (ms) at
+ * which the entry's timeout started. The lists of one service have
+ * constant timeouts, so appending keeps them sorted and only the heads can
+ * be due. */
+typedef struct cport__timed_s {
+  struct cport__timed_s* prev;
+  struct cport__timed_s* next;
+  uint64_t since;
+  int linked;
+} cport__timed_t;
+
+typedef struct cport__timed_list_s {
+  cport__timed_t* head;
+  cport__timed_t* tail;
+} cport__timed_list_t;
+
+typedef struct cport__reconnect_s cport__reconnect_t;
 
 #define CPORT__STAT_ADD(svc, field, n)                                       \
   atomic_store_explicit(                                                     \
@@ -54,6 +87,30 @@ struct cport_service_s {
   cport_session_t* tail;
   size_t nsessions;
   cport__stats_t stats;
+  /* Timeouts of this port's sessions: one timer for three lists. Connected
+   * sessions by last activity (idle_timeout_ms; the entry lives in the
+   * session block, see idle_off), connecting ones by start
+   * (connect_timeout_ms; in the connect request), and flushing ones by the
+   * start of their disconnect (disconnect_timeout_ms; in the shutdown
+   * request). */
+  uv_timer_t tick;
+  int tick_ready;
+  int tick_closed;
+  int timers_open; /* stop timer and tick, until their close callbacks */
+  cport__timed_list_t idle;
+  cport__timed_list_t connecting;
+  cport__timed_list_t closing;
+  /* Layout of a session block: the struct, the idle entry when
+   * idle_timeout_ms is set (at idle_off, else 0), then the user area (at
+   * user_off), `footprint` bytes in all. */
+  size_t idle_off;
+  size_t user_off;
+  size_t footprint;
+  /* Clients: reconnects waiting for their delay, each with a timer of its
+   * own; `nreconnects` counts them until their timers have closed. */
+  cport__reconnect_t* reconnects;
+  size_t nreconnects;
+  uint64_t rng; /* reconnect jitter */
   /* One for the service itself, dropped once a destroy has closed
    * everything, plus one per session block, dropped when the block is
    * freed, which the last cport_session_unref() may do on any thread. A
@@ -99,6 +156,18 @@ void cport__service_release(cport_service_t* svc);
 /* A session of the root's reached on_connected (+1) or ended (-1). Thread:
  * any part's. */
 void cport__service_active_add(cport_service_t* root, int delta);
+
+/* The tick timer fired: close what has timed out (session.c). Thread: the
+ * service's port. */
+void cport__session_tick(cport_service_t* svc);
+
+/* Compute the service's session layout (session.c). */
+void cport__session_layout(cport_service_t* svc);
+
+/* A client connect failed or a connected client session ended (code):
+ * schedule the next connect per the reconnect policy, `attempts` being the
+ * failures in a row so far. Thread: the service's port. */
+void cport__service_reconnect_later(cport_service_t* svc, unsigned attempts);
 
 /* Called by the listener for a connection past max_sessions. */
 int cport__service_is_full(const cport_service_t* root);

@@ -107,9 +107,6 @@ typedef union session_align_u {
 } session_align_t;
 
 #define SESSION_ALIGN _Alignof(session_align_t)
-#define SESSION_HEADER_SIZE                                               \
-  ((sizeof(struct cport_session_s) + SESSION_ALIGN - 1) / SESSION_ALIGN * \
-   SESSION_ALIGN)
 
 /* The session's service, valid as long as the session's memory is: the
  * session holds the service (service_internal.h). */
@@ -122,8 +119,18 @@ static size_t session_queued(const cport_session_t* s) {
 }
 
 
-static void session_set_queued(cport_session_t* s, size_t n) {
-  atomic_store_explicit(&s->queued, n, memory_order_relaxed);
+/* The service's queued_bytes gauge follows every session's count. */
+static void session_queue_add(cport_session_t* s, size_t n) {
+  atomic_store_explicit(&s->queued, session_queued(s) + n,
+                        memory_order_relaxed);
+  CPORT__STAT_ADD(SVC(s), queued_bytes, n);
+}
+
+
+static void session_queue_sub(cport_session_t* s, size_t n) {
+  atomic_store_explicit(&s->queued, session_queued(s) - n,
+                        memory_order_relaxed);
+  CPORT__STAT_SUB(SVC(s), queued_bytes, n);
 }
 
 
@@ -172,11 +179,28 @@ static void session_unlink(cport_session_t* s) {
 }
 
 
+void cport__session_layout(cport_service_t* svc) {
+  /* Only what the service uses is there: without an idle timeout or a user
+   * area the struct's own size is enough, since rounding it up to the user
+   * area's alignment would cost every idle session. */
+  size_t end = sizeof(struct cport_session_s);
+  svc->idle_off = 0;
+  if (svc->opts.idle_timeout_ms > 0) {
+    svc->idle_off = (end + _Alignof(cport__timed_t) - 1) /
+                    _Alignof(cport__timed_t) * _Alignof(cport__timed_t);
+    end = svc->idle_off + sizeof(cport__timed_t);
+  }
+  svc->user_off = 0;
+  if (svc->opts.user_size > 0) {
+    svc->user_off = (end + SESSION_ALIGN - 1) / SESSION_ALIGN * SESSION_ALIGN;
+    end = svc->user_off + svc->opts.user_size;
+  }
+  svc->footprint = end;
+}
+
+
 size_t cport__session_footprint(const cport_service_t* svc) {
-  /* Without a user area the struct's own size is enough; rounding it up to
-   * the user area's alignment would cost every idle session. */
-  return svc->opts.user_size > 0 ? SESSION_HEADER_SIZE + svc->opts.user_size
-                                 : sizeof(struct cport_session_s);
+  return svc->footprint;
 }
 
 
@@ -261,7 +285,7 @@ static void session_pending_drop(cport_session_t* s) {
   cport__send_req_t* r = session_pending_take(s);
   while (r != NULL) {
     cport__send_req_t* next = r->next;
-    session_set_queued(s, session_queued(s) - r->len);
+    session_queue_sub(s, r->len);
     cport__send_req_put(pool, r);
     r = next;
   }
@@ -271,7 +295,212 @@ static void session_pending_drop(cport_session_t* s) {
 static int session_flush(cport_session_t* s);
 
 
+/* ---- timeouts: one timer per service and port, three lists ---- */
+
+/* A connect, with what its timeout and the reconnect policy need. */
+typedef struct session_connect_s {
+  uv_connect_t req;
+  cport__timed_t timed; /* in svc->connecting while connect_timeout_ms */
+  unsigned attempts;    /* failed attempts in a row before this one */
+  int timed_out;
+} session_connect_t;
+
+/* A graceful disconnect's shutdown, timed by disconnect_timeout_ms. */
+typedef struct session_shutdown_s {
+  uv_shutdown_t req;
+  cport__timed_t timed; /* in svc->closing */
+} session_shutdown_t;
+
+static void timed_push(cport__timed_list_t* l,
+                       cport__timed_t* e,
+                       uint64_t now) {
+  e->since = now;
+  e->next = NULL;
+  e->prev = l->tail;
+  if (l->tail != NULL)
+    l->tail->next = e;
+  else
+    l->head = e;
+  l->tail = e;
+  e->linked = 1;
+}
+
+
+static void timed_remove(cport__timed_list_t* l, cport__timed_t* e) {
+  if (!e->linked)
+    return;
+  if (e->prev != NULL)
+    e->prev->next = e->next;
+  else
+    l->head = e->next;
+  if (e->next != NULL)
+    e->next->prev = e->prev;
+  else
+    l->tail = e->prev;
+  e->prev = e->next = NULL;
+  e->linked = 0;
+}
+
+
+static cport__timed_t* session_idle_entry(const cport_service_t* svc,
+                                          cport_session_t* s) {
+  return (cport__timed_t*)((char*)s + svc->idle_off);
+}
+
+
+static cport_session_t* session_of_idle_entry(const cport_service_t* svc,
+                                              cport__timed_t* e) {
+  return (cport_session_t*)((char*)e - svc->idle_off);
+}
+
+
+/* The clock of the timed lists, in milliseconds. Not the loop's cached
+ * time: after a long callback (or a long stretch of the application's own
+ * work between dispatches) that lags, and a timeout started then would
+ * expire early. Bytes arriving still stamp sessions with the loop's time
+ * (session_touch), which costs nothing and lags by one round at most. */
+static uint64_t session_clock_ms(void) {
+  return uv_hrtime() / 1000000u;
+}
+
+
+static void session_tick_cb(uv_timer_t* timer);
+
+/* Make sure the tick fires by `deadline` (session_clock_ms time). The lists only grow
+ * at their tails, with deadlines no earlier than their heads', so this is
+ * needed only when an entry lands in an empty list. */
+static void session_arm_tick(cport_service_t* svc, uint64_t deadline) {
+  uint64_t now;
+  uint64_t delay;
+  if (!svc->tick_ready || svc->tick_closed)
+    return;
+  now = session_clock_ms();
+  /* uv_timer_start counts from the loop's time, which may lag: the tick
+   * may then come early, finds nothing due, and arms itself again. */
+  delay = deadline > now ? deadline - now : 0;
+  if (!uv_is_active((uv_handle_t*)&svc->tick) ||
+      uv_timer_get_due_in(&svc->tick) > delay)
+    uv_timer_start(&svc->tick, session_tick_cb, delay, 0);
+}
+
+
+static void session_timed_add(cport_service_t* svc,
+                              cport__timed_list_t* l,
+                              cport__timed_t* e,
+                              unsigned timeout_ms) {
+  uint64_t now = session_clock_ms();
+  int was_empty = l->head == NULL;
+  timed_push(l, e, now);
+  if (was_empty)
+    session_arm_tick(svc, now + timeout_ms);
+}
+
+
+/* Due time of a list's head, or UINT64_MAX. */
+static uint64_t timed_due(const cport__timed_list_t* l, unsigned timeout_ms) {
+  return l->head != NULL ? l->head->since + timeout_ms : UINT64_MAX;
+}
+
+
+void cport__session_tick(cport_service_t* svc) {
+  const cport_service_opts_t* o = &svc->opts;
+  uint64_t now = session_clock_ms();
+  uint64_t next;
+  /* Each close unlinks the entry it closes (at once, or through its
+   * request's callback), so every loop below ends. */
+  while (timed_due(&svc->connecting, o->connect_timeout_ms) <= now) {
+    session_connect_t* c =
+        cport__container_of(svc->connecting.head, session_connect_t, timed);
+    timed_remove(&svc->connecting, &c->timed);
+    c->timed_out = 1;
+    /* Closing the handle cancels the connect; its callback reports
+     * UV_ETIMEDOUT. */
+    cport__session_close(c->req.data, UV_ETIMEDOUT, NULL, CPORT__CLOSE_FORCE);
+  }
+  while (timed_due(&svc->closing, o->disconnect_timeout_ms) <= now) {
+    session_shutdown_t* d =
+        cport__container_of(svc->closing.head, session_shutdown_t, timed);
+    cport_session_t* s = d->req.data;
+    timed_remove(&svc->closing, &d->timed);
+    CPORT__STAT_ADD(svc, disconnect_timeouts, 1);
+    cport__session_close(s, s->code, NULL, CPORT__CLOSE_FORCE);
+  }
+  while (timed_due(&svc->idle, o->idle_timeout_ms) <= now) {
+    cport_session_t* s = session_of_idle_entry(svc, svc->idle.head);
+    /* Unlinks the entry; a graceful close, so queued sends still leave
+     * (bounded by disconnect_timeout_ms). */
+    cport__session_close(s, CPORT_EIDLE, NULL, CPORT__CLOSE_GRACEFUL);
+  }
+  next = timed_due(&svc->connecting, o->connect_timeout_ms);
+  if (timed_due(&svc->closing, o->disconnect_timeout_ms) < next)
+    next = timed_due(&svc->closing, o->disconnect_timeout_ms);
+  if (timed_due(&svc->idle, o->idle_timeout_ms) < next)
+    next = timed_due(&svc->idle, o->idle_timeout_ms);
+  if (next != UINT64_MAX)
+    session_arm_tick(svc, next);
+}
+
+
+static void session_tick_cb(uv_timer_t* timer) {
+  cport__session_tick(timer->data);
+}
+
+
+/* Bytes arrived: the session goes to the back of the idle list. */
+static void session_touch(cport_session_t* s) {
+  cport_service_t* svc = SVC(s);
+  cport__timed_t* e;
+  if (svc->idle_off == 0)
+    return;
+  e = session_idle_entry(svc, s);
+  if (e->linked && e != svc->idle.tail) {
+    timed_remove(&svc->idle, e);
+    timed_push(&svc->idle, e, uv_now(svc->port->loop));
+  } else if (e->linked) {
+    e->since = uv_now(svc->port->loop);
+  }
+}
+
+
 /* ---- close ---- */
+
+/* stats.disconnects_*, by the code a connected session ended with. */
+static void session_count_disconnect(cport_service_t* svc, int code) {
+  switch (code) {
+    case UV_EOF:
+      CPORT__STAT_ADD(svc, disconnects_peer, 1);
+      break;
+    case CPORT_EIDLE:
+      CPORT__STAT_ADD(svc, disconnects_idle, 1);
+      break;
+    case CPORT_ESENDQ:
+      CPORT__STAT_ADD(svc, disconnects_backpressure, 1);
+      break;
+    case CPORT_ERECVFULL:
+    case CPORT_ECONSUMED:
+      CPORT__STAT_ADD(svc, disconnects_protocol, 1);
+      break;
+    case CPORT_ELOCAL:
+    case CPORT_ESTOPPED:
+      CPORT__STAT_ADD(svc, disconnects_local, 1);
+      break;
+    case UV_ECONNRESET:
+    case UV_ECONNABORTED:
+    case UV_EPIPE:
+    case UV_ETIMEDOUT:
+    case UV_ENETDOWN:
+    case UV_ENETUNREACH:
+    case UV_EHOSTUNREACH:
+    case UV_EHOSTDOWN:
+    case UV_ECONNREFUSED:
+      CPORT__STAT_ADD(svc, disconnects_reset, 1);
+      break;
+    default:
+      CPORT__STAT_ADD(svc, disconnects_other, 1);
+      break;
+  }
+}
+
 
 static void session_close_cb(uv_handle_t* handle) {
   cport_session_t* s = (cport_session_t*)handle;
@@ -286,6 +515,12 @@ static void session_close_cb(uv_handle_t* handle) {
       svc->opts.cbs.on_disconnected(
           s, s->code, s->cause != NULL ? s->cause : cport_strerror(s->code));
     cport__service_active_add(svc->root, -1);
+    session_count_disconnect(svc, s->code);
+    /* A lost client session comes back under the reconnect policy; one the
+     * application or a stop ended does not. */
+    if (svc->kind == CPORT_SERVICE_CLIENT && s->code != CPORT_ELOCAL &&
+        s->code != CPORT_ESTOPPED)
+      cport__service_reconnect_later(svc, 0);
   }
   session_unlink(s);
   cport__service_check_done(svc);
@@ -294,9 +529,11 @@ static void session_close_cb(uv_handle_t* handle) {
 
 
 static void session_shutdown_cb(uv_shutdown_t* req, int status) {
+  session_shutdown_t* d = cport__container_of(req, session_shutdown_t, req);
   cport_session_t* s = req->data;
   (void)status; /* closing either way; the session's code is already set */
-  cport__free(req);
+  timed_remove(&SVC(s)->closing, &d->timed);
+  cport__free(d);
   if (s->state == S_SHUTTING) {
     s->state = S_CLOSED;
     uv_close((uv_handle_t*)&s->tcp, session_close_cb);
@@ -308,22 +545,27 @@ static void session_shutdown_cb(uv_shutdown_t* req, int status) {
 /* Flush, then shut down the write side. Returns 0 when the shutdown is
  * pending, non-zero when the session must be closed at once instead. */
 static int session_shutdown(cport_session_t* s) {
-  uv_shutdown_t* req;
+  cport_service_t* svc = SVC(s);
+  session_shutdown_t* d;
   /* libuv refuses writes once a shutdown is queued, and completes the
    * shutdown only after the writes queued before it: hand it every pending
    * send first. */
   if (s->pending != NULL && session_flush(s) != 0)
     return -1;
-  req = cport__malloc(sizeof(*req));
-  if (req == NULL)
+  d = cport__calloc(1, sizeof(*d));
+  if (d == NULL)
     return -1;
-  req->data = s;
+  d->req.data = s;
   cport_session_ref(s);
-  if (uv_shutdown(req, (uv_stream_t*)&s->tcp, session_shutdown_cb) != 0) {
+  if (uv_shutdown(&d->req, (uv_stream_t*)&s->tcp, session_shutdown_cb) != 0) {
     cport_session_unref(s);
-    cport__free(req);
+    cport__free(d);
     return -1;
   }
+  /* Nothing to flush: the shutdown completes in the next round anyway. */
+  if (svc->opts.disconnect_timeout_ms > 0 && s->writes > 0)
+    session_timed_add(svc, &svc->closing, &d->timed,
+                      svc->opts.disconnect_timeout_ms);
   return 0;
 }
 
@@ -343,6 +585,9 @@ void cport__session_close(cport_session_t* s,
   }
   /* Other threads' sends fail from now on. */
   atomic_fetch_or_explicit(&s->xsend, SESSION_XCLOSED, memory_order_release);
+  /* A closing session is timed by its disconnect, no longer by silence. */
+  if (SVC(s)->idle_off != 0)
+    timed_remove(&SVC(s)->idle, session_idle_entry(SVC(s), s));
   s->code = code;
   if (cause != NULL)
     s->cause = cport__strndup(cause, SESSION_CAUSE_MAX);
@@ -563,8 +808,10 @@ static void session_read_cb(uv_stream_t* stream,
     return;
   }
   CPORT__STAT_ADD(SVC(s), bytes_in, (uint64_t)nread);
-  if (s->state == S_CONNECTED)
+  if (s->state == S_CONNECTED) {
+    session_touch(s);
     session_deliver(s, (const uint8_t*)buf->base, (size_t)nread);
+  }
 }
 
 
@@ -609,6 +856,11 @@ void cport__session_start(cport_session_t* s) {
     memcpy(s->peer, &peer, (size_t)len);
   if (svc->opts.tcp_nodelay)
     (void)uv_tcp_nodelay(&s->tcp, 1); /* best effort, like libuv's own */
+  if (svc->opts.tcp_keepalive_s > 0)
+    (void)uv_tcp_keepalive(&s->tcp, 1, svc->opts.tcp_keepalive_s);
+  if (svc->idle_off != 0)
+    session_timed_add(svc, &svc->idle, session_idle_entry(svc, s),
+                      svc->opts.idle_timeout_ms);
   s->state = S_CONNECTED;
   s->reported_connected = 1;
   /* on_connected may hand the session to other threads. */
@@ -624,37 +876,51 @@ void cport__session_start(cport_session_t* s) {
 /* ---- connect (client services) ---- */
 
 static void session_connect_cb(uv_connect_t* req, int status) {
+  session_connect_t* c = cport__container_of(req, session_connect_t, req);
   cport_session_t* s = req->data;
   cport_service_t* svc = SVC(s);
-  cport__free(req);
+  unsigned attempts = c->attempts;
+  int timed_out = c->timed_out;
+  timed_remove(&svc->connecting, &c->timed);
+  cport__free(c);
   if (status == 0 && s->state == S_CONNECTING) {
     cport__session_start(s);
   } else {
-    if (status == 0)
+    if (timed_out)
+      status = UV_ETIMEDOUT;
+    else if (status == 0)
       status = UV_ECANCELED; /* closed while the connect was completing */
     CPORT__STAT_ADD(svc, connect_failed, 1);
     if (svc->opts.cbs.on_connect_failed != NULL)
       svc->opts.cbs.on_connect_failed(svc, status);
     cport__session_close(s, status, NULL, CPORT__CLOSE_FORCE);
+    if (status != UV_ECANCELED)
+      cport__service_reconnect_later(svc, attempts + 1);
   }
   cport_session_unref(s);
 }
 
 
-int cport__session_connect(cport_session_t* s) {
-  uv_connect_t* req;
+int cport__session_connect(cport_session_t* s, unsigned attempts) {
+  cport_service_t* svc = SVC(s);
+  session_connect_t* c;
   int rc = UV_ENOMEM;
   s->state = S_CONNECTING;
-  req = cport__malloc(sizeof(*req));
-  if (req != NULL) {
-    req->data = s;
+  c = cport__calloc(1, sizeof(*c));
+  if (c != NULL) {
+    c->req.data = s;
+    c->attempts = attempts;
     cport_session_ref(s);
-    rc = uv_tcp_connect(req, &s->tcp, cport_addr_sockaddr(&SVC(s)->addr),
+    rc = uv_tcp_connect(&c->req, &s->tcp, cport_addr_sockaddr(&svc->addr),
                         session_connect_cb);
-    if (rc == 0)
+    if (rc == 0) {
+      if (svc->opts.connect_timeout_ms > 0)
+        session_timed_add(svc, &svc->connecting, &c->timed,
+                          svc->opts.connect_timeout_ms);
       return 0;
+    }
     cport_session_unref(s);
-    cport__free(req);
+    cport__free(c);
   }
   cport__session_close(s, rc, NULL, CPORT__CLOSE_FORCE);
   return rc;
@@ -676,7 +942,7 @@ static void session_write_cb(uv_write_t* req, int status) {
   uint32_t n = r->nbatch;
   while (n-- > 0) {
     cport__send_req_t* next = r->next;
-    session_set_queued(s, session_queued(s) - r->len);
+    session_queue_sub(s, r->len);
     if (status == 0) {
       CPORT__STAT_ADD(svc, bytes_out, r->len);
       if (svc->opts.cbs.on_send != NULL)
@@ -758,8 +1024,6 @@ static int session_in_read_chunk(const cport__port_t* port,
 
 /* CPORT_SENDQ_DISCONNECT: a send found the queue at the limit. */
 static void session_close_sendq(cport_session_t* s) {
-  if (s->state == S_CONNECTED)
-    CPORT__STAT_ADD(SVC(s), sendq_disconnects, 1);
   cport__session_close(s, CPORT_ESENDQ, NULL, CPORT__CLOSE_FORCE);
 }
 
@@ -830,7 +1094,7 @@ static void session_take_op(cport_session_t* s,
       session_pending_push(s, r);
       /* Added to `queued` before it leaves `xsend`, so that other threads
        * never see the total dip below the truth. */
-      session_set_queued(s, session_queued(s) + r->len);
+      session_queue_add(s, r->len);
       atomic_fetch_sub_explicit(&s->xsend, r->len, memory_order_relaxed);
       CPORT__STAT_ADD(svc, sends, 1);
       if (flush && s->writes == 0) {
@@ -936,7 +1200,7 @@ static int session_send(cport_session_t* s,
     r->buf = shared;
   }
   session_pending_push(s, r);
-  session_set_queued(s, session_queued(s) + len);
+  session_queue_add(s, len);
   if (s->writes == 0) {
     rc = session_flush(s);
     if (rc != 0) {
@@ -971,7 +1235,7 @@ int cport_session_send_buf(cport_session_t* s, cport_buf_t* buf) {
 void* cport_session_user(cport_session_t* s) {
   if (s == NULL || !s->has_user)
     return NULL;
-  return (char*)s + SESSION_HEADER_SIZE;
+  return (char*)s + SVC(s)->user_off;
 }
 
 

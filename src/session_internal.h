@@ -20,9 +20,12 @@ uv_tcp_t* cport__session_tcp(cport_session_t* s);
  * start reading. */
 void cport__session_start(cport_session_t* s);
 
-/* Start a client connect to the service's address. Returns 0 or a libuv
- * error; on error the session has been closed (no callback is reported). */
-CPORT__NODISCARD int cport__session_connect(cport_session_t* s);
+/* Start a client connect to the service's address; `attempts` counts the
+ * failed attempts in a row before this one (for the reconnect policy).
+ * Returns 0 or a libuv error; on error the session has been closed (no
+ * callback is reported). */
+CPORT__NODISCARD int cport__session_connect(cport_session_t* s,
+                                            unsigned attempts);
 
 /* End the session with `code`. The first code and cause win; a FORCE close
  * also upgrades a graceful one that is still flushing. `cause` may be NULL

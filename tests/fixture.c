@@ -249,13 +249,19 @@ cport_service_t* fixture_create_service(fixture_t* fx,
 
 
 void fixture_start_server(fixture_t* fx) {
+  fixture_start_server_at(fx, NULL);
+}
+
+
+void fixture_start_server_at(fixture_t* fx, const cport_addr_t* addr) {
   cport_service_opts_t o;
   cport_addr_t any;
   fixture_apply_callbacks(fx, &o);
   assert_int_equal(cport_addr_parse(&any, "127.0.0.1", 0), 0);
-  assert_int_equal(cport_service_create(&fx->server, fx->core,
-                                        CPORT_SERVICE_SERVER, &any, &o),
-                   0);
+  assert_int_equal(
+      cport_service_create(&fx->server, fx->core, CPORT_SERVICE_SERVER,
+                           addr != NULL ? addr : &any, &o),
+      0);
   assert_int_equal(cport_service_start(fx->server), 0);
   assert_int_equal(cport_service_local_addr(fx->server, &fx->server_addr), 0);
   assert_true(cport_addr_port(&fx->server_addr) > 0);

@@ -166,6 +166,7 @@ static void test_session_big_send_outside_on_recv_keeps_reading(void** state) {
 
 static void test_session_disconnected_once_when_peer_closes(void** state) {
   fixture_t* fx = *state;
+  cport_service_stats_t st;
   peer_t* p;
   fixture_start_server(fx);
   p = peer_connect(fx, &fx->server_addr, 0);
@@ -179,11 +180,17 @@ static void test_session_disconnected_once_when_peer_closes(void** state) {
   /* Live until its on_disconnected has returned. */
   assert_int_equal(fx->count_in_disconnect, 1);
   assert_int_equal(cport_service_session_count(fx->server), 0);
+  assert_int_equal(cport_service_stats(fx->server, &st), 0);
+  assert_int_equal(st.disconnects_peer, 1);
+  assert_int_equal(st.disconnects_reset + st.disconnects_local +
+                       st.disconnects_other + st.disconnects_idle,
+                   0);
 }
 
 
 static void test_session_disconnected_once_when_peer_resets(void** state) {
   fixture_t* fx = *state;
+  cport_service_stats_t st;
   peer_t* p;
   fixture_start_server(fx);
   p = peer_connect(fx, &fx->server_addr, 0);
@@ -194,6 +201,9 @@ static void test_session_disconnected_once_when_peer_resets(void** state) {
   assert_int_equal(fx->disconnected, 1);
   assert_int_equal(fx->last_code, UV_ECONNRESET);
   assert_string_equal(fx->last_cause, cport_strerror(UV_ECONNRESET));
+  assert_int_equal(cport_service_stats(fx->server, &st), 0);
+  assert_int_equal(st.disconnects_reset, 1);
+  assert_int_equal(st.disconnects_peer, 0);
   peer_destroy(p);
 }
 
@@ -512,7 +522,7 @@ static void test_session_slow_reader_disconnected_under_disconnect_policy(
   assert_int_equal(cport_session_send(fx->last_server, payload, chunk),
                    UV_ENOTCONN);
   assert_int_equal(cport_service_stats(fx->server, &st), 0);
-  assert_int_equal(st.sendq_disconnects, 1);
+  assert_int_equal(st.disconnects_backpressure, 1);
   /* The other peers are not held back. */
   check_reading_peer_is_served(fx);
   peer_destroy(p);
@@ -974,16 +984,20 @@ static void test_session_disconnect_flushes_gathered_sends(void** state) {
 }
 
 
-static int session_nodelay(cport_session_t* s) {
+static int session_sockopt(cport_session_t* s, int level, int name) {
   uv_os_fd_t fd;
   /* Windows writes a one-byte BOOLEAN, so start from 0. */
   int on = 0;
   socklen_t len = (socklen_t)sizeof(on);
   assert_int_equal(uv_fileno((uv_handle_t*)cport__session_tcp(s), &fd), 0);
-  assert_int_equal(
-      getsockopt((uv_os_sock_t)fd, IPPROTO_TCP, TCP_NODELAY, (char*)&on, &len),
-      0);
+  assert_int_equal(getsockopt((uv_os_sock_t)fd, level, name, (char*)&on, &len),
+                   0);
   return on != 0;
+}
+
+
+static int session_nodelay(cport_session_t* s) {
+  return session_sockopt(s, IPPROTO_TCP, TCP_NODELAY);
 }
 
 
@@ -1003,6 +1017,26 @@ static void test_session_tcp_nodelay_follows_the_option(void** state) {
   p = peer_connect(fx, &fx->server_addr, 0);
   fixture_wait_int(fx, &fx->connected, 2, FIXTURE_TIMEOUT_MS);
   assert_false(session_nodelay(fx->last_server));
+  peer_destroy(p);
+}
+
+
+static void test_session_tcp_keepalive_follows_the_option(void** state) {
+  fixture_t* fx = *state;
+  peer_t* p;
+  fixture_start_server(fx);
+  p = peer_connect(fx, &fx->server_addr, 0);
+  fixture_wait_int(fx, &fx->connected, 1, FIXTURE_TIMEOUT_MS);
+  assert_false(session_sockopt(fx->last_server, SOL_SOCKET, SO_KEEPALIVE));
+  peer_destroy(p);
+  fixture_stop_service(fx, fx->server, 1000);
+  cport_service_destroy(fx->server);
+  fx->server = NULL;
+  fx->opts.tcp_keepalive_s = 30;
+  fixture_start_server(fx);
+  p = peer_connect(fx, &fx->server_addr, 0);
+  fixture_wait_int(fx, &fx->connected, 2, FIXTURE_TIMEOUT_MS);
+  assert_true(session_sockopt(fx->last_server, SOL_SOCKET, SO_KEEPALIVE));
   peer_destroy(p);
 }
 
@@ -1349,6 +1383,7 @@ int main(int argc, char** argv) {
       T(test_session_reset_drops_queued_sends_without_leaks),
       T(test_session_disconnect_flushes_gathered_sends),
       T(test_session_tcp_nodelay_follows_the_option),
+      T(test_session_tcp_keepalive_follows_the_option),
       T(test_session_sends_from_8_threads_keep_each_threads_order),
       T(test_session_send_on_port_follows_earlier_send_from_afar),
       T(test_session_disconnect_from_afar_flushes_earlier_sends),

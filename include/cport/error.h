@@ -21,7 +21,8 @@ extern "C" {
   XX(ERECVFULL, -5001, "receive buffer limit reached by unconsumed bytes") \
   XX(ESENDQ, -5002, "send queue limit reached")                            \
   XX(ESTOPPED, -5003, "service stopped")                                   \
-  XX(ECONSUMED, -5004, "on_recv returned more bytes than it was given")
+  XX(ECONSUMED, -5004, "on_recv returned more bytes than it was given")    \
+  XX(EIDLE, -5005, "idle timeout")
 
 enum cport_errno_e {
 #define CPORT__ERRNO_ENUM(name, value, text) CPORT_##name = (value),

@@ -50,6 +50,16 @@ typedef enum cport_sendq_policy_e {
   CPORT_SENDQ_DISCONNECT = 1
 } cport_sendq_policy_t;
 
+/* Client services: what happens after a connect fails or a connected session
+ * ends for a reason other than cport_session_disconnect() or a stop. */
+typedef enum cport_reconnect_e {
+  CPORT_RECONNECT_NONE = 0,       /* nothing (the default) */
+  CPORT_RECONNECT_FIXED = 1,      /* connect again after reconnect_delay_ms */
+  CPORT_RECONNECT_EXPONENTIAL = 2 /* after reconnect_delay_ms, doubled for
+                                     each failed attempt in a row, at most
+                                     reconnect_max_ms */
+} cport_reconnect_t;
+
 /* The lecture's virtual On* functions. Every callback runs on the session's
  * port thread; NULL members are skipped (a NULL on_recv consumes all). */
 typedef struct cport_session_cbs_s {
@@ -72,8 +82,9 @@ typedef struct cport_session_cbs_s {
    * during the call. No callback of `s` runs after this one. */
   void (*on_disconnected)(cport_session_t* s, int code, const char* cause);
   /* Client services: one connect attempt failed with `code` (for example
-   * UV_ECONNREFUSED, or UV_ECANCELED when the service was stopped or
-   * destroyed first). */
+   * UV_ECONNREFUSED, UV_ETIMEDOUT after connect_timeout_ms, or UV_ECANCELED
+   * when the service was stopped or destroyed first). Every attempt of a
+   * reconnect policy that fails is reported here. */
   void (*on_connect_failed)(cport_service_t* svc, int code);
 } cport_session_cbs_t;
 
@@ -115,6 +126,40 @@ typedef struct cport_service_opts_s {
    * port's thread; 0 keeps them all on `port`. The listener stays on
    * `port`. Ignored for clients and for a core of one port. */
   int spread;
+  /* A session that receives nothing for this many milliseconds is
+   * disconnected gracefully with CPORT_EIDLE ("idle timeout"); a peer that
+   * trickles a byte now and then resets it each time. One timer per port
+   * serves every session of the service (a list kept in order of last
+   * activity), so 100 000 sessions cost no more timers than one. 0 (the
+   * default): never. */
+  unsigned idle_timeout_ms;
+  /* Clients: a connect that has not completed after this many milliseconds
+   * fails with UV_ETIMEDOUT (on_connect_failed). 0 (the default): the
+   * operating system's own limit, often minutes. */
+  unsigned connect_timeout_ms;
+  /* A graceful disconnect (cport_session_disconnect, a stop, the peer's
+   * EOF, an idle timeout) whose queued bytes have not all been written
+   * after this many milliseconds, because the peer does not read, is closed
+   * at once; its code stays the disconnect's own, and
+   * stats.disconnect_timeouts counts it. 0: wait for ever. Default 30000. */
+  unsigned disconnect_timeout_ms;
+  /* Non-zero: TCP keepalive on every session, first probe after this many
+   * seconds of silence (uv_tcp_keepalive), so that a peer that vanished
+   * without a FIN or RST is found (UV_ETIMEDOUT). Default 0: off. */
+  unsigned tcp_keepalive_s;
+  /* Clients: reconnect after a failed connect, or after a session ends for
+   * any cause but cport_session_disconnect() or a stop. Default
+   * CPORT_RECONNECT_NONE. */
+  cport_reconnect_t reconnect;
+  /* First delay before a reconnect, and the delay of CPORT_RECONNECT_FIXED.
+   * Default 1000; at least 1. */
+  unsigned reconnect_delay_ms;
+  /* Longest delay of CPORT_RECONNECT_EXPONENTIAL. Default 30000. */
+  unsigned reconnect_max_ms;
+  /* Each delay is moved at random by up to this percentage either way
+   * (0 to 100), so that clients that lost the same server do not all come
+   * back at the same moment. Default 20. */
+  unsigned reconnect_jitter_pct;
 } cport_service_opts_t;
 
 typedef struct cport_service_stats_s {
@@ -135,9 +180,22 @@ typedef struct cport_service_stats_s {
   /* Times a session stopped reading because its on_recv filled the send
    * queue (CPORT_SENDQ_PAUSE_READ). */
   uint64_t pauses;
-  /* Sessions closed because a send found the queue full
-   * (CPORT_SENDQ_DISCONNECT). */
-  uint64_t sendq_disconnects;
+  /* Bytes waiting in the sessions' send queues now (a gauge). */
+  uint64_t queued_bytes;
+  /* Clients: connects started by the reconnect policy. */
+  uint64_t reconnects;
+  /* Graceful disconnects closed at disconnect_timeout_ms before they could
+   * flush. */
+  uint64_t disconnect_timeouts;
+  /* Sessions that reached on_connected and ended, by their code: */
+  uint64_t disconnects_peer;         /* UV_EOF: the peer closed */
+  uint64_t disconnects_reset;        /* network errors: UV_ECONNRESET,
+                                        UV_EPIPE, UV_ETIMEDOUT, ... */
+  uint64_t disconnects_idle;         /* CPORT_EIDLE */
+  uint64_t disconnects_backpressure; /* CPORT_ESENDQ (CPORT_SENDQ_DISCONNECT) */
+  uint64_t disconnects_protocol;     /* CPORT_ERECVFULL, CPORT_ECONSUMED */
+  uint64_t disconnects_local;        /* CPORT_ELOCAL, CPORT_ESTOPPED */
+  uint64_t disconnects_other;        /* anything else (UV_ENOMEM, ...) */
 } cport_service_stats_t;
 
 /* Fill `opts` with the defaults listed above. Thread: any. */

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "core_internal.h"
+#include "log_internal.h"
 
 
 void cport_core_opts_init(cport_core_opts_t* opts) {
@@ -401,7 +402,10 @@ int cport__port_is_mine(cport__port_t* port) {
 #ifndef NDEBUG
 void cport__assert_on_port(cport__port_t* port) {
   if (!cport__port_is_mine(port)) {
-    fprintf(stderr, "cport: port-only function called from another thread\n");
+    cport__log(CPORT_LOG_ERROR,
+               "port-only function called from a thread that does not run "
+               "port %u",
+               port->index);
     abort();
   }
 }

@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "listener_internal.h"
+#include "log_internal.h"
 #include "session_internal.h"
 
 struct cport__listener_s {
@@ -40,6 +41,10 @@ struct cport__listener_s {
   uv_poll_t poll;
   uv_timer_t backoff;
   unsigned turn;
+  /* Accept failures are logged at most once a second (EMFILE comes in
+   * floods); the ones in between are counted into the next line. */
+  uint64_t warned_ms;
+  unsigned unlogged;
 };
 
 /* Connections accepted per readiness before other handles get a turn. */
@@ -50,6 +55,35 @@ struct cport__listener_s {
 
 static void listener_reject(cport__listener_t* l,
                             atomic_uint_least64_t* counter);
+
+
+/* An accept failed: warn, at most once a second. */
+static void listener_warn(cport__listener_t* l, int rc, int pausing) {
+  char then[48] = "";
+  uint64_t now = uv_hrtime() / 1000000u;
+  char addr[CPORT_ADDR_STRLEN] = "?";
+  if (!cport__log_enabled(CPORT_LOG_WARN))
+    return;
+  if (l->warned_ms != 0 && now - l->warned_ms < 1000) {
+    l->unlogged++;
+    return;
+  }
+  if (l->svc != NULL)
+    (void)cport_addr_format(&l->svc->addr, addr, sizeof(addr));
+  if (pausing)
+    snprintf(then, sizeof(then), "; pausing accepts for %d ms",
+             LISTENER_BACKOFF_MS);
+  if (l->unlogged > 0)
+    cport__log(CPORT_LOG_WARN,
+               "listener %s: accept failed: %s%s (%u more since the last "
+               "report)",
+               addr, cport_strerror(rc), then, l->unlogged);
+  else
+    cport__log(CPORT_LOG_WARN, "listener %s: accept failed: %s%s", addr,
+               cport_strerror(rc), then);
+  l->warned_ms = now;
+  l->unlogged = 0;
+}
 
 
 static void listener_handle_closed(cport__listener_t* l) {
@@ -126,7 +160,9 @@ static void listener_connection_cb(uv_stream_t* server, int status) {
   cport_session_t* s;
   int rc;
   if (status < 0) {
+    /* libuv has already dropped what it could not accept (EMFILE). */
     CPORT__STAT_ADD(svc, accept_errors, 1);
+    listener_warn(l, status, 0);
     return;
   }
   if (cport__service_is_full(svc)) {
@@ -212,6 +248,7 @@ static void listener_poll_cb(uv_poll_t* handle, int status, int events) {
   if (status < 0) {
     /* libuv has stopped watching the socket; try again after a pause. */
     CPORT__STAT_ADD(root, accept_errors, 1);
+    listener_warn(l, status, 1);
     uv_poll_stop(&l->poll);
     uv_timer_start(&l->backoff, listener_backoff_cb, LISTENER_BACKOFF_MS, 0);
     return;
@@ -222,9 +259,11 @@ static void listener_poll_cb(uv_poll_t* handle, int status, int events) {
     if (rc == UV_EAGAIN)
       return;
     if (rc != 0) {
+      int pause = rc == UV_EMFILE || rc == UV_ENFILE || rc == UV_ENOBUFS ||
+                  rc == UV_ENOMEM;
       CPORT__STAT_ADD(root, accept_errors, 1);
-      if (rc == UV_EMFILE || rc == UV_ENFILE || rc == UV_ENOBUFS ||
-          rc == UV_ENOMEM) {
+      listener_warn(l, rc, pause);
+      if (pause) {
         uv_poll_stop(&l->poll);
         uv_timer_start(&l->backoff, listener_backoff_cb, LISTENER_BACKOFF_MS,
                        0);

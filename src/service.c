@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "listener_internal.h"
+#include "log_internal.h"
 #include "session_internal.h"
 
 
@@ -451,6 +452,7 @@ static void service_reconnect_cb(uv_timer_t* timer) {
 
 void cport__service_reconnect_later(cport_service_t* svc, unsigned attempts) {
   cport__reconnect_t* r;
+  uint64_t delay;
   if (svc->kind != CPORT_SERVICE_CLIENT ||
       svc->opts.reconnect == CPORT_RECONNECT_NONE || svc->stopping)
     return;
@@ -466,8 +468,10 @@ void cport__service_reconnect_later(cport_service_t* svc, unsigned attempts) {
     r->next->prev = r;
   svc->reconnects = r;
   svc->nreconnects++;
-  uv_timer_start(&r->timer, service_reconnect_cb,
-                 service_reconnect_delay(svc, attempts), 0);
+  delay = service_reconnect_delay(svc, attempts);
+  cport__log(CPORT_LOG_INFO, "client: reconnecting in %llu ms (attempt %u)",
+             (unsigned long long)delay, attempts + 1);
+  uv_timer_start(&r->timer, service_reconnect_cb, delay, 0);
 }
 
 

@@ -40,6 +40,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "log_internal.h"
 #include "session_internal.h"
 
 /* Longest cause text kept from cport_session_disconnect(). */
@@ -366,9 +367,9 @@ static uint64_t session_clock_ms(void) {
 
 static void session_tick_cb(uv_timer_t* timer);
 
-/* Make sure the tick fires by `deadline` (session_clock_ms time). The lists only grow
- * at their tails, with deadlines no earlier than their heads', so this is
- * needed only when an entry lands in an empty list. */
+/* Make sure the tick fires by `deadline` (session_clock_ms time). The lists
+ * only grow at their tails, with deadlines no earlier than their heads', so
+ * this is needed only when an entry lands in an empty list. */
 static void session_arm_tick(cport_service_t* svc, uint64_t deadline) {
   uint64_t now;
   uint64_t delay;
@@ -423,10 +424,16 @@ void cport__session_tick(cport_service_t* svc) {
     cport_session_t* s = d->req.data;
     timed_remove(&svc->closing, &d->timed);
     CPORT__STAT_ADD(svc, disconnect_timeouts, 1);
+    cport__log(CPORT_LOG_INFO,
+               "session %llu: could not flush its disconnect in %u ms "
+               "(the peer does not read); closed",
+               (unsigned long long)s->id, o->disconnect_timeout_ms);
     cport__session_close(s, s->code, NULL, CPORT__CLOSE_FORCE);
   }
   while (timed_due(&svc->idle, o->idle_timeout_ms) <= now) {
     cport_session_t* s = session_of_idle_entry(svc, svc->idle.head);
+    cport__log(CPORT_LOG_DEBUG, "session %llu: idle for %u ms",
+               (unsigned long long)s->id, o->idle_timeout_ms);
     /* Unlinks the entry; a graceful close, so queued sends still leave
      * (bounded by disconnect_timeout_ms). */
     cport__session_close(s, CPORT_EIDLE, NULL, CPORT__CLOSE_GRACEFUL);

@@ -1,12 +1,35 @@
-/* echo_client: a cport client service that checks an echo server.
+/* echo_client: a cport client service that checks an echo server, and a
+ * small load generator.
  *
- *   echo_client --host ADDR --port N [--sessions N] [--messages N]
- *               [--size BYTES] [--timeout SECONDS]
+ *   echo_client --host ADDR --port N [--sessions N] [--threads N]
+ *               [--messages N | --seconds S] [--size BYTES]
+ *               [--timeout SECONDS]
  *
  * Each session sends a message, waits for its whole echo, compares it byte
- * for byte, and repeats. Prints one summary line; exits 0 only if every
- * session connected and every echo matched, 1 otherwise, 2 on bad
- * arguments. */
+ * for byte, and repeats: --messages times, or with --seconds until S
+ * seconds (fractions allowed) have passed since every session connected,
+ * when it finishes the message in flight and stops. Prints one summary line
+ * on stdout:
+ *
+ *   sessions=N messages=N bytes=N seconds=S msg/s=N MiB/s=N errors=N
+ *   threads=N p50_us=U p99_us=U max_us=U
+ *
+ * A message's latency runs from its send to the last byte of its echo; the
+ * percentiles come from a histogram (within about 3%), the maximum is exact.
+ * Exits 0 only if every session connected and every echo matched, 1
+ * otherwise, 2 on bad arguments.
+ *
+ * Design notes. --threads N runs N ports, one loop thread each. A client
+ * service's sessions all live on its own port, so there is one service per
+ * port, and the sessions are split among them (the first ports get one more
+ * when N does not divide them). Every callback of a session runs on its
+ * port's thread, so each port keeps its counters and latency histogram
+ * without a lock, and main() adds them up after cport_core_join(). Only two
+ * things cross ports, as atomics: the count of settled connects, whose last
+ * one posts the start of every port's --seconds timer (one timer per port,
+ * not per session), and the count of finished ports, whose last one stops
+ * the core. */
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,34 +39,160 @@
 #include "cport/cport.h"
 #include "example_args.h"
 
+#define DEFAULT_TIMEOUT_MS 60000
+
+/* Latency histogram in nanoseconds, log-linear: bucket 0 holds everything
+ * under 2^10 ns (about 1 us), then each power of two up to 2^36 ns (about
+ * 69 s) splits into 16 buckets, none wider than 6.25% of its values; longer
+ * latencies land in the last bucket. Recording is one increment, so every
+ * message counts, at 3.3 KiB per port. */
+#define HIST_FIRST_BITS 10
+#define HIST_LAST_BITS 36
+#define HIST_SUB_BITS 4
+#define HIST_SUB (1u << HIST_SUB_BITS)
+#define HIST_BUCKETS (1 + (HIST_LAST_BITS - HIST_FIRST_BITS) * HIST_SUB)
+
+typedef struct hist_s {
+  uint64_t counts[HIST_BUCKETS];
+  uint64_t n;
+  uint64_t max_ns; /* exact */
+} hist_t;
+
+typedef struct port_s port_t;
+
+/* Shared by every port: set before cport_core_run(), read-only afterwards
+ * except for the atomics and timed_out. */
 typedef struct client_s {
   cport_core_t* core;
-  long sessions;
-  long messages;
+  port_t* ports;
   size_t size;
+  long sessions;        /* in all */
+  long messages;        /* per session; 0 with --seconds */
+  uint64_t duration_ms; /* --seconds */
+  unsigned busy_ports;  /* ports 0..busy_ports-1 have sessions */
+  atomic_long settled;  /* sessions that connected or failed to */
+  atomic_uint ports_done;
+  atomic_int reported; /* the first failure has been printed */
+  int timed_out;       /* written by port 0's thread */
+  /* Set by main() once the port threads are gone: callbacks that still run
+   * inside cport_core_destroy() must neither post nor stop the core. */
+  int joined;
+} client_t;
+
+/* One port: its client service and what its sessions count. Only the
+ * port's thread touches it until cport_core_join(). */
+struct port_s {
+  client_t* c;
+  cport_service_t* svc;
+  long sessions;
   long finished; /* sessions that ended, well or not */
   long errors;
   uint64_t echoed; /* messages whose echo matched */
-  int first_error;
-} client_t;
+  int ending;      /* --seconds are up: finish the message in flight */
+  uv_timer_t end_timer;
+  hist_t hist;
+};
 
 /* Per-session state, in the session's user area. */
 typedef struct conn_s {
   uint8_t* message; /* the message in flight, to compare the echo with */
   size_t matched;   /* bytes of its echo received and equal so far */
-  long sent;        /* messages sent */
+  uint64_t sent;    /* messages sent */
+  uint64_t sent_ns; /* uv_hrtime() when the message in flight was sent */
   int done;
 } conn_t;
 
 
-static client_t* client_of(cport_session_t* s) {
+static port_t* port_of(cport_session_t* s) {
   return cport_service_get_data(cport_session_service(s));
+}
+
+
+static unsigned msb64(uint64_t v) {
+#if defined(__GNUC__) || defined(__clang__)
+  return 63u - (unsigned)__builtin_clzll(v);
+#else
+  unsigned n = 0;
+  while (v >>= 1) n++;
+  return n;
+#endif
+}
+
+
+static void hist_record(hist_t* h, uint64_t ns) {
+  size_t i;
+  if (ns < ((uint64_t)1 << HIST_FIRST_BITS)) {
+    i = 0;
+  } else if (ns >= ((uint64_t)1 << HIST_LAST_BITS)) {
+    i = HIST_BUCKETS - 1;
+  } else {
+    unsigned octave = msb64(ns);
+    size_t sub = (size_t)(ns >> (octave - HIST_SUB_BITS)) - HIST_SUB;
+    i = 1 + (size_t)(octave - HIST_FIRST_BITS) * HIST_SUB + sub;
+  }
+  h->counts[i]++;
+  h->n++;
+  if (ns > h->max_ns)
+    h->max_ns = ns;
+}
+
+
+static void hist_merge(hist_t* into, const hist_t* from) {
+  size_t i;
+  for (i = 0; i < HIST_BUCKETS; i++) into->counts[i] += from->counts[i];
+  into->n += from->n;
+  if (from->max_ns > into->max_ns)
+    into->max_ns = from->max_ns;
+}
+
+
+/* The middle of the bucket holding the value of rank ceil(q * n), but never
+ * above the exact maximum, so that p50 <= p99 <= max always holds. */
+static uint64_t hist_quantile(const hist_t* h, double q) {
+  uint64_t rank;
+  uint64_t seen = 0;
+  uint64_t low;
+  uint64_t width;
+  uint64_t mid;
+  size_t i;
+  if (h->n == 0)
+    return 0;
+  rank = (uint64_t)(q * (double)h->n);
+  if ((double)rank < q * (double)h->n)
+    rank++;
+  if (rank == 0)
+    rank = 1;
+  for (i = 0; i < HIST_BUCKETS - 1; i++) {
+    seen += h->counts[i];
+    if (seen >= rank)
+      break;
+  }
+  if (i == 0) {
+    low = 0;
+    width = (uint64_t)1 << HIST_FIRST_BITS;
+  } else {
+    unsigned octave = HIST_FIRST_BITS + (unsigned)((i - 1) / HIST_SUB);
+    width = (uint64_t)1 << (octave - HIST_SUB_BITS);
+    low = (HIST_SUB + (uint64_t)((i - 1) % HIST_SUB)) * width;
+  }
+  mid = low + width / 2;
+  return mid < h->max_ns ? mid : h->max_ns;
+}
+
+
+/* Print only the first failure: one cause (a server that is gone, say)
+ * usually fails every session, on every port. */
+static int first_report(client_t* c) {
+  return atomic_exchange(&c->reported, 1) == 0;
 }
 
 
 /* Every message differs, so an echo from the wrong session or an old
  * message cannot pass the comparison. */
-static void fill_message(uint8_t* buf, size_t len, uint64_t session, long seq) {
+static void fill_message(uint8_t* buf,
+                         size_t len,
+                         uint64_t session,
+                         uint64_t seq) {
   uint32_t x = (uint32_t)(session * 2654435761u) ^ (uint32_t)seq ^ 0x9e3779b9u;
   size_t i;
   for (i = 0; i < len; i++) {
@@ -54,12 +203,13 @@ static void fill_message(uint8_t* buf, size_t len, uint64_t session, long seq) {
 
 
 static void send_next(cport_session_t* s) {
-  client_t* c = client_of(s);
+  size_t size = port_of(s)->c->size;
   conn_t* conn = cport_session_user(s);
   int rc;
-  fill_message(conn->message, c->size, cport_session_id(s), conn->sent);
+  fill_message(conn->message, size, cport_session_id(s), conn->sent);
   conn->matched = 0;
-  rc = cport_session_send(s, conn->message, c->size);
+  conn->sent_ns = uv_hrtime();
+  rc = cport_session_send(s, conn->message, size);
   if (rc != 0) {
     cport_session_disconnect(s, cport_strerror(rc));
     return;
@@ -68,10 +218,64 @@ static void send_next(cport_session_t* s) {
 }
 
 
+static void end_timer_cb(uv_timer_t* timer) {
+  port_t* p = timer->data;
+  p->ending = 1;
+}
+
+
+/* A job on the port's own thread: the --seconds start counting there. */
+static void start_end_timer(void* arg) {
+  port_t* p = arg;
+  /* A job left over when the run ended early runs inside
+   * cport_core_destroy(), after the timer was closed. */
+  if (p->c->joined || p->finished == p->sessions)
+    return;
+  uv_timer_start(&p->end_timer, end_timer_cb, p->c->duration_ms, 0);
+}
+
+
+/* A session connected or failed to. After the last one, on whichever port,
+ * every port starts its --seconds timer. */
+static void session_settled(port_t* p) {
+  client_t* c = p->c;
+  unsigned i;
+  int rc;
+  if (c->messages > 0 || c->joined)
+    return;
+  if (atomic_fetch_add(&c->settled, 1) + 1 != c->sessions)
+    return;
+  for (i = 0; i < c->busy_ports; i++) {
+    rc = cport_core_post(c->core, i, start_end_timer, &c->ports[i]);
+    if (rc != 0) {
+      if (first_report(c))
+        fprintf(stderr, "echo_client: cannot start the clock on port %u: %s\n",
+                i, cport_strerror(rc));
+      p->errors++;
+      cport_core_stop(c->core);
+      return;
+    }
+  }
+}
+
+
+/* A session ended, well or not. The last one of the last busy port stops
+ * the core. */
+static void session_finished(port_t* p) {
+  client_t* c = p->c;
+  if (++p->finished < p->sessions || c->joined)
+    return;
+  uv_timer_stop(&p->end_timer);
+  if (atomic_fetch_add(&c->ports_done, 1) + 1 == c->busy_ports)
+    cport_core_stop(c->core);
+}
+
+
 static void on_connected(cport_session_t* s) {
-  client_t* c = client_of(s);
+  port_t* p = port_of(s);
   conn_t* conn = cport_session_user(s);
-  conn->message = malloc(c->size);
+  session_settled(p);
+  conn->message = malloc(p->c->size);
   if (conn->message == NULL) {
     cport_session_disconnect(s, "out of memory");
     return;
@@ -81,17 +285,21 @@ static void on_connected(cport_session_t* s) {
 
 
 static size_t on_recv(cport_session_t* s, const uint8_t* data, size_t len) {
-  client_t* c = client_of(s);
+  port_t* p = port_of(s);
+  client_t* c = p->c;
   conn_t* conn = cport_session_user(s);
   size_t want = c->size - conn->matched;
+  int more;
   if (len > want || memcmp(data, conn->message + conn->matched, len) != 0) {
     cport_session_disconnect(s, "echo mismatch");
     return len;
   }
   conn->matched += len;
   if (conn->matched == c->size) {
-    c->echoed++;
-    if (conn->sent < c->messages) {
+    hist_record(&p->hist, uv_hrtime() - conn->sent_ns);
+    p->echoed++;
+    more = c->messages > 0 ? conn->sent < (uint64_t)c->messages : !p->ending;
+    if (more) {
       send_next(s);
     } else {
       conn->done = 1;
@@ -102,55 +310,68 @@ static size_t on_recv(cport_session_t* s, const uint8_t* data, size_t len) {
 }
 
 
-static void session_finished(client_t* c) {
-  if (++c->finished == c->sessions)
-    cport_core_stop(c->core);
-}
-
-
 static void on_disconnected(cport_session_t* s, int code, const char* cause) {
-  client_t* c = client_of(s);
+  port_t* p = port_of(s);
   conn_t* conn = cport_session_user(s);
+  (void)code;
   if (!conn->done) {
-    c->errors++;
-    if (c->first_error == 0) {
-      c->first_error = code;
+    p->errors++;
+    if (first_report(p->c))
       fprintf(stderr, "echo_client: session %llu ended early: %s\n",
               (unsigned long long)cport_session_id(s), cause);
-    }
   }
   free(conn->message);
   conn->message = NULL;
-  session_finished(c);
+  session_finished(p);
 }
 
 
 static void on_connect_failed(cport_service_t* svc, int code) {
-  client_t* c = cport_service_get_data(svc);
-  c->errors++;
-  if (c->first_error == 0) {
-    c->first_error = code;
+  port_t* p = cport_service_get_data(svc);
+  p->errors++;
+  if (first_report(p->c))
     fprintf(stderr, "echo_client: connect failed: %s\n", cport_strerror(code));
-  }
-  session_finished(c);
+  session_settled(p);
+  session_finished(p);
 }
 
 
 static void usage(FILE* out) {
   fprintf(out,
           "usage: echo_client --host ADDR --port N [--sessions N] "
-          "[--messages N] [--size BYTES] [--timeout SECONDS]\n"
-          "  --sessions N      concurrent sessions (default 1)\n"
+          "[--threads N]\n"
+          "                   [--messages N | --seconds S] [--size BYTES]\n"
+          "                   [--timeout SECONDS]\n"
+          "  --sessions N      concurrent sessions, split over the threads "
+          "(default 1)\n"
+          "  --threads N       ports, one loop thread and client service "
+          "each\n"
+          "                    (default 1, at most %d)\n"
           "  --messages N      messages per session (default 1000)\n"
+          "  --seconds S       instead of --messages: keep sending for S "
+          "seconds (a\n"
+          "                    positive number, e.g. 0.5), counted from when "
+          "every\n"
+          "                    session has connected; each session then "
+          "finishes its\n"
+          "                    message in flight\n"
           "  --size BYTES      bytes per message (default 64)\n"
-          "  --timeout SECONDS give up after this long (default 60)\n");
+          "  --timeout SECONDS give up after this long from the start "
+          "(default 60,\n"
+          "                    or S + 60 with --seconds)\n"
+          "Prints one line: sessions= messages= bytes= seconds= msg/s= "
+          "MiB/s= errors=\n"
+          "threads= p50_us= p99_us= max_us= (a message's latency runs from "
+          "its send\n"
+          "to the last byte of its echo)\n",
+          CPORT_CORE_MAX_PORTS);
 }
 
 
 static void on_timeout(uv_timer_t* timer) {
   client_t* c = timer->data;
   fprintf(stderr, "echo_client: timed out\n");
-  c->errors++;
+  c->timed_out = 1;
   cport_core_stop(c->core);
 }
 
@@ -159,20 +380,30 @@ int main(int argc, char** argv) {
   const char* host = NULL;
   long port = -1;
   long size = 64;
-  long timeout_s = 60;
+  long sessions = 1;
+  long messages = 1000;
+  long threads = 1;
+  long timeout_s = 0;
+  double seconds = 0; /* > 0: duration mode */
+  int have_messages = 0;
+  uint64_t timeout_ms;
   client_t c;
+  port_t* ports = NULL;
+  hist_t all;
   cport_addr_t addr;
-  cport_service_t* svc = NULL;
+  cport_core_opts_t core_opts;
   cport_service_opts_t opts;
   uv_timer_t timer;
   uint64_t start_ns;
-  double seconds;
+  uint64_t echoed = 0;
+  long finished = 0;
+  long errors = 0;
+  double elapsed;
+  unsigned n;
+  unsigned j;
   int i;
   int rc;
 
-  memset(&c, 0, sizeof(c));
-  c.sessions = 1;
-  c.messages = 1000;
   /* Every option takes a value, so options come in pairs. */
   for (i = 1; i < argc; i += 2) {
     const char* value = i + 1 < argc ? argv[i + 1] : NULL;
@@ -184,9 +415,16 @@ int main(int argc, char** argv) {
     } else if (strcmp(argv[i], "--port") == 0 &&
                example_parse_long(value, 1, 65535, &port) == 0) {
     } else if (strcmp(argv[i], "--sessions") == 0 &&
-               example_parse_long(value, 1, 1000000, &c.sessions) == 0) {
+               example_parse_long(value, 1, 1000000, &sessions) == 0) {
+    } else if (strcmp(argv[i], "--threads") == 0 &&
+               example_parse_long(value, 1, CPORT_CORE_MAX_PORTS, &threads) ==
+                   0) {
     } else if (strcmp(argv[i], "--messages") == 0 &&
-               example_parse_long(value, 1, 1000000000, &c.messages) == 0) {
+               example_parse_long(value, 1, 1000000000, &messages) == 0) {
+      have_messages = 1;
+    } else if (strcmp(argv[i], "--seconds") == 0 &&
+               example_parse_double(value, 0, 86400, &seconds) == 0 &&
+               seconds > 0) {
     } else if (strcmp(argv[i], "--size") == 0 &&
                example_parse_long(value, 1, 64L * 1024 * 1024, &size) == 0) {
     } else if (strcmp(argv[i], "--timeout") == 0 &&
@@ -203,55 +441,128 @@ int main(int argc, char** argv) {
     usage(stderr);
     return 2;
   }
+  if (have_messages && seconds > 0) {
+    fprintf(stderr,
+            "echo_client: --messages and --seconds exclude each other\n");
+    usage(stderr);
+    return 2;
+  }
+  if (seconds > 0 && timeout_s > 0 && seconds >= (double)timeout_s) {
+    fprintf(stderr, "echo_client: --seconds must be shorter than --timeout\n");
+    usage(stderr);
+    return 2;
+  }
   if (cport_addr_resolve(&addr, host, (int)port) != 0) {
     fprintf(stderr, "echo_client: bad address '%s'\n", host);
     return 2;
   }
-  c.size = (size_t)size;
 
-  rc = cport_core_create(&c.core, NULL);
-  if (rc == 0) {
-    cport_service_opts_init(&opts);
-    opts.cbs.on_connected = on_connected;
-    opts.cbs.on_recv = on_recv;
-    opts.cbs.on_disconnected = on_disconnected;
-    opts.cbs.on_connect_failed = on_connect_failed;
-    opts.user_size = sizeof(conn_t);
-    opts.connect_count = (unsigned)c.sessions;
-    opts.data = &c;
-    rc = cport_service_create(&svc, c.core, CPORT_SERVICE_CLIENT, &addr, &opts);
+  memset(&c, 0, sizeof(c));
+  atomic_init(&c.settled, 0);
+  atomic_init(&c.ports_done, 0);
+  atomic_init(&c.reported, 0);
+  c.size = (size_t)size;
+  c.sessions = sessions;
+  c.messages = seconds > 0 ? 0 : messages;
+  c.duration_ms = (uint64_t)(seconds * 1000.0 + 0.5);
+  if (timeout_s > 0)
+    timeout_ms = (uint64_t)timeout_s * 1000;
+  else if (seconds > 0)
+    timeout_ms = c.duration_ms + DEFAULT_TIMEOUT_MS;
+  else
+    timeout_ms = DEFAULT_TIMEOUT_MS;
+  n = (unsigned)threads;
+  c.busy_ports = sessions < threads ? (unsigned)sessions : n;
+  ports = calloc(n, sizeof(*ports));
+  if (ports == NULL) {
+    fprintf(stderr, "echo_client: out of memory\n");
+    return 1;
   }
+  c.ports = ports;
+
+  cport_core_opts_init(&core_opts);
+  core_opts.ports = n;
+  rc = cport_core_create(&c.core, &core_opts);
   if (rc != 0) {
     fprintf(stderr, "echo_client: %s\n", cport_strerror(rc));
+    free(ports);
     return 1;
+  }
+  /* Until cport_core_run() this thread owns every port, so the services,
+   * their timers and the safety timer are all set up from here. */
+  cport_service_opts_init(&opts);
+  opts.cbs.on_connected = on_connected;
+  opts.cbs.on_recv = on_recv;
+  opts.cbs.on_disconnected = on_disconnected;
+  opts.cbs.on_connect_failed = on_connect_failed;
+  opts.user_size = sizeof(conn_t);
+  for (j = 0; j < n; j++) {
+    port_t* p = &ports[j];
+    p->c = &c;
+    p->sessions = sessions / threads + ((long)j < sessions % threads ? 1 : 0);
+    uv_timer_init(cport_core_loop(c.core, j), &p->end_timer);
+    p->end_timer.data = p;
+  }
+  for (j = 0; j < c.busy_ports && rc == 0; j++) {
+    opts.port = j;
+    opts.connect_count = (unsigned)ports[j].sessions;
+    opts.data = &ports[j];
+    rc = cport_service_create(&ports[j].svc, c.core, CPORT_SERVICE_CLIENT,
+                              &addr, &opts);
   }
   uv_timer_init(cport_core_loop(c.core, 0), &timer);
   timer.data = &c;
-  uv_timer_start(&timer, on_timeout, (uint64_t)timeout_s * 1000, 0);
 
   start_ns = uv_hrtime();
-  rc = cport_service_start(svc);
+  if (rc == 0) {
+    uv_timer_start(&timer, on_timeout, timeout_ms, 0);
+    for (j = 0; j < c.busy_ports && rc == 0; j++)
+      rc = cport_service_start(ports[j].svc);
+  }
   if (rc == 0)
     rc = cport_core_run(c.core);
-  if (rc == 0)
+  if (rc == 0) {
     cport_core_join(c.core);
-  else
-    c.errors++;
-  seconds = (double)(uv_hrtime() - start_ns) / 1e9;
+  } else {
+    if (first_report(&c))
+      fprintf(stderr, "echo_client: %s\n", cport_strerror(rc));
+    errors++;
+  }
+  c.joined = 1;
+  elapsed = (double)(uv_hrtime() - start_ns) / 1e9;
 
+  memset(&all, 0, sizeof(all));
+  for (j = 0; j < n; j++) {
+    echoed += ports[j].echoed;
+    finished += ports[j].finished;
+    errors += ports[j].errors;
+    hist_merge(&all, &ports[j].hist);
+  }
+  if (c.timed_out)
+    errors++;
   printf(
       "sessions=%ld messages=%llu bytes=%llu seconds=%.3f msg/s=%.0f "
-      "MiB/s=%.2f errors=%ld\n",
-      c.sessions, (unsigned long long)c.echoed,
-      (unsigned long long)(c.echoed * c.size), seconds,
-      seconds > 0 ? (double)c.echoed / seconds : 0.0,
-      seconds > 0 ? (double)(c.echoed * c.size) / seconds / 1048576.0 : 0,
-      c.errors);
+      "MiB/s=%.2f errors=%ld threads=%u p50_us=%.1f p99_us=%.1f "
+      "max_us=%.1f\n",
+      sessions, (unsigned long long)echoed,
+      (unsigned long long)(echoed * c.size), elapsed,
+      elapsed > 0 ? (double)echoed / elapsed : 0.0,
+      elapsed > 0 ? (double)(echoed * c.size) / elapsed / 1048576.0 : 0.0,
+      errors, n, (double)hist_quantile(&all, 0.50) / 1e3,
+      (double)hist_quantile(&all, 0.99) / 1e3, (double)all.max_ns / 1e3);
   fflush(stdout);
 
+  /* The port threads are gone: this thread owns every port again. */
   uv_close((uv_handle_t*)&timer, NULL);
-  cport_service_destroy(svc);
+  for (j = 0; j < n; j++) {
+    uv_close((uv_handle_t*)&ports[j].end_timer, NULL);
+    cport_service_destroy(ports[j].svc);
+  }
   cport_core_destroy(c.core);
-  return c.errors == 0 && c.echoed == (uint64_t)(c.sessions * c.messages) ? 0
-                                                                          : 1;
+  free(ports);
+  if (errors != 0 || finished != sessions)
+    return 1;
+  if (c.messages > 0 && echoed != (uint64_t)sessions * (uint64_t)c.messages)
+    return 1;
+  return 0;
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Drives examples/echo_server and examples/echo_client the way a user would:
-# bad arguments, a busy port, many clients, a half-closing peer, a peer that
-# never reads, and SIGTERM/SIGINT in the middle of it all. Every wait is
+# bad arguments, a busy port, many clients (also on several client threads,
+# and for a fixed time with latency percentiles), a half-closing peer, a peer
+# that never reads, and SIGTERM/SIGINT in the middle of it all. Every wait is
 # bounded and every process started here is stopped here.
 #
 #   examples_test.sh ECHO_SERVER ECHO_CLIENT TCP_PEER
@@ -66,6 +67,31 @@ rss_kib() {
   awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0
 }
 
+# Run echo_client in the background with the arguments after $1, wait up to
+# $1 seconds for it (killing it after that), stdout in $work/co, stderr in
+# $work/ce; sets exit_code.
+run_client() {
+  local limit=$1 pid
+  shift
+  "$client_bin" "$@" >"$work/co" 2>"$work/ce" &
+  pid=$!
+  pids+=("$pid")
+  if ! wait_exit "$pid" "$limit"; then
+    kill -KILL "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+  fi
+}
+
+# The value of field $1 (as in "msg/s=123") in the summary line in file $2.
+summary_field() {
+  sed -n "s|.* $1=\([^ ]*\).*|\1|p" "$2"
+}
+
+# Succeeds if the number $1 is >= the number $2 (decimals allowed).
+num_ge() {
+  awk -v a="$1" -v b="$2" 'BEGIN { exit !(a + 0 >= b + 0) }'
+}
+
 # ---- bad arguments: usage on stderr, exit 2 ----
 for args in "--port abc" "--port 70000" "--port -1" "--bogus" "--threads 0" \
             "--threads 257" "--max-sessions x" "--host 999.1.1.1" "--host" "--port"; do
@@ -86,6 +112,19 @@ code=$?
 code=$?
 [ "$code" = 2 ] && ok "echo_client --size 0: exit 2" ||
   bad "echo_client --size 0: exit $code"
+for args in "--threads 0" "--threads 257" "--threads x" "--seconds 0" \
+            "--seconds abc" "--seconds -1" "--seconds 1e3" "--seconds" \
+            "--seconds 1 --messages 5" "--messages 5 --seconds 1" \
+            "--seconds 5 --timeout 2"; do
+  # shellcheck disable=SC2086
+  "$client_bin" --host 127.0.0.1 --port 1 $args >"$work/o" 2>"$work/e"
+  code=$?
+  if [ "$code" = 2 ] && grep -q usage "$work/e"; then
+    ok "echo_client $args: exit 2 with usage"
+  else
+    bad "echo_client $args: exit $code, stderr: $(head -c 200 "$work/e")"
+  fi
+done
 
 # ---- a server on an ephemeral port ----
 if ! start_server --port 0; then
@@ -184,10 +223,38 @@ if start_server --port 0 --threads 4; then
   else
     bad "--threads 4 echo: $(cat "$work/o" "$work/e")"
   fi
+  # The client on four ports too: one client service per port, 10 each.
+  run_client 60 --host 127.0.0.1 --port "$server_port" --threads 4 \
+    --sessions 40 --messages 200 --size 300 --timeout 30
+  if [ "$exit_code" = 0 ] &&
+     grep -q "^sessions=40 messages=8000 .*errors=0 threads=4 " "$work/co"; then
+    ok "echo_client --threads 4: $(cat "$work/co")"
+  else
+    bad "echo_client --threads 4: exit $exit_code: $(cat "$work/co" "$work/ce")"
+  fi
+  # Duration mode: one second from when all 20 sessions are up, then each
+  # finishes its message in flight.
+  run_client 60 --host 127.0.0.1 --port "$server_port" --threads 2 \
+    --sessions 20 --seconds 1 --size 64 --timeout 30
+  secs=$(summary_field seconds "$work/co")
+  rate=$(summary_field msg/s "$work/co")
+  p50=$(summary_field p50_us "$work/co")
+  p99=$(summary_field p99_us "$work/co")
+  max=$(summary_field max_us "$work/co")
+  if [ "$exit_code" = 0 ] && grep -q "^sessions=20 .*errors=0 threads=2 " "$work/co" &&
+     [ -n "$secs" ] && num_ge "$secs" 0.99 && ! num_ge "$secs" 20 &&
+     [ -n "$rate" ] && ! num_ge 0 "$rate" &&
+     [ -n "$p50" ] && [ -n "$p99" ] && [ -n "$max" ] && ! num_ge 0 "$p50" &&
+     num_ge "$p99" "$p50" && num_ge "$max" "$p99"; then
+    ok "echo_client --seconds 1: $(cat "$work/co")"
+  else
+    bad "echo_client --seconds 1: exit $exit_code: $(cat "$work/co" "$work/ce")"
+  fi
   kill -INT "$server_pid"
   wait_exit "$server_pid" 10 && [ "$exit_code" = 0 ] && ok "SIGINT: exit 0" ||
     bad "SIGINT: exit $exit_code"
-  grep -q "^echo_server: served 40 sessions" "$server_out" &&
+  # 40 sessions from each of the two --messages clients, 20 from --seconds.
+  grep -q "^echo_server: served 100 sessions" "$server_out" &&
     ok "--threads 4 summary counts every port: $(tail -n 1 "$server_out")" ||
     bad "--threads 4 summary: $(cat "$server_out")"
 else

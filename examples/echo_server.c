@@ -1,6 +1,7 @@
 /* echo_server: a cport server that sends back every byte it receives.
  *
  *   echo_server [--host ADDR] [--port N] [--threads N] [--max-sessions N]
+ *               [--idle-timeout MS] [--stats-every SECONDS]
  *
  * Prints "listening on HOST:PORT" once ready. SIGINT or SIGTERM stops it
  * gracefully: no new connections, every session flushed and closed (or cut
@@ -11,7 +12,9 @@
  *
  * --threads N runs N ports, one loop thread each; the server spreads its
  * connections over them in turn, and each session lives on its port's
- * thread. */
+ * thread. --idle-timeout MS disconnects sessions that send nothing for that
+ * long (slow or dead peers). The service's counters are printed as one
+ * "stats" line on exit, and every SECONDS with --stats-every. */
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -28,7 +31,43 @@ typedef struct server_s {
   cport_service_t* svc;
   uv_signal_t sigint;
   uv_signal_t sigterm;
+  uv_timer_t stats_timer;
+  long stats_every;
 } server_t;
+
+
+/* One line of the service's counters (any thread may read them). */
+static void print_stats(cport_service_t* svc) {
+  cport_service_stats_t st;
+  if (cport_service_stats(svc, &st) != 0)
+    return;
+  printf(
+      "echo_server: stats connected=%llu rejected=%llu accept_errors=%llu "
+      "active=%llu peak=%llu bytes_in=%llu bytes_out=%llu sends=%llu "
+      "writes=%llu queued_bytes=%llu pauses=%llu disconnect_timeouts=%llu "
+      "disconnects: peer=%llu reset=%llu idle=%llu backpressure=%llu "
+      "protocol=%llu local=%llu other=%llu\n",
+      (unsigned long long)st.connected, (unsigned long long)st.rejected,
+      (unsigned long long)st.accept_errors, (unsigned long long)st.active,
+      (unsigned long long)st.peak, (unsigned long long)st.bytes_in,
+      (unsigned long long)st.bytes_out, (unsigned long long)st.sends,
+      (unsigned long long)st.writes, (unsigned long long)st.queued_bytes,
+      (unsigned long long)st.pauses, (unsigned long long)st.disconnect_timeouts,
+      (unsigned long long)st.disconnects_peer,
+      (unsigned long long)st.disconnects_reset,
+      (unsigned long long)st.disconnects_idle,
+      (unsigned long long)st.disconnects_backpressure,
+      (unsigned long long)st.disconnects_protocol,
+      (unsigned long long)st.disconnects_local,
+      (unsigned long long)st.disconnects_other);
+  fflush(stdout);
+}
+
+
+static void on_stats_timer(uv_timer_t* timer) {
+  server_t* server = timer->data;
+  print_stats(server->svc);
+}
 
 
 static size_t echo_on_recv(cport_session_t* s,
@@ -47,6 +86,7 @@ static void on_stopped(cport_service_t* svc) {
   server_t* server = cport_service_get_data(svc);
   uv_close((uv_handle_t*)&server->sigint, NULL);
   uv_close((uv_handle_t*)&server->sigterm, NULL);
+  uv_close((uv_handle_t*)&server->stats_timer, NULL);
   cport_core_stop(server->core);
 }
 
@@ -68,7 +108,11 @@ static void usage(FILE* out) {
           "  --threads N         ports, one loop thread each (default 1, "
           "at most %d)\n"
           "  --max-sessions N    most concurrent sessions, 0 = no limit "
-          "(default 10000)\n",
+          "(default 10000)\n"
+          "  --idle-timeout MS   disconnect a session silent for MS "
+          "milliseconds, 0 = never (default 0)\n"
+          "  --stats-every S     print the stats line every S seconds, "
+          "0 = only on exit (default 0)\n",
           CPORT_CORE_MAX_PORTS);
 }
 
@@ -78,6 +122,8 @@ int main(int argc, char** argv) {
   long port = 7777;
   long threads = 1;
   long max_sessions = 10000;
+  long idle_timeout = 0;
+  long stats_every = 0;
   server_t server;
   cport_addr_t addr;
   cport_core_opts_t core_opts;
@@ -102,6 +148,10 @@ int main(int argc, char** argv) {
                    0) {
     } else if (strcmp(argv[i], "--max-sessions") == 0 &&
                example_parse_long(value, 0, 10000000, &max_sessions) == 0) {
+    } else if (strcmp(argv[i], "--idle-timeout") == 0 &&
+               example_parse_long(value, 0, 86400000, &idle_timeout) == 0) {
+    } else if (strcmp(argv[i], "--stats-every") == 0 &&
+               example_parse_long(value, 0, 86400, &stats_every) == 0) {
     } else {
       fprintf(stderr, "echo_server: bad argument '%s'%s%s\n", argv[i],
               value != NULL ? " " : "", value != NULL ? value : "");
@@ -115,6 +165,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   memset(&server, 0, sizeof(server));
+  server.stats_every = stats_every;
   cport_core_opts_init(&core_opts);
   core_opts.ports = (unsigned)threads;
   rc = cport_core_create(&server.core, &core_opts);
@@ -125,6 +176,7 @@ int main(int argc, char** argv) {
   cport_service_opts_init(&opts);
   opts.cbs.on_recv = echo_on_recv;
   opts.max_sessions = (unsigned)max_sessions;
+  opts.idle_timeout_ms = (unsigned)idle_timeout;
   opts.data = &server;
   rc = cport_service_create(&server.svc, server.core, CPORT_SERVICE_SERVER,
                             &addr, &opts);
@@ -144,6 +196,12 @@ int main(int argc, char** argv) {
   server.sigint.data = server.sigterm.data = &server;
   uv_signal_start(&server.sigint, on_signal, SIGINT);
   uv_signal_start(&server.sigterm, on_signal, SIGTERM);
+  uv_timer_init(cport_core_loop(server.core, 0), &server.stats_timer);
+  server.stats_timer.data = &server;
+  if (server.stats_every > 0)
+    uv_timer_start(&server.stats_timer, on_stats_timer,
+                   (uint64_t)server.stats_every * 1000,
+                   (uint64_t)server.stats_every * 1000);
 
   cport_service_local_addr(server.svc, &addr);
   cport_addr_format(&addr, text, sizeof(text));
@@ -165,7 +223,7 @@ int main(int argc, char** argv) {
       "rejected %llu\n",
       (unsigned long long)stats.connected, (unsigned long long)stats.bytes_out,
       (unsigned long long)stats.rejected);
-  fflush(stdout);
+  print_stats(server.svc);
   cport_service_destroy(server.svc);
   cport_core_destroy(server.core);
   return 0;

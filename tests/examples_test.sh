@@ -94,7 +94,8 @@ num_ge() {
 
 # ---- bad arguments: usage on stderr, exit 2 ----
 for args in "--port abc" "--port 70000" "--port -1" "--bogus" "--threads 0" \
-            "--threads 257" "--max-sessions x" "--host 999.1.1.1" "--host" "--port"; do
+            "--threads 257" "--max-sessions x" "--idle-timeout -1" \
+            "--stats-every x" "--host 999.1.1.1" "--host" "--port"; do
   # shellcheck disable=SC2086
   "$server_bin" $args >"$work/o" 2>"$work/e"
   code=$?
@@ -259,6 +260,39 @@ if start_server --port 0 --threads 4; then
     bad "--threads 4 summary: $(cat "$server_out")"
 else
   bad "second server did not start"
+fi
+
+# ---- --idle-timeout ends a silent peer; --stats-every prints the counters ----
+if start_server --port 0 --idle-timeout 300 --stats-every 1; then
+  # A peer that connects and says nothing (a slowloris): the server must
+  # close it after 0.3 s; read then sees EOF long before its own 10 s.
+  if exec 8<>"/dev/tcp/127.0.0.1/$server_port"; then
+    started=$SECONDS
+    read -r -t 10 -u 8 _ 2>/dev/null
+    code=$?
+    exec 8<&-
+    if [ "$code" -lt 128 ] && [ $((SECONDS - started)) -le 5 ]; then
+      ok "--idle-timeout 300 closed a silent peer"
+    else
+      bad "--idle-timeout 300: silent peer not closed (read status $code)"
+    fi
+  else
+    bad "could not connect to the --idle-timeout server"
+  fi
+  # At least one periodic line before the exit's own (bounded: 5 s).
+  for i in $(seq 1 50); do
+    grep -q "^echo_server: stats .*idle=1" "$server_out" && break
+    sleep 0.1
+  done
+  grep -q "^echo_server: stats .*idle=1" "$server_out" &&
+    ok "--stats-every 1 prints the counters: idle=1" ||
+    bad "--stats-every: $(cat "$server_out")"
+  kill -TERM "$server_pid"
+  wait_exit "$server_pid" 10 && [ "$exit_code" = 0 ] &&
+    [ "$(grep -c '^echo_server: stats ' "$server_out")" -ge 2 ] &&
+    ok "stats line again on exit" || bad "exit stats: $(cat "$server_out")"
+else
+  bad "echo_server --idle-timeout did not start"
 fi
 
 # ---- SIGTERM the moment "listening on" appears (handlers come first) ----

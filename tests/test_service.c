@@ -674,6 +674,51 @@ static void test_service_stop_with_deadline_during_thousands_of_transfers(
 }
 
 
+static int peer_ended(void* arg) {
+  peer_t* p = arg;
+  return p->eof || p->error != 0 || p->closed;
+}
+
+/* A flood of connections past max_sessions: each refused at once and
+ * counted, while a session already open goes on echoing, byte for byte. */
+static void test_service_flood_past_max_sessions_leaves_sessions_served(
+    void** state) {
+  fixture_t* fx = *state;
+  enum { FLOOD = 100, MAX = 5 };
+  peer_t* flood[FLOOD];
+  cport_service_stats_t st;
+  uint8_t msg[256];
+  peer_t* a;
+  size_t echoed = 0;
+  int i;
+  fx->opts.max_sessions = MAX;
+  fixture_start_server(fx);
+  a = peer_connect(fx, &fx->server_addr, 0);
+  fixture_wait_int(fx, &fx->connected, 1, FIXTURE_TIMEOUT_MS);
+  fill_pattern(msg, sizeof(msg), 11);
+  for (i = 0; i < FLOOD; i++) {
+    flood[i] = peer_connect(fx, &fx->server_addr, 1);
+    if (i >= MAX - 1) /* past the limit: closed at once */
+      assert_true(
+          fixture_run_until(fx, peer_ended, flood[i], FIXTURE_TIMEOUT_MS));
+    if (i % 10 == 0) { /* the open session is served all along */
+      peer_write(a, msg, sizeof(msg));
+      echoed += sizeof(msg);
+      fixture_wait_size(fx, &a->received.len, echoed, FIXTURE_TIMEOUT_MS);
+    }
+  }
+  assert_int_equal(cport_service_stats(fx->server, &st), 0);
+  assert_int_equal(st.connected, MAX);
+  assert_int_equal(st.rejected, FLOOD - (MAX - 1));
+  assert_int_equal(cport_service_session_count(fx->server), MAX);
+  for (i = 0; i < (int)(echoed / sizeof(msg)); i++)
+    assert_memory_equal(a->received.data + (size_t)i * sizeof(msg), msg,
+                        sizeof(msg));
+  for (i = 0; i < FLOOD; i++) peer_destroy(flood[i]);
+  peer_destroy(a);
+}
+
+
 /* ---- broadcast ---- */
 
 #define BCAST_CONNS 500
@@ -769,6 +814,7 @@ int main(void) {
       T(test_service_stop_cancels_pending_reconnects),
       T(test_service_disconnect_timeout_forces_a_stuck_flush),
       T(test_service_stop_with_deadline_during_thousands_of_transfers),
+      T(test_service_flood_past_max_sessions_leaves_sessions_served),
       T(test_service_broadcast_reaches_every_port_and_frees_once),
       T(test_service_broadcast_on_own_ports_sends_during_the_call),
       T(test_service_client_connects_n_sessions),

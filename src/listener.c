@@ -68,8 +68,11 @@ static void listener_warn(cport__listener_t* l, int rc, int pausing) {
     l->unlogged++;
     return;
   }
-  if (l->svc != NULL)
-    (void)cport_addr_format(&l->svc->addr, addr, sizeof(addr));
+  {
+    cport_addr_t bound;
+    if (cport__listener_addr(l, &bound) == 0)
+      (void)cport_addr_format(&bound, addr, sizeof(addr));
+  }
   if (pausing)
     snprintf(then, sizeof(then), "; pausing accepts for %d ms",
              LISTENER_BACKOFF_MS);

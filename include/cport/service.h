@@ -151,8 +151,9 @@ typedef struct cport_service_opts_s {
    * any cause but cport_session_disconnect() or a stop. Default
    * CPORT_RECONNECT_NONE. */
   cport_reconnect_t reconnect;
-  /* First delay before a reconnect, and the delay of CPORT_RECONNECT_FIXED.
-   * Default 1000; at least 1. */
+  /* The delay of CPORT_RECONNECT_FIXED, and the base of EXPONENTIAL, which
+   * waits it after a lost session and doubles it for each failed attempt
+   * in a row (2x after the first failure). Default 1000; at least 1. */
   unsigned reconnect_delay_ms;
   /* Longest delay of CPORT_RECONNECT_EXPONENTIAL. Default 30000. */
   unsigned reconnect_max_ms;
@@ -165,7 +166,8 @@ typedef struct cport_service_opts_s {
 typedef struct cport_service_stats_s {
   uint64_t connected;      /* sessions that reached on_connected */
   uint64_t rejected;       /* server: closed at once at max_sessions */
-  uint64_t accept_errors;  /* server: failed accepts (EMFILE and the like) */
+  uint64_t accept_errors;  /* server: failed accepts (EMFILE and the like;
+                              a one-port server's libuv hides most EMFILE) */
   uint64_t connect_failed; /* client: failed connect attempts */
   uint64_t active;         /* live sessions now (see session_count) */
   uint64_t peak;           /* most live sessions at once */
@@ -208,7 +210,9 @@ CPORT_API void cport_service_opts_init(cport_service_opts_t* opts);
  * Thread:    the port's thread (or, while no thread runs the port, the owner).
  * Returns:   0; UV_EINVAL for NULL arguments or an unset address, an unknown
  *            kind or send_queue_policy, a bad port index, zero limits, a
- *            backlog below 1, or a client with connect_count 0; UV_ENOMEM;
+ *            backlog below 1, a client with connect_count 0, an unknown
+ *            reconnect policy, or one set with reconnect_delay_ms 0 or
+ *            reconnect_jitter_pct above 100; UV_ENOMEM;
  *            a libuv error from timer set-up. */
 CPORT_API int cport_service_create(cport_service_t** out,
                                    cport_core_t* core,

@@ -471,6 +471,9 @@ void cport__service_reconnect_later(cport_service_t* svc, unsigned attempts) {
   delay = service_reconnect_delay(svc, attempts);
   cport__log(CPORT_LOG_INFO, "client: reconnecting in %llu ms (attempt %u)",
              (unsigned long long)delay, attempts + 1);
+  /* From now, not from the loop's cached time, which may lag by a long
+   * round and would shorten the wait. Reconnects are rare enough. */
+  uv_update_time(svc->port->loop);
   uv_timer_start(&r->timer, service_reconnect_cb, delay, 0);
 }
 

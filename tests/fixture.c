@@ -679,3 +679,25 @@ int spread_drive(spread_t* sp, atomic_int* counter, int target) {
   }
   return 1;
 }
+
+
+void spread_stop_running(spread_t* sp,
+                         cport_service_t* server,
+                         cport_service_t* client) {
+  int before = signal_count(&sp->done);
+  assert_int_equal(cport_core_post(sp->core, 0, spread_stop_job, server), 0);
+  assert_int_equal(cport_core_post(sp->core, 1, spread_stop_job, client), 0);
+  assert_true(signal_wait(&sp->done, before + 2, FIXTURE_TIMEOUT_MS));
+  assert_int_equal(cport_core_stop(sp->core), 0);
+  assert_int_equal(cport_core_join(sp->core), 0);
+}
+
+
+void spread_destroy(spread_t* sp,
+                    cport_service_t* server,
+                    cport_service_t* client) {
+  cport_service_destroy(client);
+  cport_service_destroy(server);
+  cport_core_destroy(sp->core);
+  signal_destroy(&sp->done);
+}

@@ -248,5 +248,14 @@ int spread_drive(spread_t* sp, atomic_int* counter, int target);
 void spread_stopped(cport_service_t* svc);
 /* A job for cport_core_post: stop the service `arg` with spread_stopped. */
 void spread_stop_job(void* arg);
+/* Under cport_core_run: stop both services on their ports, wait for both
+ * on_stopped, then stop and join the core (this thread owns it again). */
+void spread_stop_running(spread_t* sp,
+                         cport_service_t* server,
+                         cport_service_t* client);
+/* Destroy both services (either may be NULL), the core and the signal. */
+void spread_destroy(spread_t* sp,
+                    cport_service_t* server,
+                    cport_service_t* client);
 
 #endif /* CPORT_TEST_FIXTURE_H */

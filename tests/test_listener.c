@@ -197,10 +197,7 @@ static void test_listener_spreads_connections_round_robin(void** state) {
   assert_true(spread_drive(&sp, &sp.stopped, 1));
   assert_int_equal(atomic_load(&sp.disconnected), SPREAD_CONNS);
   assert_int_equal(cport_service_session_count(server), 0);
-  cport_service_destroy(client);
-  cport_service_destroy(server);
-  cport_core_destroy(sp.core);
-  signal_destroy(&sp.done);
+  spread_destroy(&sp, server, client);
   assert_int_equal(atomic_load(&sp.wrong_thread), 0);
   assert_int_equal(cport__mem_live(), baseline);
 }
@@ -219,20 +216,12 @@ static void test_listener_spread_sessions_run_on_their_port_threads(
   spread_start(&sp, &server, &client, 0, SPREAD_CONNS, 1);
   assert_int_equal(cport_core_run(sp.core), 0);
   assert_true(signal_wait(&sp.done, 1, FIXTURE_TIMEOUT_MS));
-  assert_int_equal(cport_core_post(sp.core, 0, spread_stop_job, server), 0);
-  assert_true(signal_wait(&sp.done, 2, FIXTURE_TIMEOUT_MS));
-  assert_int_equal(cport_core_post(sp.core, 1, spread_stop_job, client), 0);
-  assert_true(signal_wait(&sp.done, 3, FIXTURE_TIMEOUT_MS));
-  assert_int_equal(cport_core_stop(sp.core), 0);
-  assert_int_equal(cport_core_join(sp.core), 0);
+  spread_stop_running(&sp, server, client);
   for (i = 0; i < SPREAD_PORTS; i++) ported += atomic_load(&sp.per_port[i]) > 0;
   assert_int_equal(ported, SPREAD_PORTS);
   assert_int_equal(atomic_load(&sp.disconnected), SPREAD_CONNS);
   assert_int_equal(atomic_load(&sp.wrong_thread), 0);
-  cport_service_destroy(client);
-  cport_service_destroy(server);
-  cport_core_destroy(sp.core);
-  signal_destroy(&sp.done);
+  spread_destroy(&sp, server, client);
   assert_int_equal(cport__mem_live(), baseline);
 }
 
@@ -275,10 +264,7 @@ static void test_listener_spread_bind_in_use_returns_eaddrinuse(void** state) {
   assert_int_equal(cport_service_start(second[1]), UV_EADDRINUSE);
   cport_service_destroy(second[1]);
   cport_service_destroy(second[0]);
-  cport_service_destroy(client);
-  cport_service_destroy(server);
-  cport_core_destroy(sp.core);
-  signal_destroy(&sp.done);
+  spread_destroy(&sp, server, client);
 }
 
 
@@ -301,9 +287,7 @@ static void test_listener_spread_destroy_without_stop_frees_every_port(
     for (k = 0; k < SPREAD_PORTS; k++) cport_core_dispatch(sp.core, k, 1);
   }
   assert_int_equal(atomic_load(&sp.disconnected), SPREAD_CONNS);
-  cport_service_destroy(client);
-  cport_core_destroy(sp.core);
-  signal_destroy(&sp.done);
+  spread_destroy(&sp, NULL, client);
   assert_int_equal(cport__mem_live(), baseline);
 }
 
@@ -327,10 +311,7 @@ static void test_listener_spread_counts_max_sessions_over_all_ports(
   assert_int_equal(st.connected, 5);
   assert_int_equal(st.rejected, 3);
   assert_int_equal(atomic_load(&sp.connected), 5);
-  cport_service_destroy(client);
-  cport_service_destroy(server);
-  cport_core_destroy(sp.core);
-  signal_destroy(&sp.done);
+  spread_destroy(&sp, server, client);
 }
 
 /* ---- running out of file descriptors ----

@@ -767,16 +767,9 @@ static void test_service_broadcast_reaches_every_port_and_frees_once(
   cport_buf_unref(buf);
   assert_true(signal_wait(&sp.done, 1, FIXTURE_TIMEOUT_MS));
   assert_int_equal(atomic_load(&sp.received), BCAST_CONNS * BCAST_LEN);
-  assert_int_equal(cport_core_post(sp.core, 0, spread_stop_job, server), 0);
-  assert_int_equal(cport_core_post(sp.core, 1, spread_stop_job, client), 0);
-  assert_true(signal_wait(&sp.done, 3, FIXTURE_TIMEOUT_MS));
-  assert_int_equal(cport_core_stop(sp.core), 0);
-  assert_int_equal(cport_core_join(sp.core), 0);
+  spread_stop_running(&sp, server, client);
   assert_int_equal(atomic_load(&sp.wrong_thread), 0);
-  cport_service_destroy(client);
-  cport_service_destroy(server);
-  cport_core_destroy(sp.core);
-  signal_destroy(&sp.done);
+  spread_destroy(&sp, server, client);
   assert_int_equal(cport__mem_live(), baseline);
 }
 

@@ -40,6 +40,7 @@ void cport_service_opts_init(cport_service_opts_t* opts) {
   opts->reconnect_delay_ms = 1000;
   opts->reconnect_max_ms = 30000;
   opts->reconnect_jitter_pct = 20;
+  cport_packet_format_init(&opts->packet);
 }
 
 
@@ -153,6 +154,9 @@ int cport_service_create(cport_service_t** out,
     return UV_EINVAL;
   if (opts->reconnect != CPORT_RECONNECT_NONE &&
       (opts->reconnect_delay_ms == 0 || opts->reconnect_jitter_pct > 100))
+    return UV_EINVAL;
+  if ((opts->cbs.on_recv != NULL && opts->cbs.on_packet != NULL) ||
+      cport_packet_format_check(&opts->packet) != 0)
     return UV_EINVAL;
   port = cport__core_port(core, opts->port);
   if (port == NULL)
@@ -697,6 +701,7 @@ static void service_stats_add(const cport_service_t* svc,
   out->bytes_in += STAT_GET(svc, bytes_in);
   out->bytes_out += STAT_GET(svc, bytes_out);
   out->sends += STAT_GET(svc, sends);
+  out->packets_in += STAT_GET(svc, packets_in);
   out->writes += STAT_GET(svc, writes);
   out->pauses += STAT_GET(svc, pauses);
   out->queued_bytes += STAT_GET(svc, queued_bytes);

@@ -18,6 +18,7 @@ typedef struct cport__stats_s {
   atomic_uint_least64_t bytes_in;
   atomic_uint_least64_t bytes_out;
   atomic_uint_least64_t sends;
+  atomic_uint_least64_t packets_in;
   atomic_uint_least64_t writes;
   atomic_uint_least64_t pauses;
   atomic_uint_least64_t queued_bytes;

@@ -18,9 +18,10 @@
  * on_send never follows on_disconnected.
  *
  * Receive. Reads land in the port's shared chunk (core_internal.h) and
- * on_recv sees them there, without a copy. Only bytes that on_recv leaves
- * unconsumed are copied into a private buffer, which grows up to
- * recv_buffer_limit and is freed again as soon as it is empty.
+ * on_recv, or the packet layer in front of on_packet, sees them there,
+ * without a copy. Only bytes left unconsumed are copied into the session's
+ * receive buffer (recv_buf.h), which grows up to the limit and is freed
+ * again as soon as it is empty.
  *
  * Send. Each send is one request that owns a copy of the bytes (the
  * lecture's SendEvent, send_req.h), taken from the port's pool. When nothing
@@ -41,23 +42,16 @@
 #include <string.h>
 
 #include "log_internal.h"
+#include "packet_internal.h"
+#include "recv_buf.h"
 #include "session_internal.h"
 
 /* Longest cause text kept from cport_session_disconnect(). */
 #define SESSION_CAUSE_MAX 255
-/* First size of the private receive buffer, which then doubles. */
-#define SESSION_RBUF_MIN 4096
 
 enum { S_INIT, S_CONNECTING, S_CONNECTED, S_SHUTTING, S_CLOSED };
 
 #define SESSION_XCLOSED (~(SIZE_MAX >> 1))
-
-/* Bytes on_recv left unconsumed, always from offset 0. */
-typedef struct session_rbuf_s {
-  size_t len;
-  size_t cap;
-  uint8_t bytes[];
-} session_rbuf_t;
 
 struct cport_session_s {
   /* First member, so the handle's address is the session's; the handle's
@@ -85,7 +79,7 @@ struct cport_session_s {
    * pointers. */
   uint32_t peer[7];
   char* cause;
-  session_rbuf_t* rbuf; /* NULL while nothing is kept */
+  cport__rbuf_t* rbuf; /* NULL while nothing is kept */
   /* Bytes accepted by send and not yet written. Only the port's thread
    * writes it; other threads read it for the send queue limit. */
   atomic_size_t queued;
@@ -145,7 +139,7 @@ static atomic_uint_fast64_t next_session_id = 1;
 
 static void session_free(cport_session_t* s) {
   cport_service_t* svc = SVC(s);
-  cport__free(s->rbuf);
+  cport__recv_clear(&s->rbuf);
   cport__free(s->cause);
   cport__free(s);
   cport__service_release(svc);
@@ -485,6 +479,8 @@ static void session_count_disconnect(cport_service_t* svc, int code) {
       break;
     case CPORT_ERECVFULL:
     case CPORT_ECONSUMED:
+    case CPORT_EPACKET:
+    case CPORT_EPACKETSIZE:
       CPORT__STAT_ADD(svc, disconnects_protocol, 1);
       break;
     case CPORT_ELOCAL:
@@ -512,8 +508,7 @@ static void session_count_disconnect(cport_service_t* svc, int code) {
 static void session_close_cb(uv_handle_t* handle) {
   cport_session_t* s = (cport_session_t*)handle;
   cport_service_t* svc = SVC(s);
-  cport__free(s->rbuf);
-  s->rbuf = NULL;
+  cport__recv_clear(&s->rbuf);
   session_pending_drop(s);
   if (s->reported_connected) {
     /* Counted as live until its on_disconnected has returned, like the
@@ -682,11 +677,11 @@ static void session_alloc_cb(uv_handle_t* handle,
 }
 
 
-/* Call on_recv. Returns the bytes consumed, or -1 if the session must stop
- * delivering (it was disconnected, or on_recv broke its contract). */
-static long session_call_recv(cport_session_t* s,
-                              const uint8_t* data,
-                              size_t len) {
+/* Call on_recv. Returns the bytes consumed, or CPORT__RECV_STOP if the
+ * session must stop delivering (it was disconnected, or on_recv broke its
+ * contract). */
+static long session_consume_raw(void* ctx, const uint8_t* data, size_t len) {
+  cport_session_t* s = ctx;
   size_t consumed = len;
   if (SVC(s)->opts.cbs.on_recv != NULL) {
     s->in_recv = 1;
@@ -695,108 +690,80 @@ static long session_call_recv(cport_session_t* s,
   }
   if (consumed > len) {
     cport__session_close(s, CPORT_ECONSUMED, NULL, CPORT__CLOSE_GRACEFUL);
-    return -1;
+    return CPORT__RECV_STOP;
   }
   if (s->state != S_CONNECTED)
-    return -1;
+    return CPORT__RECV_STOP;
   return (long)consumed;
 }
 
 
-/* Make room for `need` bytes in the private buffer; need <= limit. */
-static int session_rbuf_reserve(cport_session_t* s, size_t need) {
-  size_t limit = SVC(s)->opts.recv_buffer_limit;
-  size_t cap = s->rbuf != NULL ? s->rbuf->cap : 0;
-  session_rbuf_t* grown;
-  if (need <= cap)
+/* One whole packet: on_packet, whose sends may pause reading like
+ * on_recv's. Stops delivery once the session is paused or ending. */
+static int session_on_packet(void* ctx,
+                             unsigned id,
+                             const uint8_t* payload,
+                             size_t len) {
+  cport_session_t* s = ctx;
+  cport_service_t* svc = SVC(s);
+  CPORT__STAT_ADD(svc, packets_in, 1);
+  s->in_recv = 1;
+  svc->opts.cbs.on_packet(s, id, payload, len);
+  s->in_recv = 0;
+  return s->state != S_CONNECTED || s->paused;
+}
+
+
+static long session_consume_packets(void* ctx,
+                                    const uint8_t* data,
+                                    size_t len) {
+  cport_session_t* s = ctx;
+  long consumed;
+  /* A pause holds back the packets already received, not just new reads,
+   * so that on_packet's replies wait for the queue to drain. */
+  if (s->paused)
     return 0;
-  if (cap == 0)
-    cap = SESSION_RBUF_MIN;
-  while (cap < need) cap = cap > limit / 2 ? limit : cap * 2;
-  if (cap > limit)
-    cap = limit;
-  grown = cport__realloc(s->rbuf, sizeof(*grown) + cap);
-  if (grown == NULL)
-    return UV_ENOMEM;
-  if (s->rbuf == NULL)
-    grown->len = 0;
-  grown->cap = cap;
-  s->rbuf = grown;
-  return 0;
-}
-
-
-static void session_rbuf_consume(cport_session_t* s, size_t consumed) {
-  session_rbuf_t* b = s->rbuf;
-  b->len -= consumed;
-  if (b->len == 0) {
-    /* An idle session keeps no receive memory. */
-    cport__free(b);
-    s->rbuf = NULL;
-  } else if (consumed > 0) {
-    memmove(b->bytes, b->bytes + consumed, b->len);
+  consumed = cport__packet_consume(&SVC(s)->opts.packet, data, len,
+                                   session_on_packet, s);
+  if (consumed < 0) {
+    cport__session_close(s, (int)consumed, NULL, CPORT__CLOSE_GRACEFUL);
+    return CPORT__RECV_STOP;
   }
+  if (s->state != S_CONNECTED)
+    return CPORT__RECV_STOP;
+  return consumed;
 }
 
 
+static size_t session_need_packet(void* ctx, const uint8_t* data, size_t len) {
+  cport_session_t* s = ctx;
+  return cport__packet_need(&SVC(s)->opts.packet, data, len);
+}
+
+
+static const cport__recv_ops_t session_raw_ops = {session_consume_raw, NULL};
+static const cport__recv_ops_t session_packet_ops = {session_consume_packets,
+                                                     session_need_packet};
+
+
+/* Hand `len` new bytes (0: only the kept ones, again) to the consumer. */
 static void session_deliver(cport_session_t* s,
                             const uint8_t* data,
                             size_t len) {
-  size_t limit = SVC(s)->opts.recv_buffer_limit;
-  long consumed;
-  if (len == 0) {
-    /* Kept bytes alone, presented again. */
-    consumed = session_call_recv(s, s->rbuf->bytes, s->rbuf->len);
-    if (consumed >= 0)
-      session_rbuf_consume(s, (size_t)consumed);
-    return;
-  }
-  if (s->rbuf == NULL) {
-    /* Common case: nothing left over, on_recv reads the shared chunk. */
-    consumed = session_call_recv(s, data, len);
-    if (consumed < 0)
-      return;
-    data += consumed;
-    len -= (size_t)consumed;
-    if (len == 0)
-      return;
-    if (len >= limit) {
-      cport__session_close(s, CPORT_ERECVFULL, NULL, CPORT__CLOSE_GRACEFUL);
-      return;
-    }
-    if (session_rbuf_reserve(s, len) != 0) {
-      cport__session_close(s, UV_ENOMEM, NULL, CPORT__CLOSE_FORCE);
-      return;
-    }
-    memcpy(s->rbuf->bytes, data, len);
-    s->rbuf->len = len;
-    return;
-  }
-  /* Left-over bytes first: append the new ones behind them, as much as the
-   * limit allows at a time, and present the whole again. */
-  while (len > 0) {
-    size_t kept = s->rbuf != NULL ? s->rbuf->len : 0;
-    size_t take = limit - kept;
-    if (take > len)
-      take = len;
-    if (session_rbuf_reserve(s, kept + take) != 0) {
-      cport__session_close(s, UV_ENOMEM, NULL, CPORT__CLOSE_FORCE);
-      return;
-    }
-    memcpy(s->rbuf->bytes + kept, data, take);
-    s->rbuf->len = kept + take;
-    data += take;
-    len -= take;
-    consumed = session_call_recv(s, s->rbuf->bytes, s->rbuf->len);
-    if (consumed < 0)
-      return;
-    session_rbuf_consume(s, (size_t)consumed);
-    if (s->rbuf != NULL && s->rbuf->len >= limit) {
-      /* Full, and on_recv took nothing of it: waiting cannot help. */
-      cport__session_close(s, CPORT_ERECVFULL, NULL, CPORT__CLOSE_GRACEFUL);
-      return;
-    }
-  }
+  cport_service_t* svc = SVC(s);
+  int rc;
+  if (svc->opts.cbs.on_packet != NULL)
+    /* At most one partial packet, plus one read held back by a pause. */
+    rc = cport__recv_feed(&s->rbuf,
+                          svc->opts.packet.max_packet + CPORT__READ_CHUNK, data,
+                          len, &session_packet_ops, s);
+  else
+    rc = cport__recv_feed(&s->rbuf, svc->opts.recv_buffer_limit, data, len,
+                          &session_raw_ops, s);
+  if (rc == CPORT_ERECVFULL)
+    cport__session_close(s, rc, NULL, CPORT__CLOSE_GRACEFUL);
+  else if (rc == UV_ENOMEM)
+    cport__session_close(s, rc, NULL, CPORT__CLOSE_FORCE);
 }
 
 
@@ -1035,20 +1002,37 @@ static void session_close_sendq(cport_session_t* s) {
 }
 
 
+/* The bytes of a send: `hlen` header bytes (a packet's), then `len` of
+ * data. */
+static void session_copy_parts(uint8_t* to,
+                               const uint8_t* head,
+                               size_t hlen,
+                               const void* data,
+                               size_t len) {
+  if (hlen > 0)
+    memcpy(to, head, hlen);
+  if (len > 0)
+    memcpy(to + hlen, data, len);
+}
+
+
 /* A send from a thread that does not drive the session's port: checked
  * and copied here, queued to the port, which appends it to the session's
  * pending list in the order the calls returned (the port's lock orders
  * them). */
 static int session_send_from_afar(cport_session_t* s,
+                                  const uint8_t* head,
+                                  size_t hlen,
                                   const void* data,
                                   size_t len,
                                   cport_buf_t* shared) {
   cport_service_t* svc = SVC(s);
   cport__send_req_t* r;
+  size_t before;
+  len += hlen;
   /* Counted before the checks, so that concurrent senders see each other's
    * bytes against the limit. */
-  size_t before =
-      atomic_fetch_add_explicit(&s->xsend, len, memory_order_acq_rel);
+  before = atomic_fetch_add_explicit(&s->xsend, len, memory_order_acq_rel);
   if (before & SESSION_XCLOSED) {
     atomic_fetch_sub_explicit(&s->xsend, len, memory_order_relaxed);
     return UV_ENOTCONN;
@@ -1074,7 +1058,7 @@ static int session_send_from_afar(cport_session_t* s,
     cport_buf_ref(shared);
     r->buf = shared;
   } else {
-    memcpy(r->data, data, len);
+    session_copy_parts(r->data, head, hlen, data, len - hlen);
   }
   session_post(s, r);
   return 0;
@@ -1137,9 +1121,13 @@ void cport__port_take_sends(cport__port_t* port) {
 }
 
 
-/* Send `len` bytes at `data`; when `shared` is not NULL they are that
- * buffer's, and requests reference it instead of copying them. */
+/* Send `hlen` bytes at `head` (a packet header, or none) and `len` bytes
+ * at `data` as one request; when `shared` is not NULL the bytes are that
+ * buffer's (and hlen is 0), and requests reference it instead of copying
+ * them. */
 static int session_send(cport_session_t* s,
+                        const uint8_t* head,
+                        size_t hlen,
                         const void* data,
                         size_t len,
                         cport_buf_t* shared) {
@@ -1147,7 +1135,8 @@ static int session_send(cport_session_t* s,
   cport__send_req_t* r;
   int rc;
   if (!cport__port_is_mine(svc->port))
-    return session_send_from_afar(s, data, len, shared);
+    return session_send_from_afar(s, head, hlen, data, len, shared);
+  len += hlen;
   /* Sends other threads made before this call leave first. */
   if (session_xbytes(s) != 0)
     cport__port_take_sends(svc->port);
@@ -1175,13 +1164,13 @@ static int session_send(cport_session_t* s,
      * request refers to them there and copies only what the kernel leaves.
      * A cport_buf_t is never copied. Any other bytes are copied first, as
      * the model wants. */
-    int in_chunk =
-        shared == NULL && session_in_read_chunk(svc->port, data, len);
+    int in_chunk = shared == NULL && hlen == 0 &&
+                   session_in_read_chunk(svc->port, data, len);
     const uint8_t* src =
         shared != NULL || in_chunk ? (const uint8_t*)data : r->data;
     uv_buf_t buf = uv_buf_init((char*)src, (unsigned int)len);
     if (shared == NULL && !in_chunk)
-      memcpy(r->data, data, len);
+      session_copy_parts(r->data, head, hlen, data, len - hlen);
     rc = uv_try_write((uv_stream_t*)&s->tcp, &buf, 1);
     CPORT__STAT_ADD(svc, writes, 1);
     if (rc >= 0 && (size_t)rc == len) {
@@ -1200,7 +1189,7 @@ static int session_send(cport_session_t* s,
     if (in_chunk)
       memcpy(r->data + r->off, src + r->off, len - r->off);
   } else if (shared == NULL) {
-    memcpy(r->data, data, len);
+    session_copy_parts(r->data, head, hlen, data, len - hlen);
   }
   if (shared != NULL) {
     cport_buf_ref(shared);
@@ -1226,14 +1215,30 @@ int cport_session_send(cport_session_t* s, const void* data, size_t len) {
   /* uv_buf_t lengths are 32-bit on Windows. */
   if (len > UINT32_MAX)
     return UV_EINVAL;
-  return session_send(s, data, len, NULL);
+  return session_send(s, NULL, 0, data, len, NULL);
+}
+
+
+int cport__session_send_parts(cport_session_t* s,
+                              const uint8_t* head,
+                              size_t hlen,
+                              const void* data,
+                              size_t len) {
+  /* A packet is at most UINT32_MAX bytes (cport_packet_format_check). */
+  return session_send(s, head, hlen, data, len, NULL);
+}
+
+
+const cport_packet_format_t* cport__session_packet_format(
+    const cport_session_t* s) {
+  return &SVC(s)->opts.packet;
 }
 
 
 int cport_session_send_buf(cport_session_t* s, cport_buf_t* buf) {
   if (s == NULL || buf == NULL)
     return UV_EINVAL;
-  return session_send(s, cport_buf_data(buf), cport_buf_len(buf), buf);
+  return session_send(s, NULL, 0, cport_buf_data(buf), cport_buf_len(buf), buf);
 }
 
 

@@ -45,6 +45,19 @@ int cport__session_is_paused(const cport_session_t* s);
 /* Bytes one session of `svc` allocates while idle (for tests). */
 size_t cport__session_footprint(const cport_service_t* svc);
 
+/* Send `hlen` header bytes and `len` payload bytes (hlen + len at most
+ * UINT32_MAX, at least 1) as one request: cport_session_send() for a
+ * packet. Thread: any, holding a reference. Returns as cport_session_send. */
+int cport__session_send_parts(cport_session_t* s,
+                              const uint8_t* head,
+                              size_t hlen,
+                              const void* data,
+                              size_t len);
+
+/* The header layout of the session's service (opts.packet). */
+const cport_packet_format_t* cport__session_packet_format(
+    const cport_session_t* s);
+
 /* Next session in the service's list. */
 cport_session_t* cport__session_next(cport_session_t* s);
 

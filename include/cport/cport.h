@@ -16,6 +16,7 @@
 #include "cport/buf.h"
 #include "cport/core.h"
 #include "cport/log.h"
+#include "cport/packet.h"
 #include "cport/session.h"
 #include "cport/service.h"
 

@@ -22,7 +22,9 @@ extern "C" {
   XX(ESENDQ, -5002, "send queue limit reached")                            \
   XX(ESTOPPED, -5003, "service stopped")                                   \
   XX(ECONSUMED, -5004, "on_recv returned more bytes than it was given")    \
-  XX(EIDLE, -5005, "idle timeout")
+  XX(EIDLE, -5005, "idle timeout")                                         \
+  XX(EPACKET, -5006, "malformed packet header")                            \
+  XX(EPACKETSIZE, -5007, "packet too large")
 
 enum cport_errno_e {
 #define CPORT__ERRNO_ENUM(name, value, text) CPORT_##name = (value),

@@ -23,6 +23,7 @@
 #include "cport/addr.h"
 #include "cport/core.h"
 #include "cport/export.h"
+#include "cport/packet.h"
 #include "cport/session.h"
 
 #ifdef __cplusplus
@@ -72,12 +73,25 @@ typedef struct cport_session_cbs_s {
    * left because a send returned CPORT_ESENDQ are not stranded). `data` is
    * valid during the call only. */
   size_t (*on_recv)(cport_session_t* s, const uint8_t* data, size_t len);
+  /* Packet services: one whole packet arrived (packet.h), with its `id`
+   * (0 for a format without one) and its `len` payload bytes, header
+   * excluded. Setting it makes the service frame its input in
+   * opts.packet's format; on_recv must then be NULL. `payload` is valid
+   * during the call only (it may lie in a buffer the port reuses). When
+   * a send made here fills the session's send queue under
+   * CPORT_SENDQ_PAUSE_READ, the next packets wait, kept, until the queue
+   * drains, exactly like the bytes an on_recv leaves. */
+  void (*on_packet)(cport_session_t* s,
+                    unsigned id,
+                    const uint8_t* payload,
+                    size_t len);
   /* One cport_session_send() of `len` bytes has been written to the kernel. */
   void (*on_send)(cport_session_t* s, size_t len);
   /* The session is over; runs exactly once for every session that reached
    * on_connected. `code` says why: UV_EOF (peer closed), UV_ECONNRESET and
    * other libuv codes, CPORT_ELOCAL (cport_session_disconnect), CPORT_ESTOPPED,
-   * CPORT_ERECVFULL, CPORT_ESENDQ, CPORT_ECONSUMED. `cause` is readable text
+   * CPORT_ERECVFULL, CPORT_ESENDQ, CPORT_ECONSUMED, CPORT_EIDLE,
+   * CPORT_EPACKET, CPORT_EPACKETSIZE. `cause` is readable text
    * (the string given to cport_session_disconnect for CPORT_ELOCAL), valid
    * during the call. No callback of `s` runs after this one. */
   void (*on_disconnected)(cport_session_t* s, int code, const char* cause);
@@ -105,6 +119,13 @@ typedef struct cport_service_opts_s {
    * when the limit is smaller; only what on_recv leaves of it counts.) Idle
    * sessions keep no receive memory at all. Default 256 KiB; at least 1. */
   size_t recv_buffer_limit;
+  /* Packet services (cbs.on_packet set): the header layout of received
+   * packets, and of cport_session_send_packet() on any service. Default:
+   * the lecture's (cport_packet_format_init). A packet service keeps at
+   * most one partial packet, plus one read while a send-queue pause holds
+   * whole packets back, so recv_buffer_limit does not apply to it:
+   * max_packet bounds its receive memory instead. */
+  cport_packet_format_t packet;
   /* Queued send bytes at which send_queue_policy applies. Default 1 MiB;
    * at least 1. */
   size_t send_queue_limit;
@@ -174,6 +195,7 @@ typedef struct cport_service_stats_s {
   uint64_t bytes_in;       /* bytes received */
   uint64_t bytes_out;      /* bytes of completed sends */
   uint64_t sends;          /* sends accepted by cport_session_send */
+  uint64_t packets_in;     /* packet services: packets given to on_packet */
   /* Writes handed to the kernel: a direct write for a send made while
    * nothing was queued, or one uv_write carrying every send queued behind
    * the previous write (gather). sends / writes shows how well queued sends
@@ -195,7 +217,8 @@ typedef struct cport_service_stats_s {
                                         UV_EPIPE, UV_ETIMEDOUT, ... */
   uint64_t disconnects_idle;         /* CPORT_EIDLE */
   uint64_t disconnects_backpressure; /* CPORT_ESENDQ (CPORT_SENDQ_DISCONNECT) */
-  uint64_t disconnects_protocol;     /* CPORT_ERECVFULL, CPORT_ECONSUMED */
+  uint64_t disconnects_protocol;     /* CPORT_ERECVFULL, CPORT_ECONSUMED,
+                                        CPORT_EPACKET, CPORT_EPACKETSIZE */
   uint64_t disconnects_local;        /* CPORT_ELOCAL, CPORT_ESTOPPED */
   uint64_t disconnects_other;        /* anything else (UV_ENOMEM, ...) */
 } cport_service_stats_t;
@@ -212,7 +235,9 @@ CPORT_API void cport_service_opts_init(cport_service_opts_t* opts);
  *            kind or send_queue_policy, a bad port index, zero limits, a
  *            backlog below 1, a client with connect_count 0, an unknown
  *            reconnect policy, or one set with reconnect_delay_ms 0 or
- *            reconnect_jitter_pct above 100; UV_ENOMEM;
+ *            reconnect_jitter_pct above 100, both on_recv and on_packet
+ *            set, an invalid opts.packet (cport_packet_format_check);
+ *            UV_ENOMEM;
  *            a libuv error from timer set-up. */
 CPORT_API int cport_service_create(cport_service_t** out,
                                    cport_core_t* core,

@@ -7,6 +7,7 @@
 
 #include "packet_internal.h"
 #include "recv_buf.h"
+#include "session_internal.h" /* the port's read chunk */
 
 /* Every layout: length 2 or 4 bytes, either byte order, counting the
  * header or not, with or without an id. */
@@ -266,6 +267,570 @@ static void test_packet_random_splits_and_stops(void** state) {
 }
 
 
+/* ---- packet sessions over loopback ---- */
+
+/* What a packet service's callbacks record. */
+typedef struct pk_s {
+  fixture_t* fx;
+  int echo;           /* on_packet sends each packet back */
+  size_t reply_size;  /* ... or sends this many bytes for each one */
+  size_t reply_first; /* ... but this many for the first one */
+  size_t packets;     /* on_packet calls */
+  size_t in_chunk;    /* of which the payload lay in the read chunk */
+  bytes_t got;        /* per packet: id (2 bytes), len (4), payload */
+  int connected;
+  int disconnected;
+  int code;
+  char cause[64];
+  cport_session_t* last; /* latest connected session, referenced */
+} pk_t;
+
+static pk_t* pk_of(cport_session_t* s) {
+  return cport_service_get_data(cport_session_service(s));
+}
+
+static void pk_connected(cport_session_t* s) {
+  pk_t* pk = pk_of(s);
+  pk->connected++;
+  cport_session_unref(pk->last);
+  cport_session_ref(s);
+  pk->last = s;
+}
+
+static void pk_packet(cport_session_t* s,
+                      unsigned id,
+                      const uint8_t* payload,
+                      size_t len) {
+  pk_t* pk = pk_of(s);
+  uint8_t head[6];
+  const char* chunk = cport_session_service(s)->port->read_chunk;
+  uintptr_t at = (uintptr_t)payload;
+  pk->packets++;
+  if (chunk != NULL && at >= (uintptr_t)chunk &&
+      at + len <= (uintptr_t)chunk + CPORT__READ_CHUNK)
+    pk->in_chunk++;
+  head[0] = (uint8_t)id;
+  head[1] = (uint8_t)(id >> 8);
+  head[2] = (uint8_t)len;
+  head[3] = (uint8_t)(len >> 8);
+  head[4] = (uint8_t)(len >> 16);
+  head[5] = (uint8_t)(len >> 24);
+  bytes_append(&pk->got, head, sizeof(head));
+  bytes_append(&pk->got, payload, len);
+  if (pk->echo)
+    assert_int_equal(cport_session_send_packet(s, id, payload, len), 0);
+  if (pk->reply_size > 0) {
+    size_t n = pk->packets == 1 && pk->reply_first > 0 ? pk->reply_first
+                                                       : pk->reply_size;
+    uint8_t* reply = calloc(1, n);
+    assert_non_null(reply);
+    (void)cport_session_send(s, reply, n);
+    free(reply);
+  }
+}
+
+static void pk_disconnected(cport_session_t* s, int code, const char* cause) {
+  pk_t* pk = pk_of(s);
+  pk->disconnected++;
+  pk->code = code;
+  snprintf(pk->cause, sizeof(pk->cause), "%s", cause);
+}
+
+/* Packet server options recording into `pk`, in format `fmt`. */
+static cport_service_opts_t pk_opts(pk_t* pk,
+                                    fixture_t* fx,
+                                    const cport_packet_format_t* fmt) {
+  cport_service_opts_t o;
+  cport_service_opts_init(&o);
+  o.cbs.on_connected = pk_connected;
+  o.cbs.on_packet = pk_packet;
+  o.cbs.on_disconnected = pk_disconnected;
+  o.data = pk;
+  if (fmt != NULL)
+    o.packet = *fmt;
+  pk->fx = fx;
+  return o;
+}
+
+/* Start the packet server as the fixture's server (teardown destroys it). */
+static void pk_start_server(fixture_t* fx, const cport_service_opts_t* o) {
+  fx->server = fixture_create_service(fx, CPORT_SERVICE_SERVER, "127.0.0.1", o);
+  assert_int_equal(cport_service_start(fx->server), 0);
+  assert_int_equal(cport_service_local_addr(fx->server, &fx->server_addr), 0);
+}
+
+/* Destroy the fixture's services while the records on this test's stack
+ * still exist, and wait for the `n` sessions of each to report. */
+static void pk_destroy_both(fixture_t* fx, pk_t* server, pk_t* client, int n) {
+  cport_service_destroy(fx->client);
+  fx->client = NULL;
+  cport_service_destroy(fx->server);
+  fx->server = NULL;
+  fixture_wait_int(fx, &client->disconnected, n, FIXTURE_TIMEOUT_MS);
+  fixture_wait_int(fx, &server->disconnected, n, FIXTURE_TIMEOUT_MS);
+}
+
+static void pk_release(pk_t* pk) {
+  cport_session_unref(pk->last);
+  pk->last = NULL;
+  bytes_free(&pk->got);
+}
+
+/* The record got_packet's checks expect for build_stream's packets. */
+static void expected_record(const cport_packet_format_t* f,
+                            unsigned n,
+                            bytes_t* out) {
+  unsigned i;
+  for (i = 0; i < n; i++) {
+    uint8_t head[6] = {0};
+    uint8_t payload[64];
+    size_t len = i % 40;
+    unsigned id = f->has_id ? 7 + i : 0;
+    fill_pattern(payload, len, i);
+    head[0] = (uint8_t)id;
+    head[1] = (uint8_t)(id >> 8);
+    head[2] = (uint8_t)len;
+    bytes_append(out, head, sizeof(head));
+    bytes_append(out, payload, len);
+  }
+}
+
+
+static void test_packet_session_every_layout_echoes_whole_packets(
+    void** state) {
+  fixture_t* fx = *state;
+  unsigned i;
+  for (i = 0; i < LAYOUTS; i++) {
+    cport_packet_format_t f = layout(i);
+    pk_t pk = {0};
+    cport_service_opts_t o = pk_opts(&pk, fx, &f);
+    bytes_t stream = {0};
+    bytes_t want = {0};
+    peer_t* p;
+    pk.echo = 1;
+    pk_start_server(fx, &o);
+    build_stream(&f, 60, &stream);
+    expected_record(&f, 60, &want);
+    p = peer_connect(fx, &fx->server_addr, 0);
+    peer_write(p, stream.data, stream.len);
+    /* The echo is re-framed by send_packet: the same bytes come back. */
+    fixture_wait_size(fx, &p->received.len, stream.len, FIXTURE_TIMEOUT_MS);
+    assert_memory_equal(p->received.data, stream.data, stream.len);
+    assert_int_equal(pk.packets, 60);
+    assert_int_equal(pk.got.len, want.len);
+    assert_memory_equal(pk.got.data, want.data, want.len);
+    peer_destroy(p);
+    fixture_wait_int(fx, &pk.disconnected, 1, FIXTURE_TIMEOUT_MS);
+    pk_release(&pk);
+    bytes_free(&stream);
+    bytes_free(&want);
+    cport_service_destroy(fx->server);
+    fx->server = NULL;
+  }
+}
+
+
+typedef struct pending_wait_s {
+  pk_t* pk;
+  size_t packets;
+  size_t pending;
+} pending_wait_t;
+
+/* The server has either delivered another packet or holds `pending` bytes
+ * of the next one. */
+static int pred_arrived(void* arg) {
+  pending_wait_t* w = arg;
+  return w->pk->packets > w->packets ||
+         (w->pk->last != NULL &&
+          cport_session_pending_bytes(w->pk->last) >= w->pending);
+}
+
+static void test_packet_session_one_byte_at_a_time(void** state) {
+  fixture_t* fx = *state;
+  cport_packet_format_t f = layout(8 | 4); /* the lecture's, max 4096 */
+  pk_t pk = {0};
+  cport_service_opts_t o = pk_opts(&pk, fx, &f);
+  bytes_t stream = {0};
+  bytes_t want = {0};
+  peer_t* p;
+  size_t at;
+  size_t partial = 0;
+  pk_start_server(fx, &o);
+  build_stream(&f, 12, &stream);
+  expected_record(&f, 12, &want);
+  p = peer_connect(fx, &fx->server_addr, 0);
+  fixture_wait_int(fx, &pk.connected, 1, FIXTURE_TIMEOUT_MS);
+  /* Each byte waits until the server has it, so every packet really
+   * arrives split at every byte. */
+  for (at = 0; at < stream.len; at++) {
+    pending_wait_t w = {&pk, pk.packets, partial + 1};
+    peer_write(p, stream.data + at, 1);
+    assert_true(fixture_run_until(fx, pred_arrived, &w, FIXTURE_TIMEOUT_MS));
+    partial = pk.packets > w.packets ? 0 : partial + 1;
+  }
+  assert_int_equal(pk.packets, 12);
+  assert_int_equal(pk.got.len, want.len);
+  assert_memory_equal(pk.got.data, want.data, want.len);
+  assert_int_equal(cport_session_pending_bytes(pk.last), 0);
+  peer_destroy(p);
+  fixture_wait_int(fx, &pk.disconnected, 1, FIXTURE_TIMEOUT_MS);
+  pk_release(&pk);
+  bytes_free(&stream);
+  bytes_free(&want);
+}
+
+
+static void test_packet_session_whole_packets_are_not_copied(void** state) {
+  fixture_t* fx = *state;
+  cport_packet_format_t f = layout(8 | 4);
+  pk_t pk = {0};
+  cport_service_opts_t o = pk_opts(&pk, fx, &f);
+  bytes_t stream = {0};
+  peer_t* p;
+  size_t first = 0;
+  unsigned i;
+  pending_wait_t w = {&pk, 0, 0};
+  pk_start_server(fx, &o);
+  build_stream(&f, 10, &stream);
+  p = peer_connect(fx, &fx->server_addr, 0);
+  fixture_wait_int(fx, &pk.connected, 1, FIXTURE_TIMEOUT_MS);
+  /* Whole packets in one read: every payload is read where it landed. */
+  peer_write(p, stream.data, stream.len);
+  fixture_wait_size(fx, &pk.packets, 10, FIXTURE_TIMEOUT_MS);
+  assert_int_equal(pk.in_chunk, 10);
+  /* Packet 5 split in two reads: only it is gathered (copied); the
+   * packets behind it in the second read are read in place again. */
+  for (i = 0; i < 5; i++) first += 4 + i % 40; /* packets 0-4 */
+  w.packets = pk.packets;
+  w.pending = first + 3;
+  peer_write(p, stream.data, first + 3); /* 0-4 whole, 3 bytes of 5 */
+  assert_true(fixture_run_until(fx, pred_arrived, &w, FIXTURE_TIMEOUT_MS));
+  fixture_wait_size(fx, &pk.packets, 15, FIXTURE_TIMEOUT_MS);
+  w.packets = pk.packets;
+  w.pending = 3;
+  assert_true(fixture_run_until(fx, pred_arrived, &w, FIXTURE_TIMEOUT_MS));
+  assert_int_equal(cport_session_pending_bytes(pk.last), 3);
+  peer_write(p, stream.data + first + 3, stream.len - first - 3);
+  fixture_wait_size(fx, &pk.packets, 20, FIXTURE_TIMEOUT_MS);
+  assert_int_equal(pk.in_chunk, 19);
+  assert_int_equal(cport_session_pending_bytes(pk.last), 0);
+  peer_destroy(p);
+  fixture_wait_int(fx, &pk.disconnected, 1, FIXTURE_TIMEOUT_MS);
+  pk_release(&pk);
+  bytes_free(&stream);
+}
+
+
+/* A peer writes `good` whole packets, then the header `bad`: the packets
+ * arrive, then that session alone ends with `code`, while a second
+ * session goes on being served. */
+static void expect_bad_header(fixture_t* fx,
+                              const cport_packet_format_t* f,
+                              const uint8_t* bad,
+                              size_t bad_len,
+                              int code,
+                              const char* cause) {
+  pk_t pk = {0};
+  cport_service_opts_t o = pk_opts(&pk, fx, f);
+  cport_service_stats_t st;
+  bytes_t stream = {0};
+  peer_t* p;
+  peer_t* other;
+  uint8_t ping[CPORT__PACKET_HEADER_MAX + 4];
+  pk.echo = 1;
+  pk_start_server(fx, &o);
+  other = peer_connect(fx, &fx->server_addr, 0);
+  p = peer_connect(fx, &fx->server_addr, 0);
+  fixture_wait_int(fx, &pk.connected, 2, FIXTURE_TIMEOUT_MS);
+  build_stream(f, 3, &stream);
+  bytes_append(&stream, bad, bad_len);
+  peer_write(p, stream.data, stream.len);
+  fixture_wait_int(fx, &pk.disconnected, 1, FIXTURE_TIMEOUT_MS);
+  assert_int_equal(pk.code, code);
+  assert_string_equal(pk.cause, cause);
+  assert_int_equal(pk.packets, 3);
+  /* The peer sees the echo of the good packets, then the end. */
+  fixture_wait_int(fx, &p->eof, 1, FIXTURE_TIMEOUT_MS);
+  assert_int_equal(p->received.len, stream.len - bad_len);
+  /* The other session is untouched. */
+  assert_int_equal(cport__packet_header(f, f->has_id ? 5 : 0, 4, ping),
+                   (int)cport_packet_header_size(f));
+  memcpy(ping + cport_packet_header_size(f), "ping", 4);
+  peer_write(other, ping, cport_packet_header_size(f) + 4);
+  fixture_wait_size(fx, &other->received.len, cport_packet_header_size(f) + 4,
+                    FIXTURE_TIMEOUT_MS);
+  assert_int_equal(cport_service_stats(fx->server, &st), 0);
+  assert_int_equal(st.disconnects_protocol, 1);
+  assert_int_equal(st.packets_in, 4);
+  assert_int_equal(st.active, 1);
+  peer_destroy(p);
+  peer_destroy(other);
+  fixture_wait_int(fx, &pk.disconnected, 2, FIXTURE_TIMEOUT_MS);
+  pk_release(&pk);
+  bytes_free(&stream);
+}
+
+
+static void test_packet_session_length_below_header_is_malformed(void** state) {
+  cport_packet_format_t f;
+  static const uint8_t bad[] = {3, 0, 1, 0}; /* size 3 < the 4-byte header */
+  cport_packet_format_init(&f);
+  expect_bad_header(*state, &f, bad, sizeof(bad), CPORT_EPACKET,
+                    "malformed packet header");
+}
+
+
+static void test_packet_session_oversize_ends_before_its_payload(void** state) {
+  cport_packet_format_t f;
+  /* 4097 > max_packet 4096; no payload byte follows, and none is awaited. */
+  static const uint8_t bad[] = {0x01, 0x10, 1, 0};
+  cport_packet_format_init(&f);
+  f.max_packet = 4096;
+  expect_bad_header(*state, &f, bad, sizeof(bad), CPORT_EPACKETSIZE,
+                    "packet too large");
+}
+
+
+static void test_packet_session_length_that_would_overflow_is_too_large(
+    void** state) {
+  cport_packet_format_t f;
+  /* A payload of 0xFFFFFFFF bytes plus the header: past any max_packet, and
+   * past 32 bits. */
+  static const uint8_t bad[] = {0xFF, 0xFF, 0xFF, 0xFF, 0, 0};
+  cport_packet_format_init(&f);
+  f.length_size = 4;
+  f.length_includes_header = 0;
+  f.max_packet = UINT32_MAX;
+  expect_bad_header(*state, &f, bad, sizeof(bad), CPORT_EPACKETSIZE,
+                    "packet too large");
+}
+
+
+static void test_packet_send_packet_arguments_and_limits(void** state) {
+  fixture_t* fx = *state;
+  cport_packet_format_t f;
+  pk_t pk = {0};
+  cport_service_opts_t o;
+  peer_t* p;
+  uint8_t* big;
+  static const uint8_t empty[] = {4, 0, 0x34, 0x12};
+  cport_packet_format_init(&f);
+  f.max_packet = 1000;
+  o = pk_opts(&pk, fx, &f);
+  pk_start_server(fx, &o);
+  p = peer_connect(fx, &fx->server_addr, 0);
+  fixture_wait_int(fx, &pk.connected, 1, FIXTURE_TIMEOUT_MS);
+  big = calloc(1, 1000);
+  assert_non_null(big);
+  assert_int_equal(cport_session_send_packet(NULL, 1, "x", 1), UV_EINVAL);
+  assert_int_equal(cport_session_send_packet(pk.last, 1, NULL, 1), UV_EINVAL);
+  assert_int_equal(cport_session_send_packet(pk.last, 65536, "x", 1),
+                   UV_EINVAL);
+  assert_int_equal(cport_session_send_packet(pk.last, 1, big, 997),
+                   CPORT_EPACKETSIZE);
+  assert_true(cport_session_is_connected(pk.last));
+  /* An empty packet is a header alone. */
+  assert_int_equal(cport_session_send_packet(pk.last, 0x1234, NULL, 0), 0);
+  assert_int_equal(cport_session_send_packet(pk.last, 1, big, 996), 0);
+  fixture_wait_size(fx, &p->received.len, 4 + 1000, FIXTURE_TIMEOUT_MS);
+  assert_memory_equal(p->received.data, empty, 4);
+  assert_int_equal(p->received.data[4], 0xE8); /* 1000 = 0x3E8 */
+  assert_int_equal(p->received.data[5], 0x03);
+  free(big);
+  peer_destroy(p);
+  fixture_wait_int(fx, &pk.disconnected, 1, FIXTURE_TIMEOUT_MS);
+  pk_release(&pk);
+}
+
+
+typedef struct afar_s {
+  cport_session_t* s;
+  int rc;
+} afar_t;
+
+static void afar_main(void* arg) {
+  afar_t* a = arg;
+  unsigned i;
+  for (i = 0; i < 100 && a->rc == 0; i++) {
+    uint8_t payload[8];
+    memset(payload, (int)i, sizeof(payload));
+    a->rc = cport_session_send_packet(a->s, i, payload, i % 9);
+  }
+}
+
+static void test_packet_send_packet_from_another_thread(void** state) {
+  fixture_t* fx = *state;
+  pk_t pk = {0};
+  pk_t cl = {0};
+  cport_service_opts_t o = pk_opts(&pk, fx, NULL);
+  cport_service_opts_t co = pk_opts(&cl, fx, NULL);
+  uv_thread_t t;
+  afar_t a = {NULL, 0};
+  bytes_t want = {0};
+  unsigned i;
+  pk.echo = 1;
+  pk_start_server(fx, &o);
+  assert_int_equal(
+      cport_service_create(&fx->client, fx->core, CPORT_SERVICE_CLIENT,
+                           &fx->server_addr, &co),
+      0);
+  assert_int_equal(cport_service_start(fx->client), 0);
+  fixture_wait_int(fx, &cl.connected, 1, FIXTURE_TIMEOUT_MS);
+  a.s = cl.last;
+  assert_int_equal(uv_thread_create(&t, afar_main, &a), 0);
+  assert_int_equal(uv_thread_join(&t), 0);
+  assert_int_equal(a.rc, 0);
+  fixture_wait_size(fx, &cl.packets, 100, FIXTURE_TIMEOUT_MS);
+  for (i = 0; i < 100; i++) {
+    uint8_t head[6] = {(uint8_t)i, 0, (uint8_t)(i % 9), 0, 0, 0};
+    uint8_t payload[8];
+    memset(payload, (int)i, sizeof(payload));
+    bytes_append(&want, head, sizeof(head));
+    bytes_append(&want, payload, i % 9);
+  }
+  assert_int_equal(cl.got.len, want.len);
+  assert_memory_equal(cl.got.data, want.data, want.len);
+  bytes_free(&want);
+  pk_destroy_both(fx, &pk, &cl, 1);
+  pk_release(&pk);
+  pk_release(&cl);
+}
+
+
+static void test_packet_buf_broadcast_reaches_every_client_once(void** state) {
+  fixture_t* fx = *state;
+  pk_t pk = {0};
+  pk_t cl = {0};
+  cport_service_opts_t o = pk_opts(&pk, fx, NULL);
+  cport_service_opts_t co = pk_opts(&cl, fx, NULL);
+  cport_packet_format_t bad;
+  cport_buf_t* buf = NULL;
+  uint8_t big[70000] = {0};
+  static const uint8_t want[] = {9, 0, 2, 0, 0, 0, 'h', 'i'};
+  size_t i;
+  co.connect_count = 3;
+  pk_start_server(fx, &o);
+  assert_int_equal(
+      cport_service_create(&fx->client, fx->core, CPORT_SERVICE_CLIENT,
+                           &fx->server_addr, &co),
+      0);
+  assert_int_equal(cport_service_start(fx->client), 0);
+  fixture_wait_int(fx, &cl.connected, 3, FIXTURE_TIMEOUT_MS);
+  fixture_wait_int(fx, &pk.connected, 3, FIXTURE_TIMEOUT_MS);
+  assert_int_equal(cport_packet_buf(NULL, NULL, 9, "hi", 2), UV_EINVAL);
+  assert_int_equal(cport_packet_buf(&buf, NULL, 9, NULL, 2), UV_EINVAL);
+  cport_packet_format_init(&bad);
+  bad.length_size = 1;
+  assert_int_equal(cport_packet_buf(&buf, &bad, 9, "hi", 2), UV_EINVAL);
+  assert_int_equal(cport_packet_buf(&buf, NULL, 9, big, sizeof(big)),
+                   CPORT_EPACKETSIZE);
+  assert_null(buf);
+  assert_int_equal(cport_packet_buf(&buf, NULL, 9, "hi", 2), 0);
+  assert_int_equal(cport_buf_len(buf), 6);
+  assert_int_equal(cport_service_broadcast(fx->server, buf), 0);
+  cport_buf_unref(buf);
+  fixture_wait_size(fx, &cl.packets, 3, FIXTURE_TIMEOUT_MS);
+  assert_int_equal(cl.got.len, 3 * sizeof(want));
+  for (i = 0; i < 3; i++)
+    assert_memory_equal(cl.got.data + i * sizeof(want), want, sizeof(want));
+  pk_destroy_both(fx, &pk, &cl, 3);
+  pk_release(&pk);
+  pk_release(&cl);
+}
+
+
+static int pred_paused(void* arg) {
+  pk_t* pk = arg;
+  return pk->last != NULL && cport__session_is_paused(pk->last);
+}
+
+static void test_packet_session_pause_holds_packets_back_in_order(
+    void** state) {
+  fixture_t* fx = *state;
+  cport_packet_format_t f = layout(8 | 4);
+  pk_t pk = {0};
+  cport_service_opts_t o = pk_opts(&pk, fx, &f);
+  cport_service_stats_t st;
+  bytes_t stream = {0};
+  bytes_t want = {0};
+  peer_t* p;
+  unsigned n = 200;
+  int i;
+  pending_wait_t w = {&pk, 0, 3};
+  /* The reply to the first packet is more than the kernel's buffers and
+   * the 1 MiB send queue hold, so it pauses the session; the others get a
+   * byte each. */
+  pk.reply_first = FIXTURE_STUCK_BYTES;
+  pk.reply_size = 1;
+  pk_start_server(fx, &o);
+  build_stream(&f, n, &stream);
+  expected_record(&f, n, &want);
+  p = peer_connect(fx, &fx->server_addr, 0);
+  fixture_wait_int(fx, &pk.connected, 1, FIXTURE_TIMEOUT_MS);
+  peer_stop_reading(p);
+  /* The first packet arrives split, so that it completes in the receive
+   * buffer and the packets behind it, in the same read, are the ones the
+   * pause must hold back. */
+  peer_write(p, stream.data, 3);
+  assert_true(fixture_run_until(fx, pred_arrived, &w, FIXTURE_TIMEOUT_MS));
+  peer_write(p, stream.data + 3, stream.len - 3);
+  assert_true(fixture_run_until(fx, pred_paused, &pk, FIXTURE_TIMEOUT_MS));
+  for (i = 0; i < 50; i++) cport_core_dispatch(fx->core, 0, 1);
+  assert_int_equal(pk.packets, 1);
+  /* Reading again drains the queue; every packet then arrives, in order. */
+  peer_resume_reading(p);
+  fixture_wait_size(fx, &pk.packets, n, 4 * FIXTURE_TIMEOUT_MS);
+  assert_int_equal(pk.got.len, want.len);
+  assert_memory_equal(pk.got.data, want.data, want.len);
+  fixture_wait_size(fx, &p->received.len, FIXTURE_STUCK_BYTES + n - 1,
+                    4 * FIXTURE_TIMEOUT_MS);
+  assert_int_equal(cport_service_stats(fx->server, &st), 0);
+  assert_int_equal(st.pauses, 1);
+  assert_int_equal(st.packets_in, n);
+  peer_destroy(p);
+  fixture_wait_int(fx, &pk.disconnected, 1, FIXTURE_TIMEOUT_MS);
+  pk_release(&pk);
+  bytes_free(&stream);
+  bytes_free(&want);
+}
+
+
+static void ignore_recv_cb(void) {
+}
+
+static size_t raw_recv(cport_session_t* s, const uint8_t* d, size_t n) {
+  (void)s;
+  (void)d;
+  return n;
+}
+
+static void test_packet_service_options_are_checked(void** state) {
+  fixture_t* fx = *state;
+  cport_service_opts_t o;
+  cport_service_t* svc = NULL;
+  cport_addr_t addr;
+  pk_t pk = {0};
+  (void)ignore_recv_cb;
+  assert_int_equal(cport_addr_parse(&addr, "127.0.0.1", 0), 0);
+  o = pk_opts(&pk, fx, NULL);
+  o.cbs.on_recv = raw_recv;
+  assert_int_equal(
+      cport_service_create(&svc, fx->core, CPORT_SERVICE_SERVER, &addr, &o),
+      UV_EINVAL);
+  o = pk_opts(&pk, fx, NULL);
+  o.packet.length_size = 8;
+  assert_int_equal(
+      cport_service_create(&svc, fx->core, CPORT_SERVICE_SERVER, &addr, &o),
+      UV_EINVAL);
+  o = pk_opts(&pk, fx, NULL);
+  o.packet.max_packet = 2;
+  assert_int_equal(
+      cport_service_create(&svc, fx->core, CPORT_SERVICE_SERVER, &addr, &o),
+      UV_EINVAL);
+  assert_null(svc);
+}
+
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_packet_default_layout_is_the_lectures),
@@ -274,6 +839,17 @@ int main(void) {
       cmocka_unit_test(test_packet_send_side_refuses_what_it_cannot_frame),
       cmocka_unit_test(test_packet_every_layout_every_split),
       cmocka_unit_test(test_packet_random_splits_and_stops),
+      FIXTURE_TEST(test_packet_session_every_layout_echoes_whole_packets),
+      FIXTURE_TEST(test_packet_session_one_byte_at_a_time),
+      FIXTURE_TEST(test_packet_session_whole_packets_are_not_copied),
+      FIXTURE_TEST(test_packet_session_length_below_header_is_malformed),
+      FIXTURE_TEST(test_packet_session_oversize_ends_before_its_payload),
+      FIXTURE_TEST(test_packet_session_length_that_would_overflow_is_too_large),
+      FIXTURE_TEST(test_packet_send_packet_arguments_and_limits),
+      FIXTURE_TEST(test_packet_send_packet_from_another_thread),
+      FIXTURE_TEST(test_packet_buf_broadcast_reaches_every_client_once),
+      FIXTURE_TEST(test_packet_session_pause_holds_packets_back_in_order),
+      FIXTURE_TEST(test_packet_service_options_are_checked),
   };
   return cmocka_run_group_tests_name("packet", tests, NULL, NULL);
 }

@@ -10,58 +10,8 @@ set -u
 server_bin=$1
 client_bin=$2
 peer_bin=$3
-work=$(mktemp -d)
-pids=()
-failures=0
-passes=0
-
-cleanup() {
-  local pid
-  for pid in "${pids[@]}"; do
-    kill -KILL "$pid" 2>/dev/null
-    wait "$pid" 2>/dev/null
-  done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-ok() { passes=$((passes + 1)); echo "ok: $*"; }
-bad() { failures=$((failures + 1)); echo "FAIL: $*"; }
-
-# Start echo_server with the given arguments; sets server_pid, server_port.
-start_server() {
-  local out=$work/server.$RANDOM
-  "$server_bin" "$@" >"$out.out" 2>"$out.err" &
-  server_pid=$!
-  pids+=("$server_pid")
-  server_out=$out.out
-  server_err=$out.err
-  local i
-  for i in $(seq 1 100); do
-    if grep -q '^listening on ' "$server_out"; then
-      server_port=$(sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$server_out")
-      return 0
-    fi
-    kill -0 "$server_pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  return 1
-}
-
-# Wait up to $2 seconds for pid $1 to exit; sets exit_code.
-wait_exit() {
-  local i
-  for i in $(seq 1 $(($2 * 10))); do
-    if ! kill -0 "$1" 2>/dev/null; then
-      wait "$1"
-      exit_code=$?
-      return 0
-    fi
-    sleep 0.1
-  done
-  exit_code=timeout
-  return 1
-}
+# shellcheck source-path=SCRIPTDIR source=script_lib.sh
+source "$(dirname "$0")/script_lib.sh"
 
 rss_kib() {
   awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0

@@ -1,0 +1,58 @@
+# Shared by the shell tests that drive the example programs
+# (examples_test.sh, chat_test.sh): a scratch folder, a record of every
+# process started so that the EXIT trap stops them all, pass/fail counters,
+# and bounded waits. Source it after setting server_bin.
+work=$(mktemp -d)
+pids=()
+failures=0
+passes=0
+
+cleanup() {
+  local pid
+  for pid in "${pids[@]}"; do
+    kill -KILL "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+  done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+ok() { passes=$((passes + 1)); echo "ok: $*"; }
+bad() { failures=$((failures + 1)); echo "FAIL: $*"; }
+
+# Start $server_bin with the given arguments and wait up to 10 s for its
+# "listening on HOST:PORT" line; sets server_pid, server_port, server_out,
+# server_err. Returns 1 if the line never came (the server may have exited).
+start_server() {
+  local out=$work/server.$RANDOM _
+  "$server_bin" "$@" >"$out.out" 2>"$out.err" &
+  server_pid=$!
+  pids+=("$server_pid")
+  server_out=$out.out
+  server_err=$out.err
+  for _ in $(seq 1 100); do
+    if grep -q '^listening on ' "$server_out"; then
+      server_port=$(sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$server_out")
+      return 0
+    fi
+    kill -0 "$server_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  return 1
+}
+
+# Wait up to $2 seconds for pid $1 to exit; sets exit_code ("timeout" if it
+# did not).
+wait_exit() {
+  local _
+  for _ in $(seq 1 $(($2 * 10))); do
+    if ! kill -0 "$1" 2>/dev/null; then
+      wait "$1"
+      exit_code=$?
+      return 0
+    fi
+    sleep 0.1
+  done
+  exit_code=timeout
+  return 1
+}

@@ -7,7 +7,7 @@
 #define CPORT_CPORT_H
 
 #define CPORT_VERSION_MAJOR 0
-#define CPORT_VERSION_MINOR 3
+#define CPORT_VERSION_MINOR 4
 #define CPORT_VERSION_PATCH 0
 
 #include "cport/export.h"

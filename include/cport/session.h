@@ -11,6 +11,11 @@
  * exactly once for every session that reached on_connected, after its last
  * on_send, and no callback of that session runs after it.
  *
+ * Callbacks never run inside a call: no function below calls back into the
+ * application before it returns (a close it starts reports on_disconnected
+ * later, from the port's loop), so they may be called while holding a lock
+ * that callbacks also take.
+ *
  * Threads: every callback of a session runs on its port's thread. Sends,
  * disconnects, references and the read-only queries marked "any" may come
  * from any thread that holds a reference (cport_session_ref(), taken on the

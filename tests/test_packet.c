@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common.h" /* cport__mem_fail_after */
 #include "packet_internal.h"
 #include "recv_buf.h"
 #include "session_internal.h" /* the port's read chunk */
@@ -264,6 +265,28 @@ static void test_packet_random_splits_and_stops(void** state) {
     cport__recv_clear(&kept);
     bytes_free(&stream);
   }
+}
+
+
+static void test_packet_receive_buffer_out_of_memory_drops_cleanly(
+    void** state) {
+  cport_packet_format_t f = layout(8 | 4);
+  bytes_t stream = {0};
+  got_t g = {&f, 0, 0, 0, 0};
+  cport__rbuf_t* kept = NULL;
+  long live = cport__mem_live();
+  (void)state;
+  build_stream(&f, 3, &stream);
+  /* Two whole packets and part of the third: keeping it needs memory. */
+  cport__mem_fail_after(0);
+  assert_int_equal(cport__recv_feed(&kept, f.max_packet + 65536, stream.data,
+                                    stream.len - 1, &got_ops, &g),
+                   UV_ENOMEM);
+  cport__mem_fail_after(-1);
+  assert_int_equal(g.packets, 2);
+  assert_null(kept);
+  assert_int_equal(cport__mem_live(), live);
+  bytes_free(&stream);
 }
 
 
@@ -839,6 +862,7 @@ int main(void) {
       cmocka_unit_test(test_packet_send_side_refuses_what_it_cannot_frame),
       cmocka_unit_test(test_packet_every_layout_every_split),
       cmocka_unit_test(test_packet_random_splits_and_stops),
+      cmocka_unit_test(test_packet_receive_buffer_out_of_memory_drops_cleanly),
       FIXTURE_TEST(test_packet_session_every_layout_echoes_whole_packets),
       FIXTURE_TEST(test_packet_session_one_byte_at_a_time),
       FIXTURE_TEST(test_packet_session_whole_packets_are_not_copied),

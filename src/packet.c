@@ -127,26 +127,26 @@ int cport__packet_header(const cport_packet_format_t* fmt,
 }
 
 
-long cport__packet_consume(const cport_packet_format_t* fmt,
-                           const uint8_t* data,
-                           size_t len,
-                           cport__packet_fn fn,
-                           void* ctx) {
-  size_t done = 0;
+int cport__packet_consume(const cport_packet_format_t* fmt,
+                          const uint8_t* data,
+                          size_t len,
+                          cport__packet_fn fn,
+                          void* ctx,
+                          size_t* done) {
+  *done = 0;
   for (;;) {
     cport__packet_t p;
-    int rc = cport__packet_peek(fmt, data + done, len - done, &p);
+    int rc = cport__packet_peek(fmt, data + *done, len - *done, &p);
     if (rc < 0)
       return rc;
     if (rc == 0)
-      break;
+      return 0;
     /* Counted before the call: a stop asked by fn still means it took
      * this packet. */
-    done += p.size;
-    if (fn(ctx, p.id, data + done - p.size + p.header, p.size - p.header))
-      break;
+    *done += p.size;
+    if (fn(ctx, p.id, data + *done - p.size + p.header, p.size - p.header))
+      return 0;
   }
-  return (long)done;
 }
 
 

@@ -44,15 +44,17 @@ typedef int (*cport__packet_fn)(void* ctx,
                                 size_t len);
 
 /* Deliver every whole packet at the front of `data` to `fn`, in order,
- * until one is incomplete or `fn` says stop.
- * Returns: the bytes of the packets delivered (0..len); or, when a header is
- *          bad, that error (CPORT_EPACKET, CPORT_EPACKETSIZE) once the good
- *          packets before it have been delivered (if `fn` did not stop). */
-long cport__packet_consume(const cport_packet_format_t* fmt,
-                           const uint8_t* data,
-                           size_t len,
-                           cport__packet_fn fn,
-                           void* ctx);
+ * until one is incomplete or `fn` says stop. `*done` gets the bytes of the
+ * packets delivered (0..len), also on error.
+ * Returns: 0; or, when a header is bad, that error (CPORT_EPACKET,
+ *          CPORT_EPACKETSIZE) once the good packets before it have been
+ *          delivered (if `fn` did not stop). */
+int cport__packet_consume(const cport_packet_format_t* fmt,
+                          const uint8_t* data,
+                          size_t len,
+                          cport__packet_fn fn,
+                          void* ctx,
+                          size_t* done);
 
 /* For a partial packet of `len` bytes at `data`: how many more bytes it
  * needs (to complete the header, or the packet); 0 when a whole packet is

@@ -60,13 +60,13 @@ int cport__recv_feed(cport__rbuf_t** kept,
                      size_t len,
                      const cport__recv_ops_t* ops,
                      void* ctx) {
-  long consumed;
+  size_t consumed = 0;
   int rc;
   if (len == 0 && *kept != NULL) {
-    consumed = ops->consume(ctx, (*kept)->bytes, (*kept)->len);
-    if (consumed < 0)
-      return (int)consumed;
-    recv_drop_front(kept, (size_t)consumed);
+    rc = ops->consume(ctx, (*kept)->bytes, (*kept)->len, &consumed);
+    if (rc != 0)
+      return rc;
+    recv_drop_front(kept, consumed);
     return 0;
   }
   /* Kept bytes first: append new ones behind them (only as many as the
@@ -87,10 +87,10 @@ int cport__recv_feed(cport__rbuf_t** kept,
     }
     data += take;
     len -= take;
-    consumed = ops->consume(ctx, (*kept)->bytes, (*kept)->len);
-    if (consumed < 0)
-      return (int)consumed;
-    recv_drop_front(kept, (size_t)consumed);
+    rc = ops->consume(ctx, (*kept)->bytes, (*kept)->len, &consumed);
+    if (rc != 0)
+      return rc;
+    recv_drop_front(kept, consumed);
     if (*kept != NULL && (*kept)->len >= limit) {
       cport__recv_clear(kept);
       return CPORT_ERECVFULL;
@@ -99,11 +99,11 @@ int cport__recv_feed(cport__rbuf_t** kept,
   if (len == 0)
     return 0;
   /* Nothing kept: the consumer reads the shared buffer itself. */
-  consumed = ops->consume(ctx, data, len);
-  if (consumed < 0)
-    return (int)consumed;
+  rc = ops->consume(ctx, data, len, &consumed);
+  if (rc != 0)
+    return rc;
   data += consumed;
-  len -= (size_t)consumed;
+  len -= consumed;
   if (len == 0)
     return 0;
   if (len >= limit)

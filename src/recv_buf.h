@@ -18,7 +18,7 @@
 
 /* A consumer's answer meaning "deliver nothing more": the session is gone
  * (or the consumer closed it). Kept bytes are left as they are. */
-#define CPORT__RECV_STOP (-1L)
+#define CPORT__RECV_STOP (-1)
 
 typedef struct cport__rbuf_s {
   size_t len;
@@ -27,9 +27,10 @@ typedef struct cport__rbuf_s {
 } cport__rbuf_t;
 
 typedef struct cport__recv_ops_s {
-  /* Consume bytes from the front of `data`: return how many (0..len), or
-   * CPORT__RECV_STOP. */
-  long (*consume)(void* ctx, const uint8_t* data, size_t len);
+  /* Consume bytes from the front of `data`: set `*consumed` to how many
+   * (0..len) and return 0, or return CPORT__RECV_STOP. (A count apart from
+   * the status, because a long is 32 bits on 64-bit Windows.) */
+  int (*consume)(void* ctx, const uint8_t* data, size_t len, size_t* consumed);
   /* How many more bytes, beyond the `len` kept ones, the consumer must see
    * before it can consume any of them; 0 when it cannot tell, or could
    * consume now. Lets a framer gather just the rest of a split message,

@@ -677,24 +677,27 @@ static void session_alloc_cb(uv_handle_t* handle,
 }
 
 
-/* Call on_recv. Returns the bytes consumed, or CPORT__RECV_STOP if the
- * session must stop delivering (it was disconnected, or on_recv broke its
- * contract). */
-static long session_consume_raw(void* ctx, const uint8_t* data, size_t len) {
+/* Call on_recv. Returns 0 with the bytes consumed in `*consumed`, or
+ * CPORT__RECV_STOP if the session must stop delivering (it was
+ * disconnected, or on_recv broke its contract). */
+static int session_consume_raw(void* ctx,
+                               const uint8_t* data,
+                               size_t len,
+                               size_t* consumed) {
   cport_session_t* s = ctx;
-  size_t consumed = len;
+  *consumed = len;
   if (SVC(s)->opts.cbs.on_recv != NULL) {
     s->in_recv = 1;
-    consumed = SVC(s)->opts.cbs.on_recv(s, data, len);
+    *consumed = SVC(s)->opts.cbs.on_recv(s, data, len);
     s->in_recv = 0;
   }
-  if (consumed > len) {
+  if (*consumed > len) {
     cport__session_close(s, CPORT_ECONSUMED, NULL, CPORT__CLOSE_GRACEFUL);
     return CPORT__RECV_STOP;
   }
   if (s->state != S_CONNECTED)
     return CPORT__RECV_STOP;
-  return (long)consumed;
+  return 0;
 }
 
 
@@ -714,24 +717,26 @@ static int session_on_packet(void* ctx,
 }
 
 
-static long session_consume_packets(void* ctx,
-                                    const uint8_t* data,
-                                    size_t len) {
+static int session_consume_packets(void* ctx,
+                                   const uint8_t* data,
+                                   size_t len,
+                                   size_t* consumed) {
   cport_session_t* s = ctx;
-  long consumed;
+  int rc;
   /* A pause holds back the packets already received, not just new reads,
    * so that on_packet's replies wait for the queue to drain. */
+  *consumed = 0;
   if (s->paused)
     return 0;
-  consumed = cport__packet_consume(&SVC(s)->opts.packet, data, len,
-                                   session_on_packet, s);
-  if (consumed < 0) {
-    cport__session_close(s, (int)consumed, NULL, CPORT__CLOSE_GRACEFUL);
+  rc = cport__packet_consume(&SVC(s)->opts.packet, data, len, session_on_packet,
+                             s, consumed);
+  if (rc != 0) {
+    cport__session_close(s, rc, NULL, CPORT__CLOSE_GRACEFUL);
     return CPORT__RECV_STOP;
   }
   if (s->state != S_CONNECTED)
     return CPORT__RECV_STOP;
-  return consumed;
+  return 0;
 }
 
 
@@ -752,14 +757,17 @@ static void session_deliver(cport_session_t* s,
                             size_t len) {
   cport_service_t* svc = SVC(s);
   int rc;
-  if (svc->opts.cbs.on_packet != NULL)
-    /* At most one partial packet, plus one read held back by a pause. */
-    rc = cport__recv_feed(&s->rbuf,
-                          svc->opts.packet.max_packet + CPORT__READ_CHUNK, data,
-                          len, &session_packet_ops, s);
-  else
+  if (svc->opts.cbs.on_packet != NULL) {
+    /* At most one partial packet, plus one read held back by a pause (the
+     * sum saturates where size_t has 32 bits). */
+    size_t max = svc->opts.packet.max_packet;
+    size_t limit =
+        max > SIZE_MAX - CPORT__READ_CHUNK ? SIZE_MAX : max + CPORT__READ_CHUNK;
+    rc = cport__recv_feed(&s->rbuf, limit, data, len, &session_packet_ops, s);
+  } else {
     rc = cport__recv_feed(&s->rbuf, svc->opts.recv_buffer_limit, data, len,
                           &session_raw_ops, s);
+  }
   if (rc == CPORT_ERECVFULL)
     cport__session_close(s, rc, NULL, CPORT__CLOSE_GRACEFUL);
   else if (rc == UV_ENOMEM)

@@ -71,14 +71,17 @@ static int got_packet(void* ctx,
   return g->stop_every > 0 && g->packets % (unsigned)g->stop_every == 0;
 }
 
-static long got_consume(void* ctx, const uint8_t* data, size_t len) {
+static int got_consume(void* ctx,
+                       const uint8_t* data,
+                       size_t len,
+                       size_t* consumed) {
   got_t* g = ctx;
-  long n = cport__packet_consume(g->fmt, data, len, got_packet, g);
-  if (n < 0) {
-    g->error = (int)n;
+  int rc = cport__packet_consume(g->fmt, data, len, got_packet, g, consumed);
+  if (rc != 0) {
+    g->error = rc;
     return CPORT__RECV_STOP;
   }
-  return n;
+  return 0;
 }
 
 static size_t got_need(void* ctx, const uint8_t* data, size_t len) {

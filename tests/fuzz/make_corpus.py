@@ -1,0 +1,160 @@
+#!/usr/bin/env python3
+"""Write the seed corpus of fuzz_packet into tests/fuzz/corpus/.
+
+Each seed is one input in the layout fuzz_packet.c describes at its top:
+flags, size, the piece sizes, the consumer's answers, then the stream. The
+seeds start the fuzzer off in every header layout and at each error, so
+that it need not find them by chance; it mutates from there.
+
+    python3 tests/fuzz/make_corpus.py
+
+The folder is emptied first, so a renamed seed leaves no stale copy.
+Run the fuzz_replay ctest (or scripts/fuzz.sh) afterwards.
+"""
+import os
+import struct
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CORPUS = os.path.join(HERE, "corpus")
+
+# flags bits (fuzz_packet.c)
+LEN4, BIG, INCL, ID, RAW = 1, 2, 4, 8, 16
+
+
+def oom(n):
+    """Flags bits for: the allocation after n - 1 successful ones fails."""
+    return n << 5
+
+
+def header_size(flags):
+    return (4 if flags & LEN4 else 2) + (2 if flags & ID else 0)
+
+
+def field(flags, value, nbytes):
+    order = ">" if flags & BIG else "<"
+    code = {2: "H", 4: "I"}[nbytes]
+    return struct.pack(order + code, value)
+
+
+def packet(flags, payload, pid=0, length=None):
+    """A packet; `length` overrides the length field's value."""
+    lsize = 4 if flags & LEN4 else 2
+    if length is None:
+        length = len(payload) + (header_size(flags) if flags & INCL else 0)
+    out = field(flags, length, lsize)
+    if flags & ID:
+        out += field(flags, pid, 2)
+    return out + payload
+
+
+def packets(flags, sizes, first_id=1):
+    return b"".join(
+        packet(flags, bytes((i * 7 + j) & 0xFF for j in range(n)),
+               first_id + i if flags & ID else 0)
+        for i, n in enumerate(sizes))
+
+
+def seed(flags, size, pieces, acts, stream):
+    return (bytes([flags, size, len(pieces)]) + bytes(pieces) +
+            bytes([len(acts)]) + bytes(acts) + stream)
+
+
+def seeds():
+    out = {}
+    # Every layout: a few packets (an empty one too), in odd pieces with a
+    # read of no bytes among them, a pause now and then, an incomplete tail.
+    for layout in range(16):
+        name = "layout-%s%s-%s-%s" % (
+            "len4" if layout & LEN4 else "len2",
+            "be" if layout & BIG else "le",
+            "incl" if layout & INCL else "excl",
+            "id" if layout & ID else "noid")
+        stream = packets(layout, [0, 1, 5, 17, 3]) + packets(layout, [9])[:-4]
+        out[name] = seed(layout, 40, [1, 3, 0, 7, 2], [0, 1, 0], stream)
+
+    lect = INCL | ID  # the lecture's layout, cport's default
+    many = packets(lect, [i % 13 for i in range(30)])
+    out["whole-reads"] = seed(lect, 0xFE, [], [], many)
+    out["one-byte-pieces-pauses"] = seed(lect, 30, [1], [1, 0, 1, 1], many)
+    out["pause-every-packet"] = seed(lect, 30, [0xFF], [1], many)
+    # A pause that lets one more piece in first; with small packets and
+    # pieces, the second read no longer fits the limit (CPORT_ERECVFULL).
+    out["pause-read-on"] = seed(lect, 30, [7], [3, 0], many)
+    out["pause-read-on-full"] = seed(lect, 5, [20], [3], packets(
+        lect, [i % 6 for i in range(20)]))
+    # a pause after the second, so that the close comes as the pause ends
+    out["close-after-third"] = seed(lect, 30, [20], [0, 1, 0xFF], many)
+    out["tail-half-header"] = seed(lect, 30, [2], [], packets(lect, [3]) +
+                                   b"\x09")
+    out["tail-half-payload"] = seed(lect, 30, [4], [], packets(lect, [3, 8])
+                                    [:-3])
+    out["empty"] = b""
+    out["flags-only"] = bytes([lect])
+
+    # Bad headers, after good packets, arriving in pieces.
+    good = packets(lect, [2, 4])
+    out["below-header"] = seed(lect, 40, [3, 1], [],
+                               good + packet(lect, b"", 9, length=3))
+    out["below-header-zero"] = seed(lect | LEN4 | BIG, 40, [1], [],
+                                    packets(lect | LEN4 | BIG, [1]) +
+                                    packet(lect | LEN4 | BIG, b"", 1,
+                                           length=0))
+    # max_packet is the header plus the size byte: 10 payload bytes here.
+    out["at-max-packet"] = seed(lect, 10, [6], [],
+                                packets(lect, [10, 10]))
+    out["over-max-packet"] = seed(lect, 10, [6], [],
+                                  good + packets(lect, [11]))
+    out["over-max-excl"] = seed(ID, 10, [1], [],
+                                packets(ID, [3]) + packet(ID, b"", 1,
+                                                          length=11))
+    # 4-byte lengths at 0xFFFFFFFF: over 65535; with max_packet UINT32_MAX,
+    # over it only once the header is added (no wrap allowed), and a valid
+    # header with a tail that never completes when the length counts it.
+    for name, flags, size in [
+        ("ffffffff-excl-max64k", LEN4 | ID, 0xFE),
+        ("ffffffff-excl-max4g", LEN4 | ID, 0xFF),
+        ("ffffffff-excl-max4g-be", LEN4 | BIG, 0xFF),
+        ("ffffffff-incl-max4g", LEN4 | INCL | ID, 0xFF),
+        ("ffffffff-incl-max64k", LEN4 | INCL, 0xFE),
+    ]:
+        stream = packets(flags, [1, 0]) + packet(flags, b"xyz", 2,
+                                                 length=0xFFFFFFFF)
+        out[name] = seed(flags, size, [3, 0xFF], [], stream)
+    out["ffff-len2-max64k"] = seed(INCL, 0xFE, [1], [],
+                                   packet(INCL, b"ab", length=0xFFFF))
+
+    # Raw mode: an on_recv taking what the answers say, against small
+    # receive limits.
+    raw = bytes(range(200))
+    out["raw-take-all"] = seed(RAW, 0xFF, [13, 0xFF], [], raw)
+    out["raw-partial"] = seed(RAW, 63, [7, 0, 30], [3, 0, 5, 0xFE, 1], raw)
+    out["raw-full-kept"] = seed(RAW, 15, [4], [0], raw)
+    out["raw-full-one-read"] = seed(RAW, 15, [0xFF], [2], raw)
+    out["raw-close"] = seed(RAW, 99, [9], [4, 0xFF], raw)
+    # Past the buffer's first 4 KiB, so that it grows (realloc): by
+    # doubling; then up to a limit of 5 KiB, which caps the doubling, with
+    # that realloc failing.
+    out["raw-grow"] = seed(RAW, 0xFF, [100], [0], raw * 22)
+    out["oom-grow"] = seed(RAW | oom(2), 0xF4, [100], [0], raw * 22)
+
+    # Out of memory: the first allocation, then the second, fails.
+    out["oom-first-keep"] = seed(lect | oom(1), 40, [3], [], many)
+    out["oom-second-keep"] = seed(lect | oom(2), 40, [3], [], many)
+    out["oom-raw"] = seed(RAW | oom(1), 0xFF, [10], [4], raw)
+    return out
+
+
+def main():
+    os.makedirs(CORPUS, exist_ok=True)
+    for name in os.listdir(CORPUS):
+        os.remove(os.path.join(CORPUS, name))
+    all_seeds = seeds()
+    for name, data in sorted(all_seeds.items()):
+        with open(os.path.join(CORPUS, name), "wb") as f:
+            f.write(data)
+    print("%d seeds, %d bytes, in %s" % (
+        len(all_seeds), sum(len(d) for d in all_seeds.values()), CORPUS))
+
+
+if __name__ == "__main__":
+    main()

@@ -2,7 +2,8 @@
 # The Windows build, tested here: cross-compile cport, its examples and its
 # tests for 64-bit Windows with MinGW-w64, run the whole ctest suite under
 # wine (libuv's IOCP backend, over 127.0.0.1), then run the Windows
-# echo_server under wine against the Linux echo_client (cross-OS smoke).
+# echo_server under wine against the Linux echo_client, and chat_server
+# under wine with two Linux chat_clients (cross-OS smoke).
 # Debian only (apt-get); run as root or with sudo.
 #
 #   ./scripts/test-windows.sh
@@ -104,7 +105,7 @@ fetch_sources() {
 cross_build() {
   local name=$1 tarball=$2 dir
   shift 2
-  rm -rf "$cache/$name"
+  rm -rf "${cache:?}/${name:?}"
   mkdir -p "$cache/$name"
   tar -xf "$tarball" -C "$cache/$name" --strip-components=1
   dir="$cache/$name"
@@ -145,11 +146,12 @@ log "running the test suite under wine"
 
 # ---- cross-OS smoke: echo_server.exe under wine, Linux echo_client ----
 native="$repo_root/build/test-plain"
-if [ ! -x "$native/examples/echo_client" ]; then
+if [ ! -x "$native/examples/echo_client" ] ||
+  [ ! -x "$native/examples/chat_client" ]; then
   unset PKG_CONFIG_LIBDIR
   cport_configure "$native" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DCPORT_BUILD_TESTS=OFF -DCPORT_BUILD_EXAMPLES=ON
-  cport_build "$native" --target echo_client
+  cport_build "$native" --target echo_client chat_client
 fi
 # Once on one port (libuv's own accept), once on three (cport's accept()
 # and uv_tcp_open on each port's completion port).
@@ -175,6 +177,45 @@ for threads in 1 3; do
   wait "$server" 2>/dev/null || true
   rm -f "$out"
 done
+
+# ---- cross-OS smoke: chat_server.exe on two ports, two Linux clients ----
+# The packets' wire format is the same on both systems; a room's line goes
+# from one client through the Windows server's shared buffer to the other.
+chat=$(mktemp -d)
+wine "$build/examples/chat_server.exe" --port 0 --threads 2 \
+  >"$chat/server" 2>&1 &
+server=$!
+port=$(cport_listening_port "$chat/server" "$server") || port=""
+printf '%s\n' '/join lobby' '/expect * b joined lobby' 'hello from a' \
+  '/expect [lobby] b: hello from b' >"$chat/a.script"
+printf '%s\n' '/join lobby' '/expect [lobby] a: hello from a' \
+  'hello from b' >"$chat/b.script"
+if [ -z "$port" ]; then
+  log "chat_server.exe did not start: $(cat "$chat/server")"
+  status=1
+else
+  "$native/examples/chat_client" --port "$port" --name a \
+    --script "$chat/a.script" >"$chat/a.out" 2>&1 &
+  a=$!
+  # b joins once a is in the room, so that a sees b arrive.
+  for _ in $(seq 1 100); do
+    grep -qxF '* a joined lobby' "$chat/a.out" && break
+    kill -0 "$a" 2>/dev/null || break
+    sleep 0.1
+  done
+  if "$native/examples/chat_client" --port "$port" --name b \
+    --script "$chat/b.script" >"$chat/b.out" 2>&1 && wait "$a"; then
+    log "cross-OS smoke: two Linux chat_clients through chat_server.exe" \
+      "--threads 2 under wine: ok"
+  else
+    log "chat smoke failed: a: $(cat "$chat/a.out") b: $(cat "$chat/b.out")"
+    kill "$a" 2>/dev/null || true
+    status=1
+  fi
+fi
+kill "$server" 2>/dev/null || true
+wait "$server" 2>/dev/null || true
+rm -rf "$chat"
 wineserver -k 2>/dev/null || true
 [ "$status" = 0 ] && echo "test-windows.sh: all passed"
 exit "$status"

@@ -1,3 +1,6 @@
+# shellcheck shell=bash disable=SC2034,SC2154
+# (Variables set here are read by the sourcing script, and server_bin is
+# set by it.)
 # Shared by the shell tests that drive the example programs
 # (examples_test.sh, chat_test.sh): a scratch folder, a record of every
 # process started so that the EXIT trap stops them all, pass/fail counters,
@@ -9,7 +12,8 @@ passes=0
 
 cleanup() {
   local pid
-  for pid in "${pids[@]}"; do
+  # ${a[@]+...}: bash 3.2 (macOS) calls an empty array unbound under set -u.
+  for pid in ${pids[@]+"${pids[@]}"}; do
     kill -KILL "$pid" 2>/dev/null
     wait "$pid" 2>/dev/null
   done

@@ -10,6 +10,18 @@
 #define CPORT_VERSION_MINOR 4
 #define CPORT_VERSION_PATCH 0
 
+/* The version as one number, 0x00MMmmpp (0.4.0 is 0x000400), for
+ * `#if CPORT_VERSION_HEX >= 0x000400`, and as text, "0.4.0". */
+#define CPORT_VERSION_HEX                                     \
+  ((CPORT_VERSION_MAJOR << 16) | (CPORT_VERSION_MINOR << 8) | \
+   CPORT_VERSION_PATCH)
+#define CPORT__VERSION_TEXT(major, minor, patch) #major "." #minor "." #patch
+#define CPORT__VERSION_EXPAND(major, minor, patch) \
+  CPORT__VERSION_TEXT(major, minor, patch)
+#define CPORT_VERSION_STRING                                      \
+  CPORT__VERSION_EXPAND(CPORT_VERSION_MAJOR, CPORT_VERSION_MINOR, \
+                        CPORT_VERSION_PATCH)
+
 #include "cport/export.h"
 #include "cport/error.h"
 #include "cport/addr.h"
@@ -19,5 +31,21 @@
 #include "cport/packet.h"
 #include "cport/session.h"
 #include "cport/service.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The version of the cport library the program runs with, "0.4.0": the
+ * CPORT_VERSION_STRING it was built with, which differs from the program's
+ * own CPORT_VERSION_STRING when a newer shared library is loaded.
+ * Ownership: static text; never free it.
+ * Thread:    any.
+ * Returns:   the text, never NULL. */
+CPORT_API const char* cport_version(void);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif /* CPORT_CPORT_H */

@@ -86,7 +86,8 @@ CPORT_API int cport_addr_format(const cport_addr_t* addr,
                                 size_t size);
 
 /* Format only the host part, without brackets: "1.2.3.4" or "::1".
- * Same contract as cport_addr_format(). */
+ * Thread:  any.
+ * Returns: as cport_addr_format(). */
 CPORT_API int cport_addr_format_host(const cport_addr_t* addr,
                                      char* buf,
                                      size_t size);

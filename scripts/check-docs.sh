@@ -196,10 +196,32 @@ while read -r kind name ret thread where; do
   fi
 done <"$tmp/symbols"
 
+# A guide listing marked "<!-- file: examples/X.c -->" is that program,
+# which CI builds: the code block after the marker must be the file,
+# byte for byte, so that the guide never shows code that does not build.
+guide="$root/docs/guide.md"
+listings=0
+while IFS= read -r file; do
+  listings=$((listings + 1))
+  if [ ! -f "$root/$file" ]; then
+    fail "docs/guide.md: the listing marked for $file names no file"
+    continue
+  fi
+  awk -v file="$file" '
+    $0 == "<!-- file: " file " -->" { found = 1; next }
+    found == 1 && /^```c$/ { found = 2; next }
+    found == 2 && /^```$/ { exit }
+    found == 2 { print }
+  ' "$guide" >"$tmp/listing"
+  cmp -s "$tmp/listing" "$root/$file" ||
+    fail "docs/guide.md: the listing marked for $file differs from the file"
+done < <(sed -n 's/^<!-- file: \(.*\) -->$/\1/p' "$guide")
+
 counts=$(awk '{ n[$1]++ } END { printf "%d functions, %d types, %d macros, %d enum constants", n["F"], n["T"], n["M"], n["E"] }' "$tmp/symbols")
 if [ ${#problems[@]} -gt 0 ]; then
   printf 'check-docs: %s\n' "${problems[@]}" >&2
   echo "check-docs: ${#problems[@]} problems ($counts checked)" >&2
   exit 1
 fi
-echo "check-docs: docs/api matches include/cport ($counts)"
+echo "check-docs: docs/api matches include/cport ($counts);" \
+  "$listings guide listings match their files"

@@ -10,8 +10,8 @@
 #   exists in the headers;
 # - every enum constant (also those of CPORT_ERRNO_MAP) appears somewhere in
 #   docs/api;
-# - every function's section has a "**Thread:**" bullet, and a
-#   "**Returns:**" bullet unless the function returns void;
+# - every function's section has an "**Ownership:**" and a "**Thread:**"
+#   bullet, and a "**Returns:**" bullet unless the function returns void;
 # - every function's header comment, directly above its declaration (or
 #   above the declarations it is grouped with), has a "Thread" line: the
 #   header-comment contract of CONVENTIONS.md, section 2.
@@ -167,8 +167,8 @@ while read -r kind name _; do
     fail "enum constant $name is not mentioned in docs/api/*.md"
 done <"$tmp/symbols"
 
-# Every function's section says Thread (and Returns when it returns a
-# value); every function's header comment says Thread.
+# Every function's section says Ownership and Thread (and Returns when it
+# returns a value); every function's header comment says Thread.
 while read -r kind name ret thread where; do
   [ "$kind" = F ] || continue
   [ "$thread" = 1 ] ||
@@ -188,6 +188,8 @@ while read -r kind name ret thread where; do
     inside { print }
   ' "${docs[@]}")
   [ -n "$section" ] || continue # reported above as a missing heading
+  grep -q '^- \*\*Ownership:\*\*' <<<"$section" ||
+    fail "docs/api: section '## $name' has no '- **Ownership:**' bullet"
   grep -q '^- \*\*Thread:\*\*' <<<"$section" ||
     fail "docs/api: section '## $name' has no '- **Thread:**' bullet"
   if [ "$ret" != void ]; then

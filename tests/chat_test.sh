@@ -56,15 +56,7 @@ check_client() {
 for args in "--port abc" "--port 70000" "--port -1" "--threads 0" \
             "--threads 257" "--threads x" "--bogus 1" "--host 999.1.1.1" \
             "--host" "--port"; do
-  # shellcheck disable=SC2086
-  "$server_bin" $args >"$work/o" 2>"$work/e"
-  code=$?
-  if [ "$code" = 2 ] && grep -q '^chat_server: bad ' "$work/e" &&
-     grep -q usage "$work/e"; then
-    ok "chat_server $args: exit 2, '$(head -n 1 "$work/e")'"
-  else
-    bad "chat_server $args: exit $code, stderr: $(head -c 200 "$work/e")"
-  fi
+  expect_usage chat_server "$args" "$server_bin"
 done
 "$server_bin" --help >"$work/o" 2>"$work/e"
 code=$?
@@ -73,15 +65,7 @@ code=$?
 long_name=$(printf 'n%.0s' $(seq 1 25))
 for args in "--port 0" "--port abc" "--timeout 0" "--name $long_name" \
             "--name" "--host 999.1.1.1" "--bogus 1"; do
-  # shellcheck disable=SC2086
-  "$client_bin" $args </dev/null >"$work/o" 2>"$work/e"
-  code=$?
-  if [ "$code" = 2 ] && grep -q '^chat_client: bad ' "$work/e" &&
-     grep -q usage "$work/e"; then
-    ok "chat_client $args: exit 2, '$(head -n 1 "$work/e")'"
-  else
-    bad "chat_client $args: exit $code, stderr: $(head -c 200 "$work/e")"
-  fi
+  expect_usage chat_client "$args" "$client_bin"
 done
 "$client_bin" --name "two words" </dev/null >"$work/o" 2>"$work/e"
 code=$?

@@ -35,15 +35,7 @@ wait_tick() {
 # ---- bad arguments: a message and usage on stderr, exit 2 ----
 for args in "--port abc" "--port 70000" "--port -1" "--tick-ms 0" \
             "--tick-ms x" "--bogus 1" "--host 999.1.1.1" "--host" "--port"; do
-  # shellcheck disable=SC2086
-  "$server_bin" $args >"$work/o" 2>"$work/e"
-  code=$?
-  if [ "$code" = 2 ] && grep -q '^embed_uv_loop: bad ' "$work/e" &&
-     grep -q usage "$work/e"; then
-    ok "embed_uv_loop $args: exit 2, '$(head -n 1 "$work/e")'"
-  else
-    bad "embed_uv_loop $args: exit $code, stderr: $(head -c 200 "$work/e")"
-  fi
+  expect_usage embed_uv_loop "$args" "$server_bin"
 done
 "$server_bin" --help >"$work/o" 2>"$work/e"
 code=$?

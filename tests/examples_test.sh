@@ -46,14 +46,7 @@ num_ge() {
 for args in "--port abc" "--port 70000" "--port -1" "--bogus" "--threads 0" \
             "--threads 257" "--max-sessions x" "--idle-timeout -1" \
             "--stats-every x" "--host 999.1.1.1" "--host" "--port"; do
-  # shellcheck disable=SC2086
-  "$server_bin" $args >"$work/o" 2>"$work/e"
-  code=$?
-  if [ "$code" = 2 ] && grep -q usage "$work/e"; then
-    ok "echo_server $args: exit 2 with usage"
-  else
-    bad "echo_server $args: exit $code, stderr: $(head -c 200 "$work/e")"
-  fi
+  expect_usage "" "$args" "$server_bin"
 done
 "$client_bin" --port 1 >"$work/o" 2>"$work/e"
 code=$?
@@ -67,14 +60,7 @@ for args in "--threads 0" "--threads 257" "--threads x" "--seconds 0" \
             "--seconds abc" "--seconds -1" "--seconds 1e3" "--seconds" \
             "--seconds 1 --messages 5" "--messages 5 --seconds 1" \
             "--seconds 5 --timeout 2"; do
-  # shellcheck disable=SC2086
-  "$client_bin" --host 127.0.0.1 --port 1 $args >"$work/o" 2>"$work/e"
-  code=$?
-  if [ "$code" = 2 ] && grep -q usage "$work/e"; then
-    ok "echo_client $args: exit 2 with usage"
-  else
-    bad "echo_client $args: exit $code, stderr: $(head -c 200 "$work/e")"
-  fi
+  expect_usage "" "$args" "$client_bin" --host 127.0.0.1 --port 1
 done
 
 # ---- a server on an ephemeral port ----

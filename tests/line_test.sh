@@ -22,14 +22,7 @@ wait_output() {
 }
 
 for args in "abc" "70000" "-1" "1 2"; do
-  # shellcheck disable=SC2086 # split on purpose: "1 2" is two arguments
-  "$server_bin" $args >"$work/usage.out" 2>&1
-  code=$?
-  if [ "$code" = 2 ] && grep -q '^usage: line_server' "$work/usage.out"; then
-    ok "line_server $args: usage, exit 2"
-  else
-    bad "line_server $args: exit $code: $(cat "$work/usage.out")"
-  fi
+  expect_usage "" "$args" "$server_bin"
 done
 
 if ! start_server 0; then

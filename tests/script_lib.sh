@@ -45,6 +45,24 @@ start_server() {
   return 1
 }
 
+# expect_usage NAME ARGS COMMAND...: run COMMAND with the words of ARGS
+# added, without input; it must exit 2 with its usage on stderr, and the
+# first stderr line must start with "NAME: bad" (NAME empty: any line).
+expect_usage() {
+  local name=$1 args=$2 code
+  shift 2
+  # shellcheck disable=SC2086 # ARGS is split into arguments on purpose
+  "$@" $args </dev/null >"$work/o" 2>"$work/e"
+  code=$?
+  if [ "$code" = 2 ] && grep -q usage "$work/e" &&
+    { [ -z "$name" ] || grep -q "^$name: bad " "$work/e"; }; then
+    ok "${name:-$(basename "$1")} $args: exit 2, '$(head -n 1 "$work/e")'"
+  else
+    bad "${name:-$(basename "$1")} $args: exit $code," \
+      "stderr: $(head -c 200 "$work/e")"
+  fi
+}
+
 # Wait up to $2 seconds for pid $1 to exit; sets exit_code ("timeout" if it
 # did not).
 wait_exit() {

@@ -385,6 +385,16 @@ static void pk_start_server(fixture_t* fx, const cport_service_opts_t* o) {
   assert_int_equal(cport_service_local_addr(fx->server, &fx->server_addr), 0);
 }
 
+/* Start a client of the fixture's server as the fixture's client, with
+ * co.connect_count sessions (teardown destroys it). */
+static void pk_start_client(fixture_t* fx, const cport_service_opts_t* co) {
+  assert_int_equal(
+      cport_service_create(&fx->client, fx->core, CPORT_SERVICE_CLIENT,
+                           &fx->server_addr, co),
+      0);
+  assert_int_equal(cport_service_start(fx->client), 0);
+}
+
 /* Destroy the fixture's services while the records on this test's stack
  * still exist, and wait for the `n` sessions of each to report. */
 static void pk_destroy_both(fixture_t* fx, pk_t* server, pk_t* client, int n) {
@@ -696,11 +706,7 @@ static void test_packet_send_packet_from_another_thread(void** state) {
   unsigned i;
   pk.echo = 1;
   pk_start_server(fx, &o);
-  assert_int_equal(
-      cport_service_create(&fx->client, fx->core, CPORT_SERVICE_CLIENT,
-                           &fx->server_addr, &co),
-      0);
-  assert_int_equal(cport_service_start(fx->client), 0);
+  pk_start_client(fx, &co);
   fixture_wait_int(fx, &cl.connected, 1, FIXTURE_TIMEOUT_MS);
   a.s = cl.last;
   assert_int_equal(uv_thread_create(&t, afar_main, &a), 0);
@@ -736,11 +742,7 @@ static void test_packet_buf_broadcast_reaches_every_client_once(void** state) {
   size_t i;
   co.connect_count = 3;
   pk_start_server(fx, &o);
-  assert_int_equal(
-      cport_service_create(&fx->client, fx->core, CPORT_SERVICE_CLIENT,
-                           &fx->server_addr, &co),
-      0);
-  assert_int_equal(cport_service_start(fx->client), 0);
+  pk_start_client(fx, &co);
   fixture_wait_int(fx, &cl.connected, 3, FIXTURE_TIMEOUT_MS);
   fixture_wait_int(fx, &pk.connected, 3, FIXTURE_TIMEOUT_MS);
   assert_int_equal(cport_packet_buf(NULL, NULL, 9, "hi", 2), UV_EINVAL);

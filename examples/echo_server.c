@@ -10,11 +10,13 @@
  * megabyte is queued for it (CPORT_SENDQ_PAUSE_READ), so memory stays
  * bounded.
  *
- * --threads N runs N ports, one loop thread each; the server spreads its
- * connections over them in turn, and each session lives on its port's
- * thread. --idle-timeout MS disconnects sessions that send nothing for that
- * long (slow or dead peers). The service's counters are printed as one
- * "stats" line on exit, and every SECONDS with --stats-every. */
+ * --threads N runs N ports; the server spreads its connections over them in
+ * turn, and each session lives on its port's thread. Port 0 runs on the main
+ * thread (cport_core_run_here), each other port on a thread of its own, so
+ * the default single port adds no thread. --idle-timeout MS disconnects
+ * sessions that send nothing for that long (slow or dead peers). The service's
+ * counters are printed as one "stats" line on exit, and every SECONDS with
+ * --stats-every. */
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -210,12 +212,12 @@ int main(int argc, char** argv) {
     fprintf(stderr, "echo_server: %ld threads\n", threads);
   fflush(stdout);
 
-  rc = cport_core_run(server.core);
+  /* Returns once on_stopped has called cport_core_stop(). */
+  rc = cport_core_run_here(server.core);
   if (rc != 0) {
     fprintf(stderr, "echo_server: %s\n", cport_strerror(rc));
     return 1;
   }
-  cport_core_join(server.core);
 
   cport_service_stats(server.svc, &stats);
   printf(

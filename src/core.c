@@ -268,7 +268,9 @@ static void port_thread_main(void* arg) {
 }
 
 
-int cport_core_run(cport_core_t* core) {
+/* Start a thread for each port from `first` on. On failure the threads
+ * already started are stopped and joined, and the core is idle again. */
+static int core_start(cport_core_t* core, unsigned first) {
   unsigned i;
   int rc;
   if (core == NULL || core->embedded)
@@ -277,7 +279,7 @@ int cport_core_run(cport_core_t* core) {
     return UV_EBUSY;
   atomic_store(&core->stopping, 0);
   atomic_store(&core->running, 1);
-  for (i = 0; i < core->nports; i++) {
+  for (i = first; i < core->nports; i++) {
     cport__port_t* port = &core->ports[i];
     uv_ref((uv_handle_t*)&port->wakeup);
     port_set_owner(port, PORT_NO_OWNER);
@@ -291,6 +293,28 @@ int cport_core_run(cport_core_t* core) {
     port->thread_started = 1;
   }
   return 0;
+}
+
+
+int cport_core_run(cport_core_t* core) {
+  return core_start(core, 0);
+}
+
+
+int cport_core_run_here(cport_core_t* core) {
+  cport__port_t* port;
+  int rc = core_start(core, 1);
+  if (rc != 0)
+    return rc;
+  /* Port 0 is this thread's, as a started thread's port is its own; the
+   * referenced wake-up keeps uv_run waiting when the loop has nothing else,
+   * until cport_core_stop() makes port_wakeup_cb stop it. */
+  port = &core->ports[0];
+  uv_ref((uv_handle_t*)&port->wakeup);
+  port_set_owner(port, cport__thread_token());
+  while (!atomic_load(&core->stopping)) uv_run(port->loop, UV_RUN_DEFAULT);
+  uv_unref((uv_handle_t*)&port->wakeup);
+  return cport_core_join(core);
 }
 
 

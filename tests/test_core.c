@@ -555,6 +555,7 @@ static void test_core_null_arguments_are_rejected(void** state) {
   assert_int_equal(cport_core_stop(NULL), UV_EINVAL);
   assert_int_equal(cport_core_join(NULL), UV_EINVAL);
   assert_int_equal(cport_core_run(NULL), UV_EINVAL);
+  assert_int_equal(cport_core_run_here(NULL), UV_EINVAL);
   assert_int_equal(cport_core_dispatch(NULL, 0, 0), UV_EINVAL);
 }
 
@@ -754,6 +755,7 @@ static void test_core_run_twice_returns_ebusy(void** state) {
   fixture_t* fx = *state;
   assert_int_equal(cport_core_run(fx->core), 0);
   assert_int_equal(cport_core_run(fx->core), UV_EBUSY);
+  assert_int_equal(cport_core_run_here(fx->core), UV_EBUSY);
   assert_int_equal(cport_core_stop(fx->core), 0);
   /* Stopped but not joined: the thread may still run, so still busy. */
   assert_int_equal(cport_core_run(fx->core), UV_EBUSY);
@@ -842,6 +844,147 @@ static void test_core_destroy_stops_running_threads(void** state) {
 }
 
 
+/* ---- cport_core_run_here ---- */
+
+#define HERE_PORTS 3
+
+/* What the jobs of a cport_core_run_here() test saw. Each job runs once, on
+ * its port; the watchdog, an unreferenced timer on port 0, stops the core if
+ * the test's own stop never comes. */
+typedef struct here_run_s {
+  cport_core_t* core;
+  uv_thread_t caller;
+  uv_timer_t watchdog;
+  int watchdog_fired;
+  signal_t ran;
+  int on_caller[HERE_PORTS];
+  int nested_run_rc;
+  int nested_dispatch_rc;
+  int stop_in_job;
+} here_run_t;
+
+typedef struct here_job_s {
+  here_run_t* run;
+  unsigned port;
+} here_job_t;
+
+
+static void here_watchdog_cb(uv_timer_t* t) {
+  here_run_t* run = t->data;
+  run->watchdog_fired = 1;
+  cport_core_stop(run->core);
+}
+
+
+static void here_job(void* arg) {
+  here_job_t* job = arg;
+  here_run_t* run = job->run;
+  uv_thread_t self = uv_thread_self();
+  run->on_caller[job->port] = uv_thread_equal(&self, &run->caller) ? 1 : -1;
+  if (job->port == 0) {
+    /* The core is running: neither may start it again from inside. */
+    run->nested_run_rc = cport_core_run_here(run->core);
+    run->nested_dispatch_rc = cport_core_dispatch(run->core, 0, 0);
+    if (run->stop_in_job)
+      cport_core_stop(run->core);
+  }
+  signal_raise(&run->ran);
+}
+
+
+static void here_run_init(here_run_t* run, unsigned ports) {
+  cport_core_opts_t opts;
+  memset(run, 0, sizeof(*run));
+  signal_init(&run->ran);
+  run->caller = uv_thread_self();
+  cport_core_opts_init(&opts);
+  opts.ports = ports;
+  assert_int_equal(cport_core_create(&run->core, &opts), 0);
+  assert_int_equal(uv_timer_init(cport_core_loop(run->core, 0), &run->watchdog),
+                   0);
+  run->watchdog.data = run;
+  assert_int_equal(
+      uv_timer_start(&run->watchdog, here_watchdog_cb, FIXTURE_TIMEOUT_MS, 0),
+      0);
+  uv_unref((uv_handle_t*)&run->watchdog);
+}
+
+
+static void here_run_destroy(here_run_t* run) {
+  assert_false(run->watchdog_fired);
+  uv_close((uv_handle_t*)&run->watchdog, NULL);
+  cport_core_destroy(run->core);
+  signal_destroy(&run->ran);
+}
+
+
+static void test_core_run_here_runs_port_on_caller_until_stop(void** state) {
+  here_run_t run;
+  here_job_t job;
+  (void)state;
+  here_run_init(&run, 1);
+  run.stop_in_job = 1;
+  job.run = &run;
+  job.port = 0;
+  /* Posted before the run: the wake-up is pending when the loop starts. */
+  assert_int_equal(cport_core_post(run.core, 0, here_job, &job), 0);
+  assert_int_equal(cport_core_run_here(run.core), 0);
+  assert_int_equal(signal_count(&run.ran), 1);
+  assert_int_equal(run.on_caller[0], 1);
+  assert_int_equal(run.nested_run_rc, UV_EBUSY);
+  assert_int_equal(run.nested_dispatch_rc, UV_EBUSY);
+  /* Returned and not running: this thread drives the port again. */
+  assert_int_equal(cport_core_dispatch(run.core, 0, 0), 0);
+  here_run_destroy(&run);
+}
+
+
+typedef struct here_stopper_s {
+  here_run_t* run;
+  int waited;
+} here_stopper_t;
+
+
+static void here_stopper_main(void* arg) {
+  here_stopper_t* st = arg;
+  st->waited = signal_wait(&st->run->ran, HERE_PORTS, FIXTURE_TIMEOUT_MS);
+  cport_core_stop(st->run->core);
+}
+
+
+static void test_core_run_here_starts_other_ports_and_stops_from_any_thread(
+    void** state) {
+  here_run_t run;
+  here_job_t jobs[HERE_PORTS];
+  here_stopper_t stopper;
+  uv_thread_t thread;
+  unsigned port;
+  (void)state;
+  here_run_init(&run, HERE_PORTS);
+  for (port = 0; port < HERE_PORTS; port++) {
+    jobs[port].run = &run;
+    jobs[port].port = port;
+    assert_int_equal(cport_core_post(run.core, port, here_job, &jobs[port]), 0);
+  }
+  stopper.run = &run;
+  stopper.waited = 0;
+  assert_int_equal(uv_thread_create(&thread, here_stopper_main, &stopper), 0);
+  assert_int_equal(cport_core_run_here(run.core), 0);
+  assert_int_equal(uv_thread_join(&thread), 0);
+  assert_true(stopper.waited);
+  /* Port 0 ran here; the others on threads of their own, joined by now. */
+  assert_int_equal(run.on_caller[0], 1);
+  for (port = 1; port < HERE_PORTS; port++)
+    assert_int_equal(run.on_caller[port], -1);
+  /* A second run starts cleanly after the first one's stop. */
+  run.stop_in_job = 1;
+  assert_int_equal(cport_core_post(run.core, 0, here_job, &jobs[0]), 0);
+  assert_int_equal(cport_core_run_here(run.core), 0);
+  assert_int_equal(signal_count(&run.ran), HERE_PORTS + 1);
+  here_run_destroy(&run);
+}
+
+
 /* ---- embedding on an application's loop ---- */
 
 /* An unreferenced timer that ends a uv_run() that would otherwise block
@@ -906,6 +1049,7 @@ static void test_core_embedded_uses_app_loop(void** state) {
   assert_int_equal(cport_core_ports(core), 1);
   /* The application drives an embedded loop; cport starts no thread. */
   assert_int_equal(cport_core_run(core), UV_EINVAL);
+  assert_int_equal(cport_core_run_here(core), UV_EINVAL);
 
   /* cport's handles must not keep the application's loop alive. */
   assert_int_equal(uv_loop_alive(&loop), 0);
@@ -1216,6 +1360,9 @@ int main(void) {
       FX_TEST(test_core_stop_before_run_does_not_cancel_next_run),
       FX_TEST(test_core_join_without_run_returns_zero),
       CORE_TEST(test_core_destroy_stops_running_threads),
+      CORE_TEST(test_core_run_here_runs_port_on_caller_until_stop),
+      CORE_TEST(
+          test_core_run_here_starts_other_ports_and_stops_from_any_thread),
       CORE_TEST(test_core_embedded_uses_app_loop),
       CORE_TEST(test_core_stop_on_embedded_core_does_not_stop_app_loop),
       CORE_TEST(test_core_dispatch_on_embedded_core_runs_app_loop),

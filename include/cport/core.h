@@ -13,7 +13,8 @@
  * thread that created the core; then the last thread that called
  * cport_core_dispatch() on the port (during and after the call); a port
  * thread of cport_core_run() while it runs (no thread at all while it starts
- * or exits); and the thread that called cport_core_join() after it. For an
+ * or exits); the caller of cport_core_run_here() for port 0 while it runs;
+ * and the thread that called cport_core_join() after it. For an
  * embedded core, create it (or dispatch it once) on the thread that runs the
  * application's loop, so that this thread is the owner.
  *
@@ -93,8 +94,8 @@ CPORT_API void cport_core_destroy(cport_core_t* core);
  * Callback:  all callbacks of the port's objects run inside this call.
  * Returns:   1 if the port still has active handles or requests, 0 if it has
  *            none (waiting again would only time out); UV_EINVAL for NULL or
- *            a bad port index; UV_EBUSY while cport_core_run() threads run the
- *            core. */
+ *            a bad port index; UV_EBUSY while cport_core_run() or
+ *            cport_core_run_here() runs the core. */
 CPORT_API int cport_core_dispatch(cport_core_t* core,
                                   unsigned port,
                                   int timeout_ms);
@@ -107,8 +108,25 @@ CPORT_API int cport_core_dispatch(cport_core_t* core,
  *          thread cannot be started (threads already started are stopped). */
 CPORT_API int cport_core_run(cport_core_t* core);
 
-/* Ask every port thread started by cport_core_run() to return after its
- * current round of callbacks. Does not wait: use cport_core_join().
+/* Run the core on the calling thread until cport_core_stop(): port 0 here,
+ * like uv_run(UV_RUN_DEFAULT) or Asio's io_context::run(), and each other
+ * port on a thread started as by cport_core_run(). A one-port core then needs
+ * no thread besides the caller's. Returns after cport_core_stop() (from a
+ * callback, a job, or another thread) once the other ports' threads have
+ * exited, as cport_core_join() would; the caller is then the owner of every
+ * port again.
+ * Thread:  owner, never from a port's own callback. The calling thread is
+ *          port 0's thread until the call returns.
+ * Blocks:  until cport_core_stop().
+ * Returns: 0 after cport_core_stop(); UV_EINVAL for NULL or for an embedded
+ *          core; UV_EBUSY if the core is already running; a libuv error if a
+ *          thread cannot be started (threads already started are stopped and
+ *          joined, and port 0 is not run). */
+CPORT_API int cport_core_run_here(cport_core_t* core);
+
+/* Ask every port thread started by cport_core_run() or
+ * cport_core_run_here() (port 0 on the caller's thread included) to return
+ * after its current round of callbacks. Does not wait: use cport_core_join().
  * Safe from any thread, including a port's own callbacks, and more than
  * once. Services are not stopped by this: stop them first if their sessions
  * should be disconnected gracefully. On an embedded core it does nothing: the

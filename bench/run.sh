@@ -6,6 +6,7 @@
 #   bench/run.sh                 the full matrix, about five minutes
 #   bench/run.sh --smoke         one short row and a small idle run (CI)
 #   bench/run.sh --seconds 3 --reps 5 --idle 20000 --servers cport,uv-trywrite
+#   bench/run.sh --fresh --reps 15 --conns 1 --sizes 64 --idle 0 --servers cport,asio
 #
 # Every server is started once, pinned to core 0; the client is pinned to
 # core 1 (when the machine has two cores and taskset). Rows are connections
@@ -16,6 +17,12 @@
 # server CPU per echoed message. Then each server is started afresh and
 # --idle connections are opened and held, for its memory per connection
 # (RSS growth / connections; kernel socket memory is not in RSS).
+# --fresh starts every server afresh for each single measurement instead: a
+# process keeps a bias of a percent or two for its whole life (where its
+# memory landed), which only new processes average out. With two or more
+# repetitions the output also shows, per row, the median over repetitions
+# of cport's CPU per message divided by each other server's in the same
+# repetition (paired ratios), the finest comparison this machine allows.
 #
 # Output: a Markdown table on stdout; the raw runs in build/bench/runs.tsv.
 set -euo pipefail
@@ -35,10 +42,11 @@ conns_list="1 64 1000"
 sizes_list="64 4096 65536"
 pipeline=1
 smoke=0
+fresh=0
 
 usage() {
-  sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
-  echo "options: --smoke --seconds S --reps N --idle N --servers LIST"
+  sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'
+  echo "options: --smoke --fresh --seconds S --reps N --idle N --servers LIST"
   echo "         --conns 'LIST' --sizes 'LIST' --pipeline K --build DIR"
 }
 
@@ -51,6 +59,8 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --smoke)
       smoke=1
+      # Every server, the loop-thread variant included, starts and echoes.
+      servers_wanted="$bench_all_servers,uv-trywrite-lt"
       seconds=0.3
       warmup=0.1
       reps=1
@@ -72,6 +82,10 @@ while [ $# -gt 0 ]; do
         --build) bench_build_dir=$2 ;;
       esac
       shift 2
+      ;;
+    --fresh)
+      fresh=1
+      shift
       ;;
     -h | --help)
       usage
@@ -192,7 +206,17 @@ est=$(awk -v r="$nrows" -v s="${#servers[@]}" -v n="$reps" \
   echo "        about ${est}s, then $idle idle connections per server; $pinning"
 } >&2
 
-for s in "${servers[@]}"; do start_server "$s"; done
+declare -A peak_kb
+# note_peak NAME: keep the largest peak RSS of NAME's processes so far.
+note_peak() {
+  local kb
+  kb=$(status_kb "${pid_of[$1]}" VmHWM)
+  if [ "${kb:-0}" -gt "${peak_kb[$1]:-0}" ]; then peak_kb[$1]=$kb; fi
+}
+
+if [ "$fresh" = 0 ]; then
+  for s in "${servers[@]}"; do start_server "$s"; done
+fi
 
 runs="$bench_build_dir/runs.tsv"
 printf 'server\tconns\tsize\trep\tmsgs_per_s\tcpu_us_per_msg\tp99_us\terrors\n' >"$runs"
@@ -204,6 +228,7 @@ for conns in $conns_list; do
       n=${#servers[@]}
       for k in $(seq 0 $((n - 1))); do
         s=${servers[$(((k + rep) % n))]}
+        [ "$fresh" = 0 ] || start_server "$s"
         line=$("${pin_client[@]}" "$load" --port "${port_of[$s]}" \
           --conns "$conns" --size "$size" --pipeline "$pipeline" \
           --seconds "$seconds" --warmup "$warmup" \
@@ -216,16 +241,21 @@ for conns in $conns_list; do
         printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$s" "$conns" "$size" \
           "$rep" "$(value msg/s "$line")" "$(value cpu_us_per_msg "$line")" \
           "$(value p99_us "$line")" "${errors:-1}" >>"$runs"
+        if [ "$fresh" = 1 ]; then
+          note_peak "$s"
+          stop_server "$s"
+        fi
       done
     done
   done
 done
 
-declare -A peak_kb
-for s in "${servers[@]}"; do
-  peak_kb[$s]=$(status_kb "${pid_of[$s]}" VmHWM)
-  stop_server "$s"
-done
+if [ "$fresh" = 0 ]; then
+  for s in "${servers[@]}"; do
+    note_peak "$s"
+    stop_server "$s"
+  done
+fi
 
 # ---- idle connections: memory per connection ----
 declare -A idle_bytes
@@ -274,7 +304,8 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN {
 echo
 echo "Ping-pong echo, pipeline $pipeline, ${seconds}s x $reps (median); $pinning."
 echo "Each cell: messages per second / server CPU microseconds per message."
-echo "vs libuv: cport against the best raw libuv server of the row (msg/s; CPU/msg)."
+echo "vs libuv: cport against the best raw libuv server of the row (msg/s; CPU/msg);"
+echo "vs asio: cport against Boost.Asio, likewise."
 echo
 header="| conns | size |"
 rule="|---:|---:|"
@@ -290,6 +321,12 @@ has_cport=0
 for s in "${servers[@]}"; do [ "$s" = cport ] && has_cport=1; done
 if [ "$has_uv" = 1 ] && [ "$has_cport" = 1 ]; then
   header+=" cport vs libuv |"
+  rule+="---:|"
+fi
+has_asio=0
+for s in "${servers[@]}"; do [ "$s" = asio ] && has_asio=1; done
+if [ "$has_asio" = 1 ] && [ "$has_cport" = 1 ]; then
+  header+=" cport vs asio |"
   rule+="---:|"
 fi
 echo "$header"
@@ -314,14 +351,54 @@ for conns in $conns_list; do
           cport_rate=$rate
           cport_cpu=$cpu
           ;;
+        asio)
+          asio_rate=$rate
+          asio_cpu=$cpu
+          ;;
       esac
     done
     if [ "$has_uv" = 1 ] && [ "$has_cport" = 1 ]; then
       row+=" $(ratio "$cport_rate" "$best_rate"); $(ratio "$cport_cpu" "$best_cpu") |"
     fi
+    if [ "$has_asio" = 1 ] && [ "$has_cport" = 1 ]; then
+      row+=" $(ratio "$cport_rate" "$asio_rate"); $(ratio "$cport_cpu" "$asio_cpu") |"
+    fi
     echo "$row"
   done
 done
+
+# Paired ratios: per repetition, cport's CPU per message over each other
+# server's in the same repetition; the median of those per row.
+if [ "$has_cport" = 1 ] && [ "$reps" -ge 2 ] && [ ${#servers[@]} -ge 2 ]; then
+  echo
+  echo "Paired: median over the $reps repetitions of cport's CPU per message /"
+  echo "the other server's in the same repetition$([ "$fresh" = 1 ] && echo ", fresh processes")."
+  echo
+  header="| conns | size |"
+  rule="|---:|---:|"
+  for s in "${servers[@]}"; do
+    [ "$s" = cport ] && continue
+    header+=" cport / $s |"
+    rule+="---:|"
+  done
+  echo "$header"
+  echo "$rule"
+  for conns in $conns_list; do
+    for size in $sizes_list; do
+      row="| $conns | $size |"
+      for s in "${servers[@]}"; do
+        [ "$s" = cport ] && continue
+        r=$(awk -F'\t' -v s="$s" -v c="$conns" -v z="$size" '
+          NR > 1 && $2 == c && $3 == z && $6 != "" {
+            if ($1 == "cport") a[$4] = $6; else if ($1 == s) b[$4] = $6 }
+          END { for (k in a) if ((k in b) && b[k] > 0) print a[k] / b[k] }' \
+          "$runs" | median)
+        row+=" $(awk -v v="$r" 'BEGIN { if (v == "nan") print "-"; else printf "%.3fx", v }') |"
+      done
+      echo "$row"
+    done
+  done
+fi
 
 echo
 echo "Memory: $idle idle connections (one 64-byte echo each, then held)."

@@ -12,6 +12,9 @@ server_cmd() {
       echo "$bench_build_dir/examples/echo_server --max-sessions 0 --threads ${1#cport-t}"
       ;;
     uv-trywrite) echo "$bench_build_dir/bench/bench_uv_trywrite" ;;
+    # The same on a loop thread, main waiting to join it: what a process
+    # with a second thread costs (docs/benchmarks.md, "Threads").
+    uv-trywrite-lt) echo "$bench_build_dir/bench/bench_uv_trywrite --loop-thread 1" ;;
     uv-write) echo "$bench_build_dir/bench/bench_uv_write" ;;
     libevent) echo "$bench_build_dir/bench/bench_libevent" ;;
     asio) echo "$bench_build_dir/bench/bench_asio --threads 1" ;;

@@ -55,12 +55,27 @@ static inline void server_announce(const struct sockaddr* bound) {
 
 static inline void server_usage(const char* prog, FILE* out) {
   fprintf(out,
-          "usage: %s [--host ADDR] [--port N] [--threads N]\n"
-          "  --host ADDR   address to listen on (default 127.0.0.1)\n"
-          "  --port N      TCP port, 0 for any free one (default 7777)\n"
-          "  --threads N   accepted for a common command line; runs 1\n",
+          "usage: %s [--host ADDR] [--port N] [--threads N]"
+#ifdef UV_VERSION_MAJOR
+          " [--loop-thread 0|1]"
+#endif
+          "\n"
+          "  --host ADDR       address to listen on (default 127.0.0.1)\n"
+          "  --port N          TCP port, 0 for any free one (default 7777)\n"
+          "  --threads N       accepted for a common command line; runs 1\n"
+#ifdef UV_VERSION_MAJOR
+          "  --loop-thread 1   run the loop on a second thread while main\n"
+          "                    waits to join it, as cport_core_run() and\n"
+          "                    cport_core_join() do (default 0: on main)\n"
+#endif
+          ,
           prog);
 }
+
+#ifdef UV_VERSION_MAJOR
+/* --loop-thread: the libuv servers' loop runs on a thread of its own. */
+static int server_loop_thread;
+#endif
 
 
 /* Parses the command line and resolves --host and --port. Exits, as main()
@@ -95,6 +110,11 @@ static inline struct addrinfo* server_parse_args(const char* prog,
       if (number > 1)
         fprintf(stderr, "%s: single-threaded; --threads %ld runs 1\n", prog,
                 number);
+#ifdef UV_VERSION_MAJOR
+    } else if (strcmp(argv[i], "--loop-thread") == 0 &&
+               example_parse_long(value, 0, 1, &number) == 0) {
+      server_loop_thread = (int)number;
+#endif
     } else {
       fprintf(stderr, "%s: bad argument '%s'%s%s\n", prog, argv[i],
               value != NULL ? " " : "", value != NULL ? value : "");
@@ -260,6 +280,11 @@ static inline void server_uv_stop_cb(uv_signal_t* handle, int signum) {
 }
 
 
+static void server_run_loop(void* loop) {
+  uv_run(loop, UV_RUN_DEFAULT);
+}
+
+
 /* The whole main() of a plain libuv echo server, on the default loop.
  * Returns: the exit status, 0 after SIGINT or SIGTERM and 1 when it cannot
  *          listen; bad arguments exit with 2 inside. */
@@ -279,7 +304,18 @@ static inline int server_uv_main(const char* prog,
   freeaddrinfo(ai);
   if (rc != 0)
     return rc;
-  uv_run(loop, UV_RUN_DEFAULT);
+  if (server_loop_thread) {
+    /* The process then has two threads, as a cport server under
+     * cport_core_run() has: the cost of that alone, measured. */
+    uv_thread_t thread;
+    if (uv_thread_create(&thread, server_run_loop, loop) != 0) {
+      fprintf(stderr, "%s: cannot start the loop thread\n", prog);
+      return 1;
+    }
+    uv_thread_join(&thread);
+  } else {
+    uv_run(loop, UV_RUN_DEFAULT);
+  }
   return 0;
 }
 

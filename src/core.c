@@ -13,6 +13,19 @@
 #include "core_internal.h"
 #include "log_internal.h"
 
+struct cport_core_s {
+  unsigned nports;
+  int embedded;
+  /* Handles still to be closed before the core's memory may go. */
+  int closing_handles;
+  atomic_int running;
+  atomic_int stopping;
+  /* One for the core itself, dropped when cport_core_destroy() has closed
+   * its handles, plus one per service (cport__core_hold). */
+  atomic_size_t holds;
+  cport__port_t* ports;
+};
+
 
 void cport_core_opts_init(cport_core_opts_t* opts) {
   if (opts == NULL)
@@ -24,30 +37,54 @@ void cport_core_opts_init(cport_core_opts_t* opts) {
 }
 
 
-/* Run every job posted so far, in order. Thread: the port's. Jobs posted
- * meanwhile (by these jobs too) wait for the next wake-up. */
-static void port_run_jobs(cport__port_t* port) {
-  cport__job_t* job;
-  cport__port_take_sends(port);
+/* A job of cport_core_post(): the application's function and argument. */
+typedef struct core_job_s {
+  cport__msg_t msg;
+  void (*fn)(void* arg);
+  void* arg;
+} core_job_t;
+
+
+static void core_job_run(cport__msg_t* m, const cport__msg_t* next) {
+  core_job_t* job = cport__container_of(m, core_job_t, msg);
+  (void)next;
+  job->fn(job->arg);
+  cport__free(job);
+}
+
+
+/* Run every entry posted so far, in order; each entry's owner (a job, a
+ * session, a service) does the work, so the core knows none of them.
+ * Entries posted meanwhile (by these entries too) wait for the next wake-up,
+ * so that a job that posts itself again cannot starve the loop.
+ * Thread: the port's. Returns the number of entries run. */
+static size_t port_drain(cport__port_t* port) {
+  cport__queue_t batch = {NULL, NULL};
+  cport__qnode_t* n;
+  size_t ran = 0;
+  int was_draining = port->draining;
+  if (atomic_load_explicit(&port->mail, memory_order_acquire) == 0)
+    return 0;
   uv_mutex_lock(&port->lock);
-  job = port->jobs_head;
-  port->jobs_head = port->jobs_tail = NULL;
+  cport__queue_move(&port->mailbox, &batch);
+  atomic_store_explicit(&port->mail, 0, memory_order_release);
   uv_mutex_unlock(&port->lock);
-  while (job != NULL) {
-    cport__job_t* next = job->next;
-    int callers = job->callers;
-    /* A caller's job may be gone once fn returns. */
-    job->fn(job->arg);
-    if (!callers)
-      cport__free(job);
-    job = next;
+  port->draining = 1;
+  while ((n = cport__queue_pop(&batch)) != NULL) {
+    cport__msg_t* m = cport__container_of(n, cport__msg_t, node);
+    const cport__qnode_t* next = cport__queue_head(&batch);
+    m->run(m, next != NULL ? cport__container_of(next, cport__msg_t, node)
+                           : NULL);
+    ran++;
   }
+  port->draining = was_draining;
+  return ran;
 }
 
 
 static void port_wakeup_cb(uv_async_t* handle) {
   cport__port_t* port = cport__container_of(handle, cport__port_t, wakeup);
-  port_run_jobs(port);
+  (void)port_drain(port);
   /* Only cport's own port threads are stopped: never an application's loop
    * that cport_core_run() did not start. */
   if (atomic_load(&port->core->stopping) && atomic_load(&port->core->running))
@@ -75,10 +112,25 @@ static void core_free(cport_core_t* core) {
 }
 
 
+void cport__core_hold(cport_core_t* core) {
+  atomic_fetch_add_explicit(&core->holds, 1, memory_order_relaxed);
+}
+
+
+void cport__core_release(cport_core_t* core) {
+  if (atomic_fetch_sub_explicit(&core->holds, 1, memory_order_acq_rel) == 1)
+    core_free(core);
+}
+
+
+/* An embedded core's handles close in the application's loop, in an order
+ * libuv chooses: the core's hold goes with the last of them, and the memory
+ * with the last hold, which may be a session's whose close callback comes
+ * later still. */
 static void port_embedded_close_cb(uv_handle_t* handle) {
   cport_core_t* core = handle->data;
   if (--core->closing_handles == 0)
-    core_free(core);
+    cport__core_release(core);
 }
 
 
@@ -94,6 +146,7 @@ static int port_init(cport_core_t* core, unsigned index, uv_loop_t* loop) {
   port->core = core;
   port->index = index;
   atomic_init(&port->owner, cport__thread_token());
+  atomic_init(&port->mail, 0);
   rc = uv_mutex_init(&port->lock);
   if (rc != 0)
     return rc;
@@ -129,24 +182,15 @@ fail_loop:
 }
 
 
-/* Close the port's own handles and, for a loop cport owns, the loop.
- * Returns UV_EBUSY when handles of a service that was never destroyed keep
- * an owned loop open. */
-static int port_close(cport__port_t* port, int embedded) {
-  if (embedded) {
-    uv_close((uv_handle_t*)&port->wakeup, port_embedded_close_cb);
-    uv_close((uv_handle_t*)&port->dispatch_timer, port_embedded_close_cb);
-    return 0;
-  }
+/* Undo port_init() for a core whose creation failed: no service has used
+ * the port. */
+static void port_abandon(cport__port_t* port) {
   port->core->closing_handles = 2;
   uv_close((uv_handle_t*)&port->wakeup, port_owned_close_cb);
   uv_close((uv_handle_t*)&port->dispatch_timer, port_owned_close_cb);
-  /* Not UV_RUN_DEFAULT: a handle someone forgot (a listener, a signal
-   * watcher) would make that wait forever. Closing handles, those of
-   * services destroyed just before included, finish within these rounds. */
   while (port->core->closing_handles > 0) uv_run(port->loop, UV_RUN_NOWAIT);
-  uv_run(port->loop, UV_RUN_NOWAIT);
-  return uv_loop_close(port->loop);
+  (void)uv_loop_close(port->loop);
+  uv_mutex_destroy(&port->lock);
 }
 
 
@@ -170,6 +214,7 @@ int cport_core_create(cport_core_t** out, const cport_core_opts_t* opts) {
     return UV_ENOMEM;
   core->nports = opts->ports;
   core->embedded = opts->loop != NULL;
+  atomic_init(&core->holds, 1);
   core->ports = cport__calloc(core->nports, sizeof(*core->ports));
   if (core->ports == NULL) {
     cport__free(core);
@@ -178,10 +223,7 @@ int cport_core_create(cport_core_t** out, const cport_core_opts_t* opts) {
   for (i = 0; i < core->nports; i++) {
     rc = port_init(core, i, opts->loop);
     if (rc != 0) {
-      while (i-- > 0) {
-        (void)port_close(&core->ports[i], 0);
-        uv_mutex_destroy(&core->ports[i].lock);
-      }
+      while (i-- > 0) port_abandon(&core->ports[i]);
       cport__free(core->ports);
       cport__free(core);
       return rc;
@@ -194,6 +236,18 @@ int cport_core_create(cport_core_t** out, const cport_core_opts_t* opts) {
 }
 
 
+/* Run every mailbox until all are empty: jobs that post jobs (to their own
+ * port or another) run too, each once. Thread: the owner of every port. */
+static void core_drain_all(cport_core_t* core) {
+  size_t ran;
+  do {
+    unsigned i;
+    ran = 0;
+    for (i = 0; i < core->nports; i++) ran += port_drain(&core->ports[i]);
+  } while (ran > 0);
+}
+
+
 void cport_core_destroy(cport_core_t* core) {
   unsigned i;
   int busy = 0;
@@ -201,21 +255,39 @@ void cport_core_destroy(cport_core_t* core) {
     return;
   cport_core_stop(core);
   cport_core_join(core);
-  /* Jobs nobody ran yet run now, on the owner's thread, which is the ports'
-   * thread while none runs them. */
-  for (i = 0; i < core->nports; i++) port_run_jobs(&core->ports[i]);
-  if (core->embedded) {
-    core->closing_handles = 2 * (int)core->nports;
-    for (i = 0; i < core->nports; i++) (void)port_close(&core->ports[i], 1);
-    return; /* freed by the last close callback */
+  /* Entries nobody ran yet run now, on the owner's thread, which is the
+   * ports' thread while none runs them. */
+  core_drain_all(core);
+  core->closing_handles = 2 * (int)core->nports;
+  for (i = 0; i < core->nports; i++) {
+    uv_close_cb cb =
+        core->embedded ? port_embedded_close_cb : port_owned_close_cb;
+    uv_close((uv_handle_t*)&core->ports[i].wakeup, cb);
+    uv_close((uv_handle_t*)&core->ports[i].dispatch_timer, cb);
+  }
+  if (core->embedded)
+    return; /* the last close callback drops the core's hold */
+  /* Every loop runs until its handles are closed, those of services
+   * destroyed just before included (their on_disconnected runs here), and
+   * only then is any loop closed: a close callback on one port may post to
+   * another (a part's report to its root). Not UV_RUN_DEFAULT: a handle
+   * someone forgot (a listener, a signal watcher) would make that wait
+   * forever. */
+  while (core->closing_handles > 0) {
+    for (i = 0; i < core->nports; i++)
+      uv_run(core->ports[i].loop, UV_RUN_NOWAIT);
+    core_drain_all(core);
   }
   for (i = 0; i < core->nports; i++)
-    busy |= port_close(&core->ports[i], 0) != 0;
+    uv_run(core->ports[i].loop, UV_RUN_NOWAIT);
+  core_drain_all(core);
+  for (i = 0; i < core->nports; i++)
+    busy |= uv_loop_close(core->ports[i].loop) != 0;
   /* A loop that still holds a live service's handles cannot be freed
    * without libuv touching freed memory later: leaking it is the only safe
    * answer to that usage error. */
   if (!busy)
-    core_free(core);
+    cport__core_release(core);
 }
 
 
@@ -240,7 +312,7 @@ int cport_core_dispatch(cport_core_t* core,
   port_set_owner(port, cport__thread_token());
   /* The wake-up handle is unreferenced while no cport thread runs the port,
    * so a loop with nothing else alive would not poll for it. */
-  port_run_jobs(port);
+  (void)port_drain(port);
   if (timeout_ms == 0) {
     uv_run(port->loop, UV_RUN_NOWAIT);
   } else if (timeout_ms < 0) {
@@ -357,31 +429,27 @@ int cport_core_post(cport_core_t* core,
                     void (*fn)(void* arg),
                     void* arg) {
   cport__port_t* port = cport__core_port(core, port_index);
-  cport__job_t* job;
+  core_job_t* job;
   if (port == NULL || fn == NULL)
     return UV_EINVAL;
   job = cport__malloc(sizeof(*job));
   if (job == NULL)
     return UV_ENOMEM;
+  job->msg.run = core_job_run;
   job->fn = fn;
   job->arg = arg;
-  job->callers = 0;
-  cport__port_post(port, job);
+  cport__port_post(port, &job->msg);
   return 0;
 }
 
 
-void cport__port_post(cport__port_t* port, cport__job_t* job) {
-  job->next = NULL;
+void cport__port_post(cport__port_t* port, cport__msg_t* m) {
   uv_mutex_lock(&port->lock);
-  if (port->jobs_tail != NULL)
-    port->jobs_tail->next = job;
-  else
-    port->jobs_head = job;
-  port->jobs_tail = job;
+  cport__queue_push(&port->mailbox, &m->node);
+  atomic_fetch_add_explicit(&port->mail, 1, memory_order_release);
   uv_mutex_unlock(&port->lock);
-  /* The job is queued whatever this returns (libuv 1.44 always returns 0):
-   * reporting an error now would invite the caller to free `arg`. */
+  /* The entry is queued whatever this returns (libuv 1.44 always returns
+   * 0): reporting an error now would invite the caller to free it. */
   (void)uv_async_send(&port->wakeup);
 }
 

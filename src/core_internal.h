@@ -1,11 +1,12 @@
 /* Internal view of the core: what listeners, sessions and services need to
- * know about the port they live on. */
+ * know about the port they live on, and the port's mailbox. */
 #ifndef CPORT_CORE_INTERNAL_H
 #define CPORT_CORE_INTERNAL_H
 
 #include <stdatomic.h>
 
 #include "common.h"
+#include "queue.h"
 #include "send_req.h"
 
 /* Size of the receive chunk shared by all sessions of a port. libuv calls
@@ -14,34 +15,31 @@
  * holds no receive memory at all. */
 #define CPORT__READ_CHUNK (64 * 1024)
 
-/* A function posted to a port with cport_core_post() (the job is freed
- * after it ran) or cport__port_post() (the job is the caller's). */
-typedef struct cport__job_s {
-  struct cport__job_s* next;
-  void (*fn)(void* arg);
-  void* arg;
-  int callers;
-} cport__job_t;
+/* An entry of a port's mailbox (cport__msg_t, send_req.h): whatever another
+ * thread asks of the port, or the owner asks while earlier requests still
+ * wait there. The port runs each entry's `run` in the order the posts
+ * returned; `run` then owns the entry. */
 
 typedef struct cport__port_s {
   cport_core_t* core;
   unsigned index;
   uv_loop_t* loop;
   uv_loop_t own_loop;
-  /* Wakes the port's thread from any thread (cport_core_stop,
-   * cport_core_post, sends from other threads). uv_async_send coalesces, so
-   * every wake-up drains both queues whole. */
+  /* Wakes the port's thread from any thread. uv_async_send coalesces, so
+   * every wake-up takes the whole mailbox. */
   uv_async_t wakeup;
-  /* Guards the two queues below, the only state other threads touch. */
+  /* Guards `mailbox`, the only state other threads touch. */
   uv_mutex_t lock;
-  /* Posted jobs, oldest first. */
-  cport__job_t* jobs_head;
-  cport__job_t* jobs_tail;
-  /* Sends and disconnects made on other threads (send_req.h), oldest first:
-   * one queue for every session of the port, so that one lock orders them
-   * all. */
-  cport__send_req_t* sends_head;
-  cport__send_req_t* sends_tail;
+  /* One FIFO for everything: jobs, sends, disconnects, broadcasts, service
+   * messages between ports. One queue means one order, so a job posted
+   * between two sends runs between them. */
+  cport__queue_t mailbox;
+  /* Entries posted and not yet taken by the port: read without the lock by
+   * the owner, to learn whether a call of its own may act at once. */
+  atomic_size_t mail;
+  /* Owner only: non-zero while the port runs the entries it took, when an
+   * owner's call acts in the place of the entry that made it. */
+  int draining;
   /* Bounds cport_core_dispatch()'s wait. */
   uv_timer_t dispatch_timer;
   uv_thread_t thread;
@@ -50,23 +48,12 @@ typedef struct cport__port_s {
    * created the core, then the last to call cport_core_dispatch() on it, a
    * port thread of cport_core_run() while it runs, the caller of
    * cport_core_join() after; no thread at all while a port thread starts or
-   * exits. Calls from this thread act at once; sends and disconnects from
-   * others are queued to it. */
+   * exits. */
   atomic_uintptr_t owner;
   char* read_chunk;
   /* Free send requests of this port's sessions (send_req.h). */
   cport__send_pool_t send_pool;
 } cport__port_t;
-
-struct cport_core_s {
-  unsigned nports;
-  int embedded;
-  /* Handles still to be closed before an embedded core can be freed. */
-  int closing_handles;
-  atomic_int running;
-  atomic_int stopping;
-  cport__port_t* ports;
-};
 
 /* A value unique to the calling thread among live threads. */
 uintptr_t cport__thread_token(void);
@@ -74,17 +61,32 @@ uintptr_t cport__thread_token(void);
 /* Non-zero if the calling thread is the port's owner. */
 int cport__port_is_mine(cport__port_t* port);
 
-/* Queue `job` (fn and arg set, memory the caller's until it has run) to
- * run on the port's thread, like cport_core_post() but without allocating,
- * so it cannot fail. Thread: any. */
-void cport__port_post(cport__port_t* port, cport__job_t* job);
+/* Non-zero if a call of the calling thread may act on the port at once:
+ * the thread owns the port and nothing posted before this call waits in
+ * the mailbox (or the port is running the mailbox entry that made the
+ * call, which is where the call belongs). Otherwise the call must post
+ * what it does, so that it happens after what was posted before it.
+ * Thread: any. */
+static inline int cport__port_direct(cport__port_t* port) {
+  return cport__port_is_mine(port) &&
+         (port->draining ||
+          atomic_load_explicit(&port->mail, memory_order_acquire) == 0);
+}
 
-/* Hand the sends and disconnects queued by other threads to their sessions,
- * in order (session.c). Thread: the port's. */
-void cport__port_take_sends(cport__port_t* port);
+/* Append `m` (run set; the entry is the caller's until it has run) to the
+ * port's mailbox and wake the port. Cannot fail. Thread: any. */
+void cport__port_post(cport__port_t* port, cport__msg_t* m);
 
 /* Thread: any. Returns NULL for a bad index. */
 cport__port_t* cport__core_port(cport_core_t* core, unsigned index);
+
+/* Take or drop a hold on the core's memory: every service holds its core,
+ * so that sessions and services that outlive cport_core_destroy() (through
+ * references the application keeps) still find their port. The memory is
+ * freed when the core is destroyed and the last hold is dropped. Thread:
+ * any. */
+void cport__core_hold(cport_core_t* core);
+void cport__core_release(cport_core_t* core);
 
 /* The port's shared receive chunk, allocated on first use.
  * Returns NULL on allocation failure. */

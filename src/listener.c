@@ -97,10 +97,8 @@ static void listener_handle_closed(cport__listener_t* l) {
   if (l->spread)
     cport__socket_close(l->sock);
   cport__free(l);
-  if (svc != NULL) {
-    svc->listener = NULL;
-    cport__service_check_done(svc);
-  }
+  if (svc != NULL)
+    cport__service_listener_closed(svc);
 }
 
 
@@ -152,7 +150,7 @@ static void listener_reject(cport__listener_t* l,
         counter, atomic_load_explicit(counter, memory_order_relaxed) + 1,
         memory_order_relaxed);
   else
-    CPORT__STAT_ADD(l->svc, accept_errors, 1);
+    CPORT__SVC_STAT_ADD(l->svc, accept_errors, 1);
   uv_close((uv_handle_t*)tmp, close_cb);
 }
 
@@ -164,23 +162,23 @@ static void listener_connection_cb(uv_stream_t* server, int status) {
   int rc;
   if (status < 0) {
     /* libuv has already dropped what it could not accept (EMFILE). */
-    CPORT__STAT_ADD(svc, accept_errors, 1);
+    CPORT__SVC_STAT_ADD(svc, accept_errors, 1);
     listener_warn(l, status, 0);
     return;
   }
   if (cport__service_is_full(svc)) {
-    listener_reject(l, &svc->stats.rejected);
+    listener_reject(l, &cport__service_view(svc)->stats.rejected);
     return;
   }
   s = cport__session_new(svc);
   if (s == NULL) {
     /* Out of memory: refuse this one rather than leave it in the backlog. */
-    listener_reject(l, &svc->stats.accept_errors);
+    listener_reject(l, &cport__service_view(svc)->stats.accept_errors);
     return;
   }
   rc = uv_accept(server, (uv_stream_t*)cport__session_tcp(s));
   if (rc != 0) {
-    CPORT__STAT_ADD(svc, accept_errors, 1);
+    CPORT__SVC_STAT_ADD(svc, accept_errors, 1);
     cport__session_close(s, rc, NULL, CPORT__CLOSE_FORCE);
     return;
   }
@@ -189,50 +187,6 @@ static void listener_connection_cb(uv_stream_t* server, int status) {
 
 
 /* ---- spreading: accept() on a plain socket, hand it to a port ---- */
-
-typedef struct handoff_s {
-  cport__job_t job;
-  cport_service_t* part;
-  uv_os_sock_t sock;
-} handoff_t;
-
-static void handoff_job(void* arg) {
-  handoff_t* h = arg;
-  cport_service_t* part = h->part;
-  cport__service_adopt(part, h->sock);
-  atomic_fetch_sub(&part->root->handing, 1);
-  cport__free(h);
-  cport__service_release(part); /* the hand-off's */
-}
-
-
-static void listener_hand_off(cport__listener_t* l, uv_os_sock_t sock) {
-  cport_service_t* root = l->svc;
-  unsigned turn = l->turn;
-  cport_service_t* part;
-  handoff_t* h;
-  l->turn = turn + 1 > root->nparts ? 0 : turn + 1;
-  if (turn == 0) {
-    cport__service_adopt(root, sock);
-    return;
-  }
-  part = root->parts[turn - 1];
-  h = cport__malloc(sizeof(*h));
-  if (h == NULL) {
-    CPORT__STAT_ADD(root, accept_errors, 1);
-    cport__socket_close(sock);
-    return;
-  }
-  h->job.fn = handoff_job;
-  h->job.arg = h;
-  h->job.callers = 1;
-  h->part = part;
-  h->sock = sock;
-  cport__service_hold(part);
-  atomic_fetch_add(&root->handing, 1);
-  cport__port_post(part->port, &h->job);
-}
-
 
 static void listener_poll_cb(uv_poll_t* handle, int status, int events);
 
@@ -250,7 +204,7 @@ static void listener_poll_cb(uv_poll_t* handle, int status, int events) {
   (void)events;
   if (status < 0) {
     /* libuv has stopped watching the socket; try again after a pause. */
-    CPORT__STAT_ADD(root, accept_errors, 1);
+    CPORT__SVC_STAT_ADD(root, accept_errors, 1);
     listener_warn(l, status, 1);
     uv_poll_stop(&l->poll);
     uv_timer_start(&l->backoff, listener_backoff_cb, LISTENER_BACKOFF_MS, 0);
@@ -264,7 +218,7 @@ static void listener_poll_cb(uv_poll_t* handle, int status, int events) {
     if (rc != 0) {
       int pause = rc == UV_EMFILE || rc == UV_ENFILE || rc == UV_ENOBUFS ||
                   rc == UV_ENOMEM;
-      CPORT__STAT_ADD(root, accept_errors, 1);
+      CPORT__SVC_STAT_ADD(root, accept_errors, 1);
       listener_warn(l, rc, pause);
       if (pause) {
         uv_poll_stop(&l->poll);
@@ -276,21 +230,22 @@ static void listener_poll_cb(uv_poll_t* handle, int status, int events) {
     if (cport__service_is_full(root)) {
       /* Closed at once: the peer learns now, the backlog keeps room. */
       cport__socket_close(sock);
-      CPORT__STAT_ADD(root, rejected, 1);
+      CPORT__SVC_STAT_ADD(root, rejected, 1);
       continue;
     }
-    listener_hand_off(l, sock);
+    cport__service_hand_off(root, sock);
   }
 }
 
 
 static int listener_start_spread(cport__listener_t* l) {
   cport_service_t* svc = l->svc;
-  int rc = cport__socket_listen(cport_addr_sockaddr(&svc->addr),
-                                svc->opts.backlog, &l->sock);
+  const cport__service_view_t* v = cport__service_view(svc);
+  int rc = cport__socket_listen(cport_addr_sockaddr(cport__service_addr(svc)),
+                                v->opts.backlog, &l->sock);
   if (rc != 0)
     return rc;
-  rc = uv_poll_init_socket(svc->port->loop, &l->poll, l->sock);
+  rc = uv_poll_init_socket(v->port->loop, &l->poll, l->sock);
   if (rc != 0) {
     cport__socket_close(l->sock);
     return rc;
@@ -298,7 +253,7 @@ static int listener_start_spread(cport__listener_t* l) {
   l->spread = 1;
   l->poll.data = l;
   l->open_handles = 1;
-  (void)uv_timer_init(svc->port->loop, &l->backoff); /* cannot fail */
+  (void)uv_timer_init(v->port->loop, &l->backoff); /* cannot fail */
   l->backoff.data = l;
   l->open_handles = 2;
   rc = uv_poll_start(&l->poll, UV_READABLE, listener_poll_cb);
@@ -312,24 +267,25 @@ static int listener_start_spread(cport__listener_t* l) {
 }
 
 
-int cport__listener_start(cport_service_t* svc) {
+int cport__listener_start(cport_service_t* svc, cport__listener_t** out) {
+  const cport__service_view_t* v = cport__service_view(svc);
   cport__listener_t* l;
   int rc;
   l = cport__calloc(1, sizeof(*l));
   if (l == NULL)
     return UV_ENOMEM;
   l->svc = svc;
-  if (svc->nparts > 0) {
+  if (cport__service_spreads(svc)) {
     rc = listener_start_spread(l);
     if (rc != 0) {
       if (!l->closing)
         cport__free(l); /* nothing was opened */
       return rc;
     }
-    svc->listener = l;
+    *out = l;
     return 0;
   }
-  rc = uv_tcp_init(svc->port->loop, &l->tcp);
+  rc = uv_tcp_init(v->port->loop, &l->tcp);
   if (rc != 0) {
     cport__free(l);
     return rc;
@@ -338,9 +294,9 @@ int cport__listener_start(cport_service_t* svc) {
   l->open_handles = 1;
   /* On Unix a bind error such as EADDRINUSE may only show at listen(); both
    * come back to the caller. */
-  rc = uv_tcp_bind(&l->tcp, cport_addr_sockaddr(&svc->addr), 0);
+  rc = uv_tcp_bind(&l->tcp, cport_addr_sockaddr(cport__service_addr(svc)), 0);
   if (rc == 0)
-    rc = uv_listen((uv_stream_t*)&l->tcp, svc->opts.backlog,
+    rc = uv_listen((uv_stream_t*)&l->tcp, v->opts.backlog,
                    listener_connection_cb);
   if (rc != 0) {
     /* Detached: its close callback must not touch a service that may be
@@ -350,7 +306,7 @@ int cport__listener_start(cport_service_t* svc) {
     uv_close((uv_handle_t*)&l->tcp, listener_close_cb);
     return rc;
   }
-  svc->listener = l;
+  *out = l;
   return 0;
 }
 

@@ -7,14 +7,16 @@
 
 #include "service_internal.h"
 
-/* Bind `svc->addr`, listen, and store the listener in `svc->listener`.
- * Returns 0 or the bind/listen error; on error nothing is left open and
- * `svc->listener` stays NULL (its memory is released by the close
- * callback). */
-CPORT__NODISCARD int cport__listener_start(cport_service_t* svc);
+typedef struct cport__listener_s cport__listener_t;
 
-/* Close the listener; its close callback sets svc->listener to NULL and
- * calls cport__service_check_done(). Safe to call twice. */
+/* Bind the service's address, listen, and store the listener in `*out`.
+ * Returns 0 or the bind/listen error; on error nothing is left open and
+ * `*out` is untouched (the memory is released by the close callback). */
+CPORT__NODISCARD int cport__listener_start(cport_service_t* svc,
+                                           cport__listener_t** out);
+
+/* Close the listener (NULL: nothing); when its handles have closed it
+ * calls cport__service_listener_closed(). Safe to call twice. */
 void cport__listener_close(cport__listener_t* l);
 
 /* The bound address. Returns 0 or a libuv error. */

@@ -9,7 +9,6 @@
 #include <string.h>
 
 #include "packet_internal.h"
-#include "session_internal.h"
 
 #define PACKET_ID_SIZE 2
 
@@ -190,19 +189,4 @@ int cport_packet_buf(cport_buf_t** out,
     memcpy(cport_buf_data(buf) + hlen, payload, len);
   *out = buf;
   return 0;
-}
-
-
-int cport_session_send_packet(cport_session_t* s,
-                              unsigned id,
-                              const void* payload,
-                              size_t len) {
-  uint8_t header[CPORT__PACKET_HEADER_MAX];
-  int hlen;
-  if (s == NULL || (payload == NULL && len > 0))
-    return UV_EINVAL;
-  hlen = cport__packet_header(cport__session_packet_format(s), id, len, header);
-  if (hlen < 0)
-    return hlen;
-  return cport__session_send_parts(s, header, (size_t)hlen, payload, len);
 }

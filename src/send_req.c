@@ -23,9 +23,9 @@ static uint32_t send_class(size_t len) {
 cport__send_req_t* cport__send_req_get(cport__send_pool_t* pool, size_t len) {
   uint32_t c = send_class(len);
   cport__send_req_t* r;
-  if (c < CPORT__SEND_CLASSES && pool->free[c] != NULL) {
-    r = pool->free[c];
-    pool->free[c] = r->next;
+  if (c < CPORT__SEND_CLASSES && !cport__queue_empty(&pool->free[c])) {
+    r = cport__container_of(cport__queue_pop(&pool->free[c]),
+                            cport__send_req_t, msg.node);
     pool->count[c]--;
   } else {
     r = cport__malloc(sizeof(*r) +
@@ -34,7 +34,8 @@ cport__send_req_t* cport__send_req_get(cport__send_pool_t* pool, size_t len) {
       return NULL;
     r->cls = (uint16_t)c;
   }
-  r->next = NULL;
+  r->msg.node.next = r->msg.node.prev = NULL;
+  r->msg.run = NULL;
   r->len = (uint32_t)len;
   r->off = 0;
   r->nbatch = 0;
@@ -48,7 +49,8 @@ cport__send_req_t* cport__send_req_alloc(size_t len) {
   cport__send_req_t* r = cport__malloc(sizeof(*r) + len);
   if (r == NULL)
     return NULL;
-  r->next = NULL;
+  r->msg.node.next = r->msg.node.prev = NULL;
+  r->msg.run = NULL;
   r->len = (uint32_t)len;
   r->off = 0;
   r->nbatch = 0;
@@ -67,8 +69,8 @@ void cport__send_req_put(cport__send_pool_t* pool, cport__send_req_t* r) {
   }
   if (c < CPORT__SEND_CLASSES && (size_t)(pool->count[c] + 1) * class_size[c] <=
                                      CPORT__SEND_POOL_CLASS_BYTES) {
-    r->next = pool->free[c];
-    pool->free[c] = r;
+    /* Last in, first out: the block reused next is the warmest. */
+    cport__queue_push_front(&pool->free[c], &r->msg.node);
     pool->count[c]++;
     return;
   }
@@ -79,11 +81,9 @@ void cport__send_req_put(cport__send_pool_t* pool, cport__send_req_t* r) {
 void cport__send_pool_clear(cport__send_pool_t* pool) {
   uint32_t c;
   for (c = 0; c < CPORT__SEND_CLASSES; c++) {
-    while (pool->free[c] != NULL) {
-      cport__send_req_t* r = pool->free[c];
-      pool->free[c] = r->next;
-      cport__free(r);
-    }
+    cport__qnode_t* n;
+    while ((n = cport__queue_pop(&pool->free[c])) != NULL)
+      cport__free(cport__container_of(n, cport__send_req_t, msg.node));
     pool->count[c] = 0;
   }
 }

@@ -5,6 +5,8 @@
 #define CPORT_SEND_REQ_H
 
 #include "common.h"
+#include "msg.h"
+#include "queue.h"
 
 /* Requests whose bytes fit one of these capacities are recycled through the
  * port's pool; bigger ones are allocated to size and freed after use. The
@@ -19,13 +21,15 @@ typedef struct cport__send_req_s cport__send_req_t;
 
 struct cport__send_req_s {
   uv_write_t req;
-  /* Link in the pool's free list, a session's pending list, or the chain
-   * of requests written by one uv_write. */
-  cport__send_req_t* next;
+  /* In a port's mailbox while another thread hands it over (msg.run set,
+   * the session in req.data); else msg.node links it into a session's send
+   * queue or the pool's free list. */
+  cport__msg_t msg;
   /* Bytes of the send, and how many of them a direct write already took. */
   uint32_t len;
   uint32_t off;
-  /* In the first request of a uv_write: how many requests it carries. */
+  /* In the first request of a uv_write: how many requests it carries (the
+   * head of the session's send queue). */
   uint32_t nbatch;
   /* Size class index, or CPORT__SEND_CLASSES for an unpooled request. */
   uint16_t cls;
@@ -38,17 +42,18 @@ struct cport__send_req_s {
   uint8_t data[];
 };
 
-/* Requests queued to a port by other threads carry one of these; the
- * session is in req.data until the port takes them. */
+/* What a request in a port's mailbox asks of its session. */
 typedef enum {
   CPORT__OP_SEND = 0,   /* data[0, len) are bytes to send */
   CPORT__OP_DISCONNECT, /* graceful disconnect; data holds the cause text,
                            len its length, or 0 for the default cause */
-  CPORT__OP_SENDQ       /* forced close with CPORT_ESENDQ */
+  CPORT__OP_SENDQ       /* forced close with CPORT_ESENDQ (at most one per
+                           session) */
 } cport__send_op_t;
 
+/* A zero-filled pool is empty and ready. */
 typedef struct cport__send_pool_s {
-  cport__send_req_t* free[CPORT__SEND_CLASSES];
+  cport__queue_t free[CPORT__SEND_CLASSES];
   unsigned count[CPORT__SEND_CLASSES];
 } cport__send_pool_t;
 

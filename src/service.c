@@ -1,26 +1,116 @@
 /* Services (the lecture's Service, ServerService, ClientService): the set of
  * sessions that share callbacks, limits and a listener or a target address.
  *
- * Design notes: stopping and destroying are asynchronous because libuv
- * closes handles asynchronously. A stop closes the listener and starts a
- * graceful disconnect of every session; the service's one timer bounds how
- * long flushing may take. Every close callback (sessions, listener) calls
- * cport__service_check_done(), which reports on_stopped once nothing is
- * open, and drops the service's own hold once a destroy is pending and its
- * timer is closed too; the memory goes with the last hold.
+ * Design notes
+ *
+ * Lifecycle. One state per service, changed only by the named transitions
+ * below (service_set_state): CREATED -> (STARTING ->) RUNNING -> STOPPING
+ * -> STOPPED, and DESTROYING from any of them. Stopping and destroying are
+ * asynchronous because libuv closes handles asynchronously: a stop closes
+ * the listener and starts a graceful disconnect of every session, and the
+ * stop timer bounds how long flushing may take. Whatever closes (a session,
+ * the listener, a reconnect timer, a part's stop, the service's own two
+ * timers) calls service_check_done(), which reports on_stopped once nothing
+ * is open, and drops the service's own hold once a destroy has closed
+ * everything; the memory goes with the last hold.
  *
  * Spreading servers. A libuv handle belongs to one loop, so a server that
- * serves on several ports has one part per other port (service_internal.h):
- * a hidden service that only adopts the sockets the listener hands it.
- * Everything the root does to its parts goes through cport_core_post() to
- * the part's port, in order: start (timer set-up), then the hand-offs, then
- * stop or destroy; a part's on_stopped posts back to the root. */
+ * serves on several ports has one part per other port
+ * (service_internal.h): a hidden service that only adopts the sockets the
+ * listener hands it. Everything the root asks of a part travels through
+ * the part port's mailbox, in order with everything else posted there:
+ * start, then the hand-offs, then stop or destroy; a part's stop reports
+ * back through the root's mailbox. The root's state is atomic so that a
+ * part sees a stop or destroy the moment it is made: a connection handed
+ * off before it is closed unreported, never connected after it. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "listener_internal.h"
 #include "log_internal.h"
 #include "session_internal.h"
+
+typedef enum {
+  SVC_CREATED,    /* not started */
+  SVC_STARTING,   /* a part whose start message has not run yet */
+  SVC_RUNNING,    /* listening, or connecting and connected */
+  SVC_STOPPING,   /* stop called: sessions flushing, on_stopped to come */
+  SVC_STOPPED,    /* on_stopped reported */
+  SVC_DESTROYING  /* destroy called: closing, memory to be released */
+} svc_state_t;
+
+/* A message between a spreading server's root and one of its parts, kept
+ * in the part so that sending it cannot fail. Each is posted at most once
+ * (start and stop once each, destroy once, a part's stop report once), so
+ * a message is never rewritten while its port may be reading it. */
+typedef struct part_msg_s {
+  cport__msg_t msg;
+  cport_service_t* part;
+  int deadline_ms; /* stop only */
+} part_msg_t;
+
+typedef struct reconnect_s reconnect_t;
+
+struct cport_service_s {
+  /* First: what session.c and listener.c see (service_internal.h). */
+  cport__service_view_t view;
+  cport_core_t* core;
+  cport_addr_t addr;
+  void* data;
+  /* svc_state_t. Written on the service's port only; atomic because the
+   * parts of a spreading server read their root's. */
+  atomic_int state;
+  void (*on_stopped)(cport_service_t* svc);
+  int released; /* the service's own hold is gone */
+  cport__listener_t* listener;
+  /* Stop deadline, and the zero-delay kick that makes on_stopped
+   * asynchronous when nothing was open. */
+  uv_timer_t stop_timer;
+  /* The stop timer and view.timeouts' tick while they are initialised and
+   * not yet closed. */
+  int handles;
+  /* Every session of this port not yet closed, connecting ones included,
+   * oldest first. */
+  cport__queue_t sessions;
+  size_t nsessions;
+  /* Clients: reconnects waiting for their delay, each with a timer of its
+   * own, counted until their timers have closed. */
+  cport__queue_t reconnects;
+  size_t nreconnects;
+  uint64_t rng; /* reconnect jitter */
+  /* One for the service itself, dropped once a destroy has closed
+   * everything, plus one per session block, message or hand-off in flight
+   * and, in a root, one per part. */
+  atomic_size_t holds;
+
+  /* Spreading servers: the root's parts, and the parts whose stop is not
+   * reported yet; the next port to take a connection (0: the root's). */
+  cport_service_t** parts;
+  unsigned nparts;
+  unsigned parts_running;
+  unsigned turn;
+  /* A part's messages (part_msg_t). */
+  part_msg_t msg_start;   /* root -> part */
+  part_msg_t msg_stop;    /* root -> part, with the deadline */
+  part_msg_t msg_destroy; /* root -> part */
+  part_msg_t msg_stopped; /* part -> root */
+  /* Root only, updated from every part's thread. */
+  atomic_size_t open;    /* sessions not closed yet, for max_sessions */
+  atomic_size_t handing; /* accepted, on the way to a part */
+  atomic_uint_least64_t active;
+  atomic_uint_least64_t peak;
+};
+
+/* session.c and listener.c reach the view by casting the service. */
+_Static_assert(offsetof(struct cport_service_s, view) == 0,
+               "the view must be the first member of a service");
+
+/* Every per-port counter is a field of the public stats struct too. */
+#define SVC_STAT_CHECK(name)                                     \
+  _Static_assert(sizeof(((cport_service_stats_t*)0)->name) == 8, \
+                 "stats.h and cport_service_stats_t disagree");
+CPORT__STATS(SVC_STAT_CHECK)
+#undef SVC_STAT_CHECK
 
 
 void cport_service_opts_init(cport_service_opts_t* opts) {
@@ -44,33 +134,87 @@ void cport_service_opts_init(cport_service_opts_t* opts) {
 }
 
 
-/* Both timers (the stop timer and the tick) close on destroy; the second
- * close callback completes it. */
-static void service_timer_close_cb(uv_handle_t* handle) {
-  cport_service_t* svc = handle->data;
-  if (--svc->timers_open > 0)
-    return;
-  svc->timer_closed = 1;
-  cport__service_check_done(svc);
+/* ---- state ---- */
+
+static svc_state_t service_state(const cport_service_t* svc) {
+  return (svc_state_t)atomic_load_explicit(
+      &((cport_service_t*)svc)->state, memory_order_acquire);
 }
 
 
-/* The stop timer and the tick, on the service's own loop. Cannot fail for
- * a live loop. */
+static void service_set_state(cport_service_t* svc, svc_state_t state) {
+  /* Sequentially consistent: a part's check of its root's state before
+   * on_connected is ordered with it. */
+  atomic_store(&svc->state, (int)state);
+}
+
+
+static int service_is_part(const cport_service_t* svc) {
+  return svc->view.root != svc;
+}
+
+
+/* Nothing of the service is open any more. */
+static int service_is_idle(const cport_service_t* svc) {
+  return svc->nsessions == 0 && svc->listener == NULL &&
+         svc->parts_running == 0 && svc->nreconnects == 0;
+}
+
+
+static void service_check_done(cport_service_t* svc) {
+  svc_state_t state = service_state(svc);
+  if (!service_is_idle(svc))
+    return;
+  if (state == SVC_STOPPING) {
+    service_set_state(svc, SVC_STOPPED);
+    if (svc->handles > 0)
+      uv_timer_stop(&svc->stop_timer);
+    if (svc->on_stopped != NULL)
+      svc->on_stopped(svc); /* may call cport_service_destroy() */
+    return;
+  }
+  if (state == SVC_DESTROYING && svc->handles == 0 && !svc->released) {
+    svc->released = 1;
+    cport__service_release(svc);
+  }
+}
+
+
+/* ---- creation ---- */
+
+static void service_timer_close_cb(uv_handle_t* handle) {
+  cport_service_t* svc = handle->data;
+  svc->handles--;
+  service_check_done(svc);
+}
+
+
+static void service_timeout_expired(cport__timeouts_t* t,
+                                    cport__timeout_kind_t kind,
+                                    cport__timed_t* e) {
+  cport__session_timed_out(t->owner, kind, e);
+}
+
+
+/* The stop timer and the session timeouts, on the service's own loop.
+ * Cannot fail for a live loop. */
 static int service_timers_init(cport_service_t* svc) {
-  int rc = uv_timer_init(svc->port->loop, &svc->timer);
+  const cport_service_opts_t* o = &svc->view.opts;
+  unsigned ms[CPORT__TIMEOUT_KINDS];
+  int rc = uv_timer_init(svc->view.port->loop, &svc->stop_timer);
   if (rc != 0)
     return rc;
-  rc = uv_timer_init(svc->port->loop, &svc->tick);
+  ms[CPORT__TIMEOUT_CONNECT] = o->connect_timeout_ms;
+  ms[CPORT__TIMEOUT_FLUSH] = o->disconnect_timeout_ms;
+  ms[CPORT__TIMEOUT_IDLE] = o->idle_timeout_ms;
+  rc = cport__timeouts_init(&svc->view.timeouts, svc->view.port->loop, ms,
+                            service_timeout_expired, svc);
   if (rc != 0) {
-    uv_close((uv_handle_t*)&svc->timer, NULL);
+    uv_close((uv_handle_t*)&svc->stop_timer, NULL);
     return rc;
   }
-  svc->timer.data = svc;
-  svc->tick.data = svc;
-  svc->timer_ready = 1;
-  svc->tick_ready = 1;
-  svc->timers_open = 2;
+  svc->stop_timer.data = svc;
+  svc->handles = 2;
   return 0;
 }
 
@@ -80,17 +224,20 @@ static void service_init(cport_service_t* svc,
                          cport__port_t* port,
                          cport_service_kind_t kind,
                          const cport_addr_t* addr,
-                         const cport_service_opts_t* opts) {
+                         const cport_service_opts_t* opts,
+                         const cport__session_layout_t* layout) {
+  svc->view.port = port;
+  svc->view.root = svc;
+  svc->view.kind = kind;
+  svc->view.opts = *opts;
+  svc->view.layout = *layout;
   svc->core = core;
-  svc->port = port;
-  svc->kind = kind;
   svc->addr = *addr;
-  svc->opts = *opts;
   svc->data = opts->data;
-  svc->root = svc;
   svc->rng = uv_hrtime() ^ (uint64_t)(uintptr_t)svc;
+  atomic_init(&svc->state, SVC_CREATED);
   atomic_init(&svc->holds, 1);
-  cport__session_layout(svc);
+  cport__core_hold(core);
 }
 
 
@@ -98,21 +245,23 @@ static void service_init(cport_service_t* svc,
 static int service_create_parts(cport_service_t* root) {
   unsigned n = cport_core_ports(root->core);
   unsigned i;
-  if (n < 2 || root->kind != CPORT_SERVICE_SERVER || !root->opts.spread)
+  if (n < 2 || root->view.kind != CPORT_SERVICE_SERVER ||
+      !root->view.opts.spread)
     return 0;
   root->parts = cport__calloc(n - 1, sizeof(*root->parts));
   if (root->parts == NULL)
     return UV_ENOMEM;
   for (i = 0; i < n; i++) {
     cport_service_t* part;
-    if (i == root->port->index)
+    if (i == root->view.port->index)
       continue;
     part = cport__calloc(1, sizeof(*part));
     if (part == NULL)
       return UV_ENOMEM;
-    service_init(part, root->core, cport__core_port(root->core, i), root->kind,
-                 &root->addr, &root->opts);
-    part->root = root;
+    service_init(part, root->core, cport__core_port(root->core, i),
+                 root->view.kind, &root->addr, &root->view.opts,
+                 &root->view.layout);
+    part->view.root = root;
     cport__service_hold(root);
     root->parts[root->nparts++] = part;
   }
@@ -120,26 +269,23 @@ static int service_create_parts(cport_service_t* root) {
 }
 
 
-static void service_free_parts(cport_service_t* root) {
-  while (root->nparts > 0) cport__free(root->parts[--root->nparts]);
-  cport__free(root->parts);
+/* Undo a creation that failed: nothing was posted or opened. */
+static void service_free_unused(cport_service_t* svc) {
+  while (svc->nparts > 0) {
+    cport_service_t* part = svc->parts[--svc->nparts];
+    cport__core_release(part->core);
+    cport__free(part);
+  }
+  cport__free(svc->parts);
+  cport__core_release(svc->core);
+  cport__free(svc);
 }
 
 
-int cport_service_create(cport_service_t** out,
-                         cport_core_t* core,
-                         cport_service_kind_t kind,
-                         const cport_addr_t* addr,
-                         const cport_service_opts_t* opts) {
-  cport_service_t* svc;
-  cport__port_t* port;
-  int rc;
-  if (out == NULL || core == NULL || addr == NULL || opts == NULL)
-    return UV_EINVAL;
-  if (kind != CPORT_SERVICE_SERVER && kind != CPORT_SERVICE_CLIENT)
-    return UV_EINVAL;
-  if (cport_addr_sockaddr(addr) == NULL)
-    return UV_EINVAL;
+/* The first option that cport_service_create() refuses, as UV_EINVAL, or
+ * 0. */
+static int service_check_opts(cport_service_kind_t kind,
+                              const cport_service_opts_t* opts) {
   if (opts->recv_buffer_limit == 0 || opts->send_queue_limit == 0 ||
       opts->backlog <= 0)
     return UV_EINVAL;
@@ -158,19 +304,44 @@ int cport_service_create(cport_service_t** out,
   if ((opts->cbs.on_recv != NULL && opts->cbs.on_packet != NULL) ||
       cport_packet_format_check(&opts->packet) != 0)
     return UV_EINVAL;
+  return 0;
+}
+
+
+int cport_service_create(cport_service_t** out,
+                         cport_core_t* core,
+                         cport_service_kind_t kind,
+                         const cport_addr_t* addr,
+                         const cport_service_opts_t* opts) {
+  cport__session_layout_t layout;
+  cport_service_t* svc;
+  cport__port_t* port;
+  int rc;
+  if (out == NULL || core == NULL || addr == NULL || opts == NULL)
+    return UV_EINVAL;
+  if (kind != CPORT_SERVICE_SERVER && kind != CPORT_SERVICE_CLIENT)
+    return UV_EINVAL;
+  if (cport_addr_sockaddr(addr) == NULL)
+    return UV_EINVAL;
+  rc = service_check_opts(kind, opts);
+  if (rc != 0)
+    return rc;
+  /* A user area so large that a session block's size would wrap. */
+  rc = cport__session_layout(opts, &layout);
+  if (rc != 0)
+    return rc;
   port = cport__core_port(core, opts->port);
   if (port == NULL)
     return UV_EINVAL;
   svc = cport__calloc(1, sizeof(*svc));
   if (svc == NULL)
     return UV_ENOMEM;
-  service_init(svc, core, port, kind, addr, opts);
+  service_init(svc, core, port, kind, addr, opts, &layout);
   rc = service_create_parts(svc);
   if (rc == 0)
     rc = service_timers_init(svc);
   if (rc != 0) {
-    service_free_parts(svc);
-    cport__free(svc);
+    service_free_unused(svc);
     return rc;
   }
   *out = svc;
@@ -178,113 +349,122 @@ int cport_service_create(cport_service_t** out,
 }
 
 
-/* ---- parts: jobs run on each part's own port ---- */
+/* ---- parts: messages run on each part's own port ---- */
 
-static void part_start_job(void* arg) {
-  cport_service_t* part = arg;
+static int service_stop_here(cport_service_t* svc,
+                             int deadline_ms,
+                             void (*on_stopped)(cport_service_t* svc));
+static void service_destroy_here(cport_service_t* svc);
+
+static void part_start_run(cport__msg_t* m, const cport__msg_t* next) {
+  cport_service_t* part = cport__container_of(m, part_msg_t, msg)->part;
+  (void)next;
   /* Cannot fail for a live loop; a part without timers still adopts and
    * stops, only without deadlines of its own. */
   (void)service_timers_init(part);
-  part->started = 1;
+  service_set_state(part, SVC_RUNNING);
 }
 
 
-static void root_part_stopped_job(void* arg) {
-  cport_service_t* part = arg;
-  cport_service_t* root = part->root;
+static void root_part_stopped_run(cport__msg_t* m, const cport__msg_t* next) {
+  cport_service_t* part = cport__container_of(m, part_msg_t, msg)->part;
+  cport_service_t* root = part->view.root;
+  (void)next;
   /* 0 already when the root was destroyed meanwhile. */
   if (root->parts_running > 0) {
     root->parts_running--;
-    cport__service_check_done(root);
+    service_check_done(root);
   }
-  cport__service_release(part); /* the job's; the part holds the root */
+  cport__service_release(part); /* the message's; the part holds the root */
 }
 
 
-/* A part's on_stopped: tell the root, on the root's port. The job lives
- * in the part, which it holds until it has run. */
+/* A part's on_stopped: tell the root, on the root's port. */
 static void part_stopped(cport_service_t* part) {
   cport__service_hold(part);
-  part->job_stopped.fn = root_part_stopped_job;
-  part->job_stopped.arg = part;
-  part->job_stopped.callers = 1;
-  cport__port_post(part->root->port, &part->job_stopped);
+  part->msg_stopped.msg.run = root_part_stopped_run;
+  part->msg_stopped.part = part;
+  cport__port_post(part->view.root->view.port, &part->msg_stopped.msg);
 }
 
 
-static void part_stop_job(void* arg) {
-  cport_service_t* part = arg;
-  if (cport_service_stop(part, part->stop_deadline_ms, part_stopped) != 0)
-    part_stopped(part);
+static void part_stop_run(cport__msg_t* m, const cport__msg_t* next) {
+  part_msg_t* pm = cport__container_of(m, part_msg_t, msg);
+  (void)next;
+  if (service_stop_here(pm->part, pm->deadline_ms, part_stopped) != 0)
+    part_stopped(pm->part);
 }
 
 
-static void part_destroy_job(void* arg) {
-  cport_service_t* part = arg;
-  if (part->timer_ready) {
-    cport_service_destroy(part);
-  } else {
-    /* Never started: nothing of it lives on the loop. */
-    part->released = 1;
-    cport__service_release(part);
-  }
+static void part_destroy_run(cport__msg_t* m, const cport__msg_t* next) {
+  cport_service_t* part = cport__container_of(m, part_msg_t, msg)->part;
+  (void)next;
+  service_destroy_here(part);
 }
 
 
-/* Post one of each part's own jobs to the part's port, behind whatever
+/* Post one of each part's own messages to the part's port, behind whatever
  * was posted to it before (hand-offs included). */
 static void service_post_parts(cport_service_t* root,
-                               size_t job_offset,
-                               void (*fn)(void*)) {
+                               size_t msg_offset,
+                               void (*run)(cport__msg_t*, const cport__msg_t*),
+                               int deadline_ms) {
   unsigned i;
   for (i = 0; i < root->nparts; i++) {
     cport_service_t* part = root->parts[i];
-    cport__job_t* job = (cport__job_t*)((char*)part + job_offset);
-    part->stop_deadline_ms = root->stop_deadline_ms;
-    job->fn = fn;
-    job->arg = part;
-    job->callers = 1;
-    cport__port_post(part->port, job);
+    part_msg_t* pm = (part_msg_t*)((char*)part + msg_offset);
+    pm->msg.run = run;
+    pm->part = part;
+    pm->deadline_ms = deadline_ms;
+    cport__port_post(part->view.port, &pm->msg);
   }
 }
 
 
+/* ---- start and connect ---- */
+
 int cport_service_start(cport_service_t* svc) {
+  unsigned i;
   int rc;
-  if (svc == NULL || svc->started || svc->stopping || svc->root != svc)
+  if (svc == NULL || service_is_part(svc) ||
+      service_state(svc) != SVC_CREATED)
     return UV_EINVAL;
-  CPORT__ASSERT_ON_PORT(svc->port);
-  if (svc->kind == CPORT_SERVICE_SERVER) {
-    rc = cport__listener_start(svc);
+  CPORT__ASSERT_ON_PORT(svc->view.port);
+  if (svc->view.kind == CPORT_SERVICE_SERVER) {
+    rc = cport__listener_start(svc, &svc->listener);
     if (rc != 0)
       return rc;
-    svc->started = 1;
+    service_set_state(svc, SVC_RUNNING);
     svc->parts_running = svc->nparts;
-    service_post_parts(svc, offsetof(cport_service_t, job_start),
-                       part_start_job);
+    /* Nothing runs a part before its start message, so the root may set
+     * its state. */
+    for (i = 0; i < svc->nparts; i++)
+      service_set_state(svc->parts[i], SVC_STARTING);
+    service_post_parts(svc, offsetof(cport_service_t, msg_start),
+                       part_start_run, 0);
     return 0;
   }
-  svc->started = 1;
-  return cport_service_connect(svc, svc->opts.connect_count);
+  service_set_state(svc, SVC_RUNNING);
+  return cport_service_connect(svc, svc->view.opts.connect_count);
 }
 
 
 int cport_service_connect(cport_service_t* svc, unsigned n) {
   unsigned i;
   int rc;
-  if (svc == NULL || n == 0 || svc->kind != CPORT_SERVICE_CLIENT ||
-      !svc->started || svc->stopping)
+  if (svc == NULL || n == 0 || svc->view.kind != CPORT_SERVICE_CLIENT ||
+      service_state(svc) != SVC_RUNNING)
     return UV_EINVAL;
-  CPORT__ASSERT_ON_PORT(svc->port);
+  CPORT__ASSERT_ON_PORT(svc->view.port);
   for (i = 0; i < n; i++) {
     cport_session_t* s = cport__session_new(svc);
     if (s == NULL) {
-      CPORT__STAT_ADD(svc, connect_failed, 1);
+      CPORT__SVC_STAT_ADD(svc, connect_failed, 1);
       return UV_ENOMEM;
     }
     rc = cport__session_connect(s, 0);
     if (rc != 0) {
-      CPORT__STAT_ADD(svc, connect_failed, 1);
+      CPORT__SVC_STAT_ADD(svc, connect_failed, 1);
       return rc;
     }
   }
@@ -292,41 +472,34 @@ int cport_service_connect(cport_service_t* svc, unsigned n) {
 }
 
 
-int cport__service_is_full(const cport_service_t* root) {
-  /* Sessions still closing hold a socket too, so they count, and so do
-   * connections on their way to a part. */
-  return root->opts.max_sessions != 0 &&
-         atomic_load(&root->open) + atomic_load(&root->handing) >=
-             root->opts.max_sessions;
+/* ---- sessions ---- */
+
+void cport__service_attach(cport_service_t* svc, cport__qnode_t* node) {
+  cport__queue_push(&svc->sessions, node);
+  svc->nsessions++;
+  atomic_fetch_add(&svc->view.root->open, 1);
 }
 
 
-void cport__service_adopt(cport_service_t* svc, uv_os_sock_t sock) {
-  cport_session_t* s;
-  int rc;
-  if (svc->stopping) {
-    /* Accepted just before a stop: too late to serve. */
-    cport__socket_close(sock);
-    return;
-  }
-  s = cport__session_new(svc);
-  if (s == NULL) {
-    CPORT__STAT_ADD(svc, accept_errors, 1);
-    cport__socket_close(sock);
-    return;
-  }
-  rc = uv_tcp_open(cport__session_tcp(s), sock);
-  if (rc != 0) {
-    CPORT__STAT_ADD(svc, accept_errors, 1);
-    cport__socket_close(sock);
-    cport__session_close(s, rc, NULL, CPORT__CLOSE_FORCE);
-    return;
-  }
-  cport__session_start(s);
+void cport__service_detach(cport_service_t* svc, cport__qnode_t* node) {
+  cport__queue_remove(&svc->sessions, node);
+  svc->nsessions--;
+  atomic_fetch_sub(&svc->view.root->open, 1);
+  service_check_done(svc);
 }
 
 
-void cport__service_active_add(cport_service_t* root, int delta) {
+int cport__service_admit(cport_service_t* svc) {
+  /* A part's root may be stopped on another thread at any moment; its
+   * state is read last thing before on_connected. */
+  svc_state_t state = service_state(svc->view.root);
+  return state != SVC_STOPPING && state != SVC_STOPPED &&
+         state != SVC_DESTROYING && service_state(svc) == SVC_RUNNING;
+}
+
+
+void cport__service_active_add(cport_service_t* svc, int delta) {
+  cport_service_t* root = svc->view.root;
   uint_least64_t now;
   uint_least64_t peak;
   if (delta < 0) {
@@ -340,41 +513,146 @@ void cport__service_active_add(cport_service_t* root, int delta) {
 }
 
 
+void cport__service_hold(cport_service_t* svc) {
+  atomic_fetch_add_explicit(&svc->holds, 1, memory_order_relaxed);
+}
+
+
+void cport__service_release(cport_service_t* svc) {
+  cport_service_t* root;
+  cport_core_t* core;
+  if (atomic_fetch_sub_explicit(&svc->holds, 1, memory_order_acq_rel) != 1)
+    return;
+  root = svc->view.root;
+  core = svc->core;
+  if (root == svc)
+    cport__free(svc->parts);
+  cport__free(svc);
+  /* A part holds its root, whose sessions' service it reports; every
+   * service holds its core. */
+  if (root != svc)
+    cport__service_release(root);
+  cport__core_release(core);
+}
+
+
 static void service_close_sessions(cport_service_t* svc,
                                    int code,
                                    cport__close_mode_t mode) {
-  cport_session_t* s = svc->head;
-  while (s != NULL) {
+  cport__qnode_t* n = cport__queue_head(&svc->sessions);
+  while (n != NULL) {
     /* Closing never unlinks synchronously (only the close callback does),
      * so the next pointer stays valid. */
-    cport_session_t* next = cport__session_next(s);
-    cport__session_close(s, code, NULL, mode);
-    s = next;
+    cport__qnode_t* next = n->next;
+    cport__session_close(cport__session_of(n), code, NULL, mode);
+    n = next;
   }
 }
 
 
-static void service_deadline_cb(uv_timer_t* timer) {
-  cport_service_t* svc = timer->data;
-  /* Sessions still flushing to a peer that does not read are cut off. */
-  service_close_sessions(svc, CPORT_ESTOPPED, CPORT__CLOSE_FORCE);
-  cport__service_check_done(svc);
+/* ---- the listener ---- */
+
+const cport_addr_t* cport__service_addr(const cport_service_t* svc) {
+  return &svc->addr;
 }
 
 
-static int service_is_idle(const cport_service_t* svc) {
-  return svc->nsessions == 0 && svc->listener == NULL &&
-         svc->parts_running == 0 && svc->nreconnects == 0;
+int cport__service_spreads(const cport_service_t* svc) {
+  return svc->nparts > 0;
+}
+
+
+int cport__service_is_full(cport_service_t* root) {
+  /* Sessions still closing hold a socket too, so they count, and so do
+   * connections on their way to a part. */
+  return root->view.opts.max_sessions != 0 &&
+         atomic_load(&root->open) + atomic_load(&root->handing) >=
+             root->view.opts.max_sessions;
+}
+
+
+void cport__service_listener_closed(cport_service_t* svc) {
+  svc->listener = NULL;
+  service_check_done(svc);
+}
+
+
+/* Make an accepted socket a session of `svc` (the root or a part) on its
+ * port and start it; closes the socket when that fails or the service no
+ * longer takes sessions. Thread: svc's port. */
+static void service_adopt(cport_service_t* svc, uv_os_sock_t sock) {
+  cport_session_t* s;
+  int rc;
+  if (!cport__service_admit(svc)) {
+    /* Accepted just before a stop or destroy: too late to serve. */
+    cport__socket_close(sock);
+    return;
+  }
+  s = cport__session_new(svc);
+  if (s == NULL) {
+    CPORT__SVC_STAT_ADD(svc, accept_errors, 1);
+    cport__socket_close(sock);
+    return;
+  }
+  rc = uv_tcp_open(cport__session_tcp(s), sock);
+  if (rc != 0) {
+    CPORT__SVC_STAT_ADD(svc, accept_errors, 1);
+    cport__socket_close(sock);
+    cport__session_close(s, rc, NULL, CPORT__CLOSE_FORCE);
+    return;
+  }
+  cport__session_start(s);
+}
+
+
+typedef struct handoff_s {
+  cport__msg_t msg;
+  cport_service_t* part;
+  uv_os_sock_t sock;
+} handoff_t;
+
+static void handoff_run(cport__msg_t* m, const cport__msg_t* next) {
+  handoff_t* h = cport__container_of(m, handoff_t, msg);
+  cport_service_t* part = h->part;
+  (void)next;
+  service_adopt(part, h->sock);
+  atomic_fetch_sub(&part->view.root->handing, 1);
+  cport__free(h);
+  cport__service_release(part); /* the hand-off's */
+}
+
+
+void cport__service_hand_off(cport_service_t* root, uv_os_sock_t sock) {
+  unsigned turn = root->turn;
+  cport_service_t* part;
+  handoff_t* h;
+  root->turn = turn + 1 > root->nparts ? 0 : turn + 1;
+  if (turn == 0) {
+    service_adopt(root, sock);
+    return;
+  }
+  part = root->parts[turn - 1];
+  h = cport__malloc(sizeof(*h));
+  if (h == NULL) {
+    CPORT__SVC_STAT_ADD(root, accept_errors, 1);
+    cport__socket_close(sock);
+    return;
+  }
+  h->msg.run = handoff_run;
+  h->part = part;
+  h->sock = sock;
+  cport__service_hold(part);
+  atomic_fetch_add(&root->handing, 1);
+  cport__port_post(part->view.port, &h->msg);
 }
 
 
 /* ---- reconnect (client services) ---- */
 
-struct cport__reconnect_s {
+struct reconnect_s {
   uv_timer_t timer;
+  cport__qnode_t node; /* in svc->reconnects */
   cport_service_t* svc;
-  cport__reconnect_t* prev;
-  cport__reconnect_t* next;
   unsigned attempts; /* failed attempts in a row so far */
 };
 
@@ -392,7 +670,7 @@ static uint64_t service_random(cport_service_t* svc) {
 
 static uint64_t service_reconnect_delay(cport_service_t* svc,
                                         unsigned attempts) {
-  const cport_service_opts_t* o = &svc->opts;
+  const cport_service_opts_t* o = &svc->view.opts;
   uint64_t delay = o->reconnect_delay_ms;
   uint64_t span;
   if (o->reconnect == CPORT_RECONNECT_EXPONENTIAL) {
@@ -411,43 +689,31 @@ static uint64_t service_reconnect_delay(cport_service_t* svc,
 }
 
 
-static void service_reconnect_unlink(cport__reconnect_t* r) {
-  cport_service_t* svc = r->svc;
-  if (r->prev != NULL)
-    r->prev->next = r->next;
-  else
-    svc->reconnects = r->next;
-  if (r->next != NULL)
-    r->next->prev = r->prev;
-  r->prev = r->next = NULL;
-}
-
-
 static void service_reconnect_close_cb(uv_handle_t* handle) {
-  cport__reconnect_t* r = handle->data;
+  reconnect_t* r = handle->data;
   cport_service_t* svc = r->svc;
   cport__free(r);
   svc->nreconnects--;
-  cport__service_check_done(svc);
+  service_check_done(svc);
 }
 
 
 static void service_reconnect_cb(uv_timer_t* timer) {
-  cport__reconnect_t* r = timer->data;
+  reconnect_t* r = timer->data;
   cport_service_t* svc = r->svc;
   cport_session_t* s;
   int rc = UV_ENOMEM;
-  service_reconnect_unlink(r);
-  CPORT__STAT_ADD(svc, reconnects, 1);
+  cport__queue_remove(&svc->reconnects, &r->node);
+  CPORT__SVC_STAT_ADD(svc, reconnects, 1);
   s = cport__session_new(svc);
   if (s != NULL)
     rc = cport__session_connect(s, r->attempts);
   if (rc != 0) {
     /* Could not even start: reported like a failed attempt, and tried
      * again later. */
-    CPORT__STAT_ADD(svc, connect_failed, 1);
-    if (svc->opts.cbs.on_connect_failed != NULL)
-      svc->opts.cbs.on_connect_failed(svc, rc);
+    CPORT__SVC_STAT_ADD(svc, connect_failed, 1);
+    if (svc->view.opts.cbs.on_connect_failed != NULL)
+      svc->view.opts.cbs.on_connect_failed(svc, rc);
     cport__service_reconnect_later(svc, r->attempts + 1);
   }
   uv_close((uv_handle_t*)&r->timer, service_reconnect_close_cb);
@@ -455,142 +721,138 @@ static void service_reconnect_cb(uv_timer_t* timer) {
 
 
 void cport__service_reconnect_later(cport_service_t* svc, unsigned attempts) {
-  cport__reconnect_t* r;
+  reconnect_t* r;
   uint64_t delay;
-  if (svc->kind != CPORT_SERVICE_CLIENT ||
-      svc->opts.reconnect == CPORT_RECONNECT_NONE || svc->stopping)
+  if (svc->view.kind != CPORT_SERVICE_CLIENT ||
+      svc->view.opts.reconnect == CPORT_RECONNECT_NONE ||
+      service_state(svc) != SVC_RUNNING)
     return;
   r = cport__calloc(1, sizeof(*r));
   if (r == NULL)
     return; /* no memory: this slot stays down, the others go on */
-  (void)uv_timer_init(svc->port->loop, &r->timer); /* cannot fail */
+  (void)uv_timer_init(svc->view.port->loop, &r->timer); /* cannot fail */
   r->timer.data = r;
   r->svc = svc;
   r->attempts = attempts;
-  r->next = svc->reconnects;
-  if (r->next != NULL)
-    r->next->prev = r;
-  svc->reconnects = r;
+  cport__queue_push(&svc->reconnects, &r->node);
   svc->nreconnects++;
   delay = service_reconnect_delay(svc, attempts);
   cport__log(CPORT_LOG_INFO, "client: reconnecting in %llu ms (attempt %u)",
              (unsigned long long)delay, attempts + 1);
   /* From now, not from the loop's cached time, which may lag by a long
    * round and would shorten the wait. Reconnects are rare enough. */
-  uv_update_time(svc->port->loop);
+  uv_update_time(svc->view.port->loop);
   uv_timer_start(&r->timer, service_reconnect_cb, delay, 0);
 }
 
 
 /* Stop and destroy: no more reconnects. */
 static void service_cancel_reconnects(cport_service_t* svc) {
-  while (svc->reconnects != NULL) {
-    cport__reconnect_t* r = svc->reconnects;
-    service_reconnect_unlink(r);
+  cport__qnode_t* n;
+  while ((n = cport__queue_pop(&svc->reconnects)) != NULL) {
+    reconnect_t* r = cport__container_of(n, reconnect_t, node);
     uv_close((uv_handle_t*)&r->timer, service_reconnect_close_cb);
   }
+}
+
+
+/* ---- stop and destroy ---- */
+
+static void service_deadline_cb(uv_timer_t* timer) {
+  cport_service_t* svc = timer->data;
+  /* Sessions still flushing to a peer that does not read are cut off. */
+  service_close_sessions(svc, CPORT_ESTOPPED, CPORT__CLOSE_FORCE);
+  service_check_done(svc);
+}
+
+
+/* Stop `svc` on its own port (a root, or a part by its root's message). */
+static int service_stop_here(cport_service_t* svc,
+                             int deadline_ms,
+                             void (*on_stopped)(cport_service_t* svc)) {
+  svc_state_t was = service_state(svc);
+  if (was == SVC_STOPPING || was == SVC_STOPPED || was == SVC_DESTROYING)
+    return UV_EALREADY;
+  service_set_state(svc, SVC_STOPPING);
+  svc->on_stopped = on_stopped;
+  cport__listener_close(svc->listener);
+  service_cancel_reconnects(svc);
+  service_close_sessions(svc, CPORT_ESTOPPED, CPORT__CLOSE_GRACEFUL);
+  if (was != SVC_CREATED)
+    service_post_parts(svc, offsetof(cport_service_t, msg_stop), part_stop_run,
+                       deadline_ms);
+  /* With nothing open, the timer's first tick reports on_stopped, so the
+   * callback never runs inside this call. */
+  if (svc->handles > 0) {
+    uv_timer_start(&svc->stop_timer, service_deadline_cb,
+                   service_is_idle(svc) ? 0 : (uint64_t)deadline_ms, 0);
+  } else {
+    service_check_done(svc);
+  }
+  return 0;
 }
 
 
 int cport_service_stop(cport_service_t* svc,
                        int deadline_ms,
                        void (*on_stopped)(cport_service_t* svc)) {
-  if (svc == NULL || deadline_ms < 0)
+  if (svc == NULL || deadline_ms < 0 || service_is_part(svc))
     return UV_EINVAL;
-  if (svc->stopping || svc->destroy_pending)
-    return UV_EALREADY;
-  CPORT__ASSERT_ON_PORT(svc->port);
-  svc->stopping = 1;
-  svc->on_stopped = on_stopped;
-  svc->stop_deadline_ms = deadline_ms;
-  cport__listener_close(svc->listener);
-  service_cancel_reconnects(svc);
-  service_close_sessions(svc, CPORT_ESTOPPED, CPORT__CLOSE_GRACEFUL);
-  if (svc->started)
-    service_post_parts(svc, offsetof(cport_service_t, job_stop), part_stop_job);
-  /* With nothing open, the timer's first tick reports on_stopped, so the
-   * callback never runs inside this call. */
-  if (svc->timer_ready)
-    uv_timer_start(&svc->timer, service_deadline_cb,
-                   service_is_idle(svc) ? 0 : (uint64_t)deadline_ms, 0);
-  else
-    cport__service_check_done(svc);
-  return 0;
+  CPORT__ASSERT_ON_PORT(svc->view.port);
+  return service_stop_here(svc, deadline_ms, on_stopped);
 }
 
 
-void cport__service_check_done(cport_service_t* svc) {
-  if (!service_is_idle(svc))
+/* Destroy `svc` on its own port (a root, or a part by its root's
+ * message). */
+static void service_destroy_here(cport_service_t* svc) {
+  svc_state_t was = service_state(svc);
+  if (was == SVC_DESTROYING)
     return;
-  if (svc->stopping && !svc->stopped_reported && !svc->destroy_pending) {
-    svc->stopped_reported = 1;
-    if (svc->timer_ready && !svc->timer_closed)
-      uv_timer_stop(&svc->timer);
-    if (svc->on_stopped != NULL)
-      svc->on_stopped(svc); /* may call cport_service_destroy() */
-    return;
-  }
-  if (svc->destroy_pending && svc->timer_closed && !svc->released) {
-    svc->released = 1;
-    cport__service_release(svc);
-  }
-}
-
-
-void cport__service_hold(cport_service_t* svc) {
-  atomic_fetch_add_explicit(&svc->holds, 1, memory_order_relaxed);
-}
-
-
-void cport__service_release(cport_service_t* svc) {
-  cport_service_t* root;
-  if (atomic_fetch_sub_explicit(&svc->holds, 1, memory_order_acq_rel) != 1)
-    return;
-  root = svc->root;
-  if (root == svc) {
-    cport__free(svc->parts);
-    cport__free(svc);
-    return;
-  }
-  /* A part holds its root, whose sessions' service it reports. */
-  cport__free(svc);
-  cport__service_release(root);
-}
-
-
-void cport_service_destroy(cport_service_t* svc) {
-  if (svc == NULL || svc->destroy_pending)
-    return;
-  CPORT__ASSERT_ON_PORT(svc->port);
-  svc->destroy_pending = 1;
-  svc->stopping = 1;
+  service_set_state(svc, SVC_DESTROYING);
   cport__listener_close(svc->listener);
   service_cancel_reconnects(svc);
   service_close_sessions(svc, CPORT_ESTOPPED, CPORT__CLOSE_FORCE);
   /* Parts stopping still report back, to a root that is no longer
-   * interested; their jobs hold it. */
+   * interested; their messages hold it. */
   svc->parts_running = 0;
-  service_post_parts(svc, offsetof(cport_service_t, job_destroy),
-                     part_destroy_job);
-  /* The service's own hold is dropped by the last close callback: these
-   * timers', or a session's or the listener's if they close later. */
-  svc->tick_closed = 1;
-  uv_close((uv_handle_t*)&svc->timer, service_timer_close_cb);
-  uv_close((uv_handle_t*)&svc->tick, service_timer_close_cb);
+  service_post_parts(svc, offsetof(cport_service_t, msg_destroy),
+                     part_destroy_run, 0);
+  if (svc->handles > 0) {
+    /* The service's own hold is dropped by the last close callback: these
+     * timers', or a session's or the listener's if they close later. */
+    cport__timeouts_close(&svc->view.timeouts, svc, service_timer_close_cb);
+    uv_close((uv_handle_t*)&svc->stop_timer, service_timer_close_cb);
+  } else {
+    /* A part never started: nothing of it lives on the loop. */
+    service_check_done(svc);
+  }
 }
 
 
+void cport_service_destroy(cport_service_t* svc) {
+  if (svc == NULL || service_is_part(svc))
+    return;
+  CPORT__ASSERT_ON_PORT(svc->view.port);
+  service_destroy_here(svc);
+}
+
+
+/* ---- queries ---- */
+
 int cport_service_local_addr(const cport_service_t* svc, cport_addr_t* out) {
-  if (svc == NULL || out == NULL || svc->kind != CPORT_SERVICE_SERVER)
+  svc_state_t state;
+  if (svc == NULL || out == NULL || svc->view.kind != CPORT_SERVICE_SERVER)
     return UV_EINVAL;
-  if (svc->listener == NULL || svc->stopping)
+  state = service_state(svc);
+  if (svc->listener == NULL || state != SVC_RUNNING)
     return UV_ENOTCONN;
   return cport__listener_addr(svc->listener, out);
 }
 
 
 size_t cport_service_session_count(const cport_service_t* svc) {
-  return svc == NULL ? 0 : (size_t)atomic_load(&svc->root->active);
+  return svc == NULL ? 0 : (size_t)atomic_load(&svc->view.root->active);
 }
 
 
@@ -598,9 +860,10 @@ size_t cport_service_session_count(const cport_service_t* svc) {
 static int service_foreach_here(cport_service_t* svc,
                                 int (*fn)(cport_session_t* s, void* arg),
                                 void* arg) {
-  cport_session_t* s;
+  cport__qnode_t* n;
   int rc = 0;
-  for (s = svc->head; s != NULL; s = cport__session_next(s)) {
+  for (n = cport__queue_head(&svc->sessions); n != NULL; n = n->next) {
+    cport_session_t* s = cport__session_of(n);
     if (!cport__session_was_connected(s))
       continue; /* a client session still connecting */
     rc = fn(s, arg);
@@ -619,10 +882,10 @@ int cport_service_foreach(cport_service_t* svc,
   if (svc == NULL || fn == NULL)
     return UV_EINVAL;
   /* Only the ports the calling thread runs: the others' lists are theirs. */
-  if (cport__port_is_mine(svc->port))
+  if (cport__port_is_mine(svc->view.port))
     rc = service_foreach_here(svc, fn, arg);
   for (i = 0; i < svc->nparts && rc == 0; i++)
-    if (cport__port_is_mine(svc->parts[i]->port))
+    if (cport__port_is_mine(svc->parts[i]->view.port))
       rc = service_foreach_here(svc->parts[i], fn, arg);
   return rc;
 }
@@ -631,8 +894,8 @@ int cport_service_foreach(cport_service_t* svc,
 /* ---- broadcast ---- */
 
 typedef struct broadcast_s {
-  cport__job_t job;
-  cport_service_t* svc; /* root or part, held until the job has run */
+  cport__msg_t msg;
+  cport_service_t* svc; /* root or part, held until the message has run */
   cport_buf_t* buf;     /* one reference */
 } broadcast_t;
 
@@ -644,8 +907,9 @@ static int broadcast_send(cport_session_t* s, void* arg) {
 }
 
 
-static void broadcast_job(void* arg) {
-  broadcast_t* b = arg;
+static void broadcast_run(cport__msg_t* m, const cport__msg_t* next) {
+  broadcast_t* b = cport__container_of(m, broadcast_t, msg);
+  (void)next;
   (void)service_foreach_here(b->svc, broadcast_send, b->buf);
   cport_buf_unref(b->buf);
   cport__service_release(b->svc);
@@ -653,23 +917,22 @@ static void broadcast_job(void* arg) {
 }
 
 
-/* Send `buf` to the sessions of one part (or the root): at once on this
- * thread's own ports, else by a job on the part's port. */
+/* Send `buf` to the sessions of one part (or the root): at once when this
+ * thread may act on the port now, else through the port's mailbox, in
+ * order with everything posted there before. */
 static int broadcast_to(cport_service_t* svc, cport_buf_t* buf) {
   broadcast_t* b;
-  if (cport__port_is_mine(svc->port))
+  if (cport__port_direct(svc->view.port))
     return service_foreach_here(svc, broadcast_send, buf);
   b = cport__malloc(sizeof(*b));
   if (b == NULL)
     return UV_ENOMEM;
-  b->job.fn = broadcast_job;
-  b->job.arg = b;
-  b->job.callers = 1;
+  b->msg.run = broadcast_run;
   b->svc = svc;
   b->buf = buf;
   cport_buf_ref(buf);
   cport__service_hold(svc);
-  cport__port_post(svc->port, &b->job);
+  cport__port_post(svc->view.port, &b->msg);
   return 0;
 }
 
@@ -689,31 +952,15 @@ int cport_service_broadcast(cport_service_t* svc, cport_buf_t* buf) {
 }
 
 
-#define STAT_GET(svc, field) \
-  ((uint64_t)atomic_load_explicit(&(svc)->stats.field, memory_order_relaxed))
+/* ---- stats and data ---- */
 
 static void service_stats_add(const cport_service_t* svc,
                               cport_service_stats_t* out) {
-  out->connected += STAT_GET(svc, connected);
-  out->rejected += STAT_GET(svc, rejected);
-  out->accept_errors += STAT_GET(svc, accept_errors);
-  out->connect_failed += STAT_GET(svc, connect_failed);
-  out->bytes_in += STAT_GET(svc, bytes_in);
-  out->bytes_out += STAT_GET(svc, bytes_out);
-  out->sends += STAT_GET(svc, sends);
-  out->packets_in += STAT_GET(svc, packets_in);
-  out->writes += STAT_GET(svc, writes);
-  out->pauses += STAT_GET(svc, pauses);
-  out->queued_bytes += STAT_GET(svc, queued_bytes);
-  out->reconnects += STAT_GET(svc, reconnects);
-  out->disconnect_timeouts += STAT_GET(svc, disconnect_timeouts);
-  out->disconnects_peer += STAT_GET(svc, disconnects_peer);
-  out->disconnects_reset += STAT_GET(svc, disconnects_reset);
-  out->disconnects_idle += STAT_GET(svc, disconnects_idle);
-  out->disconnects_backpressure += STAT_GET(svc, disconnects_backpressure);
-  out->disconnects_protocol += STAT_GET(svc, disconnects_protocol);
-  out->disconnects_local += STAT_GET(svc, disconnects_local);
-  out->disconnects_other += STAT_GET(svc, disconnects_other);
+#define SVC_STAT_SUM(name)                                            \
+  out->name += (uint64_t)atomic_load_explicit(&svc->view.stats.name, \
+                                              memory_order_relaxed);
+  CPORT__STATS(SVC_STAT_SUM)
+#undef SVC_STAT_SUM
 }
 
 
@@ -725,8 +972,8 @@ int cport_service_stats(const cport_service_t* svc,
   memset(out, 0, sizeof(*out));
   service_stats_add(svc, out);
   for (i = 0; i < svc->nparts; i++) service_stats_add(svc->parts[i], out);
-  out->active = (uint64_t)atomic_load(&svc->active);
-  out->peak = (uint64_t)atomic_load(&svc->peak);
+  out->active = (uint64_t)atomic_load(&((cport_service_t*)svc)->active);
+  out->peak = (uint64_t)atomic_load(&((cport_service_t*)svc)->peak);
   return 0;
 }
 

@@ -8,16 +8,26 @@
  * side before closing; FORCE closes at once and cancels queued sends. */
 typedef enum { CPORT__CLOSE_GRACEFUL, CPORT__CLOSE_FORCE } cport__close_mode_t;
 
+/* Where the parts of a session block of a service with `opts` lie.
+ * Returns 0, or UV_EINVAL when the block's size would not fit a size_t
+ * (user_size near SIZE_MAX). */
+CPORT__NODISCARD int cport__session_layout(const cport_service_opts_t* opts,
+                                           cport__session_layout_t* out);
+
 /* Allocate a session of `svc` with its TCP handle initialised on the
- * service's port and link it into the service. The handle holds the first
+ * service's port and attach it to the service. The handle holds the first
  * reference. Returns NULL on allocation or handle failure. */
 cport_session_t* cport__session_new(cport_service_t* svc);
 
-/* The session's TCP handle, for uv_accept() by the listener. */
+/* The session whose service-list link is `node`. */
+cport_session_t* cport__session_of(cport__qnode_t* node);
+
+/* The session's TCP handle, for uv_accept() or uv_tcp_open(). */
 uv_tcp_t* cport__session_tcp(cport_session_t* s);
 
 /* The connection is up (accepted, or connected): report on_connected and
- * start reading. */
+ * start reading, or close the session unreported if the service no longer
+ * takes sessions (cport__service_admit). */
 void cport__session_start(cport_session_t* s);
 
 /* Start a client connect to the service's address; `attempts` counts the
@@ -35,6 +45,13 @@ void cport__session_close(cport_session_t* s,
                           const char* cause,
                           cport__close_mode_t mode);
 
+/* A timeout of one of `svc`'s sessions expired (timeouts.h): `e` is the
+ * entry of the connect, the flushing disconnect or the idle session.
+ * Thread: the service's port. */
+void cport__session_timed_out(cport_service_t* svc,
+                              cport__timeout_kind_t kind,
+                              cport__timed_t* e);
+
 /* Non-zero once on_connected has run (also while disconnecting). */
 int cport__session_was_connected(const cport_session_t* s);
 
@@ -44,21 +61,5 @@ int cport__session_is_paused(const cport_session_t* s);
 
 /* Bytes one session of `svc` allocates while idle (for tests). */
 size_t cport__session_footprint(const cport_service_t* svc);
-
-/* Send `hlen` header bytes and `len` payload bytes (hlen + len at most
- * UINT32_MAX, at least 1) as one request: cport_session_send() for a
- * packet. Thread: any, holding a reference. Returns as cport_session_send. */
-int cport__session_send_parts(cport_session_t* s,
-                              const uint8_t* head,
-                              size_t hlen,
-                              const void* data,
-                              size_t len);
-
-/* The header layout of the session's service (opts.packet). */
-const cport_packet_format_t* cport__session_packet_format(
-    const cport_session_t* s);
-
-/* Next session in the service's list. */
-cport_session_t* cport__session_next(cport_session_t* s);
 
 #endif /* CPORT_SESSION_INTERNAL_H */

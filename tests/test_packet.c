@@ -329,7 +329,8 @@ static void pk_packet(cport_session_t* s,
                       size_t len) {
   pk_t* pk = pk_of(s);
   uint8_t head[6];
-  const char* chunk = cport_session_service(s)->port->read_chunk;
+  const char* chunk =
+      cport__service_view(cport_session_service(s))->port->read_chunk;
   uintptr_t at = (uintptr_t)payload;
   pk->packets++;
   if (chunk != NULL && at >= (uintptr_t)chunk &&

@@ -28,7 +28,7 @@ static void test_send_req_reuses_the_block_of_its_class(void** state) {
   /* A recycled request starts clean. */
   assert_int_equal(b->off, 0);
   assert_int_equal(b->len, 256);
-  assert_null(b->next);
+  assert_null(b->msg.node.next);
   cport__send_req_put(&pool, b);
   cport__send_pool_clear(&pool);
   assert_int_equal(cport__send_pool_cached(&pool), 0);

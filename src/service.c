@@ -571,6 +571,11 @@ int cport__service_is_full(cport_service_t* root) {
 }
 
 
+size_t cport__service_handing(cport_service_t* root) {
+  return atomic_load(&root->handing);
+}
+
+
 void cport__service_listener_closed(cport_service_t* svc) {
   svc->listener = NULL;
   service_check_done(svc);

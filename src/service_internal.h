@@ -104,4 +104,7 @@ void cport__service_hand_off(cport_service_t* root, uv_os_sock_t sock);
 /* The listener's handles have all closed. Thread: the service's port. */
 void cport__service_listener_closed(cport_service_t* svc);
 
+/* Connections accepted and on their way to a part (for tests). */
+size_t cport__service_handing(cport_service_t* root);
+
 #endif /* CPORT_SERVICE_INTERNAL_H */

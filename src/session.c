@@ -52,6 +52,7 @@
  * shutdown requests, the receive buffer and the send requests are allocated
  * only while in use. */
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -183,8 +184,9 @@ int cport__session_layout(const cport_service_opts_t* opts,
   }
   out->user_off = 0;
   if (opts->user_size > 0) {
-    /* The sum below must not wrap. */
-    if (opts->user_size > SIZE_MAX - end - SESSION_ALIGN)
+    /* The sum below must not wrap, and no object may be larger than
+     * PTRDIFF_MAX (pointer differences within it must work). */
+    if (opts->user_size > (size_t)PTRDIFF_MAX - end - SESSION_ALIGN)
       return UV_EINVAL;
     out->user_off = (end + SESSION_ALIGN - 1) / SESSION_ALIGN * SESSION_ALIGN;
     end = out->user_off + opts->user_size;

@@ -1323,6 +1323,469 @@ static void test_core_embedded_server_accepts_libuv_client(void** state) {
 }
 
 
+/* ---- audit regressions ---- */
+
+typedef struct audit_embed_s {
+  cport_session_t* session; /* the server's latest session */
+  int connected;
+  int disconnected;
+  int last_code;
+} audit_embed_t;
+
+
+static audit_embed_t* audit_embed_of(cport_session_t* s) {
+  return cport_service_get_data(cport_session_service(s));
+}
+
+
+static void audit_embed_connected(cport_session_t* s) {
+  audit_embed_t* a = audit_embed_of(s);
+  a->session = s;
+  a->connected++;
+}
+
+
+static void audit_embed_disconnected(cport_session_t* s,
+                                     int code,
+                                     const char* cause) {
+  audit_embed_t* a = audit_embed_of(s);
+  (void)cause;
+  a->disconnected++;
+  a->last_code = code;
+  a->session = NULL;
+}
+
+
+/* core.h, cport_core_destroy(): every service destroyed first, then "An
+ * embedded core closes its handles on the application's loop and its memory
+ * is released by that loop's next iteration: run the loop (for example
+ * uv_run(loop, UV_RUN_NOWAIT)) before uv_loop_close()". The session that the
+ * service's destroy closed still has a write in flight (a peer that never
+ * reads) and a send queued behind it; its close callbacks run in those same
+ * rounds, and must not find the port's memory (its request pool) already
+ * freed. The loop then closes, nothing leaks (the teardown's count), and
+ * on_disconnected ran once. */
+static void test_audit_embedded_destroy_with_write_in_flight(void** state) {
+  const size_t big_len = 16u * 1024 * 1024;
+  uv_loop_t loop;
+  cport_core_opts_t copts;
+  cport_service_opts_t sopts;
+  cport_core_t* core = NULL;
+  cport_service_t* svc = NULL;
+  cport_addr_t addr;
+  audit_embed_t a;
+  app_client_t c;
+  watchdog_t tick;
+  uint8_t* big;
+  (void)state;
+  assert_int_equal(uv_loop_init(&loop), 0);
+  cport_core_opts_init(&copts);
+  copts.loop = &loop;
+  assert_int_equal(cport_core_create(&core, &copts), 0);
+  memset(&a, 0, sizeof(a));
+  cport_service_opts_init(&sopts);
+  sopts.cbs.on_connected = audit_embed_connected;
+  sopts.cbs.on_disconnected = audit_embed_disconnected;
+  sopts.send_queue_limit = 4 * big_len;
+  sopts.data = &a;
+  assert_int_equal(cport_addr_parse(&addr, "127.0.0.1", 0), 0);
+  assert_int_equal(
+      cport_service_create(&svc, core, CPORT_SERVICE_SERVER, &addr, &sopts), 0);
+  assert_int_equal(cport_service_start(svc), 0);
+  assert_int_equal(cport_service_local_addr(svc, &addr), 0);
+  /* Bounds every uv_run(UV_RUN_ONCE) below to about 10 ms. */
+  watchdog_start(&tick, &loop, 10, 10);
+
+  /* A client on the application's loop that never reads. */
+  memset(&c, 0, sizeof(c));
+  assert_int_equal(uv_tcp_init(&loop, &c.tcp), 0);
+  c.tcp.data = &c;
+  c.connect.data = &c;
+  assert_int_equal(
+      uv_tcp_connect(&c.connect, &c.tcp, cport_addr_sockaddr(&addr),
+                     app_client_connect_cb),
+      0);
+  app_run_until(&loop, &c.connected, 1, "the client's connect");
+  assert_int_equal(c.connect_status, 0);
+  app_run_until(&loop, &a.connected, 1, "the server's on_connected");
+
+  /* More than the kernel takes at once: the rest is a write in flight, and
+   * the next send waits behind it. */
+  big = calloc(1, big_len);
+  assert_non_null(big);
+  assert_int_equal(cport_session_send(a.session, big, big_len), 0);
+  free(big);
+  assert_true(cport_session_queued_bytes(a.session) > 0);
+  assert_int_equal(cport_session_send(a.session, "tail", 4), 0);
+
+  /* The documented teardown. */
+  cport_service_destroy(svc);
+  uv_close((uv_handle_t*)&c.tcp, app_client_close_cb);
+  uv_close((uv_handle_t*)&tick.timer, watchdog_close_cb);
+  cport_core_destroy(core);
+  app_loop_drain_and_close(&loop);
+  assert_int_equal(c.closed, 1);
+  assert_int_equal(a.connected, 1);
+  assert_int_equal(a.disconnected, 1);
+  assert_int_equal(a.last_code, CPORT_ESTOPPED);
+}
+
+
+/* Sends, jobs and broadcasts made by one thread that does not run the port,
+ * while the port is busy (gated in a job under cport_core_run) or not
+ * dispatched at all. The rig: a core of two ports, a server on port 0 that
+ * spreads its two sessions over both ports, and a client service on port 1
+ * whose sessions record what they receive. */
+#define ORDER_PORTS 2
+#define ORDER_CONNS 2
+
+typedef struct order_rig_s order_rig_t;
+
+typedef struct order_job_s {
+  order_rig_t* rig;
+  int index; /* of the server session to send to */
+} order_job_t;
+
+typedef struct order_client_s {
+  uint8_t got[16];
+  size_t len;
+} order_client_t;
+
+struct order_rig_s {
+  cport_core_t* core;
+  cport_service_t* server;
+  cport_service_t* client;
+  int running; /* cport_core_run drives the ports, not this thread */
+  int broadcast;
+  /* Referenced sessions, each stored on its port's thread in a slot of its
+   * own (`slots`) before the count below it is raised. */
+  cport_session_t* servers[ORDER_CONNS];
+  cport_session_t* clients[ORDER_CONNS];
+  atomic_int server_slots;
+  atomic_int client_slots;
+  atomic_int nservers;
+  atomic_int nclients;
+  atomic_int received; /* bytes all client sessions got */
+  atomic_int job_rc;   /* first failure of a job's send */
+  signal_t progress;   /* raised on each of the counters above */
+  signal_t gate_entered;
+  signal_t gate_open;
+  order_job_t jobs[ORDER_CONNS];
+  cport_buf_t* b;
+  int calls_rc; /* first failure of the calling thread */
+};
+
+
+static order_rig_t* order_of(cport_session_t* s) {
+  return cport_service_get_data(cport_session_service(s));
+}
+
+
+static void order_server_connected(cport_session_t* s) {
+  order_rig_t* r = order_of(s);
+  int i = atomic_fetch_add(&r->server_slots, 1);
+  if (i < ORDER_CONNS) {
+    cport_session_ref(s);
+    r->servers[i] = s;
+  }
+  atomic_fetch_add(&r->nservers, 1);
+  signal_raise(&r->progress);
+}
+
+
+static void order_client_connected(cport_session_t* s) {
+  order_rig_t* r = order_of(s);
+  int i = atomic_fetch_add(&r->client_slots, 1);
+  if (i < ORDER_CONNS) {
+    cport_session_ref(s);
+    r->clients[i] = s;
+  }
+  atomic_fetch_add(&r->nclients, 1);
+  signal_raise(&r->progress);
+}
+
+
+static size_t order_client_recv(cport_session_t* s,
+                                const uint8_t* data,
+                                size_t len) {
+  order_rig_t* r = order_of(s);
+  order_client_t* c = cport_session_user(s);
+  size_t n = len < sizeof(c->got) - c->len ? len : sizeof(c->got) - c->len;
+  memcpy(c->got + c->len, data, n);
+  c->len += n;
+  atomic_fetch_add(&r->received, (int)len);
+  signal_raise(&r->progress);
+  return len;
+}
+
+
+/* Wait until `*counter` reaches `target`, driving both ports from this
+ * thread unless cport_core_run drives them. 0 on timeout. */
+static int order_wait(order_rig_t* r, atomic_int* counter, int target) {
+  uint64_t deadline = uv_hrtime() + (uint64_t)FIXTURE_TIMEOUT_MS * NS_PER_MS;
+  unsigned i;
+  while (atomic_load(counter) < target) {
+    uint64_t now = uv_hrtime();
+    if (now >= deadline)
+      return 0;
+    if (r->running) {
+      int seen = signal_count(&r->progress);
+      if (atomic_load(counter) >= target)
+        break;
+      (void)signal_wait(&r->progress, seen + 1,
+                        (int)((deadline - now) / NS_PER_MS) + 1);
+    } else {
+      for (i = 0; i < ORDER_PORTS; i++) cport_core_dispatch(r->core, i, 1);
+    }
+  }
+  return 1;
+}
+
+
+static void order_gate_job(void* arg) {
+  order_rig_t* r = arg;
+  signal_raise(&r->gate_entered);
+  /* Bounded: a test that never opens the gate fails on its own wait. */
+  (void)signal_wait(&r->gate_open, 1, FIXTURE_TIMEOUT_MS);
+}
+
+
+static void order_send_b_job(void* arg) {
+  order_job_t* j = arg;
+  int rc = cport_session_send(j->rig->servers[j->index], "B", 1);
+  if (rc != 0)
+    atomic_store(&j->rig->job_rc, rc);
+}
+
+
+static void order_note(int* first, int rc) {
+  if (*first == 0)
+    *first = rc;
+}
+
+
+/* The thread that is not the port's: A, then B (a job per session, or one
+ * broadcast), then C, to every server session. */
+static void order_caller_main(void* arg) {
+  order_rig_t* r = arg;
+  int i;
+  for (i = 0; i < ORDER_CONNS; i++)
+    order_note(&r->calls_rc, cport_session_send(r->servers[i], "A", 1));
+  if (r->broadcast) {
+    order_note(&r->calls_rc, cport_service_broadcast(r->server, r->b));
+  } else {
+    for (i = 0; i < ORDER_CONNS; i++)
+      order_note(&r->calls_rc,
+                 cport_core_post(r->core, cport_session_port(r->servers[i]),
+                                 order_send_b_job, &r->jobs[i]));
+  }
+  for (i = 0; i < ORDER_CONNS; i++)
+    order_note(&r->calls_rc, cport_session_send(r->servers[i], "C", 1));
+}
+
+
+/* One case: what each client session received, as "ABC/ABC", in `out`. */
+static void order_case(int running, int broadcast, char* out, size_t size) {
+  cport_core_opts_t copts;
+  cport_service_opts_t o;
+  cport_addr_t addr;
+  order_rig_t r;
+  uv_thread_t caller;
+  int i;
+  memset(&r, 0, sizeof(r));
+  r.running = running;
+  r.broadcast = broadcast;
+  signal_init(&r.progress);
+  signal_init(&r.gate_entered);
+  signal_init(&r.gate_open);
+  for (i = 0; i < ORDER_CONNS; i++) {
+    r.jobs[i].rig = &r;
+    r.jobs[i].index = i;
+  }
+  assert_int_equal(cport_buf_from(&r.b, "B", 1), 0);
+  cport_core_opts_init(&copts);
+  copts.ports = ORDER_PORTS;
+  assert_int_equal(cport_core_create(&r.core, &copts), 0);
+  assert_int_equal(cport_addr_parse(&addr, "127.0.0.1", 0), 0);
+  cport_service_opts_init(&o);
+  o.cbs.on_connected = order_server_connected;
+  o.data = &r;
+  assert_int_equal(
+      cport_service_create(&r.server, r.core, CPORT_SERVICE_SERVER, &addr, &o),
+      0);
+  assert_int_equal(cport_service_start(r.server), 0);
+  assert_int_equal(cport_service_local_addr(r.server, &addr), 0);
+  cport_service_opts_init(&o);
+  o.cbs.on_connected = order_client_connected;
+  o.cbs.on_recv = order_client_recv;
+  o.user_size = sizeof(order_client_t);
+  o.connect_count = ORDER_CONNS;
+  o.port = 1;
+  o.data = &r;
+  assert_int_equal(
+      cport_service_create(&r.client, r.core, CPORT_SERVICE_CLIENT, &addr, &o),
+      0);
+  assert_int_equal(cport_service_start(r.client), 0);
+  if (running)
+    assert_int_equal(cport_core_run(r.core), 0);
+  if (!order_wait(&r, &r.nservers, ORDER_CONNS) ||
+      !order_wait(&r, &r.nclients, ORDER_CONNS))
+    fail_msg("the %d connections did not come up", ORDER_CONNS);
+  assert_int_equal(atomic_load(&r.nservers), ORDER_CONNS);
+  /* One session on each port. */
+  assert_int_not_equal(cport_session_port(r.servers[0]),
+                       cport_session_port(r.servers[1]));
+
+  /* Under cport_core_run every port is held inside a job while the other
+   * thread makes its calls; otherwise nobody dispatches meanwhile. */
+  if (running) {
+    for (i = 0; i < ORDER_PORTS; i++)
+      assert_int_equal(cport_core_post(r.core, (unsigned)i, order_gate_job, &r),
+                       0);
+    assert_true(signal_wait(&r.gate_entered, ORDER_PORTS, FIXTURE_TIMEOUT_MS));
+  }
+  assert_int_equal(uv_thread_create(&caller, order_caller_main, &r), 0);
+  assert_int_equal(uv_thread_join(&caller), 0);
+  signal_raise(&r.gate_open);
+  if (!order_wait(&r, &r.received, 3 * ORDER_CONNS))
+    fail_msg("the clients received %d of %d bytes", atomic_load(&r.received),
+             3 * ORDER_CONNS);
+  assert_int_equal(r.calls_rc, 0);
+  assert_int_equal(atomic_load(&r.job_rc), 0);
+
+  /* Joined on this thread, which then owns the ports again (services are
+   * destroyed on their port's owner). */
+  if (running) {
+    assert_int_equal(cport_core_stop(r.core), 0);
+    assert_int_equal(cport_core_join(r.core), 0);
+  }
+  out[0] = '\0';
+  for (i = 0; i < ORDER_CONNS; i++) {
+    order_client_t* c = cport_session_user(r.clients[i]);
+    size_t at = strlen(out);
+    snprintf(out + at, size - at, "%s%.*s", i > 0 ? "/" : "", (int)c->len,
+             (const char*)c->got);
+  }
+  for (i = 0; i < ORDER_CONNS; i++) {
+    cport_session_unref(r.servers[i]);
+    cport_session_unref(r.clients[i]);
+  }
+  cport_buf_unref(r.b);
+  cport_service_destroy(r.client);
+  cport_service_destroy(r.server);
+  cport_core_destroy(r.core);
+  signal_destroy(&r.gate_open);
+  signal_destroy(&r.gate_entered);
+  signal_destroy(&r.progress);
+}
+
+
+/* core.h: from a thread that is not the owner, "cport_core_post(), ... and
+ * the session functions marked so in session.h (sends, disconnects,
+ * references) ... are queued to the port and happen there, in the order in
+ * which the calls returned"; service.h, cport_service_broadcast: the other
+ * ports get it "in order with that port's other work". One thread sends "A",
+ * posts a job that sends "B" (or broadcasts "B"), and sends "C": every
+ * session's peer must get "ABC". Both with the ports dispatched from the
+ * test's thread after the calls, and under cport_core_run with each port
+ * busy in a job during them. */
+static void test_audit_sends_jobs_and_broadcasts_keep_call_order(void** state) {
+  static const struct {
+    int running;
+    int broadcast;
+    const char* name;
+  } cases[] = {
+      {0, 0, "dispatch, job"},
+      {0, 1, "dispatch, broadcast"},
+      {1, 0, "cport_core_run, job"},
+      {1, 1, "cport_core_run, broadcast"},
+  };
+  const char* want = "ABC/ABC";
+  char got[4][64];
+  char report[512] = "";
+  size_t i;
+  (void)state;
+  for (i = 0; i < 4; i++)
+    order_case(cases[i].running, cases[i].broadcast, got[i], sizeof(got[i]));
+  for (i = 0; i < 4; i++) {
+    if (strcmp(got[i], want) != 0) {
+      size_t at = strlen(report);
+      snprintf(report + at, sizeof(report) - at, "%s%s: got %s", at ? "; " : "",
+               cases[i].name, got[i]);
+    }
+  }
+  if (report[0] != '\0')
+    fail_msg("each peer must receive %s in call order (%s)", want, report);
+}
+
+
+typedef struct audit_jobs_s {
+  cport_core_t* core;
+  int a; /* port 0; posts b to port 0 */
+  int b;
+  int c; /* port 1; posts d to port 0 */
+  int d;
+  int post_rc;
+} audit_jobs_t;
+
+
+static void audit_job_b(void* arg) {
+  ((audit_jobs_t*)arg)->b++;
+}
+
+
+static void audit_job_d(void* arg) {
+  ((audit_jobs_t*)arg)->d++;
+}
+
+
+static void audit_job_a(void* arg) {
+  audit_jobs_t* j = arg;
+  int rc = cport_core_post(j->core, 0, audit_job_b, j);
+  j->a++;
+  if (rc != 0)
+    j->post_rc = rc;
+}
+
+
+static void audit_job_c(void* arg) {
+  audit_jobs_t* j = arg;
+  int rc = cport_core_post(j->core, 0, audit_job_d, j);
+  j->c++;
+  if (rc != 0)
+    j->post_rc = rc;
+}
+
+
+/* core.h, cport_core_post(): "Jobs still queued when the core is destroyed
+ * run inside cport_core_destroy(), on the owner's thread", and each job runs
+ * once. That includes the jobs that those jobs post while destroy runs
+ * them: one on port 0 posting to port 0, one on port 1 posting to port 0
+ * (a port whose jobs destroy has already run). None may be dropped (the
+ * teardown's count and LSan see a dropped job as a leak). */
+static void test_audit_destroy_runs_jobs_posted_by_jobs(void** state) {
+  cport_core_opts_t opts;
+  audit_jobs_t j;
+  (void)state;
+  memset(&j, 0, sizeof(j));
+  cport_core_opts_init(&opts);
+  opts.ports = 2;
+  assert_int_equal(cport_core_create(&j.core, &opts), 0);
+  assert_int_equal(cport_core_post(j.core, 0, audit_job_a, &j), 0);
+  assert_int_equal(cport_core_post(j.core, 1, audit_job_c, &j), 0);
+  cport_core_destroy(j.core);
+  assert_int_equal(j.post_rc, 0);
+  assert_int_equal(j.a, 1);
+  assert_int_equal(j.c, 1);
+  if (j.b != 1 || j.d != 1)
+    fail_msg(
+        "jobs posted to port 0 while cport_core_destroy ran jobs: the one "
+        "from port 0's job ran %d times, the one from port 1's job %d times "
+        "(want 1 and 1)",
+        j.b, j.d);
+}
+
+
 #define CORE_TEST(fn) \
   cmocka_unit_test_setup_teardown(fn, mem_setup, mem_teardown)
 #define FX_TEST FIXTURE_TEST
@@ -1367,6 +1830,9 @@ int main(void) {
       CORE_TEST(test_core_stop_on_embedded_core_does_not_stop_app_loop),
       CORE_TEST(test_core_dispatch_on_embedded_core_runs_app_loop),
       CORE_TEST(test_core_embedded_server_accepts_libuv_client),
+      CORE_TEST(test_audit_embedded_destroy_with_write_in_flight),
+      CORE_TEST(test_audit_sends_jobs_and_broadcasts_keep_call_order),
+      CORE_TEST(test_audit_destroy_runs_jobs_posted_by_jobs),
   };
   return cmocka_run_group_tests_name("core", tests, NULL, NULL);
 }

@@ -9,7 +9,8 @@
 #include <sys/resource.h>
 #endif
 
-#include "common.h" /* cport__mem_live */
+#include "common.h"           /* cport__mem_live */
+#include "service_internal.h" /* a spreading server's hand-offs */
 
 
 static void settle(fixture_t* fx) {
@@ -802,6 +803,378 @@ static void test_service_broadcast_on_own_ports_sends_during_the_call(
 }
 
 
+/* ---- audit regressions ---- */
+
+typedef struct big_user_s {
+  size_t user_size;
+  int connected;
+  int zeroed;
+  int disconnected;
+} big_user_t;
+
+
+static void big_user_connected(cport_session_t* s) {
+  big_user_t* b = cport_service_get_data(cport_session_service(s));
+  uint8_t* user = cport_session_user(s);
+  size_t i;
+  b->connected++;
+  b->zeroed = user != NULL;
+  for (i = 0; user != NULL && i < b->user_size; i++)
+    if (user[i] != 0)
+      b->zeroed = 0;
+  /* All of it is the application's (ASan checks the bounds). */
+  if (user != NULL)
+    memset(user, 0xA5, b->user_size);
+}
+
+
+static void big_user_disconnected(cport_session_t* s,
+                                  int code,
+                                  const char* cause) {
+  big_user_t* b = cport_service_get_data(cport_session_service(s));
+  (void)code;
+  (void)cause;
+  b->disconnected++;
+}
+
+
+/* service.h, cport_service_create(): options that cannot work are refused
+ * with UV_EINVAL, and session.h, cport_session_user(): the user area is
+ * "`user_size` bytes given in the service options". A user_size so large
+ * that the session block's size (struct + user area) cannot be computed
+ * must be refused at create, not wrap around to a block smaller than the
+ * area it promises. A large but sane size still works, whole and zeroed. */
+static void test_audit_service_rejects_user_size_that_overflows(void** state) {
+  fixture_t* fx = *state;
+  static const size_t huge[] = {SIZE_MAX, SIZE_MAX - 8, SIZE_MAX - 64,
+                                SIZE_MAX - 4096, SIZE_MAX / 2 + 1};
+  const size_t sane = 1024u * 1024;
+  cport_service_opts_t o;
+  cport_service_t* svc = NULL;
+  cport_addr_t addr;
+  big_user_t b;
+  char accepted[512] = "";
+  peer_t* p;
+  size_t i;
+  int kind;
+  for (kind = CPORT_SERVICE_SERVER; kind <= CPORT_SERVICE_CLIENT; kind++) {
+    for (i = 0; i < sizeof(huge) / sizeof(huge[0]); i++) {
+      int rc;
+      cport_service_opts_init(&o);
+      o.user_size = huge[i];
+      rc = create_rc(fx, (cport_service_kind_t)kind, &o);
+      if (rc != UV_EINVAL) {
+        size_t at = strlen(accepted);
+        snprintf(accepted + at, sizeof(accepted) - at,
+                 "%s%s user_size %#zx: %d", at ? "; " : "",
+                 kind == CPORT_SERVICE_SERVER ? "server" : "client", huge[i],
+                 rc);
+      }
+    }
+  }
+  /* A megabyte per session is a lot, but it works. */
+  memset(&b, 0, sizeof(b));
+  b.user_size = sane;
+  cport_service_opts_init(&o);
+  o.cbs.on_connected = big_user_connected;
+  o.cbs.on_disconnected = big_user_disconnected;
+  o.user_size = sane;
+  o.data = &b;
+  assert_int_equal(cport_addr_parse(&addr, "127.0.0.1", 0), 0);
+  assert_int_equal(
+      cport_service_create(&svc, fx->core, CPORT_SERVICE_SERVER, &addr, &o), 0);
+  assert_int_equal(cport_service_start(svc), 0);
+  assert_int_equal(cport_service_local_addr(svc, &addr), 0);
+  p = peer_connect(fx, &addr, 0);
+  fixture_wait_int(fx, &b.connected, 1, FIXTURE_TIMEOUT_MS);
+  peer_destroy(p);
+  fixture_wait_int(fx, &b.disconnected, 1, FIXTURE_TIMEOUT_MS);
+  cport_service_destroy(svc);
+  assert_true(b.zeroed);
+  if (accepted[0] != '\0')
+    fail_msg("cport_service_create must return UV_EINVAL (%d), returned: %s",
+             UV_EINVAL, accepted);
+}
+
+
+/* ---- a spreading server's hand-off racing a destroy or a stop ---- */
+
+typedef struct handoff_rig_s {
+  int connected[2]; /* on_connected, by port */
+  int disconnected;
+  int disconnected_unconnected; /* on_disconnected without on_connected */
+  int stopped;
+} handoff_rig_t;
+
+
+static void handoff_connected(cport_session_t* s) {
+  handoff_rig_t* h = cport_service_get_data(cport_session_service(s));
+  int* seen = cport_session_user(s);
+  *seen = 1;
+  h->connected[cport_session_port(s) & 1]++;
+}
+
+
+static void handoff_disconnected(cport_session_t* s,
+                                 int code,
+                                 const char* cause) {
+  handoff_rig_t* h = cport_service_get_data(cport_session_service(s));
+  int* seen = cport_session_user(s);
+  (void)code;
+  (void)cause;
+  h->disconnected++;
+  if (!*seen)
+    h->disconnected_unconnected++;
+}
+
+
+static void handoff_stopped(cport_service_t* svc) {
+  handoff_rig_t* h = cport_service_get_data(svc);
+  h->stopped++;
+}
+
+
+/* A connection the listener (port 0) has accepted and handed to port 1,
+ * where it waits in the port's job queue: the root's count of connections
+ * "accepted, on the way to a part" (service_internal.h). */
+static size_t handoff_in_transit(cport_service_t* svc) {
+  return cport__service_handing(svc);
+}
+
+
+/* Both of the server core's ports and the fixture's (the peers') from this
+ * thread, until pred(arg) or the deadline; 0 on timeout. */
+static int handoff_drive(fixture_t* fx,
+                         cport_core_t* core,
+                         unsigned ports,
+                         int (*pred)(void* arg),
+                         void* arg) {
+  uint64_t deadline = uv_hrtime() + (uint64_t)FIXTURE_TIMEOUT_MS * 1000000u;
+  unsigned i;
+  while (!pred(arg)) {
+    if (uv_hrtime() >= deadline)
+      return 0;
+    for (i = 0; i < ports; i++) cport_core_dispatch(core, i, 1);
+    cport_core_dispatch(fx->core, 0, 1);
+  }
+  return 1;
+}
+
+
+typedef struct handoff_wait_s {
+  handoff_rig_t* h;
+  cport_service_t* svc;
+  peer_t* p1;
+  peer_t* p2;
+  int want_stopped;
+} handoff_wait_t;
+
+
+static int handoff_first_on_port0(void* arg) {
+  handoff_wait_t* w = arg;
+  return w->h->connected[0] >= 1;
+}
+
+
+static int handoff_second_in_transit(void* arg) {
+  handoff_wait_t* w = arg;
+  return handoff_in_transit(w->svc) >= 1;
+}
+
+
+static int handoff_all_over(void* arg) {
+  handoff_wait_t* w = arg;
+  return peer_ended(w->p1) && peer_ended(w->p2) &&
+         (!w->want_stopped || w->h->stopped >= 1);
+}
+
+
+static int handoff_cores_idle(void* arg) {
+  cport_core_t* core = arg;
+  return cport_core_dispatch(core, 0, 0) == 0 &&
+         cport_core_dispatch(core, 1, 0) == 0;
+}
+
+
+/* One run: the 1st connection lives on port 0, the 2nd is accepted and
+ * handed to port 1, which is not dispatched until port 0 has destroyed (or
+ * stopped) the service. Fills `out` with what went wrong, "" if nothing. */
+static void handoff_case(fixture_t* fx, int stop, char* out, size_t size) {
+  cport_core_opts_t copts;
+  cport_service_opts_t o;
+  cport_core_t* core = NULL;
+  cport_service_t* svc = NULL;
+  cport_addr_t addr;
+  handoff_rig_t h;
+  handoff_wait_t w;
+  int i;
+  memset(&h, 0, sizeof(h));
+  cport_core_opts_init(&copts);
+  copts.ports = 2;
+  assert_int_equal(cport_core_create(&core, &copts), 0);
+  cport_service_opts_init(&o);
+  o.cbs.on_connected = handoff_connected;
+  o.cbs.on_disconnected = handoff_disconnected;
+  o.user_size = sizeof(int);
+  o.data = &h;
+  assert_int_equal(cport_addr_parse(&addr, "127.0.0.1", 0), 0);
+  assert_int_equal(
+      cport_service_create(&svc, core, CPORT_SERVICE_SERVER, &addr, &o), 0);
+  assert_int_equal(cport_service_start(svc), 0);
+  assert_int_equal(cport_service_local_addr(svc, &addr), 0);
+  /* Port 1 takes its part's start, then is left alone. */
+  cport_core_dispatch(core, 1, 0);
+
+  memset(&w, 0, sizeof(w));
+  w.h = &h;
+  w.svc = svc;
+  w.p1 = peer_connect(fx, &addr, 0);
+  for (i = 0; i < 100 && !handoff_first_on_port0(&w); i++)
+    cport_core_dispatch(core, 0, 100);
+  assert_int_equal(h.connected[0], 1);
+  w.p2 = peer_connect(fx, &addr, 0);
+  for (i = 0; i < 100 && !handoff_second_in_transit(&w); i++)
+    cport_core_dispatch(core, 0, 100);
+  assert_int_equal(handoff_in_transit(svc), 1);
+  assert_int_equal(h.connected[1], 0);
+
+  if (stop) {
+    assert_int_equal(cport_service_stop(svc, 1000, handoff_stopped), 0);
+  } else {
+    cport_service_destroy(svc);
+  }
+  w.want_stopped = stop;
+  if (!handoff_drive(fx, core, 2, handoff_all_over, &w))
+    snprintf(out, size, "timed out (peers ended: %d %d, on_stopped %d)",
+             peer_ended(w.p1), peer_ended(w.p2), h.stopped);
+  else
+    out[0] = '\0';
+  if (stop)
+    cport_service_destroy(svc);
+  assert_true(handoff_drive(fx, core, 2, handoff_cores_idle, core));
+  peer_destroy(w.p1);
+  peer_destroy(w.p2);
+  cport_core_destroy(core);
+
+  if (out[0] == '\0' && h.connected[1] != 0)
+    snprintf(out, size, "on_connected on port 1 %d time(s) after %s returned",
+             h.connected[1], stop ? "cport_service_stop" : "destroy");
+  if (out[0] == '\0' && h.disconnected_unconnected != 0)
+    snprintf(out, size, "on_disconnected for a session never connected");
+  if (out[0] == '\0' && (h.connected[0] != 1 || h.disconnected != 1))
+    snprintf(out, size, "on_connected %d+%d, on_disconnected %d (want 1+0, 1)",
+             h.connected[0], h.connected[1], h.disconnected);
+  if (out[0] == '\0' && stop && h.stopped != 1)
+    snprintf(out, size, "on_stopped ran %d times", h.stopped);
+}
+
+
+/* service.h, cport_service_destroy(): "Sessions on the other ports a server
+ * spreads over are closed when those ports next wake", and the callbacks a
+ * destroy leaves are on_disconnected for sessions that were connected; and
+ * cport_service_stop(): it closes the listener and disconnects every
+ * session. A connection the listener on port 0 accepted and handed to port
+ * 1 just before must not become a session there (no on_connected after the
+ * call returned, and so no on_disconnected for it either); after a stop,
+ * on_stopped still arrives. Port 1 is driven only after the call, so the
+ * hand-off is certainly queued behind it. */
+static void test_audit_spread_handoff_after_destroy_or_stop(void** state) {
+  fixture_t* fx = *state;
+  char destroy_err[160];
+  char stop_err[160];
+  handoff_case(fx, 0, destroy_err, sizeof(destroy_err));
+  handoff_case(fx, 1, stop_err, sizeof(stop_err));
+  if (destroy_err[0] != '\0' || stop_err[0] != '\0')
+    fail_msg("destroy: %s; stop: %s", destroy_err[0] ? destroy_err : "ok",
+             stop_err[0] ? stop_err : "ok");
+}
+
+
+/* ---- a stop and a destroy right after it, under cport_core_run ---- */
+
+#define STOP_RACE_ROUNDS 20
+
+typedef struct stop_race_s {
+  cport_core_t* core;
+  atomic_int probe; /* set by a job on port 1, read relaxed on port 0 */
+  int rc;
+  signal_t done;
+} stop_race_t;
+
+
+static void stop_race_probe_job(void* arg) {
+  stop_race_t* r = arg;
+  /* Relaxed on purpose: the waiting port learns that port 1 got this far
+   * without any happens-before edge that would hide a race from TSan. */
+  atomic_store_explicit(&r->probe, 1, memory_order_relaxed);
+}
+
+
+static void stop_race_note(stop_race_t* r, int rc) {
+  if (r->rc == 0)
+    r->rc = rc;
+}
+
+
+static void stop_race_round_job(void* arg) {
+  stop_race_t* r = arg;
+  cport_service_opts_t o;
+  cport_service_t* svc = NULL;
+  cport_addr_t addr;
+  uint64_t deadline = uv_hrtime() + (uint64_t)FIXTURE_TIMEOUT_MS * 1000000u;
+  cport_service_opts_init(&o);
+  stop_race_note(r, cport_addr_parse(&addr, "127.0.0.1", 0));
+  stop_race_note(
+      r, cport_service_create(&svc, r->core, CPORT_SERVICE_SERVER, &addr, &o));
+  if (svc != NULL) {
+    stop_race_note(r, cport_service_start(svc));
+    atomic_store_explicit(&r->probe, 0, memory_order_relaxed);
+    stop_race_note(r, cport_service_stop(svc, 50, NULL));
+    /* Queued on port 1 behind the part's stop. Port 0 waits for it without
+     * sleeping and without synchronising with port 1: what an application
+     * gets when its destroy comes a moment after its stop. */
+    stop_race_note(r, cport_core_post(r->core, 1, stop_race_probe_job, r));
+    while (!atomic_load_explicit(&r->probe, memory_order_relaxed) &&
+           uv_hrtime() < deadline) {
+    }
+    cport_service_destroy(svc);
+  }
+  signal_raise(&r->done);
+}
+
+
+/* service.h: cport_service_stop() and cport_service_destroy() are "Thread:
+ * port" calls on the service's port, and a spreading server does the rest
+ * on its other ports by itself; nothing there tells the application to
+ * synchronise those ports. A stop (deadline 50 ms) and then a destroy, both
+ * from a job on port 0 while port 1 already runs the part's stop: TSan must
+ * see no race between the ports (the part's stop deadline is written by the
+ * root on port 0 and read by the part's stop on port 1). */
+static void test_audit_stop_then_destroy_spread_server_has_no_race(
+    void** state) {
+  cport_core_opts_t copts;
+  stop_race_t r;
+  int round;
+  (void)state;
+  memset(&r, 0, sizeof(r));
+  signal_init(&r.done);
+  cport_core_opts_init(&copts);
+  copts.ports = 2;
+  assert_int_equal(cport_core_create(&r.core, &copts), 0);
+  assert_int_equal(cport_core_run(r.core), 0);
+  for (round = 0; round < STOP_RACE_ROUNDS && r.rc == 0; round++) {
+    assert_int_equal(cport_core_post(r.core, 0, stop_race_round_job, &r), 0);
+    if (!signal_wait(&r.done, round + 1, FIXTURE_TIMEOUT_MS))
+      fail_msg("round %d did not finish", round);
+  }
+  assert_int_equal(cport_core_stop(r.core), 0);
+  assert_int_equal(cport_core_join(r.core), 0);
+  cport_core_destroy(r.core);
+  signal_destroy(&r.done);
+  assert_int_equal(r.rc, 0);
+}
+
+
 int main(void) {
   const struct CMUnitTest tests[] = {
 #define T FIXTURE_TEST
@@ -829,6 +1202,9 @@ int main(void) {
       T(test_service_stats_count_bytes),
       T(test_service_rejects_invalid_options),
       T(test_service_rejects_invalid_arguments),
+      T(test_audit_service_rejects_user_size_that_overflows),
+      T(test_audit_spread_handoff_after_destroy_or_stop),
+      T(test_audit_stop_then_destroy_spread_server_has_no_race),
 #undef T
   };
   return cmocka_run_group_tests_name("service", tests, NULL, NULL);

@@ -104,7 +104,9 @@ typedef struct cport_session_cbs_s {
 
 typedef struct cport_service_opts_s {
   cport_session_cbs_t cbs;
-  /* Bytes of per-session user area (cport_session_user). Default 0. */
+  /* Bytes of per-session user area (cport_session_user). Default 0. A size
+   * that would make a session block larger than PTRDIFF_MAX is refused
+   * with UV_EINVAL. */
   size_t user_size;
   /* Server: most open sessions, counting those still closing (each holds a
    * socket); connections past it are accepted and closed at once, and
@@ -236,7 +238,8 @@ CPORT_API void cport_service_opts_init(cport_service_opts_t* opts);
  *            backlog below 1, a client with connect_count 0, an unknown
  *            reconnect policy, or one set with reconnect_delay_ms 0 or
  *            reconnect_jitter_pct above 100, both on_recv and on_packet
- *            set, an invalid opts.packet (cport_packet_format_check);
+ *            set, an invalid opts.packet (cport_packet_format_check), a
+ *            user_size too large for any session block;
  *            UV_ENOMEM;
  *            a libuv error from timer set-up. */
 CPORT_API int cport_service_create(cport_service_t** out,

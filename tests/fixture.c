@@ -305,14 +305,47 @@ static int pred_int(void* arg) {
 }
 
 
+/* Run the fixture until pred(arg), for as long as *progress keeps changing:
+ * 0 once it has not changed for `stall_ms`, or after 20 times that in all.
+ * A slow machine (sanitizers, ctest -j8 on two cores) only makes the wait
+ * longer; a hang still fails. */
+static int fixture_run_while_moving(fixture_t* fx,
+                                    int (*pred)(void* arg),
+                                    void* arg,
+                                    const volatile void* progress,
+                                    size_t progress_size,
+                                    int stall_ms) {
+  uint64_t now = uv_hrtime();
+  uint64_t moved = now;
+  uint64_t give_up = now + 20 * (uint64_t)stall_ms * 1000000u;
+  size_t last = 0;
+  memcpy(&last, (const void*)progress, progress_size);
+  while (!fixture_run_until(fx, pred, arg, 100)) {
+    size_t seen = 0;
+    memcpy(&seen, (const void*)progress, progress_size);
+    now = uv_hrtime();
+    if (seen != last) {
+      last = seen;
+      moved = now;
+    } else if (now - moved >= (uint64_t)stall_ms * 1000000u) {
+      return 0;
+    }
+    if (now >= give_up)
+      return 0;
+  }
+  return 1;
+}
+
+
 void fixture_wait_int(fixture_t* fx,
                       const int* counter,
                       int target,
                       int timeout_ms) {
   wait_int_t w = {counter, target};
-  if (!fixture_run_until(fx, pred_int, &w, timeout_ms))
-    fail_msg("timed out after %d ms waiting for counter %d to reach %d",
-             timeout_ms, *counter, target);
+  if (!fixture_run_while_moving(fx, pred_int, &w, counter, sizeof(*counter),
+                                timeout_ms))
+    fail_msg("counter %d stopped short of %d (no change for %d ms)",
+             *counter, target, timeout_ms);
 }
 
 
@@ -333,9 +366,10 @@ void fixture_wait_size(fixture_t* fx,
                        size_t target,
                        int timeout_ms) {
   wait_size_t w = {counter, target};
-  if (!fixture_run_until(fx, pred_size, &w, timeout_ms))
-    fail_msg("timed out after %d ms waiting for a count of %zu, have %zu",
-             timeout_ms, target, *counter);
+  if (!fixture_run_while_moving(fx, pred_size, &w, counter, sizeof(*counter),
+                                timeout_ms))
+    fail_msg("count %zu stopped short of %zu (no change for %d ms)", *counter,
+             target, timeout_ms);
 }
 
 

@@ -115,8 +115,9 @@ void fixture_start_server_at(fixture_t* fx, const cport_addr_t* addr);
 /* Same for a client service of `n` sessions to `addr`. */
 void fixture_start_client(fixture_t* fx, const cport_addr_t* addr, unsigned n);
 
-/* Dispatch the port until `*counter >= target`, or fail the test after
- * `timeout_ms`. */
+/* Dispatch the port until `*counter >= target`, or fail the test once the
+ * counter has not changed for `timeout_ms` (or after 20 times that in all):
+ * a hang fails, a slow machine only waits longer. */
 void fixture_wait_int(fixture_t* fx,
                       const int* counter,
                       int target,

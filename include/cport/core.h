@@ -18,10 +18,23 @@
  * embedded core, create it (or dispatch it once) on the thread that runs the
  * application's loop, so that this thread is the owner.
  *
- * Safe from any thread: cport_core_post(), cport_core_stop(), and the
- * session functions marked so in session.h (sends, disconnects, references):
- * from a thread that is not the owner they are queued to the port and
- * happen there, in the order in which the calls returned. */
+ * Safe from any thread: cport_core_post(), cport_core_stop(),
+ * cport_service_broadcast() and the session functions marked so in
+ * session.h (sends, disconnects, references). What they ask of a port
+ * happens in the order in which the calls returned, whichever threads made
+ * them: each port has one queue (its mailbox) for jobs, sends, disconnects
+ * and broadcasts alike. A call from a thread that is not the owner joins
+ * the mailbox; a call on the owner acts at once when nothing posted before
+ * it still waits there, and joins the mailbox behind it otherwise (a job
+ * runs in its place in the mailbox, so what a job does acts there).
+ *
+ * Lifetime: a service holds its core's memory, and a session its service's,
+ * so a session reference the application keeps past cport_core_destroy()
+ * stays safe to use: cport_session_unref() frees it (and, with the last
+ * such reference, the core's memory); the sends return UV_ENOTCONN,
+ * cport_session_disconnect() returns 0, and cport_session_id(), _port(),
+ * _user(), _peer_addr(), _is_connected() (0) and _queued_bytes() (0) keep
+ * answering. Nothing else may be called on its service or core. */
 #ifndef CPORT_CORE_H
 #define CPORT_CORE_H
 
@@ -75,10 +88,15 @@ CPORT_API int cport_core_create(cport_core_t** out,
  * Every service on the core must have been destroyed, and the application's
  * own handles on cport_core_loop() closed, before. If a handle is still open
  * the call does not wait for it: it returns and leaks the core, because
- * freeing the loop under a live handle would corrupt memory.
+ * freeing the loop under a live handle would corrupt memory. Jobs and other
+ * requests still queued run first, those that jobs post meanwhile (to any
+ * port) included, until every port's queue is empty.
  * An embedded core closes its handles on the application's loop and its
- * memory is released by that loop's next iteration: run the loop (for
+ * memory is released by that loop's next iteration, after the close
+ * callbacks of the sessions of services destroyed before: run the loop (for
  * example uv_run(loop, UV_RUN_NOWAIT)) before uv_loop_close().
+ * The memory itself goes when the last session reference the application
+ * kept is dropped too (see the top of this file).
  * Thread:  owner, never from a port's own callback.
  * Blocks:  until the port threads have exited. */
 CPORT_API void cport_core_destroy(cport_core_t* core);
@@ -144,13 +162,15 @@ CPORT_API int cport_core_join(cport_core_t* core);
 
 /* Run `fn(arg)` on `port`'s thread (the start of the lecture's JobQueue).
  * Jobs posted to one port run in the order in which the posts returned,
- * each once, from a wake-up of the port's loop (a uv_async_t, which
- * coalesces: one wake-up runs every job queued so far). Under
+ * each once, in order with the sends, disconnects and broadcasts posted to
+ * the same port (see the top of this file), from a wake-up of the port's
+ * loop (a uv_async_t, which coalesces: one wake-up runs everything queued
+ * so far; what those jobs post waits for the next). Under
  * cport_core_run() that is the port's thread; a port driven with
  * cport_core_dispatch() runs its jobs at the start of the next dispatch (or
  * in a wake-up during it); an embedded core runs them in the application's
  * loop. Jobs still queued when the core is destroyed run inside
- * cport_core_destroy(), on the owner's thread.
+ * cport_core_destroy(), on the owner's thread, those posted by them too.
  * Ownership: `arg` stays the caller's; cport only passes it to `fn`.
  * Thread:    any, including a port's own callbacks and jobs.
  * Returns:   0; UV_EINVAL for NULL `core` or `fn` or a bad port index;

@@ -275,7 +275,10 @@ CPORT_API int cport_service_connect(cport_service_t* svc, unsigned n);
  * (the peer does not read) are closed at once. `on_stopped` (may be NULL)
  * runs once, later, on the service's port thread, when every session on
  * every port has had on_disconnected and the listener is closed; it may
- * destroy the service.
+ * destroy the service. No on_connected of the service starts once this has
+ * returned, on any port: a connection accepted but not yet reported on
+ * another port is closed unreported (an on_connected already under way on
+ * another port's thread at the moment of the call may still be running).
  * Thread:  port.
  * Returns: 0; UV_EINVAL for NULL or negative deadline; UV_EALREADY when a
  *          stop is already under way or done (on_stopped is then not
@@ -290,9 +293,10 @@ CPORT_API int cport_service_stop(cport_service_t* svc,
  * the first cause, for a session that was already disconnecting); pending
  * connects report on_connect_failed with UV_ECANCELED; a pending stop's
  * on_stopped is not called. Sessions on the other ports a server spreads
- * over are closed when those ports next wake. The memory is released once
- * libuv has closed every handle, on every port, and the last reference to
- * one of its sessions is gone. Safe inside the service's own callbacks,
+ * over are closed when those ports next wake; no on_connected starts once
+ * this has returned, as for cport_service_stop(). The memory is released
+ * once libuv has closed every handle, on every port, and the last reference
+ * to one of its sessions is gone. Safe inside the service's own callbacks,
  * on_stopped included.
  * Thread: port. */
 CPORT_API void cport_service_destroy(cport_service_t* svc);

@@ -19,12 +19,15 @@
  * Threads: every callback of a session runs on its port's thread. Sends,
  * disconnects, references and the read-only queries marked "any" may come
  * from any thread that holds a reference (cport_session_ref(), taken on the
- * port thread, in on_connected say). From the port's own thread they act at
- * once; from any other thread they are queued to the port (one lock, one
- * uv_async_t wake-up) and act there in the order in which the calls
- * returned. A port's thread is the one that runs it: a thread of
- * cport_core_run(), or the thread that last called cport_core_dispatch() on
- * it (at first, the one that created the core). */
+ * port thread, in on_connected say). They act in the order in which the
+ * calls returned, whichever threads made them, and in order with the jobs
+ * and broadcasts posted to the same port (core.h): from any other thread
+ * they are queued to the port's mailbox (one lock, one uv_async_t wake-up)
+ * and act there; from the port's own thread they act at once, unless
+ * something posted before them still waits in the mailbox, in which case
+ * they are queued behind it. A port's thread is the one that runs it: a
+ * thread of cport_core_run(), or the thread that last called
+ * cport_core_dispatch() on it (at first, the one that created the core). */
 #ifndef CPORT_SESSION_H
 #define CPORT_SESSION_H
 
@@ -49,8 +52,9 @@ typedef struct cport_service_s cport_service_t;
  * during the call; what the kernel does not take at once, and every send
  * made while a write is in flight, is queued and leaves with the other
  * queued sends in one gathered write. Bytes leave in the order of the send
- * calls, across all threads: a send made after another thread's send
- * returned leaves after it, whichever thread makes it. on_send reports each
+ * calls, across all threads: a send made after another thread's send, job
+ * or broadcast returned leaves after what that call sent, whichever thread
+ * makes it. on_send reports each
  * completed send with its length, always from a later callback, never inside
  * this call (a service with on_send therefore always writes through
  * uv_write's callback).
@@ -66,15 +70,17 @@ typedef struct cport_service_s cport_service_t;
  * Returns:   0; UV_EINVAL for NULL `s`, NULL `data`, `len` 0 or `len` over
  *            UINT32_MAX (a libuv buffer's size);
  *            UV_ENOTCONN before on_connected or once a disconnect has begun
- *            (a send from another thread that races the disconnect may
- *            return 0 and then be dropped with the session's other queued
- *            sends);
+ *            (from the moment cport_session_disconnect() returned, on any
+ *            thread; a send that races the disconnect may return 0 and
+ *            then be dropped with the session's other queued sends);
  *            CPORT_ESENDQ if the session already has the service's
  *            send_queue_limit bytes or more queued (nothing is queued; under
  *            CPORT_SENDQ_DISCONNECT the session is also closed at once with
  *            that cause, and its queued sends are dropped without on_send;
- *            from another thread the close is queued, and skipped if even
- *            that request cannot be allocated);
+ *            when the call cannot act at once the close is queued, once
+ *            per session however many sends are refused, and tried again
+ *            at the next refusal if even that request cannot be
+ *            allocated);
  *            UV_ENOMEM (the session is unharmed); or a libuv write error, in
  *            which case the session is being closed. */
 CPORT_API int cport_session_send(cport_session_t* s,
@@ -103,9 +109,12 @@ CPORT_API int cport_session_send_buf(cport_session_t* s, cport_buf_t* buf);
  * nothing. Safe inside any callback of any session. Sends made before the
  * call, on any thread, are flushed first.
  * Ownership: `cause` is copied (at most 255 bytes); it may be NULL.
- * Thread:    any, holding a reference. From another thread the disconnect
- *            is queued behind that thread's sends and happens when the port
- *            takes it; a session not connected yet is left alone.
+ * Thread:    any, holding a reference. From another thread (or while
+ *            earlier requests wait in the port's mailbox) the disconnect is
+ *            queued behind everything posted to the port before it and
+ *            happens when the port takes it; sends made after this returns
+ *            are refused at once (UV_ENOTCONN). A session not connected yet
+ *            is left alone.
  * Returns:   0, also when a disconnect was already under way;
  *            UV_EINVAL for NULL `s`; UV_ENOMEM (another thread only: the
  *            request could not be allocated, nothing happens). */

@@ -1,4 +1,4 @@
-# Sourced by demo.sh and test.sh: configure a build folder of this checkout.
+# Sourced by demo.sh, test.sh and stress.sh: configure a build folder of this checkout.
 #   cport_configure BUILD_DIR [cmake -D options...]
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
@@ -38,4 +38,17 @@ cport_listening_port() {
     sleep 0.1
   done
   return 1
+}
+
+# The sanitizers' options every test run uses: LeakSanitizer exists on
+# Linux only (Apple's ASan aborts when asked for it); stop at the first
+# report.
+cport_sanitizer_env() {
+  if [ "$(uname -s)" = Linux ]; then
+    export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
+  else
+    export ASAN_OPTIONS=abort_on_error=1
+  fi
+  export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+  export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
 }

@@ -42,14 +42,7 @@ run_suite() {
      --parallel 2 -C "$type")
 }
 
-# LeakSanitizer exists on Linux only; Apple's ASan aborts when asked for it.
-if [ "$(uname -s)" = Linux ]; then
-  export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
-else
-  export ASAN_OPTIONS=abort_on_error=1
-fi
-export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
-export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
+cport_sanitizer_env
 
 # Can compiler $1 build and link a program with -fsanitize=$2?
 sanitizer_works() {

@@ -6,6 +6,7 @@
 #include <stdatomic.h>
 
 #include "common.h"
+#include "msg.h" /* the mailbox's entries */
 #include "queue.h"
 #include "send_req.h"
 
@@ -14,11 +15,6 @@
  * thread, so one chunk per port serves every session and an idle session
  * holds no receive memory at all. */
 #define CPORT__READ_CHUNK (64 * 1024)
-
-/* An entry of a port's mailbox (cport__msg_t, send_req.h): whatever another
- * thread asks of the port, or the owner asks while earlier requests still
- * wait there. The port runs each entry's `run` in the order the posts
- * returned; `run` then owns the entry. */
 
 typedef struct cport__port_s {
   cport_core_t* core;

@@ -12,8 +12,9 @@
  * libuv's slow emulated IOCP. So a spreading listener owns a plain
  * listening socket, watches it with uv_poll_t, accepts with accept(), and
  * hands the raw socket to the chosen port, whose uv_tcp_open is the first
- * to tie it to a loop: the same code on epoll, kqueue and IOCP. Ports take
- * connections in turn (round robin), the listener's own port included. */
+ * to tie it to a loop: the same code on epoll, kqueue and IOCP. The
+ * service decides which port takes each one (cport__service_hand_off:
+ * in turn, the listener's own port included). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -34,13 +35,12 @@ struct cport__listener_s {
   int open_handles;     /* tcp, plus spare while it closes */
   cport_service_t* svc; /* NULL once detached from a failed start */
   int closing;
-  /* Spreading: the socket, its watcher, the pause after running out of
-   * descriptors, and the next port's turn (0 = the root's). */
+  /* Spreading: the socket, its watcher, and the pause after running out
+   * of descriptors. */
   int spread;
   uv_os_sock_t sock;
   uv_poll_t poll;
   uv_timer_t backoff;
-  unsigned turn;
   /* Accept failures are logged at most once a second (EMFILE comes in
    * floods); the ones in between are counted into the next line. */
   uint64_t warned_ms;

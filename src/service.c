@@ -498,6 +498,19 @@ int cport__service_admit(cport_service_t* svc) {
 }
 
 
+cport__service_phase_t cport__service_phase(const cport_service_t* svc) {
+  switch (service_state(svc->view.root)) {
+    case SVC_STOPPING:
+    case SVC_STOPPED:
+      return CPORT__PHASE_STOPPING;
+    case SVC_DESTROYING:
+      return CPORT__PHASE_DESTROYING;
+    default:
+      return CPORT__PHASE_RUNNING;
+  }
+}
+
+
 void cport__service_active_add(cport_service_t* svc, int delta) {
   cport_service_t* root = svc->view.root;
   uint_least64_t now;

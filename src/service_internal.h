@@ -69,6 +69,17 @@ void cport__service_detach(cport_service_t* svc, cport__qnode_t* node);
  * Thread: the service's port. */
 int cport__service_admit(cport_service_t* svc);
 
+/* How far the service the application sees (the root) is from running,
+ * read on any of its ports: its sessions' callbacks stop with it, on every
+ * port at once, not when the stop or destroy reaches their port. */
+typedef enum {
+  CPORT__PHASE_RUNNING,    /* or not started yet */
+  CPORT__PHASE_STOPPING,   /* stop called: no more on_recv or on_packet */
+  CPORT__PHASE_DESTROYING  /* destroy called: only on_disconnected */
+} cport__service_phase_t;
+
+cport__service_phase_t cport__service_phase(const cport_service_t* svc);
+
 /* A session of the root's reached on_connected (+1) or ended (-1). Thread:
  * the service's port. */
 void cport__service_active_add(cport_service_t* svc, int delta);

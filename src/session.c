@@ -12,9 +12,12 @@
  * touches freed memory. The block holds its service, which holds its core,
  * so a reference kept past cport_core_destroy() still finds its port.
  *
- * States. INIT -> (CONNECTING ->) CONNECTED -> SHUTTING -> CLOSED. SHUTTING
- * means a uv_shutdown is pending: libuv completes it after every queued write
- * has reached the kernel, which gives the graceful flush for free. CLOSED
+ * States. INIT -> (CONNECTING ->) CONNECTED -> (FLUSHING ->) SHUTTING ->
+ * CLOSED. FLUSHING means a graceful disconnect waits for its turn in the
+ * port's mailbox, behind sends posted before it began (session_shutdown).
+ * SHUTTING means a uv_shutdown is pending: libuv completes it after every
+ * queued write has reached the kernel, which gives the graceful flush for
+ * free. CLOSED
  * means uv_close has been called; pending writes then complete with
  * UV_ECANCELED before the close callback, which runs on_disconnected, so
  * on_send never follows on_disconnected. The states and flags in the
@@ -68,7 +71,7 @@
  * next one. libuv copies the array, so it can live on the stack. */
 #define SESSION_GATHER_MAX 64
 
-enum { S_INIT, S_CONNECTING, S_CONNECTED, S_SHUTTING, S_CLOSED };
+enum { S_INIT, S_CONNECTING, S_CONNECTED, S_FLUSHING, S_SHUTTING, S_CLOSED };
 
 /* The flags of `pending`, above any byte count. CLOSED: sends are refused
  * with UV_ENOTCONN (before on_connected, and from the call that began a
@@ -349,6 +352,7 @@ static void session_write_cb(uv_write_t* req, int status) {
   uint32_t n = first->nbatch;
   size_t bytes = 0;
   cport__qnode_t* node;
+  int report;
   /* libuv completes a stream's writes in order, so this write's requests
    * are the oldest in the queue. They leave it before on_send runs: a send
    * made there joins the queue behind what is still unwritten. */
@@ -361,9 +365,15 @@ static void session_write_cb(uv_write_t* req, int status) {
   CPORT__SVC_STAT_SUB(svc, queued_bytes, bytes);
   if (status == 0)
     CPORT__SVC_STAT_ADD(svc, bytes_out, bytes);
+  /* No on_send once the session is closing by force (its queued sends go
+   * unreported too) or its service is being destroyed, whichever port did
+   * that: checked before each call, since a destroy on another port may
+   * come between two. */
+  report = status == 0 && v->opts.cbs.on_send != NULL;
   while ((node = cport__queue_pop(&done)) != NULL) {
     cport__send_req_t* r = req_of(node);
-    if (status == 0 && v->opts.cbs.on_send != NULL)
+    if (report && s->state != S_CLOSED &&
+        cport__service_phase(svc) != CPORT__PHASE_DESTROYING)
       v->opts.cbs.on_send(s, r->len);
     cport__send_req_put(&v->port->send_pool, r);
   }
@@ -373,7 +383,7 @@ static void session_write_cb(uv_write_t* req, int status) {
   /* Sends made while this write was in flight (on_send's included) leave
    * together now. A session that is shutting down has handed libuv
    * everything already. */
-  if (s->state == S_CONNECTED) {
+  if (s->state == S_CONNECTED || s->state == S_FLUSHING) {
     int rc = session_kick(s);
     if (rc != 0)
       cport__session_close(s, rc, NULL, CPORT__CLOSE_FORCE);
@@ -400,10 +410,12 @@ typedef struct session_connect_s {
   int timed_out;
 } session_connect_t;
 
-/* A graceful disconnect's shutdown, timed by disconnect_timeout_ms. */
+/* A graceful disconnect's shutdown, timed by disconnect_timeout_ms; `msg`
+ * posts it behind what waits in the port's mailbox (S_FLUSHING). */
 typedef struct session_shutdown_s {
   uv_shutdown_t req;
   cport__timed_t timed;
+  cport__msg_t msg;
 } session_shutdown_t;
 
 /* stats.disconnects_*, by the code a connected session ended with. */
@@ -485,12 +497,12 @@ static void session_shutdown_cb(uv_shutdown_t* req, int status) {
 }
 
 
-/* Flush, then shut down the write side. Returns 0 when the shutdown is
- * pending, non-zero when the session must be closed at once instead. */
-static int session_shutdown(cport_session_t* s) {
-  cport__service_view_t* v = VIEW(s);
+/* Hand libuv every queued send, then shut down the write side: d's
+ * shutdown. Returns 0 when the shutdown is pending; non-zero when the
+ * session must be closed at once instead (`d` is then freed). */
+static int session_shutdown_now(cport_session_t* s, session_shutdown_t* d) {
+  cport__timeouts_t* t = &VIEW(s)->timeouts;
   cport__qnode_t* n = cport__queue_head(&s->sendq);
-  session_shutdown_t* d;
   /* libuv refuses writes once a shutdown is queued, and completes the
    * shutdown only after the writes queued before it: hand it every queued
    * send first, behind the write in flight. */
@@ -498,21 +510,62 @@ static int session_shutdown(cport_session_t* s) {
     uint32_t skip = req_of(n)->nbatch;
     while (skip-- > 0) n = n->next;
   }
-  if (n != NULL && session_write_from(s, n, 1) != 0)
-    return -1;
-  d = cport__calloc(1, sizeof(*d));
-  if (d == NULL)
-    return -1;
-  d->req.data = s;
-  cport_session_ref(s);
-  if (uv_shutdown(&d->req, (uv_stream_t*)&s->tcp, session_shutdown_cb) != 0) {
-    cport_session_unref(s);
+  if ((n != NULL && session_write_from(s, n, 1) != 0) ||
+      uv_shutdown(&d->req, (uv_stream_t*)&s->tcp, session_shutdown_cb) != 0) {
+    cport__timeouts_remove(t, CPORT__TIMEOUT_FLUSH, &d->timed);
     cport__free(d);
     return -1;
   }
-  /* Nothing to flush: the shutdown completes in the next round anyway. */
-  if (!cport__queue_empty(&s->sendq))
-    cport__timeouts_add(&v->timeouts, CPORT__TIMEOUT_FLUSH, &d->timed);
+  s->state = S_SHUTTING;
+  cport_session_ref(s); /* the shutdown request's */
+  /* Nothing to flush: the shutdown completes in the next round anyway. A
+   * flush that waited for the mailbox is timed from its start. */
+  if (cport__queue_empty(&s->sendq))
+    cport__timeouts_remove(t, CPORT__TIMEOUT_FLUSH, &d->timed);
+  else if (!cport__queue_linked(&t->lists[CPORT__TIMEOUT_FLUSH], &d->timed.node))
+    cport__timeouts_add(t, CPORT__TIMEOUT_FLUSH, &d->timed);
+  return 0;
+}
+
+
+/* The deferred shutdown's turn in the mailbox: every send posted before
+ * the disconnect began has joined the send queue by now. */
+static void session_flushed_run(cport__msg_t* m, const cport__msg_t* next) {
+  session_shutdown_t* d = cport__container_of(m, session_shutdown_t, msg);
+  cport_session_t* s = d->req.data;
+  (void)next;
+  if (s->state != S_FLUSHING) {
+    /* Closed by force meanwhile. */
+    cport__timeouts_remove(&VIEW(s)->timeouts, CPORT__TIMEOUT_FLUSH,
+                           &d->timed);
+    cport__free(d);
+  } else if (session_shutdown_now(s, d) != 0) {
+    s->state = S_CLOSED;
+    uv_close((uv_handle_t*)&s->tcp, session_close_cb);
+  }
+  cport_session_unref(s); /* the entry's */
+}
+
+
+/* Begin a graceful close: flush, then shut down the write side. Sends
+ * posted to the port before the disconnect began (on any thread, the
+ * owner's too) still wait in the mailbox when it is not empty: the
+ * shutdown then takes its place behind them (S_FLUSHING), so they are
+ * flushed as well. Returns 0 when the close is under way, non-zero when
+ * the session must be closed at once instead. */
+static int session_shutdown(cport_session_t* s) {
+  cport__service_view_t* v = VIEW(s);
+  session_shutdown_t* d = cport__calloc(1, sizeof(*d));
+  if (d == NULL)
+    return -1;
+  d->req.data = s;
+  if (cport__port_direct(v->port))
+    return session_shutdown_now(s, d);
+  s->state = S_FLUSHING;
+  cport__timeouts_add(&v->timeouts, CPORT__TIMEOUT_FLUSH, &d->timed);
+  d->msg.run = session_flushed_run;
+  cport_session_ref(s); /* the entry's */
+  cport__port_post(v->port, &d->msg);
   return 0;
 }
 
@@ -524,7 +577,7 @@ void cport__session_close(cport_session_t* s,
   cport__service_view_t* v = VIEW(s);
   if (s->state == S_CLOSED)
     return;
-  if (s->state == S_SHUTTING) {
+  if (s->state == S_SHUTTING || s->state == S_FLUSHING) {
     if (mode == CPORT__CLOSE_FORCE) {
       s->state = S_CLOSED;
       uv_close((uv_handle_t*)&s->tcp, session_close_cb);
@@ -544,11 +597,9 @@ void cport__session_close(cport_session_t* s,
     uv_read_stop((uv_stream_t*)&s->tcp);
     s->reading = 0;
   }
-  if (mode == CPORT__CLOSE_GRACEFUL && s->state == S_CONNECTED) {
-    s->state = S_SHUTTING;
-    if (session_shutdown(s) == 0)
-      return;
-  }
+  if (mode == CPORT__CLOSE_GRACEFUL && s->state == S_CONNECTED &&
+      session_shutdown(s) == 0)
+    return;
   s->state = S_CLOSED;
   uv_close((uv_handle_t*)&s->tcp, session_close_cb);
 }
@@ -631,7 +682,9 @@ static void session_msg_run(cport__msg_t* m, const cport__msg_t* next) {
   cport_session_t* s = r->req.data;
   switch ((cport__send_op_t)r->op) {
     case CPORT__OP_SEND:
-      if (s->state != S_CONNECTED) {
+      /* A session flushing its disconnect takes the sends posted before
+       * the disconnect began: their entries come before its shutdown's. */
+      if (s->state != S_CONNECTED && s->state != S_FLUSHING) {
         /* Disconnected since the call: dropped like the queued sends of a
          * forced close. */
         session_unqueue(s, r->len);
@@ -783,6 +836,11 @@ static void session_deliver(cport_session_t* s,
                             size_t len) {
   const cport__service_view_t* v = VIEW(s);
   int rc;
+  /* A stop or destroy made on another port reaches this one later; the
+   * service's callbacks end with the call, so received bytes wait in
+   * neither on_recv nor the buffer for it. */
+  if (cport__service_phase(SVC(s)) != CPORT__PHASE_RUNNING)
+    return;
   if (v->opts.cbs.on_packet != NULL) {
     /* At most one partial packet, plus one read held back by a pause (the
      * sum saturates where size_t has 32 bits). */
@@ -860,15 +918,32 @@ void cport__session_start(cport_session_t* s) {
   cport__service_view_t* v = cport__service_view(svc);
   struct sockaddr_storage peer;
   int len = (int)sizeof(peer);
+  int rc;
   if (!cport__service_admit(svc)) {
     /* Stopped or destroyed, maybe on another port, since the connection
      * was accepted: never reported. */
     cport__session_close(s, CPORT_ESTOPPED, NULL, CPORT__CLOSE_FORCE);
     return;
   }
-  if (uv_tcp_getpeername(&s->tcp, (struct sockaddr*)&peer, &len) == 0 &&
-      (size_t)len <= sizeof(s->peer))
-    memcpy(s->peer, &peer, (size_t)len);
+  rc = uv_tcp_getpeername(&s->tcp, (struct sockaddr*)&peer, &len);
+  if (rc != 0 && v->kind == CPORT_SERVICE_CLIENT) {
+    /* The peer is the address the client connected to. */
+    const struct sockaddr* to = cport_addr_sockaddr(cport__service_addr(svc));
+    len = to->sa_family == AF_INET6 ? (int)sizeof(struct sockaddr_in6)
+                                    : (int)sizeof(struct sockaddr_in);
+    memcpy(&peer, to, (size_t)len);
+    rc = 0;
+  }
+  if (rc != 0 || (size_t)len > sizeof(s->peer)) {
+    /* An accepted connection whose peer is already gone (reset before the
+     * session could start): nothing to report, cport_session_peer_addr()
+     * could not answer. */
+    CPORT__SVC_STAT_ADD(svc, accept_errors, 1);
+    cport__session_close(s, rc != 0 ? rc : UV_EINVAL, NULL,
+                         CPORT__CLOSE_FORCE);
+    return;
+  }
+  memcpy(s->peer, &peer, (size_t)len);
   if (v->opts.tcp_nodelay)
     (void)uv_tcp_nodelay(&s->tcp, 1); /* best effort, like libuv's own */
   if (v->opts.tcp_keepalive_s > 0)
@@ -988,10 +1063,15 @@ static size_t session_bytes_len(const session_bytes_t* b) {
 
 
 /* The admission every send passes, whichever thread makes it: refused with
- * UV_ENOTCONN once a disconnect has begun (or before on_connected), with
+ * UV_ENOTCONN once a disconnect has begun (or before on_connected, or once
+ * the service is stopping), with
  * CPORT_ESENDQ when `queued` bytes already reach the limit. */
 static int session_admit(cport_session_t* s, size_t pending) {
-  if (pending & SEND_CLOSED)
+  /* A stop or destroy of the service, made on any port, ends its sessions:
+   * a send after it returned would only be dropped when the stop reaches
+   * this session's port. */
+  if ((pending & SEND_CLOSED) ||
+      cport__service_phase(SVC(s)) != CPORT__PHASE_RUNNING)
     return UV_ENOTCONN;
   if ((pending & ~SEND_FLAGS) >= VIEW(s)->opts.send_queue_limit)
     return CPORT_ESENDQ;

@@ -3,8 +3,9 @@
  * CPORT__STATS is the one list of the counters each service keeps per port.
  * It expands into the per-port struct below, into cport_service_stats()'s
  * sum over the ports (service.c) and into a compile-time check that every
- * one is a field of the public cport_service_stats_t; scripts/check-docs.sh
- * reads it to check that docs/api/service.md names each. (`active` and
+ * one is a field of the public cport_service_stats_t;
+ * scripts/check-structure.sh reads it to check that docs/api/service.md
+ * names each. (`active` and
  * `peak` are not here: they are one count per service, not per port.) */
 #ifndef CPORT_STATS_H
 #define CPORT_STATS_H

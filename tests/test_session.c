@@ -1188,7 +1188,7 @@ static void test_session_disconnect_from_afar_flushes_earlier_sends(
   x.disconnect_cause = "from another thread";
   xsender_run(&x);
   assert_int_equal(x.errors, 0);
-  /* Queued, not yet taken by the port: the session still looks up. */
+  /* Queued, not yet taken by the port: the bytes still count. */
   assert_true(cport_session_queued_bytes(s) >= 100 * XS_MSG);
   fixture_wait_int(fx, &fx->disconnected, 1, FIXTURE_TIMEOUT_MS);
   fixture_wait_int(fx, &p->eof, 1, FIXTURE_TIMEOUT_MS);

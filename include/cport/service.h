@@ -334,8 +334,10 @@ CPORT_API int cport_service_foreach(cport_service_t* svc,
 /* Send the shared buffer `buf` to every live session of the service, on
  * every port it spreads over, without copying the bytes: each session's
  * write request takes a reference (cport_session_send_buf). Sessions on
- * ports the calling thread runs get it during the call; the others when
- * their port next wakes, in order with that port's other work. A session
+ * ports the calling thread runs get it during the call (unless requests
+ * posted earlier still wait in that port's mailbox: then it queues behind
+ * them); the others when their port next wakes, in order with that port's
+ * other work. A session
  * whose send queue is full misses it (CPORT_SENDQ_PAUSE_READ) or is
  * disconnected (CPORT_SENDQ_DISCONNECT); the others are not held back.
  * Ownership: the caller keeps its reference and may drop it at once; the

@@ -26,8 +26,9 @@
  * and act there; from the port's own thread they act at once, unless
  * something posted before them still waits in the mailbox, in which case
  * they are queued behind it. A port's thread is the one that runs it: a
- * thread of cport_core_run(), or the thread that last called
- * cport_core_dispatch() on it (at first, the one that created the core). */
+ * thread of cport_core_run(), the caller of cport_core_run_here() for port
+ * 0, or the thread that last called cport_core_dispatch() on it (at first,
+ * the one that created the core). */
 #ifndef CPORT_SESSION_H
 #define CPORT_SESSION_H
 
@@ -70,9 +71,10 @@ typedef struct cport_service_s cport_service_t;
  * Returns:   0; UV_EINVAL for NULL `s`, NULL `data`, `len` 0 or `len` over
  *            UINT32_MAX (a libuv buffer's size);
  *            UV_ENOTCONN before on_connected or once a disconnect has begun
- *            (from the moment cport_session_disconnect() returned, on any
- *            thread; a send that races the disconnect may return 0 and
- *            then be dropped with the session's other queued sends);
+ *            (from the moment cport_session_disconnect(), or a stop or
+ *            destroy of its service, returned, on any thread; a send that
+ *            races the disconnect may return 0 and then be dropped with the
+ *            session's other queued sends);
  *            CPORT_ESENDQ if the session already has the service's
  *            send_queue_limit bytes or more queued (nothing is queued; under
  *            CPORT_SENDQ_DISCONNECT the session is also closed at once with
@@ -116,8 +118,9 @@ CPORT_API int cport_session_send_buf(cport_session_t* s, cport_buf_t* buf);
  *            are refused at once (UV_ENOTCONN). A session not connected yet
  *            is left alone.
  * Returns:   0, also when a disconnect was already under way;
- *            UV_EINVAL for NULL `s`; UV_ENOMEM (another thread only: the
- *            request could not be allocated, nothing happens). */
+ *            UV_EINVAL for NULL `s`; UV_ENOMEM (only when the disconnect
+ *            must be queued: the request could not be allocated, nothing
+ *            happens). */
 CPORT_API int cport_session_disconnect(cport_session_t* s, const char* cause);
 
 /* Take a reference: the session's memory and user area stay valid until the

@@ -446,7 +446,11 @@ int cport_core_post(cport_core_t* core,
 void cport__port_post(cport__port_t* port, cport__msg_t* m) {
   uv_mutex_lock(&port->lock);
   cport__queue_push(&port->mailbox, &m->node);
-  atomic_fetch_add_explicit(&port->mail, 1, memory_order_release);
+  /* Every writer holds the lock: a load and a store, no locked
+   * instruction. */
+  atomic_store_explicit(
+      &port->mail, atomic_load_explicit(&port->mail, memory_order_relaxed) + 1,
+      memory_order_release);
   uv_mutex_unlock(&port->lock);
   /* The entry is queued whatever this returns (libuv 1.44 always returns
    * 0): reporting an error now would invite the caller to free it. */

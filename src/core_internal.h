@@ -63,10 +63,17 @@ int cport__port_is_mine(cport__port_t* port);
  * call, which is where the call belongs). Otherwise the call must post
  * what it does, so that it happens after what was posted before it.
  * Thread: any. */
+static inline int cport__port_direct(cport__port_t* port);
+
+/* The second half of cport__port_direct(), for a caller that knows it owns
+ * the port. */
+static inline int cport__port_quiet(cport__port_t* port) {
+  return port->draining ||
+         atomic_load_explicit(&port->mail, memory_order_acquire) == 0;
+}
+
 static inline int cport__port_direct(cport__port_t* port) {
-  return cport__port_is_mine(port) &&
-         (port->draining ||
-          atomic_load_explicit(&port->mail, memory_order_acquire) == 0);
+  return cport__port_is_mine(port) && cport__port_quiet(port);
 }
 
 /* Append `m` (run set; the entry is the caller's until it has run) to the

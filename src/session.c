@@ -1110,16 +1110,17 @@ static int session_refuse(cport_session_t* s, int direct) {
 
 
 /* A request holding the send's bytes (copied, or a reference to the shared
- * buffer): from the port's pool on the port's thread, else allocated.
+ * buffer): from the port's pool on the port's thread (`mine`), else
+ * allocated.
  * Returns NULL when out of memory. */
 static cport__send_req_t* session_request(cport_session_t* s,
                                           const session_bytes_t* b,
-                                          int copy) {
+                                          int copy,
+                                          int mine) {
   cport__port_t* port = VIEW(s)->port;
   size_t room = b->shared != NULL ? 0 : session_bytes_len(b);
-  cport__send_req_t* r = cport__port_is_mine(port)
-                             ? cport__send_req_get(&port->send_pool, room)
-                             : cport__send_req_alloc(room);
+  cport__send_req_t* r = mine ? cport__send_req_get(&port->send_pool, room)
+                              : cport__send_req_alloc(room);
   if (r == NULL)
     return NULL;
   r->len = (uint32_t)session_bytes_len(b);
@@ -1147,7 +1148,7 @@ static int session_send_direct(cport_session_t* s, const session_bytes_t* b) {
   /* The request comes first, even when a direct write may not need it: a
    * send that cannot get one must fail before any byte has left, so that
    * UV_ENOMEM queues nothing and leaves the session unharmed. */
-  r = session_request(s, b, 0);
+  r = session_request(s, b, 0, 1);
   if (r == NULL)
     return UV_ENOMEM;
   CPORT__SVC_STAT_ADD(svc, sends, 1);
@@ -1196,7 +1197,9 @@ static int session_send_direct(cport_session_t* s, const session_bytes_t* b) {
 
 /* A send that must follow what was posted before it: checked and counted
  * here, posted to the port, which pushes it in call order. */
-static int session_send_posted(cport_session_t* s, const session_bytes_t* b) {
+static int session_send_posted(cport_session_t* s,
+                               const session_bytes_t* b,
+                               int mine) {
   size_t len = session_bytes_len(b);
   cport__send_req_t* r;
   /* Counted before the check, so that concurrent senders see each other's
@@ -1208,23 +1211,25 @@ static int session_send_posted(cport_session_t* s, const session_bytes_t* b) {
     session_unqueue(s, len);
     return rc == CPORT_ESENDQ ? session_refuse(s, 0) : rc;
   }
-  r = session_request(s, b, 1);
+  r = session_request(s, b, 1, mine);
   if (r == NULL) {
     session_unqueue(s, len);
     return UV_ENOMEM;
   }
   r->op = CPORT__OP_SEND;
   session_post(s, r);
-  if (cport__port_is_mine(VIEW(s)->port))
+  if (mine)
     session_pause_if_over_limit(s);
   return 0;
 }
 
 
 static int session_send(cport_session_t* s, const session_bytes_t* b) {
-  if (cport__port_direct(VIEW(s)->port))
+  cport__port_t* port = VIEW(s)->port;
+  int mine = cport__port_is_mine(port);
+  if (mine && cport__port_quiet(port)) /* cport__port_direct() */
     return session_send_direct(s, b);
-  return session_send_posted(s, b);
+  return session_send_posted(s, b, mine);
 }
 
 
@@ -1303,10 +1308,12 @@ unsigned cport_session_port(const cport_session_t* s) {
 
 
 int cport_session_is_connected(const cport_session_t* s) {
+  /* The same test as a send's admission. */
   return s != NULL &&
          !(atomic_load_explicit(&((cport_session_t*)s)->pending,
                                 memory_order_acquire) &
-           SEND_CLOSED);
+           SEND_CLOSED) &&
+         cport__service_phase(SVC(s)) == CPORT__PHASE_RUNNING;
 }
 
 

@@ -1081,6 +1081,125 @@ static void handoff_case(fixture_t* fx, int stop, char* out, size_t size) {
  * call returned, and so no on_disconnected for it either); after a stop,
  * on_stopped still arrives. Port 1 is driven only after the call, so the
  * hand-off is certainly queued behind it. */
+/* ---- a stop ends the callbacks on every port at once ---- */
+
+typedef struct phase_rig_s {
+  cport_session_t* far; /* the session on port 1, referenced */
+  int stop_returned;
+  int recv_after_stop;
+  int disconnected;
+  int stopped;
+} phase_rig_t;
+
+
+static void phase_connected(cport_session_t* s) {
+  phase_rig_t* r = cport_service_get_data(cport_session_service(s));
+  if (cport_session_port(s) == 1 && r->far == NULL) {
+    cport_session_ref(s);
+    r->far = s;
+  }
+}
+
+
+static size_t phase_recv(cport_session_t* s, const uint8_t* data, size_t len) {
+  phase_rig_t* r = cport_service_get_data(cport_session_service(s));
+  (void)data;
+  if (r->stop_returned)
+    r->recv_after_stop++;
+  return len;
+}
+
+
+static void phase_disconnected(cport_session_t* s,
+                               int code,
+                               const char* cause) {
+  phase_rig_t* r = cport_service_get_data(cport_session_service(s));
+  (void)code;
+  (void)cause;
+  r->disconnected++;
+}
+
+
+static void phase_stopped(cport_service_t* svc) {
+  phase_rig_t* r = cport_service_get_data(svc);
+  r->stopped++;
+}
+
+
+static int phase_far_connected(void* arg) {
+  return ((phase_rig_t*)arg)->far != NULL;
+}
+
+
+typedef struct phase_wait_s {
+  phase_rig_t* r;
+  peer_t* p1;
+  peer_t* p2;
+} phase_wait_t;
+
+
+static int phase_all_over(void* arg) {
+  phase_wait_t* w = arg;
+  return w->r->stopped == 1 && w->r->disconnected == 2 && peer_ended(w->p1) &&
+         peer_ended(w->p2);
+}
+
+
+/* A spreading server on two ports, driven from this thread: once
+ * cport_service_stop() has returned on port 0, the session on port 1 (whose
+ * port has not taken the stop yet) refuses sends and reports no more bytes
+ * (service.h: on every port at once). */
+static void test_service_stop_ends_callbacks_on_every_port(void** state) {
+  fixture_t* fx = *state;
+  cport_core_opts_t copts;
+  cport_service_opts_t o;
+  cport_core_t* core = NULL;
+  cport_service_t* svc = NULL;
+  cport_addr_t addr;
+  phase_rig_t r;
+  phase_wait_t w;
+  memset(&r, 0, sizeof(r));
+  cport_core_opts_init(&copts);
+  copts.ports = 2;
+  assert_int_equal(cport_core_create(&core, &copts), 0);
+  cport_service_opts_init(&o);
+  o.cbs.on_connected = phase_connected;
+  o.cbs.on_recv = phase_recv;
+  o.cbs.on_disconnected = phase_disconnected;
+  o.data = &r;
+  assert_int_equal(cport_addr_parse(&addr, "127.0.0.1", 0), 0);
+  assert_int_equal(
+      cport_service_create(&svc, core, CPORT_SERVICE_SERVER, &addr, &o), 0);
+  assert_int_equal(cport_service_start(svc), 0);
+  assert_int_equal(cport_service_local_addr(svc, &addr), 0);
+  /* The 1st connection stays on port 0, the 2nd goes to port 1. */
+  memset(&w, 0, sizeof(w));
+  w.r = &r;
+  w.p1 = peer_connect(fx, &addr, 0);
+  w.p2 = peer_connect(fx, &addr, 0);
+  assert_true(handoff_drive(fx, core, 2, phase_far_connected, &r));
+  assert_true(cport_session_is_connected(r.far));
+
+  assert_int_equal(cport_service_stop(svc, 5000, phase_stopped), 0);
+  r.stop_returned = 1;
+  /* Port 1 has not run since: the session there is already ended for the
+   * application. */
+  assert_int_equal(cport_session_send(r.far, "late", 4), UV_ENOTCONN);
+  assert_int_equal(cport_session_is_connected(r.far), 0);
+  peer_write(w.p2, "more", 4);
+  assert_true(handoff_drive(fx, core, 2, phase_all_over, &w));
+  assert_int_equal(r.recv_after_stop, 0);
+  assert_int_equal(w.p2->received.len, 0);
+
+  cport_session_unref(r.far);
+  cport_service_destroy(svc);
+  assert_true(handoff_drive(fx, core, 2, handoff_cores_idle, core));
+  peer_destroy(w.p1);
+  peer_destroy(w.p2);
+  cport_core_destroy(core);
+}
+
+
 static void test_audit_spread_handoff_after_destroy_or_stop(void** state) {
   fixture_t* fx = *state;
   char destroy_err[160];
@@ -1207,6 +1326,7 @@ int main(void) {
       T(test_service_rejects_invalid_arguments),
       T(test_audit_service_rejects_user_size_that_overflows),
       T(test_audit_spread_handoff_after_destroy_or_stop),
+      T(test_service_stop_ends_callbacks_on_every_port),
       T(test_audit_stop_then_destroy_spread_server_has_no_race),
 #undef T
   };

@@ -85,7 +85,9 @@ typedef struct cport_session_cbs_s {
                     unsigned id,
                     const uint8_t* payload,
                     size_t len);
-  /* One cport_session_send() of `len` bytes has been written to the kernel. */
+  /* One cport_session_send() of `len` bytes has been written to the kernel.
+   * Not reported once the session is closing by force (a reset, a
+   * destroy, a deadline) or once cport_service_destroy() has returned. */
   void (*on_send)(cport_session_t* s, size_t len);
   /* The session is over; runs exactly once for every session that reached
    * on_connected. `code` says why: UV_EOF (peer closed), UV_ECONNRESET and
@@ -189,7 +191,8 @@ typedef struct cport_service_opts_s {
 typedef struct cport_service_stats_s {
   uint64_t connected;      /* sessions that reached on_connected */
   uint64_t rejected;       /* server: closed at once at max_sessions */
-  uint64_t accept_errors;  /* server: failed accepts (EMFILE and the like;
+  uint64_t accept_errors;  /* server: failed accepts (EMFILE and the like,
+                              or a peer gone before its session started;
                               a one-port server's libuv hides most EMFILE) */
   uint64_t connect_failed; /* client: failed connect attempts */
   uint64_t active;         /* live sessions now (see session_count) */
@@ -275,10 +278,12 @@ CPORT_API int cport_service_connect(cport_service_t* svc, unsigned n);
  * (the peer does not read) are closed at once. `on_stopped` (may be NULL)
  * runs once, later, on the service's port thread, when every session on
  * every port has had on_disconnected and the listener is closed; it may
- * destroy the service. No on_connected of the service starts once this has
- * returned, on any port: a connection accepted but not yet reported on
- * another port is closed unreported (an on_connected already under way on
- * another port's thread at the moment of the call may still be running).
+ * destroy the service. Once this has returned, on every port at once: no
+ * on_connected starts (a connection accepted but not yet reported on
+ * another port is closed unreported), no on_recv or on_packet runs, and
+ * sends return UV_ENOTCONN; only on_send and on_disconnected follow. (A
+ * callback already under way on another port's thread at the moment of
+ * the call may still be running.)
  * Thread:  port.
  * Returns: 0; UV_EINVAL for NULL or negative deadline; UV_EALREADY when a
  *          stop is already under way or done (on_stopped is then not
@@ -293,8 +298,9 @@ CPORT_API int cport_service_stop(cport_service_t* svc,
  * the first cause, for a session that was already disconnecting); pending
  * connects report on_connect_failed with UV_ECANCELED; a pending stop's
  * on_stopped is not called. Sessions on the other ports a server spreads
- * over are closed when those ports next wake; no on_connected starts once
- * this has returned, as for cport_service_stop(). The memory is released
+ * over are closed when those ports next wake, but once this has returned
+ * only their on_disconnected runs, as for cport_service_stop() but without
+ * on_send either. The memory is released
  * once libuv has closed every handle, on every port, and the last reference
  * to one of its sessions is gone. Safe inside the service's own callbacks,
  * on_stopped included.

@@ -155,7 +155,8 @@ CPORT_API uint64_t cport_session_id(const cport_session_t* s);
  * Thread: any, holding a reference. Returns 0 for NULL. */
 CPORT_API unsigned cport_session_port(const cport_session_t* s);
 
-/* Non-zero between on_connected and the start of a disconnect.
+/* Non-zero between on_connected and the start of a disconnect (or a stop or
+ * destroy of its service): while it says 0, sends return UV_ENOTCONN.
  * Thread: any, holding a reference (from another thread the answer may be
  * outdated by the time it is read). */
 CPORT_API int cport_session_is_connected(const cport_session_t* s);

@@ -1084,7 +1084,7 @@ static void handoff_case(fixture_t* fx, int stop, char* out, size_t size) {
 /* ---- a stop ends the callbacks on every port at once ---- */
 
 typedef struct phase_rig_s {
-  cport_session_t* far; /* the session on port 1, referenced */
+  cport_session_t* remote; /* the session on port 1, referenced */
   int stop_returned;
   int recv_after_stop;
   int disconnected;
@@ -1094,9 +1094,9 @@ typedef struct phase_rig_s {
 
 static void phase_connected(cport_session_t* s) {
   phase_rig_t* r = cport_service_get_data(cport_session_service(s));
-  if (cport_session_port(s) == 1 && r->far == NULL) {
+  if (cport_session_port(s) == 1 && r->remote == NULL) {
     cport_session_ref(s);
-    r->far = s;
+    r->remote = s;
   }
 }
 
@@ -1126,8 +1126,8 @@ static void phase_stopped(cport_service_t* svc) {
 }
 
 
-static int phase_far_connected(void* arg) {
-  return ((phase_rig_t*)arg)->far != NULL;
+static int phase_remote_connected(void* arg) {
+  return ((phase_rig_t*)arg)->remote != NULL;
 }
 
 
@@ -1177,21 +1177,21 @@ static void test_service_stop_ends_callbacks_on_every_port(void** state) {
   w.r = &r;
   w.p1 = peer_connect(fx, &addr, 0);
   w.p2 = peer_connect(fx, &addr, 0);
-  assert_true(handoff_drive(fx, core, 2, phase_far_connected, &r));
-  assert_true(cport_session_is_connected(r.far));
+  assert_true(handoff_drive(fx, core, 2, phase_remote_connected, &r));
+  assert_true(cport_session_is_connected(r.remote));
 
   assert_int_equal(cport_service_stop(svc, 5000, phase_stopped), 0);
   r.stop_returned = 1;
   /* Port 1 has not run since: the session there is already ended for the
    * application. */
-  assert_int_equal(cport_session_send(r.far, "late", 4), UV_ENOTCONN);
-  assert_int_equal(cport_session_is_connected(r.far), 0);
+  assert_int_equal(cport_session_send(r.remote, "late", 4), UV_ENOTCONN);
+  assert_int_equal(cport_session_is_connected(r.remote), 0);
   peer_write(w.p2, "more", 4);
   assert_true(handoff_drive(fx, core, 2, phase_all_over, &w));
   assert_int_equal(r.recv_after_stop, 0);
   assert_int_equal(w.p2->received.len, 0);
 
-  cport_session_unref(r.far);
+  cport_session_unref(r.remote);
   cport_service_destroy(svc);
   assert_true(handoff_drive(fx, core, 2, handoff_cores_idle, core));
   peer_destroy(w.p1);

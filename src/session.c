@@ -365,15 +365,14 @@ static void session_write_cb(uv_write_t* req, int status) {
   CPORT__SVC_STAT_SUB(svc, queued_bytes, bytes);
   if (status == 0)
     CPORT__SVC_STAT_ADD(svc, bytes_out, bytes);
-  /* No on_send once the session is closing by force (its queued sends go
-   * unreported too) or its service is being destroyed, whichever port did
-   * that: checked before each call, since a destroy on another port may
-   * come between two. */
+  /* Bytes that reached the kernel are reported, also during a forced
+   * close, but no on_send runs once the service's destroy has returned,
+   * whichever port made it: checked before each call, since a destroy on
+   * another port may come between two. */
   report = status == 0 && v->opts.cbs.on_send != NULL;
   while ((node = cport__queue_pop(&done)) != NULL) {
     cport__send_req_t* r = req_of(node);
-    if (report && s->state != S_CLOSED &&
-        cport__service_phase(svc) != CPORT__PHASE_DESTROYING)
+    if (report && cport__service_phase(svc) != CPORT__PHASE_DESTROYING)
       v->opts.cbs.on_send(s, r->len);
     cport__send_req_put(&v->port->send_pool, r);
   }
@@ -766,6 +765,10 @@ static int session_consume_raw(void* ctx,
                                size_t* consumed) {
   cport_session_t* s = ctx;
   *consumed = len;
+  /* As for packets: the receive buffer may call on_recv more than once per
+   * read. */
+  if (cport__service_phase(SVC(s)) != CPORT__PHASE_RUNNING)
+    return CPORT__RECV_STOP;
   if (VIEW(s)->opts.cbs.on_recv != NULL) {
     s->in_recv = 1;
     *consumed = VIEW(s)->opts.cbs.on_recv(s, data, len);
@@ -788,6 +791,10 @@ static int session_on_packet(void* ctx,
                              const uint8_t* payload,
                              size_t len) {
   cport_session_t* s = ctx;
+  /* A stop or destroy made on another port meanwhile ends delivery between
+   * two packets of one read, as it does between reads. */
+  if (cport__service_phase(SVC(s)) != CPORT__PHASE_RUNNING)
+    return 1;
   CPORT__SVC_STAT_ADD(SVC(s), packets_in, 1);
   s->in_recv = 1;
   VIEW(s)->opts.cbs.on_packet(s, id, payload, len);

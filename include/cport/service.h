@@ -86,8 +86,8 @@ typedef struct cport_session_cbs_s {
                     const uint8_t* payload,
                     size_t len);
   /* One cport_session_send() of `len` bytes has been written to the kernel.
-   * Not reported once the session is closing by force (a reset, a
-   * destroy, a deadline) or once cport_service_destroy() has returned. */
+   * Not reported for sends a forced close dropped or cancelled, nor once
+   * cport_service_destroy() has returned. */
   void (*on_send)(cport_session_t* s, size_t len);
   /* The session is over; runs exactly once for every session that reached
    * on_connected. `code` says why: UV_EOF (peer closed), UV_ECONNRESET and

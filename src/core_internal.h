@@ -63,8 +63,6 @@ int cport__port_is_mine(cport__port_t* port);
  * call, which is where the call belongs). Otherwise the call must post
  * what it does, so that it happens after what was posted before it.
  * Thread: any. */
-static inline int cport__port_direct(cport__port_t* port);
-
 /* The second half of cport__port_direct(), for a caller that knows it owns
  * the port. */
 static inline int cport__port_quiet(cport__port_t* port) {

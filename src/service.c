@@ -492,9 +492,8 @@ void cport__service_detach(cport_service_t* svc, cport__qnode_t* node) {
 int cport__service_admit(cport_service_t* svc) {
   /* A part's root may be stopped on another thread at any moment; its
    * state is read last thing before on_connected. */
-  svc_state_t state = service_state(svc->view.root);
-  return state != SVC_STOPPING && state != SVC_STOPPED &&
-         state != SVC_DESTROYING && service_state(svc) == SVC_RUNNING;
+  return service_state(svc) == SVC_RUNNING &&
+         cport__service_phase(svc) == CPORT__PHASE_RUNNING;
 }
 
 

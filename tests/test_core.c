@@ -1237,6 +1237,24 @@ static void app_run_until(uv_loop_t* loop,
 }
 
 
+/* Connect `c`, a plain libuv client on the application's loop, to `to` and
+ * run the loop until the connect has completed, successfully. */
+static void app_client_connect(uv_loop_t* loop,
+                               app_client_t* c,
+                               const cport_addr_t* to) {
+  memset(c, 0, sizeof(*c));
+  assert_int_equal(uv_tcp_init(loop, &c->tcp), 0);
+  c->tcp.data = c;
+  c->connect.data = c;
+  assert_int_equal(uv_tcp_connect(&c->connect, &c->tcp,
+                                  cport_addr_sockaddr(to),
+                                  app_client_connect_cb),
+                   0);
+  app_run_until(loop, &c->connected, 1, "the client's connect");
+  assert_int_equal(c->connect_status, 0);
+}
+
+
 static void test_core_embedded_server_accepts_libuv_client(void** state) {
   uv_loop_t loop;
   cport_core_opts_t copts;
@@ -1277,16 +1295,7 @@ static void test_core_embedded_server_accepts_libuv_client(void** state) {
   /* Bounds every uv_run(UV_RUN_ONCE) below to about 10 ms. */
   watchdog_start(&tick, &loop, 10, 10);
 
-  memset(&c, 0, sizeof(c));
-  assert_int_equal(uv_tcp_init(&loop, &c.tcp), 0);
-  c.tcp.data = &c;
-  c.connect.data = &c;
-  assert_int_equal(
-      uv_tcp_connect(&c.connect, &c.tcp, cport_addr_sockaddr(&local),
-                     app_client_connect_cb),
-      0);
-  app_run_until(&loop, &c.connected, 1, "the client's connect");
-  assert_int_equal(c.connect_status, 0);
+  app_client_connect(&loop, &c, &local);
   app_run_until(&loop, &e.connected, 1, "the server's on_connected");
   assert_int_equal(cport_service_session_count(svc), 1);
 
@@ -1400,16 +1409,7 @@ static void test_audit_embedded_destroy_with_write_in_flight(void** state) {
   watchdog_start(&tick, &loop, 10, 10);
 
   /* A client on the application's loop that never reads. */
-  memset(&c, 0, sizeof(c));
-  assert_int_equal(uv_tcp_init(&loop, &c.tcp), 0);
-  c.tcp.data = &c;
-  c.connect.data = &c;
-  assert_int_equal(
-      uv_tcp_connect(&c.connect, &c.tcp, cport_addr_sockaddr(&addr),
-                     app_client_connect_cb),
-      0);
-  app_run_until(&loop, &c.connected, 1, "the client's connect");
-  assert_int_equal(c.connect_status, 0);
+  app_client_connect(&loop, &c, &addr);
   app_run_until(&loop, &a.connected, 1, "the server's on_connected");
 
   /* More than the kernel takes at once: the rest is a write in flight, and

@@ -46,7 +46,7 @@ typedef enum {
 typedef struct part_msg_s {
   cport__msg_t msg;
   cport_service_t* part;
-  int deadline_ms; /* stop only */
+  uint64_t deadline; /* stop only: the root's, on cport__clock_ms() */
 } part_msg_t;
 
 typedef struct reconnect_s reconnect_t;
@@ -352,7 +352,7 @@ int cport_service_create(cport_service_t** out,
 /* ---- parts: messages run on each part's own port ---- */
 
 static int service_stop_here(cport_service_t* svc,
-                             int deadline_ms,
+                             uint64_t deadline,
                              void (*on_stopped)(cport_service_t* svc));
 static void service_destroy_here(cport_service_t* svc);
 
@@ -391,7 +391,7 @@ static void part_stopped(cport_service_t* part) {
 static void part_stop_run(cport__msg_t* m, const cport__msg_t* next) {
   part_msg_t* pm = cport__container_of(m, part_msg_t, msg);
   (void)next;
-  if (service_stop_here(pm->part, pm->deadline_ms, part_stopped) != 0)
+  if (service_stop_here(pm->part, pm->deadline, part_stopped) != 0)
     part_stopped(pm->part);
 }
 
@@ -408,14 +408,14 @@ static void part_destroy_run(cport__msg_t* m, const cport__msg_t* next) {
 static void service_post_parts(cport_service_t* root,
                                size_t msg_offset,
                                void (*run)(cport__msg_t*, const cport__msg_t*),
-                               int deadline_ms) {
+                               uint64_t deadline) {
   unsigned i;
   for (i = 0; i < root->nparts; i++) {
     cport_service_t* part = root->parts[i];
     part_msg_t* pm = (part_msg_t*)((char*)part + msg_offset);
     pm->msg.run = run;
     pm->part = part;
-    pm->deadline_ms = deadline_ms;
+    pm->deadline = deadline;
     cport__port_post(part->view.port, &pm->msg);
   }
 }
@@ -783,11 +783,14 @@ static void service_deadline_cb(uv_timer_t* timer) {
 }
 
 
-/* Stop `svc` on its own port (a root, or a part by its root's message). */
+/* Stop `svc` on its own port (a root, or a part by its root's message),
+ * cutting off what still flushes at `deadline` (cport__clock_ms time): the
+ * root's deadline, counted from its stop call, for every part alike. */
 static int service_stop_here(cport_service_t* svc,
-                             int deadline_ms,
+                             uint64_t deadline,
                              void (*on_stopped)(cport_service_t* svc)) {
   svc_state_t was = service_state(svc);
+  uint64_t now;
   if (was == SVC_STOPPING || was == SVC_STOPPED || was == SVC_DESTROYING)
     return UV_EALREADY;
   service_set_state(svc, SVC_STOPPING);
@@ -797,12 +800,18 @@ static int service_stop_here(cport_service_t* svc,
   service_close_sessions(svc, CPORT_ESTOPPED, CPORT__CLOSE_GRACEFUL);
   if (was != SVC_CREATED)
     service_post_parts(svc, offsetof(cport_service_t, msg_stop), part_stop_run,
-                       deadline_ms);
+                       deadline);
   /* With nothing open, the timer's first tick reports on_stopped, so the
    * callback never runs inside this call. */
   if (svc->handles > 0) {
+    /* libuv's timers count from the loop's cached time, which lags after a
+     * long callback: brought up to date, so that the deadline is not cut
+     * short by the lag. */
+    now = cport__clock_ms();
+    uv_update_time(svc->view.port->loop);
     uv_timer_start(&svc->stop_timer, service_deadline_cb,
-                   service_is_idle(svc) ? 0 : (uint64_t)deadline_ms, 0);
+                   service_is_idle(svc) || deadline <= now ? 0 : deadline - now,
+                   0);
   } else {
     service_check_done(svc);
   }
@@ -816,7 +825,8 @@ int cport_service_stop(cport_service_t* svc,
   if (svc == NULL || deadline_ms < 0 || service_is_part(svc))
     return UV_EINVAL;
   CPORT__ASSERT_ON_PORT(svc->view.port);
-  return service_stop_here(svc, deadline_ms, on_stopped);
+  return service_stop_here(svc, cport__clock_ms() + (uint64_t)deadline_ms,
+                           on_stopped);
 }
 
 

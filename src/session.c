@@ -81,6 +81,17 @@ enum { S_INIT, S_CONNECTING, S_CONNECTED, S_FLUSHING, S_SHUTTING, S_CLOSED };
 #define SEND_KILLED (SEND_CLOSED >> 1)
 #define SEND_FLAGS (SEND_CLOSED | SEND_KILLED)
 
+/* The idle timeout's entry, in the session block when idle_timeout_ms is
+ * set. `unsent` is what libuv still had to write when the timeout last
+ * expired, or SIZE_MAX after activity: a write the peer takes slowly is
+ * progress too, though its callback only comes once all of it has gone.
+ * (What the kernel holds is not looked at: the peer gets it after a
+ * graceful close as well.) */
+typedef struct session_idle_s {
+  cport__timed_t timed;
+  size_t unsent;
+} session_idle_t;
+
 struct cport_session_s {
   /* First member, so the handle's address is the session's; the handle's
    * `data` points at the service, which saves each session a pointer of its
@@ -181,9 +192,9 @@ int cport__session_layout(const cport_service_opts_t* opts,
   size_t end = sizeof(struct cport_session_s);
   out->idle_off = 0;
   if (opts->idle_timeout_ms > 0) {
-    out->idle_off = (end + _Alignof(cport__timed_t) - 1) /
-                    _Alignof(cport__timed_t) * _Alignof(cport__timed_t);
-    end = out->idle_off + sizeof(cport__timed_t);
+    out->idle_off = (end + _Alignof(session_idle_t) - 1) /
+                    _Alignof(session_idle_t) * _Alignof(session_idle_t);
+    end = out->idle_off + sizeof(session_idle_t);
   }
   out->user_off = 0;
   if (opts->user_size > 0) {
@@ -244,19 +255,25 @@ int cport__session_was_connected(const cport_session_t* s) {
 }
 
 
-static cport__timed_t* session_idle_entry(cport_session_t* s) {
-  return (cport__timed_t*)((char*)s + VIEW(s)->layout.idle_off);
+static session_idle_t* session_idle(cport_session_t* s) {
+  return (session_idle_t*)((char*)s + VIEW(s)->layout.idle_off);
 }
 
 
-/* Bytes arrived: the session goes to the back of the idle list. */
+/* Bytes moved, one way or the other: the session goes to the back of the
+ * idle list. */
 static void session_touch(cport_session_t* s) {
   cport__service_view_t* v = VIEW(s);
+  session_idle_t* idle;
   if (v->layout.idle_off == 0)
     return;
-  cport__timeouts_touch(&v->timeouts, CPORT__TIMEOUT_IDLE,
-                        session_idle_entry(s), uv_now(v->port->loop));
+  idle = session_idle(s);
+  cport__timeouts_touch(&v->timeouts, CPORT__TIMEOUT_IDLE, &idle->timed);
+  idle->unsent = SIZE_MAX;
 }
+
+
+
 
 
 /* ---- send queue ---- */
@@ -387,6 +404,10 @@ static void session_write_cb(uv_write_t* req, int status) {
     if (rc != 0)
       cport__session_close(s, rc, NULL, CPORT__CLOSE_FORCE);
   }
+  /* After the next write is handed over, so that its size is what a
+   * shrinking write queue is measured against. */
+  if (status == 0 && s->state == S_CONNECTED)
+    session_touch(s);
   if (s->paused && session_queued(s) <= v->opts.send_queue_limit / 2) {
     s->paused = 0;
     session_read_start(s);
@@ -569,6 +590,19 @@ static int session_shutdown(cport_session_t* s) {
 }
 
 
+/* Close the handle now: queued writes complete with UV_ECANCELED, then
+ * session_close_cb runs. RESET first tells the kernel to drop what it holds
+ * for the peer (SO_LINGER 0); where libuv cannot (its shutdown is pending),
+ * a plain close. */
+static void session_close_handle(cport_session_t* s, cport__close_mode_t mode) {
+  s->state = S_CLOSED;
+  if (mode == CPORT__CLOSE_RESET &&
+      uv_tcp_close_reset(&s->tcp, session_close_cb) == 0)
+    return;
+  uv_close((uv_handle_t*)&s->tcp, session_close_cb);
+}
+
+
 void cport__session_close(cport_session_t* s,
                           int code,
                           const char* cause,
@@ -577,10 +611,9 @@ void cport__session_close(cport_session_t* s,
   if (s->state == S_CLOSED)
     return;
   if (s->state == S_SHUTTING || s->state == S_FLUSHING) {
-    if (mode == CPORT__CLOSE_FORCE) {
-      s->state = S_CLOSED;
-      uv_close((uv_handle_t*)&s->tcp, session_close_cb);
-    }
+    if (mode != CPORT__CLOSE_GRACEFUL)
+      session_close_handle(s, s->state == S_FLUSHING ? mode
+                                                     : CPORT__CLOSE_FORCE);
     return;
   }
   /* Sends fail from now on, on every thread. */
@@ -588,7 +621,7 @@ void cport__session_close(cport_session_t* s,
   /* A closing session is timed by its disconnect, no longer by silence. */
   if (v->layout.idle_off != 0)
     cport__timeouts_remove(&v->timeouts, CPORT__TIMEOUT_IDLE,
-                           session_idle_entry(s));
+                           &session_idle(s)->timed);
   s->code = code;
   if (cause != NULL)
     s->cause = cport__strndup(cause, SESSION_CAUSE_MAX);
@@ -599,8 +632,7 @@ void cport__session_close(cport_session_t* s,
   if (mode == CPORT__CLOSE_GRACEFUL && s->state == S_CONNECTED &&
       session_shutdown(s) == 0)
     return;
-  s->state = S_CLOSED;
-  uv_close((uv_handle_t*)&s->tcp, session_close_cb);
+  session_close_handle(s, mode);
 }
 
 
@@ -628,14 +660,29 @@ void cport__session_timed_out(cport_service_t* svc,
                  (unsigned long long)s->id, v->opts.disconnect_timeout_ms);
       cport__session_close(s, s->code, NULL, CPORT__CLOSE_FORCE);
       break;
-    case CPORT__TIMEOUT_IDLE:
-      s = (cport_session_t*)((char*)e - v->layout.idle_off);
-      cport__log(CPORT_LOG_DEBUG, "session %llu: idle for %u ms",
-                 (unsigned long long)s->id, v->opts.idle_timeout_ms);
-      /* A graceful close, so queued sends still leave (bounded by
-       * disconnect_timeout_ms). */
-      cport__session_close(s, CPORT_EIDLE, NULL, CPORT__CLOSE_GRACEFUL);
+    case CPORT__TIMEOUT_IDLE: {
+      session_idle_t* idle = cport__container_of(e, session_idle_t, timed);
+      size_t unsent;
+      s = (cport_session_t*)((char*)idle - v->layout.idle_off);
+      unsent = uv_stream_get_write_queue_size((uv_stream_t*)&s->tcp);
+      if (unsent > 0 && unsent < idle->unsent) {
+        /* Still being taken, slowly (or, the first time after activity,
+         * perhaps): not idle. One more period shows whether it moves. */
+        cport__timeouts_add(&VIEW(s)->timeouts, CPORT__TIMEOUT_IDLE, e);
+        idle->unsent = unsent;
+        break;
+      }
+      cport__log(CPORT_LOG_DEBUG, "session %llu: idle for %u ms%s",
+                 (unsigned long long)s->id, v->opts.idle_timeout_ms,
+                 unsent > 0 ? ", its peer reading nothing" : "");
+      /* Silent both ways: a graceful close, so queued sends still leave
+       * (bounded by disconnect_timeout_ms). Bytes stuck behind a peer that
+       * reads nothing would only hold memory until then: reset. */
+      cport__session_close(
+          s, CPORT_EIDLE, NULL,
+          unsent > 0 ? CPORT__CLOSE_RESET : CPORT__CLOSE_GRACEFUL);
       break;
+    }
     default:
       break;
   }
@@ -699,7 +746,7 @@ static void session_msg_run(cport__msg_t* m, const cport__msg_t* next) {
       cport__free(r);
       break;
     case CPORT__OP_SENDQ:
-      cport__session_close(s, CPORT_ESENDQ, NULL, CPORT__CLOSE_FORCE);
+      cport__session_close(s, CPORT_ESENDQ, NULL, CPORT__CLOSE_RESET);
       cport__free(r);
       break;
   }
@@ -957,7 +1004,7 @@ void cport__session_start(cport_session_t* s) {
     (void)uv_tcp_keepalive(&s->tcp, 1, v->opts.tcp_keepalive_s);
   if (v->layout.idle_off != 0)
     cport__timeouts_add(&v->timeouts, CPORT__TIMEOUT_IDLE,
-                        session_idle_entry(s));
+                        &session_idle(s)->timed);
   s->state = S_CONNECTED;
   s->reported_connected = 1;
   /* on_connected may hand the session to other threads. */
@@ -1095,7 +1142,7 @@ static int session_refuse(cport_session_t* s, int direct) {
   const cport__service_view_t* v = VIEW(s);
   if (v->opts.send_queue_policy == CPORT_SENDQ_DISCONNECT) {
     if (direct) {
-      cport__session_close(s, CPORT_ESENDQ, NULL, CPORT__CLOSE_FORCE);
+      cport__session_close(s, CPORT_ESENDQ, NULL, CPORT__CLOSE_RESET);
     } else if (!(atomic_fetch_or_explicit(&s->pending, SEND_KILLED,
                                           memory_order_acq_rel) &
                  SEND_KILLED)) {
@@ -1149,6 +1196,7 @@ static int session_send_direct(cport_session_t* s, const session_bytes_t* b) {
   size_t len = session_bytes_len(b);
   size_t pending = atomic_load_explicit(&s->pending, memory_order_acquire);
   cport__send_req_t* r;
+  int sent_some = 0;
   int rc = session_admit(s, pending);
   if (rc != 0)
     return rc == CPORT_ESENDQ ? session_refuse(s, 1) : rc;
@@ -1177,6 +1225,7 @@ static int session_send_direct(cport_session_t* s, const session_bytes_t* b) {
     CPORT__SVC_STAT_ADD(svc, writes, 1);
     if (rc >= 0 && (size_t)rc == len) {
       CPORT__SVC_STAT_ADD(svc, bytes_out, len);
+      session_touch(s);
       cport__send_req_put(&v->port->send_pool, r);
       return 0;
     }
@@ -1185,8 +1234,10 @@ static int session_send_direct(cport_session_t* s, const session_bytes_t* b) {
       cport__session_close(s, rc, NULL, CPORT__CLOSE_FORCE);
       return rc;
     }
-    if (rc > 0)
+    if (rc > 0) {
       r->off = (uint32_t)rc;
+      sent_some = 1;
+    }
     /* Only the bytes [off, len) are ever written from now on. */
     if (in_chunk)
       memcpy(r->data + r->off, src + r->off, len - r->off);
@@ -1197,6 +1248,8 @@ static int session_send_direct(cport_session_t* s, const session_bytes_t* b) {
   rc = session_push(s, r, 1);
   if (rc != 0)
     return rc;
+  if (sent_some)
+    session_touch(s);
   session_pause_if_over_limit(s);
   return 0;
 }

@@ -5,8 +5,17 @@
 #include "service_internal.h"
 
 /* How a session ends: GRACEFUL flushes queued sends and shuts down the write
- * side before closing; FORCE closes at once and cancels queued sends. */
-typedef enum { CPORT__CLOSE_GRACEFUL, CPORT__CLOSE_FORCE } cport__close_mode_t;
+ * side before closing; FORCE closes at once and cancels queued sends; RESET
+ * is FORCE with a TCP reset, for a peer that does not read: the kernel then
+ * drops the bytes it still holds for the peer too, instead of keeping them
+ * (and the socket, in FIN-WAIT-1) while it retries. A session already
+ * shutting down has no reset left (libuv refuses it then) and is closed as
+ * by FORCE. */
+typedef enum {
+  CPORT__CLOSE_GRACEFUL,
+  CPORT__CLOSE_FORCE,
+  CPORT__CLOSE_RESET
+} cport__close_mode_t;
 
 /* Where the parts of a session block of a service with `opts` lie.
  * Returns 0, or UV_EINVAL when the block's size would not fit a size_t

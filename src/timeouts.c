@@ -1,18 +1,14 @@
 /* Timeouts: three lists in deadline order and one timer (timeouts.h). */
 #include "timeouts.h"
 
-/* The clock of the lists, in milliseconds. Not the loop's cached time:
- * after a long callback (or a long stretch of the application's own work
- * between dispatches) that lags, and a timeout started then would expire
- * early. */
-static uint64_t timeouts_clock_ms(void) {
+uint64_t cport__clock_ms(void) {
   return uv_hrtime() / 1000000u;
 }
 
 
 static void timeouts_tick_cb(uv_timer_t* timer);
 
-/* Make sure the tick fires by `deadline` (timeouts_clock_ms time). The
+/* Make sure the tick fires by `deadline` (cport__clock_ms time). The
  * lists only grow at their tails, with deadlines no earlier than their
  * heads', so this is needed only when an entry lands in an empty list, and
  * after each tick. */
@@ -21,7 +17,7 @@ static void timeouts_arm(cport__timeouts_t* t, uint64_t deadline) {
   uint64_t delay;
   if (!t->open)
     return;
-  now = timeouts_clock_ms();
+  now = cport__clock_ms();
   /* uv_timer_start counts from the loop's time, which may lag: the tick
    * may then come early, finds nothing due, and arms itself again. */
   delay = deadline > now ? deadline - now : 0;
@@ -43,7 +39,7 @@ static uint64_t timeouts_due(const cport__timeouts_t* t,
 
 static void timeouts_tick_cb(uv_timer_t* timer) {
   cport__timeouts_t* t = cport__container_of(timer, cport__timeouts_t, tick);
-  uint64_t now = timeouts_clock_ms();
+  uint64_t now = cport__clock_ms();
   uint64_t next = UINT64_MAX;
   int kind;
   /* Each due entry is unlinked before its owner hears of it, so every loop
@@ -96,7 +92,7 @@ void cport__timeouts_add(cport__timeouts_t* t,
   int was_empty;
   if (t->ms[kind] == 0 || !t->open)
     return;
-  now = timeouts_clock_ms();
+  now = cport__clock_ms();
   was_empty = cport__queue_empty(&t->lists[kind]);
   e->since = now;
   cport__queue_push(&t->lists[kind], &e->node);
@@ -107,8 +103,7 @@ void cport__timeouts_add(cport__timeouts_t* t,
 
 void cport__timeouts_touch(cport__timeouts_t* t,
                            cport__timeout_kind_t kind,
-                           cport__timed_t* e,
-                           uint64_t now_ms) {
+                           cport__timed_t* e) {
   cport__queue_t* l = &t->lists[kind];
   if (!cport__queue_linked(l, &e->node))
     return;
@@ -116,7 +111,9 @@ void cport__timeouts_touch(cport__timeouts_t* t,
     cport__queue_remove(l, &e->node);
     cport__queue_push(l, &e->node);
   }
-  e->since = now_ms;
+  /* The same clock as every other entry's, or the list would fall out of
+   * deadline order. */
+  e->since = cport__clock_ms();
 }
 
 

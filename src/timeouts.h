@@ -14,6 +14,13 @@
 #include "common.h"
 #include "queue.h"
 
+/* The one clock of cport's deadlines, in milliseconds: the timeouts here
+ * and a stop's deadline. Not the loop's cached time (uv_now), which lags
+ * after a long callback, or a long stretch of the application's own work
+ * between dispatches: a timeout started or restarted then would expire
+ * early. Thread: any. */
+uint64_t cport__clock_ms(void);
+
 typedef enum {
   CPORT__TIMEOUT_CONNECT,
   CPORT__TIMEOUT_FLUSH,
@@ -64,11 +71,11 @@ void cport__timeouts_add(cport__timeouts_t* t,
                          cport__timeout_kind_t kind,
                          cport__timed_t* e);
 
-/* Start a linked `e` again from `now_ms` (idle sessions that received). */
+/* Start a linked `e` again from now (idle sessions that made progress);
+ * does nothing when `e` is not running. */
 void cport__timeouts_touch(cport__timeouts_t* t,
                            cport__timeout_kind_t kind,
-                           cport__timed_t* e,
-                           uint64_t now_ms);
+                           cport__timed_t* e);
 
 /* Stop `e`'s timeout; safe when it is not running. */
 void cport__timeouts_remove(cport__timeouts_t* t,

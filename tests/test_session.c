@@ -9,6 +9,7 @@
 #include <winsock2.h>
 #include <ws2tcpip.h>
 #else
+#include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
@@ -528,6 +529,106 @@ static void test_session_slow_reader_disconnected_under_disconnect_policy(
   check_reading_peer_is_served(fx);
   peer_destroy(p);
   free(payload);
+}
+
+
+/* Read what a peer that stopped reading has left, with recv() itself:
+ * libuv reports a reset that comes after a short read as an EOF. Returns 1
+ * if the connection ended with a reset, 0 for an orderly EOF. */
+static int peer_drain_raw(fixture_t* fx, peer_t* p) {
+  uint64_t deadline = uv_hrtime() + (uint64_t)FIXTURE_TIMEOUT_MS * 1000000u;
+  static char buf[64 * 1024];
+  uv_os_fd_t fd;
+  assert_int_equal(uv_fileno((uv_handle_t*)&p->tcp, &fd), 0);
+  while (uv_hrtime() < deadline) {
+#ifdef _WIN32
+    int n = recv((SOCKET)fd, buf, (int)sizeof(buf), 0);
+    int err = n < 0 ? WSAGetLastError() : 0;
+    if (n < 0 && err == WSAECONNRESET)
+      return 1;
+    if (n < 0 && err != WSAEWOULDBLOCK)
+      fail_msg("recv: error %d", err);
+#else
+    ssize_t n = recv(fd, buf, sizeof(buf), 0);
+    if (n < 0 && errno == ECONNRESET)
+      return 1;
+    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+      fail_msg("recv: %s", strerror(errno));
+#endif
+    if (n == 0)
+      return 0;
+    if (n > 0)
+      bytes_append(&p->received, buf, (size_t)n);
+    else
+      cport_core_dispatch(fx->core, 0, 1);
+  }
+  fail_msg("the peer's connection did not end");
+  return -1;
+}
+
+
+/* A session ended because its peer does not read is reset, not closed
+ * gracefully: the kernel would otherwise keep sending what it holds (the
+ * socket lingering in FIN-WAIT-1) to a peer that may never take it. The
+ * peer, reading again, gets what had reached it, then the reset instead of
+ * the rest and an EOF. */
+static void test_session_send_queue_disconnect_resets_the_peer(void** state) {
+  fixture_t* fx = *state;
+  const size_t chunk = 64 * 1024;
+  uint8_t* payload = calloc(1, chunk);
+  cport_service_stats_t st;
+  size_t sent = 0;
+  peer_t* p;
+  int rc = 0;
+  int i;
+  assert_non_null(payload);
+  fx->opts.send_queue_limit = 4 * chunk;
+  fx->opts.send_queue_policy = CPORT_SENDQ_DISCONNECT;
+  fixture_start_server(fx);
+  p = peer_connect(fx, &fx->server_addr, 0);
+  fixture_wait_int(fx, &fx->connected, 1, FIXTURE_TIMEOUT_MS);
+  peer_stop_reading(p);
+  for (i = 0; i < 100000 && rc == 0; i++) {
+    rc = cport_session_send(fx->last_server, payload, chunk);
+    if (rc == 0)
+      sent += chunk;
+    cport_core_dispatch(fx->core, 0, 0);
+  }
+  assert_int_equal(rc, CPORT_ESENDQ);
+  fixture_wait_int(fx, &fx->disconnected, 1, FIXTURE_TIMEOUT_MS);
+  assert_int_equal(fx->last_code, CPORT_ESENDQ);
+  assert_int_equal(cport_service_stats(fx->server, &st), 0);
+  assert_int_equal(st.queued_bytes, 0);
+  assert_int_equal(peer_drain_raw(fx, p), 1);
+  assert_true(p->received.len < sent);
+  peer_destroy(p);
+  free(payload);
+}
+
+
+/* The idle timeout of a session whose peer reads nothing while bytes wait
+ * for it resets it within two timeouts, instead of a graceful close that
+ * would hold the queue until disconnect_timeout_ms (a minute here). */
+static void test_session_idle_with_bytes_the_peer_never_reads_is_reset(
+    void** state) {
+  fixture_t* fx = *state;
+  cport_service_stats_t st;
+  peer_t* p;
+  FIXTURE_SKIP_UNDER_WINE(
+      "the uv_write queue to a peer that stopped reading still drains under "
+      "wine, so the flush never gets stuck");
+  fx->opts.send_queue_limit = 2 * FIXTURE_STUCK_BYTES;
+  fx->opts.idle_timeout_ms = 200;
+  fx->opts.disconnect_timeout_ms = 60000;
+  fixture_start_server(fx);
+  p = fixture_connect_stuck_peer(fx);
+  fixture_wait_int(fx, &fx->disconnected, 1, FIXTURE_TIMEOUT_MS);
+  assert_int_equal(fx->last_code, CPORT_EIDLE);
+  assert_int_equal(cport_service_stats(fx->server, &st), 0);
+  assert_int_equal(st.queued_bytes, 0);
+  assert_int_equal(st.disconnect_timeouts, 0);
+  assert_int_equal(peer_drain_raw(fx, p), 1);
+  peer_destroy(p);
 }
 
 
@@ -1949,6 +2050,8 @@ int main(int argc, char** argv) {
       T(test_session_direct_echo_of_unread_peer_is_paused_and_exact),
       T(test_session_kept_bytes_presented_again_when_reading_resumes),
       T(test_session_slow_reader_disconnected_under_disconnect_policy),
+      T(test_session_send_queue_disconnect_resets_the_peer),
+      T(test_session_idle_with_bytes_the_peer_never_reads_is_reset),
       T(test_session_writing_to_vanished_peer_is_an_error_not_a_signal),
       T(test_session_send_rejects_invalid_arguments),
       T(test_session_send_out_of_memory_fails_cleanly),

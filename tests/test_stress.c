@@ -2769,6 +2769,13 @@ static void check_peer(round_t* rd, const speer_t* p, const sess_rec_t* rec) {
    * so any peer that writes late risks this ("lingering close"). */
   int reset = p->end_code == UV_ECONNRESET || p->write_error != 0 ||
               (rec != NULL && p->written > rec->rx_wire);
+  /* cport resets a session it ends for a peer that does not read: the
+   * send-queue limit under CPORT_SENDQ_DISCONNECT, and an idle timeout
+   * with bytes still unsent. The kernel then drops what it held, bytes
+   * on_send reported included, and libuv may show the peer an EOF. */
+  int cport_reset =
+      rec != NULL && (atomic_load(&rec->code) == CPORT_ESENDQ ||
+                      atomic_load(&rec->code) == CPORT_EIDLE);
   char lingering[160] = "";
   int strict;
   uint64_t sent_bytes;
@@ -2807,7 +2814,7 @@ static void check_peer(round_t* rd, const speer_t* p, const sess_rec_t* rec) {
              cport_err_name(p->write_error));
   /* Only a peer that read everything up to the server's FIN can show that
    * nothing was lost. */
-  strict = cls != END_FORCED && reader && p->rx.err[0] == 0 &&
+  strict = cls != END_FORCED && reader && p->rx.err[0] == 0 && !cport_reset &&
            !(reset && skipped("reset-loss"));
   for (sender = 0; sender < MAX_SENDERS; sender++)
     check_sender(rd, p, rec, sender, cls, strict, how, lingering);
@@ -2820,7 +2827,7 @@ static void check_peer(round_t* rd, const speer_t* p, const sess_rec_t* rec) {
   /* Bytes on_send reported are in the kernel: a peer that read to the FIN
    * has them all, and after a graceful end nothing else. */
   sent_bytes = atomic_load(&rec->on_send_bytes);
-  if (rec->svc->cfg.on_send && clean && p->rx.err[0] == 0) {
+  if (rec->svc->cfg.on_send && clean && p->rx.err[0] == 0 && !cport_reset) {
     if (p->bytes_in < sent_bytes && !(reset && skipped("reset-loss")))
       note_fail("session %" PRIu64 " (peer %u, %s): on_send reported %" PRIu64
                 " bytes, the peer read %" PRIu64 " up to its EOF (%s)%s",

@@ -7,8 +7,8 @@
  * touched from its port's thread, so it needs no lock. */
 #include "send_req.h"
 
-static const uint32_t class_size[CPORT__SEND_CLASSES] = {256, 2048, 16384,
-                                                         65536};
+static const uint32_t class_size[CPORT__SEND_CLASSES] = {
+    0, 64, 256, 1024, 4096, 16384, 65536};
 
 
 static uint32_t send_class(size_t len) {
@@ -17,6 +17,31 @@ static uint32_t send_class(size_t len) {
     if (len <= class_size[c])
       return c;
   return CPORT__SEND_CLASSES;
+}
+
+
+/* The bytes of a pooled request's block of class `c`. */
+static size_t class_block(uint32_t c) {
+  return sizeof(cport__send_req_t) + class_size[c];
+}
+
+
+size_t cport__send_req_cost(size_t room, size_t shared_len, int pooled) {
+  uint32_t c = pooled ? send_class(room) : CPORT__SEND_CLASSES;
+  return (c < CPORT__SEND_CLASSES ? class_block(c)
+                                  : sizeof(cport__send_req_t) + room) +
+         shared_len;
+}
+
+
+size_t cport__send_req_charge(const cport__send_req_t* r) {
+  /* A request of a shared buffer has no room of its own; any other holds
+   * its bytes. */
+  size_t room = r->buf != NULL ? 0 : r->len;
+  size_t shared_len = r->buf != NULL ? r->len : 0;
+  return r->cls < CPORT__SEND_CLASSES
+             ? class_block(r->cls) + shared_len
+             : sizeof(cport__send_req_t) + room + shared_len;
 }
 
 
@@ -67,7 +92,7 @@ void cport__send_req_put(cport__send_pool_t* pool, cport__send_req_t* r) {
     cport_buf_unref(r->buf);
     r->buf = NULL;
   }
-  if (c < CPORT__SEND_CLASSES && (size_t)(pool->count[c] + 1) * class_size[c] <=
+  if (c < CPORT__SEND_CLASSES && (size_t)(pool->count[c] + 1) * class_block(c) <=
                                      CPORT__SEND_POOL_CLASS_BYTES) {
     /* Last in, first out: the block reused next is the warmest. */
     cport__queue_push_front(&pool->free[c], &r->msg.node);
@@ -93,6 +118,6 @@ size_t cport__send_pool_cached(const cport__send_pool_t* pool) {
   size_t bytes = 0;
   uint32_t c;
   for (c = 0; c < CPORT__SEND_CLASSES; c++)
-    bytes += (size_t)pool->count[c] * class_size[c];
+    bytes += (size_t)pool->count[c] * class_block(c);
   return bytes;
 }

@@ -10,9 +10,12 @@
 
 /* Requests whose bytes fit one of these capacities are recycled through the
  * port's pool; bigger ones are allocated to size and freed after use. The
- * largest class matches the port's read chunk, so an echo of anything one
- * read returns never reaches malloc once the pool is warm. */
-#define CPORT__SEND_CLASSES 4
+ * smallest class holds no bytes at all (a shared buffer's request); each
+ * other is at most four times the one below, so a request never holds
+ * more than four times its bytes; the largest matches the port's read
+ * chunk, so an echo of anything one read returns never reaches malloc
+ * once the pool is warm. */
+#define CPORT__SEND_CLASSES 7
 /* Bytes of free requests one class may keep, so that a burst of queued
  * sends does not pin its peak memory for the life of the port. */
 #define CPORT__SEND_POOL_CLASS_BYTES (512 * 1024)
@@ -68,6 +71,17 @@ CPORT__NODISCARD cport__send_req_t* cport__send_req_get(
  * port's pool, which frees it. Thread: any. Returns NULL when out of
  * memory. */
 CPORT__NODISCARD cport__send_req_t* cport__send_req_alloc(size_t len);
+
+/* What a send costs its session against send_queue_limit: the memory it
+ * holds, that is the request's block (header and room for `room` bytes, as
+ * the pool or malloc gives it: `pooled` for the pool) and, for a shared
+ * buffer, the buffer's `shared_len` bytes, which the request keeps alive.
+ * Charging the bytes alone let a queue of 1-byte sends hold 500 times its
+ * limit. Thread: any. */
+size_t cport__send_req_cost(size_t room, size_t shared_len, int pooled);
+
+/* The cost of request `r` (cport__send_req_cost as it was made). */
+size_t cport__send_req_charge(const cport__send_req_t* r);
 
 /* The bytes the request sends: its own, or its shared buffer's. */
 static inline uint8_t* cport__send_req_bytes(cport__send_req_t* r) {

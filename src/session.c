@@ -285,8 +285,9 @@ static void session_sendq_drop(cport_session_t* s) {
   cport__qnode_t* n;
   while ((n = cport__queue_pop(&s->sendq)) != NULL) {
     cport__send_req_t* r = req_of(n);
-    session_unqueue(s, r->len);
-    CPORT__SVC_STAT_SUB(SVC(s), queued_bytes, r->len);
+    size_t charge = cport__send_req_charge(r);
+    session_unqueue(s, charge);
+    CPORT__SVC_STAT_SUB(SVC(s), queued_bytes, charge);
     cport__send_req_put(pool, r);
   }
 }
@@ -344,7 +345,7 @@ static int session_kick(cport_session_t* s) {
 static int session_push(cport_session_t* s, cport__send_req_t* r, int kick) {
   int rc;
   cport__queue_push(&s->sendq, &r->msg.node);
-  CPORT__SVC_STAT_ADD(SVC(s), queued_bytes, r->len);
+  CPORT__SVC_STAT_ADD(SVC(s), queued_bytes, cport__send_req_charge(r));
   if (!kick)
     return 0;
   rc = session_kick(s);
@@ -368,6 +369,7 @@ static void session_write_cb(uv_write_t* req, int status) {
   cport__queue_t done = {NULL, NULL};
   uint32_t n = first->nbatch;
   size_t bytes = 0;
+  size_t charge = 0;
   cport__qnode_t* node;
   int report;
   /* libuv completes a stream's writes in order, so this write's requests
@@ -376,10 +378,11 @@ static void session_write_cb(uv_write_t* req, int status) {
   while (n-- > 0) {
     cport__send_req_t* r = req_of(cport__queue_pop(&s->sendq));
     bytes += r->len;
+    charge += cport__send_req_charge(r);
     cport__queue_push(&done, &r->msg.node);
   }
-  session_unqueue(s, bytes);
-  CPORT__SVC_STAT_SUB(svc, queued_bytes, bytes);
+  session_unqueue(s, charge);
+  CPORT__SVC_STAT_SUB(svc, queued_bytes, charge);
   if (status == 0)
     CPORT__SVC_STAT_ADD(svc, bytes_out, bytes);
   /* Bytes that reached the kernel are reported, also during a forced
@@ -733,7 +736,7 @@ static void session_msg_run(cport__msg_t* m, const cport__msg_t* next) {
       if (s->state != S_CONNECTED && s->state != S_FLUSHING) {
         /* Disconnected since the call: dropped like the queued sends of a
          * forced close. */
-        session_unqueue(s, r->len);
+        session_unqueue(s, cport__send_req_charge(r));
         cport__send_req_put(&VIEW(s)->port->send_pool, r);
         break;
       }
@@ -1116,6 +1119,12 @@ static size_t session_bytes_len(const session_bytes_t* b) {
 }
 
 
+/* Bytes a request for `b` holds itself: none for a shared buffer. */
+static size_t session_room(const session_bytes_t* b) {
+  return b->shared != NULL ? 0 : session_bytes_len(b);
+}
+
+
 /* The admission every send passes, whichever thread makes it: refused with
  * UV_ENOTCONN once a disconnect has begun (or before on_connected, or once
  * the service is stopping), with
@@ -1172,7 +1181,7 @@ static cport__send_req_t* session_request(cport_session_t* s,
                                           int copy,
                                           int mine) {
   cport__port_t* port = VIEW(s)->port;
-  size_t room = b->shared != NULL ? 0 : session_bytes_len(b);
+  size_t room = session_room(b);
   cport__send_req_t* r = mine ? cport__send_req_get(&port->send_pool, room)
                               : cport__send_req_alloc(room);
   if (r == NULL)
@@ -1244,7 +1253,8 @@ static int session_send_direct(cport_session_t* s, const session_bytes_t* b) {
   } else if (b->shared == NULL) {
     session_copy_parts(r->data, b->head, b->hlen, b->data, b->len);
   }
-  atomic_fetch_add_explicit(&s->pending, len, memory_order_acq_rel);
+  atomic_fetch_add_explicit(&s->pending, cport__send_req_charge(r),
+                            memory_order_acq_rel);
   rc = session_push(s, r, 1);
   if (rc != 0)
     return rc;
@@ -1260,20 +1270,21 @@ static int session_send_direct(cport_session_t* s, const session_bytes_t* b) {
 static int session_send_posted(cport_session_t* s,
                                const session_bytes_t* b,
                                int mine) {
-  size_t len = session_bytes_len(b);
+  /* What session_request() will allocate, counted before the check, so
+   * that concurrent senders see each other's sends against the limit. */
+  size_t cost = cport__send_req_cost(
+      session_room(b), b->shared != NULL ? session_bytes_len(b) : 0, mine);
   cport__send_req_t* r;
-  /* Counted before the check, so that concurrent senders see each other's
-   * bytes against the limit. */
   size_t before =
-      atomic_fetch_add_explicit(&s->pending, len, memory_order_acq_rel);
+      atomic_fetch_add_explicit(&s->pending, cost, memory_order_acq_rel);
   int rc = session_admit(s, before);
   if (rc != 0) {
-    session_unqueue(s, len);
+    session_unqueue(s, cost);
     return rc == CPORT_ESENDQ ? session_refuse(s, 0) : rc;
   }
   r = session_request(s, b, 1, mine);
   if (r == NULL) {
-    session_unqueue(s, len);
+    session_unqueue(s, cost);
     return UV_ENOMEM;
   }
   r->op = CPORT__OP_SEND;

@@ -16,7 +16,37 @@
 #include <unistd.h>
 #endif
 
+/* The heap in use, for the send queue's memory bound: glibc's and macOS's
+ * allocators can tell; a sanitizer's allocator is not measured. */
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define HEAP_NOT_MEASURED "a sanitizer replaces the allocator"
+#endif
+#endif
+#if !defined(HEAP_NOT_MEASURED) && \
+    (defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__))
+#define HEAP_NOT_MEASURED "a sanitizer replaces the allocator"
+#endif
+#if !defined(HEAP_NOT_MEASURED) && defined(__GLIBC__) && \
+    (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 33))
+#include <malloc.h>
+static long long heap_in_use(void) {
+  struct mallinfo2 mi = mallinfo2();
+  return (long long)(mi.uordblks + mi.hblkhd);
+}
+#elif !defined(HEAP_NOT_MEASURED) && defined(__APPLE__)
+#include <malloc/malloc.h>
+static long long heap_in_use(void) {
+  malloc_statistics_t st;
+  malloc_zone_statistics(NULL, &st);
+  return (long long)st.size_in_use;
+}
+#elif !defined(HEAP_NOT_MEASURED)
+#define HEAP_NOT_MEASURED "no heap statistics on this platform"
+#endif
+
 #include "common.h"           /* cport__mem_live, cport__mem_allocs */
+#include "send_req.h" /* cport__send_req_cost: what a send is charged */
 #include "session_internal.h" /* cport__session_is_paused, the port's pool */
 
 
@@ -992,8 +1022,9 @@ static void test_session_sends_behind_a_write_leave_gathered_in_order(
   /* All queued behind the write in flight: no further write yet. */
   assert_int_equal(cport_service_stats(fx->server, &st), 0);
   assert_int_equal(st.writes, 2);
+  /* Each charged its request's block, which holds its bytes. */
   assert_int_equal(cport_session_queued_bytes(fx->last_server),
-                   queued + nsmall * sizeof(small[0]));
+                   queued + nsmall * cport__send_req_cost(sizeof(small[0]), 0, 1));
   peer_resume_reading(p);
   fixture_wait_size(fx, &p->received.len, STUCK_LEN + nsmall * sizeof(small[0]),
                     4 * FIXTURE_TIMEOUT_MS);
@@ -1208,6 +1239,137 @@ static cport_session_t* xs_connect(fixture_t* fx, peer_t** p) {
   return s;
 }
 
+
+/* ---- what the send queue limit bounds: memory ---- */
+
+typedef enum {
+  MEM_SEND_1,      /* 1-byte copies */
+  MEM_PACKET_24,   /* 24-byte packets (4-byte header) */
+  MEM_SAME_BUF,    /* one shared buffer, again and again */
+  MEM_FRESH_BUF,   /* a new 16-byte shared buffer each time, then dropped */
+  MEM_MIX,         /* all of those and some bigger copies, in turn */
+  MEM_AFAR_SEND_1, /* 1-byte copies from another thread */
+  MEM_AFAR_MIX,    /* the mix from another thread */
+  MEM_KINDS
+} mem_kind_t;
+
+static const char* const mem_kind_names[MEM_KINDS] = {
+    "1-byte sends",      "24-byte packets",    "one shared buffer",
+    "fresh 16-byte buffers", "a mix",          "1-byte sends from afar",
+    "a mix from afar"};
+
+typedef struct mem_fill_s {
+  cport_session_t* s;
+  mem_kind_t kind;
+  cport_buf_t* same;
+  size_t sends;
+  int rc; /* the refusal that ended the fill */
+#ifndef HEAP_NOT_MEASURED
+  long long start;
+  long long cap; /* give up past this growth: the bound is broken anyway */
+#endif
+} mem_fill_t;
+
+static int mem_send_one(mem_fill_t* f, size_t i) {
+  static const uint8_t bytes[3000];
+  cport_buf_t* b;
+  int rc;
+  int which = (int)f->kind;
+  if (f->kind == MEM_MIX || f->kind == MEM_AFAR_MIX)
+    which = (int)(i % 6);
+  switch (which) {
+    case MEM_SEND_1:
+    case MEM_AFAR_SEND_1:
+      return cport_session_send(f->s, bytes, 1);
+    case MEM_PACKET_24:
+      return cport_session_send_packet(f->s, 7, bytes, 20);
+    case MEM_SAME_BUF:
+      return cport_session_send_buf(f->s, f->same);
+    case MEM_FRESH_BUF:
+      if (cport_buf_from(&b, bytes, 16) != 0)
+        return UV_ENOMEM;
+      rc = cport_session_send_buf(f->s, b);
+      cport_buf_unref(b);
+      return rc;
+    default:
+      return cport_session_send(f->s, bytes, i % 2 ? 700 : sizeof(bytes));
+  }
+}
+
+static void mem_fill(void* arg) {
+  mem_fill_t* f = arg;
+  size_t i;
+  f->rc = 0;
+  for (i = 0; i < 20u * 1000 * 1000 && f->rc == 0; i++) {
+    f->rc = mem_send_one(f, i);
+    if (f->rc == 0)
+      f->sends++;
+#ifndef HEAP_NOT_MEASURED
+    if (i % 4096 == 4095 && heap_in_use() - f->start > f->cap)
+      break;
+#endif
+  }
+}
+
+/* A session whose peer reads nothing may hold at most twice
+ * send_queue_limit of heap (plus a small constant), whatever it is sent
+ * and from where: each request is charged what it allocates, not only the
+ * bytes it carries (a 1-byte send once cost about 500 bytes of heap against
+ * a count of 1). Measured, not asserted through cport's own count. */
+static void test_session_send_queue_limit_bounds_memory(void** state) {
+  fixture_t* fx = *state;
+  const size_t limit = 1024 * 1024;
+  const long long slack = 64 * 1024;
+  cport_buf_t* same;
+  int kind;
+#ifdef HEAP_NOT_MEASURED
+  (void)fx;
+  (void)limit;
+  (void)slack;
+  (void)same;
+  (void)kind;
+  print_message("not measured: %s\n", HEAP_NOT_MEASURED);
+#else
+  fx->mode = RECV_CONSUME;
+  fx->opts.send_queue_limit = limit;
+  fixture_start_server(fx);
+  assert_int_equal(cport_buf_from(&same, "shared", 6), 0);
+  for (kind = 0; kind < MEM_KINDS; kind++) {
+    mem_fill_t f;
+    long long grew;
+    cport_session_t* s;
+    peer_t* p;
+    int before = fx->disconnected;
+    s = xs_connect(fx, &p);
+    peer_stop_reading(p);
+    memset(&f, 0, sizeof(f));
+    f.s = s;
+    f.kind = (mem_kind_t)kind;
+    f.same = same;
+    f.cap = 8 * (long long)limit;
+    f.start = heap_in_use();
+    if (kind >= MEM_AFAR_SEND_1) {
+      uv_thread_t t;
+      assert_int_equal(uv_thread_create(&t, mem_fill, &f), 0);
+      assert_int_equal(uv_thread_join(&t), 0);
+    } else {
+      mem_fill(&f);
+    }
+    grew = heap_in_use() - f.start;
+    print_message("%s: %zu sends, heap grew %lld bytes (limit %zu)\n",
+                  mem_kind_names[kind], f.sends, grew, limit);
+    assert_int_equal(f.rc, CPORT_ESENDQ);
+    assert_true(grew <= 2 * (long long)limit + slack);
+    /* The queue goes with the session. */
+    peer_reset(p);
+    fixture_wait_int(fx, &fx->disconnected, before + 1, FIXTURE_TIMEOUT_MS);
+    cport_session_unref(s);
+    peer_destroy(p);
+  }
+  cport_buf_unref(same);
+#endif
+}
+
 static void test_session_sends_from_8_threads_keep_each_threads_order(
     void** state) {
   fixture_t* fx = *state;
@@ -1221,7 +1383,9 @@ static void test_session_sends_from_8_threads_keep_each_threads_order(
   size_t off;
   int i;
   fx->mode = RECV_CONSUME;
-  fx->opts.send_queue_limit = 2 * total; /* no CPORT_ESENDQ here */
+  /* No CPORT_ESENDQ here: each send from afar is charged its own block. */
+  fx->opts.send_queue_limit =
+      2 * (size_t)XS_THREADS * XS_MESSAGES * cport__send_req_cost(XS_MSG, 0, 0);
   fixture_start_server(fx);
   s = xs_connect(fx, &p);
   for (i = 0; i < XS_THREADS; i++) {
@@ -1392,7 +1556,7 @@ static void test_session_send_limit_from_afar_follows_the_policy(void** state) {
   cport_session_t* s;
   peer_t* p;
   fx->mode = RECV_CONSUME;
-  fx->opts.send_queue_limit = 4 * XS_MSG;
+  fx->opts.send_queue_limit = 4 * cport__send_req_cost(XS_MSG, 0, 0);
   fx->opts.send_queue_policy = CPORT_SENDQ_DISCONNECT;
   fixture_start_server(fx);
   s = xs_connect(fx, &p);
@@ -1870,7 +2034,8 @@ static void test_audit_disconnect_timeout_holds_behind_65536_writes(
       "the uv_write queue to a peer that stopped reading still drains under "
       "wine, so the flush never gets stuck");
   fx->mode = RECV_CONSUME;
-  fx->opts.send_queue_limit = 2 * FIXTURE_STUCK_BYTES;
+  fx->opts.send_queue_limit = 2 * FIXTURE_STUCK_BYTES +
+                              (size_t)WRAP_SENDS * cport__send_req_cost(1, 0, 0);
   fx->opts.disconnect_timeout_ms = 100;
   fixture_start_server(fx);
   p = fixture_connect_stuck_peer(fx);
@@ -2080,6 +2245,7 @@ int main(int argc, char** argv) {
       T(test_audit_refused_sends_from_afar_keep_memory_bounded),
       T(test_audit_disconnect_timeout_holds_behind_65536_writes),
       T(test_audit_session_reference_outlives_the_core),
+      T(test_session_send_queue_limit_bounds_memory),
 #undef T
   };
   if (argc == 3 && strcmp(argv[1], "--child-sender") == 0)

@@ -1,7 +1,7 @@
 /* cport_addr_t: parsing and formatting of IPv4 and IPv6 socket addresses.
  * libuv does the address conversions (uv_ip4_addr, uv_ip6_addr, uv_ip_name,
  * uv_getaddrinfo); this file adds strict port parsing, the "[v6]:port"
- * syntax, and the refusal of empty hosts. */
+ * syntax, the refusal of empty hosts, and reads IPv6 scopes itself. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,8 +13,10 @@ _Static_assert((sizeof(struct sockaddr_in6) <= sizeof(((cport_addr_t*)0)->u)),
 _Static_assert((sizeof(struct sockaddr_in) <= sizeof(((cport_addr_t*)0)->u)),
                "cport_addr_t too small for sockaddr_in");
 
-/* Longer input cannot be a valid IPv6 literal with a scope name. */
-#define ADDR_HOST_MAX 80
+/* The longest IPv4 or IPv6 text, INET6_ADDRSTRLEN less its NUL:
+ * "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255". Longer text before any
+ * '%' is refused whole, never read in part. */
+#define ADDR_IP_TEXT_MAX 45
 
 
 static int addr_family_of(const cport_addr_t* addr) {
@@ -41,57 +43,64 @@ static int parse_port(const char* text, int* out) {
 }
 
 
-/* An IPv6 literal with an optional "%scope". uv_ip6_addr() alone is not
- * strict enough: it cuts the text before '%' to 39 characters unchecked and
- * turns an unknown scope name into scope 0. */
-static int parse_ip6(char* buf, int port, struct sockaddr_in6* out) {
-  unsigned char bytes[16];
-  char* scope = strchr(buf, '%');
-  if (scope != NULL) {
-    *scope = '\0';
-    if (scope[1] == '\0')
+/* A scope of `len` characters: a decimal interface index, or the name of an
+ * interface that exists. The number is read here, not with strtoul, whose
+ * `unsigned long` is 32 bits on Windows and would clamp 4294967296 to
+ * UINT32_MAX instead of failing. */
+static int parse_scope(const char* text, size_t len, uint32_t* out) {
+  uint64_t index = 0;
+  size_t i;
+  if (len == 0)
+    return UV_EINVAL;
+  for (i = 0; i < len; i++) {
+    if (text[i] < '0' || text[i] > '9')
+      return cport__platform_if_index(text, len, out);
+  }
+  for (i = 0; i < len; i++) {
+    index = index * 10 + (uint64_t)(text[i] - '0');
+    if (index > UINT32_MAX)
       return UV_EINVAL;
   }
-  if (uv_inet_pton(AF_INET6, buf, bytes) != 0)
-    return UV_EINVAL;
-  if (scope != NULL)
-    *scope = '%';
-  if (uv_ip6_addr(buf, port, out) != 0)
-    return UV_EINVAL;
-  if (scope != NULL && strspn(scope + 1, "0123456789") == strlen(scope + 1)) {
-    /* A numeric scope is an interface index; libuv on Unix only looks up
-     * names. */
-    unsigned long index = strtoul(scope + 1, NULL, 10);
-    if (strlen(scope + 1) > 10 || index > UINT32_MAX)
-      return UV_EINVAL;
-    out->sin6_scope_id = (uint32_t)index;
-  } else if (scope != NULL && out->sin6_scope_id == 0) {
-    return UV_EINVAL; /* no interface of that name */
-  }
+  *out = (uint32_t)index;
   return 0;
 }
 
 
 /* `host` of length `len`, not NUL-terminated, without brackets. `bracketed`
- * says it was written in brackets, which only IPv6 may be. */
+ * says it was written in brackets, which only IPv6 may be.
+ *
+ * The address and an IPv6 "%scope" are read apart. uv_ip6_addr() is given
+ * the address alone, because with a scope it cuts the text before '%' to 39
+ * characters unchecked (a 45-character address lost its tail), and turns an
+ * unknown scope name into scope 0 (on Windows, a scope into atoi()'s
+ * number). */
 static int parse_host(
     cport_addr_t* out, const char* host, size_t len, int port, int bracketed) {
-  char buf[ADDR_HOST_MAX + 1];
+  char ip[ADDR_IP_TEXT_MAX + 1];
+  const char* percent = memchr(host, '%', len);
+  size_t ip_len = percent != NULL ? (size_t)(percent - host) : len;
   cport_addr_t tmp;
-  if (len == 0 || len > ADDR_HOST_MAX)
+  struct sockaddr_in6* sin6 = (struct sockaddr_in6*)tmp.u.bytes;
+  uint32_t scope_id = 0;
+  if (ip_len == 0 || ip_len > ADDR_IP_TEXT_MAX)
     return UV_EINVAL;
-  memcpy(buf, host, len);
-  buf[len] = '\0';
+  memcpy(ip, host, ip_len);
+  ip[ip_len] = '\0';
   memset(&tmp, 0, sizeof(tmp));
-  if (memchr(buf, ':', len) != NULL) {
-    if (parse_ip6(buf, port, (struct sockaddr_in6*)tmp.u.bytes) != 0)
+  if (memchr(ip, ':', ip_len) == NULL) {
+    if (bracketed || percent != NULL)
       return UV_EINVAL;
-  } else {
-    if (bracketed)
+    if (uv_ip4_addr(ip, port, (struct sockaddr_in*)tmp.u.bytes) != 0)
       return UV_EINVAL;
-    if (uv_ip4_addr(buf, port, (struct sockaddr_in*)tmp.u.bytes) != 0)
-      return UV_EINVAL;
+    *out = tmp;
+    return 0;
   }
+  if (percent != NULL &&
+      parse_scope(percent + 1, len - ip_len - 1, &scope_id) != 0)
+    return UV_EINVAL;
+  if (uv_ip6_addr(ip, port, sin6) != 0)
+    return UV_EINVAL;
+  sin6->sin6_scope_id = scope_id;
   *out = tmp;
   return 0;
 }

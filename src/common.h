@@ -46,6 +46,10 @@ void cport__mem_fail_after(long n);
 
 /* What libuv lacks, per platform (src/platform/). */
 void cport__platform_ignore_sigpipe(void);
+/* The index of the network interface named by the `len` characters at
+ * `name` (not NUL-terminated), for an IPv6 scope such as "%eth0". Returns 0,
+ * or UV_EINVAL when no interface has that name. */
+int cport__platform_if_index(const char* name, size_t len, uint32_t* out);
 
 /* A listening TCP socket that libuv does not own, for a listener that hands
  * each accepted socket to another loop (listener.c says why). Non-blocking,

@@ -7,6 +7,8 @@
 #include <setjmp.h>
 #include <limits.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -296,7 +298,7 @@ static void test_addr_parse_rejects_garbage_before_ipv6_scope(void** state) {
 static void test_addr_parse_rejects_overlong_host(void** state) {
   char host[1024];
   (void)state;
-  /* Longer than any numeric host, at the parser's limit and far past it. */
+  /* Longer than any numeric host (45 characters), a little and far. */
   memset(host, '1', 81);
   host[81] = '\0';
   expect_parse_einval(host, 80);
@@ -694,6 +696,466 @@ static void test_addr_resolve_rejects_bad_arguments(void** state) {
   assert_int_equal(cport_addr_resolve(NULL, "127.0.0.1", 80), UV_EINVAL);
 }
 
+/* ---- exactness: a host is read whole, or refused ---- */
+
+/* Where the loopback interface has a well-known name (Linux), scopes are
+ * also written by name; elsewhere only numeric scopes are used. */
+#if defined(__linux__)
+#define ADDR_LOOPBACK_IF "lo"
+#endif
+
+/* Deterministic, so a failure names a text that can be replayed. */
+static uint32_t addr_rand_state = 0x2545f491u;
+
+
+static uint32_t addr_rand(void) {
+  uint32_t x = addr_rand_state;
+  x ^= x << 13;
+  x ^= x >> 17;
+  x ^= x << 5;
+  addr_rand_state = x;
+  return x;
+}
+
+
+static const char* addr_bytes_text(int family,
+                                   const unsigned char* bytes,
+                                   char* buf,
+                                   size_t size) {
+  if (uv_inet_ntop(family, bytes, buf, size) != 0)
+    snprintf(buf, size, "(unprintable)");
+  return buf;
+}
+
+
+#ifdef ADDR_LOOPBACK_IF
+/* The index libuv itself gives the name (if_nametoindex). */
+static uint32_t addr_loopback_scope(void) {
+  struct sockaddr_in6 ref;
+  assert_int_equal(uv_ip6_addr("::1%" ADDR_LOOPBACK_IF, 0, &ref), 0);
+  assert_int_not_equal(ref.sin6_scope_id, 0);
+  return ref.sin6_scope_id;
+}
+#endif
+
+
+/* `a` holds exactly `bytes` (4 for IPv4, 16 for IPv6), `port` and, for
+ * IPv6, `scope_id`. `what` names the call for the failure message. */
+static void expect_addr_is(const cport_addr_t* a,
+                           int family,
+                           const unsigned char* bytes,
+                           int port,
+                           uint32_t scope_id,
+                           const char* what) {
+  char got[64];
+  char want[64];
+  const struct sockaddr* sa = cport_addr_sockaddr(a);
+  const unsigned char* have;
+  if (sa == NULL || sa->sa_family != family)
+    fail_msg("%s: wrong address family", what);
+  if (family == AF_INET)
+    have = (const unsigned char*)&((const struct sockaddr_in*)sa)->sin_addr;
+  else
+    have = (const unsigned char*)&((const struct sockaddr_in6*)sa)->sin6_addr;
+  if (memcmp(have, bytes, family == AF_INET ? 4 : 16) != 0)
+    fail_msg("%s: parsed as %s, expected %s", what,
+             addr_bytes_text(family, have, got, sizeof(got)),
+             addr_bytes_text(family, bytes, want, sizeof(want)));
+  if (cport_addr_port(a) != port)
+    fail_msg("%s: port %d, expected %d", what, cport_addr_port(a), port);
+  if (family == AF_INET6 &&
+      ((const struct sockaddr_in6*)sa)->sin6_scope_id != scope_id)
+    fail_msg("%s: scope %lu, expected %lu", what,
+             (unsigned long)((const struct sockaddr_in6*)sa)->sin6_scope_id,
+             (unsigned long)scope_id);
+}
+
+
+/* `host` (an IPv6 literal, perhaps with a scope) parses to exactly `bytes`
+ * and `scope_id`, bare, bracketed and as "[host]:port"; formatting the
+ * result and parsing it back gives the same address (without the scope,
+ * which formatting leaves out). */
+static void expect_ip6_exact(const char* host,
+                             const unsigned char* bytes,
+                             uint32_t scope_id) {
+  char text[256];
+  char what[300];
+  char formatted[CPORT_ADDR_STRLEN];
+  cport_addr_t a;
+  cport_addr_t b;
+  int rc;
+  addr_poison(&a);
+  rc = cport_addr_parse(&a, host, 4321);
+  if (rc != 0)
+    fail_msg("cport_addr_parse(\"%s\") returned %d (%s), expected 0", host, rc,
+             cport_err_name(rc));
+  snprintf(what, sizeof(what), "cport_addr_parse(\"%s\")", host);
+  expect_addr_is(&a, AF_INET6, bytes, 4321, scope_id, what);
+
+  snprintf(text, sizeof(text), "[%s]", host);
+  addr_poison(&b);
+  expect_parse_ok(&b, text, 4321);
+  assert_memory_equal(&a, &b, sizeof(a));
+  snprintf(text, sizeof(text), "[%s]:4321", host);
+  addr_poison(&b);
+  expect_hostport_ok(&b, text);
+  assert_memory_equal(&a, &b, sizeof(a));
+
+  assert_int_equal(cport_addr_format(&a, formatted, sizeof(formatted)), 0);
+  addr_poison(&b);
+  expect_hostport_ok(&b, formatted);
+  snprintf(what, sizeof(what), "\"%s\" formatted as \"%s\", read back", host,
+           formatted);
+  expect_addr_is(&b, AF_INET6, bytes, 4321, 0, what);
+}
+
+
+/* The reference reads `host` with uv_inet_pton on the NUL-terminated text,
+ * which sees every character. With `scope` (valid, naming `scope_id`)
+ * appended, cport must give exactly the reference's address in every form
+ * (bare, bracketed, host:port), or refuse it when the reference does. */
+static void expect_exact_or_refused(const char* host,
+                                    const char* scope,
+                                    uint32_t scope_id) {
+  char text[512];
+  char what[600];
+  unsigned char ref[16];
+  cport_addr_t a;
+  cport_addr_t b;
+  int v6 = strchr(host, ':') != NULL;
+  int family = v6 ? AF_INET6 : AF_INET;
+  /* A scope belongs to IPv6 only. */
+  int ref_ok = uv_inet_pton(family, host, ref) == 0 && (v6 || *scope == '\0');
+  int rc;
+
+  snprintf(text, sizeof(text), "%s%s", host, scope);
+  addr_poison(&a);
+  rc = cport_addr_parse(&a, text, 80);
+  if (!ref_ok) {
+    if (rc != UV_EINVAL || !addr_is_poisoned(&a))
+      fail_msg("cport_addr_parse(\"%s\") returned %d (%s), expected EINVAL",
+               text, rc, cport_err_name(rc));
+  } else {
+    if (rc != 0)
+      fail_msg("cport_addr_parse(\"%s\") returned %d (%s), expected 0", text,
+               rc, cport_err_name(rc));
+    snprintf(what, sizeof(what), "cport_addr_parse(\"%s\")", text);
+    expect_addr_is(&a, family, ref, 80, scope_id, what);
+  }
+
+  snprintf(text, sizeof(text), "[%s%s]", host, scope);
+  addr_poison(&b);
+  rc = cport_addr_parse(&b, text, 80);
+  if (ref_ok && v6) {
+    if (rc != 0)
+      fail_msg("cport_addr_parse(\"%s\") returned %d, expected 0", text, rc);
+    assert_memory_equal(&a, &b, sizeof(a));
+  } else if (rc != UV_EINVAL || !addr_is_poisoned(&b)) {
+    fail_msg("cport_addr_parse(\"%s\") returned %d, expected EINVAL", text, rc);
+  }
+
+  snprintf(text, sizeof(text), v6 ? "[%s%s]:80" : "%s%s:80", host, scope);
+  addr_poison(&b);
+  rc = cport_addr_parse_hostport(&b, text);
+  if (ref_ok) {
+    if (rc != 0)
+      fail_msg("cport_addr_parse_hostport(\"%s\") returned %d, expected 0",
+               text, rc);
+    assert_memory_equal(&a, &b, sizeof(a));
+  } else if (rc != UV_EINVAL || !addr_is_poisoned(&b)) {
+    fail_msg("cport_addr_parse_hostport(\"%s\") returned %d, expected EINVAL",
+             text, rc);
+  }
+}
+
+
+/* uv_ip6_addr() keeps only 39 characters before '%': the first host lost
+ * the last digit of its IPv4 part, the second (45 characters, valid) was
+ * refused. */
+static void test_addr_parse_reads_whole_ipv6_before_scope(void** state) {
+  static const unsigned char mapped_11[16] = {0, 0, 0,    0,    0,  0, 0, 0,
+                                              0, 0, 0xff, 0xff, 11, 2, 3, 255};
+  static const unsigned char mapped_127[16] = {
+      0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 127, 100, 100, 100};
+  (void)state;
+  expect_ip6_exact("0000:0000:0000:0000:0000:ffff:11.2.3.255%1", mapped_11, 1);
+  expect_ip6_exact("0000:0000:0000:0000:0000:ffff:127.100.100.100%1",
+                   mapped_127, 1);
+  expect_ip6_exact("0000:0000:0000:0000:0000:ffff:127.100.100.100%4294967295",
+                   mapped_127, UINT32_MAX);
+  expect_ip6_exact("0000:0000:0000:0000:0000:ffff:127.100.100.100", mapped_127,
+                   0);
+#ifdef ADDR_LOOPBACK_IF
+  expect_ip6_exact("0000:0000:0000:0000:0000:ffff:11.2.3.255%lo", mapped_11,
+                   addr_loopback_scope());
+  expect_ip6_exact("0000:0000:0000:0000:0000:ffff:127.100.100.100%lo",
+                   mapped_127, addr_loopback_scope());
+#endif
+  /* One character more than the longest IPv6 text: nothing valid is that
+   * long, so it is refused, not read in part. */
+  expect_parse_einval("0000:0000:0000:0000:0000:ffff:127.100.100.1000%1", 80);
+  expect_parse_einval("00000:0000:0000:0000:0000:ffff:127.100.100.100%1", 80);
+  expect_hostport_einval(
+      "[0000:0000:0000:0000:0000:ffff:127.100.100.1000%1]:80");
+}
+
+
+/* A numeric scope is the whole decimal number or an error: not a prefix
+ * (atoi), and not a value clamped to the range of `unsigned long`, which
+ * is 32 bits on Windows. */
+static void test_addr_parse_reads_whole_scope(void** state) {
+  static const unsigned char fe80_1[16] = {0xfe, 0x80, 0, 0, 0, 0, 0, 0,
+                                           0,    0,    0, 0, 0, 0, 0, 1};
+  (void)state;
+  expect_ip6_exact("fe80::1%0", fe80_1, 0);
+  expect_ip6_exact("fe80::1%7", fe80_1, 7);
+  expect_ip6_exact("fe80::1%4294967295", fe80_1, UINT32_MAX);
+  expect_ip6_exact("fe80::1%0004294967295", fe80_1, UINT32_MAX);
+  expect_ip6_exact("fe80::1%00000000001", fe80_1, 1);
+  expect_parse_einval("fe80::1%4294967296", 80);
+  expect_parse_einval("fe80::1%9999999999", 80);
+  expect_parse_einval("fe80::1%18446744073709551617", 80); /* 2^64 + 1 */
+  expect_parse_einval("fe80::1%1abc", 80);
+  expect_parse_einval("fe80::1%1 ", 80);
+  expect_parse_einval("fe80::1% 1", 80);
+  expect_parse_einval("fe80::1%+1", 80);
+  expect_parse_einval("fe80::1%-1", 80);
+  expect_parse_einval("fe80::1%0x1", 80);
+  expect_parse_einval("fe80::1%1%1", 80);
+  expect_parse_einval("fe80::1%%1", 80);
+  expect_hostport_einval("[fe80::1%4294967296]:80");
+  expect_hostport_einval("[fe80::1%1abc]:80");
+  /* A scope is for IPv6 only. */
+  expect_parse_einval("127.0.0.1%1", 80);
+  expect_hostport_einval("127.0.0.1%1:80");
+#ifdef ADDR_LOOPBACK_IF
+  expect_ip6_exact("fe80::1%" ADDR_LOOPBACK_IF, fe80_1, addr_loopback_scope());
+  expect_parse_einval("fe80::1%" ADDR_LOOPBACK_IF "x", 80);
+  expect_parse_einval("fe80::1%" ADDR_LOOPBACK_IF " ", 80);
+#endif
+}
+
+
+/* Writes one valid spelling of the address `b` into `out`: each group
+ * with 1 to 4 hex digits (leading zeros as `pad` says: 0 fewest, 1 all
+ * four, 2 at random), "::" for a random run of zero groups if `compress`,
+ * the last 32 bits as a dotted quad if `quad`, upper-case hex if `upper`. */
+static void addr_spell_ip6(const unsigned char* b,
+                           int quad,
+                           int pad,
+                           int compress,
+                           int upper,
+                           char* out,
+                           size_t size) {
+  int groups = quad ? 6 : 8;
+  int cs = -1; /* "::" replaces groups [cs, ce) */
+  int ce = -1;
+  int i;
+  size_t n = 0;
+  if (compress) {
+    int start = (int)(addr_rand() % (uint32_t)groups);
+    for (i = 0; i < groups; i++) {
+      int g = (start + i) % groups;
+      if (b[2 * g] == 0 && b[2 * g + 1] == 0) {
+        cs = g;
+        break;
+      }
+    }
+    if (cs >= 0) {
+      ce = cs + 1;
+      while (ce < groups && b[2 * ce] == 0 && b[2 * ce + 1] == 0 &&
+             addr_rand() % 4 != 0)
+        ce++;
+    }
+  }
+  for (i = 0; i < groups;) {
+    unsigned value = (unsigned)(b[2 * i] << 8 | b[2 * i + 1]);
+    int width = value > 0xfff ? 4 : value > 0xff ? 3 : value > 0xf ? 2 : 1;
+    if (i == cs) {
+      n += (size_t)snprintf(out + n, size - n, "::");
+      i = ce;
+      continue;
+    }
+    if (pad == 1)
+      width = 4;
+    else if (pad == 2)
+      width += (int)(addr_rand() % (uint32_t)(5 - width));
+    n += (size_t)snprintf(out + n, size - n,
+                          i > 0 && i != ce ? (upper ? ":%0*X" : ":%0*x")
+                                           : (upper ? "%0*X" : "%0*x"),
+                          width, value);
+    i++;
+  }
+  if (quad)
+    snprintf(out + n, size - n, "%s%u.%u.%u.%u", ce == groups ? "" : ":", b[12],
+             b[13], b[14], b[15]);
+}
+
+
+/* Many valid spellings of many addresses (leading zeros, all eight groups,
+ * "::", embedded IPv4 with 1- to 3-digit parts, upper case), each with and
+ * without a scope: each parses to the bytes it spells. */
+static void test_addr_parse_ipv6_spellings_sweep(void** state) {
+  static const unsigned char fixed[][16] = {
+      {0},
+      {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+       0xff, 0xff, 0xff, 0xff},
+      {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1},
+      {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 11, 2, 3, 255},
+      {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 127, 100, 100, 100},
+      {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 1, 2, 3, 4},
+      {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 9, 10, 99, 100},
+      {0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1},
+      {0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x42},
+      {0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc, 0xde, 0xf0, 0x0f, 0xed, 0xcb, 0xa9,
+       0x87, 0x65, 0x43, 0x21},
+  };
+  const char* scopes[] = {"", "%0", "%1", "%4294967295", NULL};
+  uint32_t scope_ids[] = {0, 0, 1, UINT32_MAX, 0};
+  size_t nscopes = 4;
+  unsigned char b[16];
+  char host[64];
+  char text[96];
+  unsigned char ref[16];
+  size_t v;
+  size_t s;
+  int form;
+  int i;
+  (void)state;
+#ifdef ADDR_LOOPBACK_IF
+  scopes[nscopes] = "%" ADDR_LOOPBACK_IF;
+  scope_ids[nscopes] = addr_loopback_scope();
+  nscopes++;
+#endif
+  for (v = 0; v < 400; v++) {
+    if (v < sizeof(fixed) / sizeof(fixed[0])) {
+      memcpy(b, fixed[v], sizeof(b));
+    } else {
+      for (i = 0; i < 16; i += 2) {
+        /* Zero groups often, so that "::" has runs to replace. */
+        uint32_t r = addr_rand();
+        b[i] = r % 3 == 0 ? 0 : (unsigned char)(r >> 8);
+        b[i + 1] = r % 3 == 0 ? 0 : (unsigned char)(r >> 16);
+        /* Small values, so that groups and IPv4 parts have few digits. */
+        if (r % 5 == 1)
+          b[i] = 0;
+        if (r % 7 == 1)
+          b[i + 1] = (unsigned char)(r >> 24) % 10;
+      }
+    }
+    for (form = 0; form < 24; form++) {
+      addr_spell_ip6(b, form & 1, (form >> 1) % 3, form / 6 % 2, form / 12,
+                     host, sizeof(host));
+      /* The generator itself is checked against the reference. */
+      if (uv_inet_pton(AF_INET6, host, ref) != 0 ||
+          memcmp(ref, b, sizeof(b)) != 0)
+        fail_msg("test generator wrote \"%s\", which is not the address", host);
+      for (s = 0; s < nscopes; s++) {
+        snprintf(text, sizeof(text), "%s%s", host, scopes[s]);
+        expect_ip6_exact(text, b, scope_ids[s]);
+      }
+    }
+  }
+}
+
+
+/* Every prefix and every one-character extension of long spellings, so
+ * the lengths around libuv's limits (39 characters kept by uv_ip6_addr
+ * before '%', 45 in the longest IPv6 text, 46 in INET6_ADDRSTRLEN) are all
+ * visited, as well as long tails: each reads exactly or is refused. */
+static void test_addr_parse_lengths_near_limits_are_exact_or_refused(
+    void** state) {
+  static const char* const bases[] = {
+      "0000:0000:0000:0000:0000:ffff:127.100.100.100",
+      "0000:0000:0000:0000:0000:ffff:11.2.3.255",
+      "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255",
+      "0000:0000:0000:0000:0000:0000:0000:0001",
+      "1234:5678:9abc:def0:1234:5678:9abc:def0",
+      "::ffff:1.2.3.4",
+      "255.255.255.255",
+      "10.200.3.40",
+  };
+  static const char extra[] = "0123456789abcdefABCDEF:.gx ";
+  const char* scopes[] = {"", "%1", "%4294967295", NULL};
+  uint32_t scope_ids[] = {0, 1, UINT32_MAX, 0};
+  size_t nscopes = 3;
+  char host[256];
+  size_t bi;
+  size_t len;
+  size_t e;
+  size_t s;
+  (void)state;
+#ifdef ADDR_LOOPBACK_IF
+  scopes[nscopes] = "%" ADDR_LOOPBACK_IF;
+  scope_ids[nscopes] = addr_loopback_scope();
+  nscopes++;
+#endif
+  for (bi = 0; bi < sizeof(bases) / sizeof(bases[0]); bi++) {
+    size_t blen = strlen(bases[bi]);
+    for (len = 0; len <= blen; len++) {
+      memcpy(host, bases[bi], len);
+      host[len] = '\0';
+      for (s = 0; s < nscopes; s++)
+        expect_exact_or_refused(host, scopes[s], scope_ids[s]);
+      for (e = 0; e + 1 < sizeof(extra); e++) {
+        host[len] = extra[e];
+        host[len + 1] = '\0';
+        for (s = 0; s < nscopes; s++)
+          expect_exact_or_refused(host, scopes[s], scope_ids[s]);
+      }
+    }
+    /* Long tails of digits: past every buffer a parser might cut at. */
+    memcpy(host, bases[bi], blen);
+    for (len = blen + 1; len < 200; len++) {
+      host[len - 1] = '0';
+      host[len] = '\0';
+      for (s = 0; s < nscopes; s++)
+        expect_exact_or_refused(host, scopes[s], scope_ids[s]);
+    }
+  }
+}
+
+
+/* A port is its whole decimal text, leading zeros allowed, or an error. */
+static void test_addr_hostport_port_is_exact_or_refused(void** state) {
+  static const char* const ports[] = {"0",
+                                      "1",
+                                      "80",
+                                      "65535",
+                                      "65536",
+                                      "99999",
+                                      "70000",
+                                      "65545",
+                                      "65635",
+                                      "4294967376",
+                                      "18446744073709551696"};
+  char text[128];
+  cport_addr_t a;
+  size_t p;
+  int zeros;
+  (void)state;
+  for (p = 0; p < sizeof(ports) / sizeof(ports[0]); p++) {
+    unsigned long long value = strtoull(ports[p], NULL, 10);
+    int ok = strlen(ports[p]) <= 5 && value <= 65535;
+    for (zeros = 0; zeros < 30; zeros++) {
+      int form;
+      for (form = 0; form < 2; form++) {
+        int n =
+            snprintf(text, sizeof(text), "%s:", form ? "[::1]" : "127.0.0.1");
+        memset(text + n, '0', (size_t)zeros);
+        snprintf(text + n + zeros, sizeof(text) - (size_t)(n + zeros), "%s",
+                 ports[p]);
+        if (ok) {
+          expect_hostport_ok(&a, text);
+          assert_int_equal(cport_addr_port(&a), (int)value);
+        } else {
+          expect_hostport_einval(text);
+        }
+      }
+    }
+  }
+}
+
 
 int main(void) {
   const struct CMUnitTest tests[] = {
@@ -715,6 +1177,11 @@ int main(void) {
       cmocka_unit_test(test_addr_parse_rejects_overlong_host),
       cmocka_unit_test(test_addr_parse_rejects_port_out_of_range),
       cmocka_unit_test(test_addr_parse_failure_leaves_out_unchanged),
+      cmocka_unit_test(test_addr_parse_reads_whole_ipv6_before_scope),
+      cmocka_unit_test(test_addr_parse_reads_whole_scope),
+      cmocka_unit_test(test_addr_parse_ipv6_spellings_sweep),
+      cmocka_unit_test(
+          test_addr_parse_lengths_near_limits_are_exact_or_refused),
       cmocka_unit_test(test_addr_hostport_parses_ipv4),
       cmocka_unit_test(test_addr_hostport_parses_bracketed_ipv6),
       cmocka_unit_test(test_addr_hostport_accepts_port_bounds),
@@ -725,6 +1192,7 @@ int main(void) {
       cmocka_unit_test(test_addr_hostport_rejects_malformed_host),
       cmocka_unit_test(test_addr_hostport_rejects_overlong_text),
       cmocka_unit_test(test_addr_hostport_rejects_null),
+      cmocka_unit_test(test_addr_hostport_port_is_exact_or_refused),
       cmocka_unit_test(test_addr_format_roundtrips_ipv4),
       cmocka_unit_test(test_addr_format_roundtrips_ipv6),
       cmocka_unit_test(test_addr_format_reports_enospc_for_small_buffers),

@@ -34,10 +34,11 @@ typedef struct cport_addr_s {
 
 /* Parse a numeric IPv4 or IPv6 host and a port into `out`.
  * `host` is "127.0.0.1", "::1", "[::1]" or "fe80::1%eth0" (the scope must
- * name an existing interface or be a number); brackets only around IPv6;
- * names such as
- * "localhost" are not looked up here (see cport_addr_resolve). "0.0.0.0" and
- * "::" are accepted only when written out: an empty host is an error.
+ * be a decimal interface index or, on Unix, name an existing interface);
+ * brackets only around IPv6. The host is read whole or refused, never cut
+ * short. Names such as "localhost" are not looked up here (see
+ * cport_addr_resolve). "0.0.0.0" and "::" are accepted only when written
+ * out: an empty host is an error.
  * Ownership: `host` is read during the call only; `out` is written only on
  *            success.
  * Thread:    any.

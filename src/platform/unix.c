@@ -4,7 +4,9 @@
 #endif
 #include <errno.h>
 #include <fcntl.h>
+#include <net/if.h>
 #include <signal.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -25,6 +27,23 @@ void cport__platform_ignore_sigpipe(void) {
     return;
   if (!(old.sa_flags & SA_SIGINFO) && old.sa_handler == SIG_DFL)
     signal(SIGPIPE, SIG_IGN);
+}
+
+
+/* A name of IF_NAMESIZE characters or more names no interface, so it is
+ * refused here rather than cut to fit the buffer. */
+int cport__platform_if_index(const char* name, size_t len, uint32_t* out) {
+  char buf[IF_NAMESIZE];
+  unsigned index;
+  if (len == 0 || len >= sizeof(buf))
+    return UV_EINVAL;
+  memcpy(buf, name, len);
+  buf[len] = '\0';
+  index = if_nametoindex(buf);
+  if (index == 0)
+    return UV_EINVAL;
+  *out = (uint32_t)index;
+  return 0;
 }
 
 

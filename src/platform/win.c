@@ -8,6 +8,17 @@ void cport__platform_ignore_sigpipe(void) {
 }
 
 
+/* Scopes on Windows are interface indexes, which addr.c reads itself; libuv
+ * reads them the same way (uv_ip6_addr uses atoi there), so a name is one no
+ * scope has. */
+int cport__platform_if_index(const char* name, size_t len, uint32_t* out) {
+  (void)name;
+  (void)len;
+  (void)out;
+  return UV_EINVAL;
+}
+
+
 static int socket_error(void) {
   return uv_translate_sys_error(WSAGetLastError());
 }

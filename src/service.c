@@ -685,24 +685,31 @@ static uint64_t service_random(cport_service_t* svc) {
 }
 
 
+/* The wait before the attempt that follows `attempts` failures in a row:
+ * the base (reconnect_delay_ms, doubled per failure under EXPONENTIAL),
+ * moved at random by up to the jitter either way, but never past the cap
+ * (the larger of reconnect_max_ms and reconnect_delay_ms), whatever the
+ * policy, nor below 1 ms. At the cap the jitter can only shorten the wait,
+ * so clients that lost the same server still spread out there. */
 static uint64_t service_reconnect_delay(cport_service_t* svc,
                                         unsigned attempts) {
   const cport_service_opts_t* o = &svc->view.opts;
   uint64_t delay = o->reconnect_delay_ms;
+  uint64_t cap = o->reconnect_max_ms > delay ? o->reconnect_max_ms : delay;
   uint64_t span;
+  uint64_t lo;
+  uint64_t hi;
   if (o->reconnect == CPORT_RECONNECT_EXPONENTIAL) {
-    uint64_t cap = o->reconnect_max_ms > delay ? o->reconnect_max_ms : delay;
     while (attempts-- > 0 && delay < cap) delay *= 2;
     if (delay > cap)
       delay = cap;
   }
   span = delay * o->reconnect_jitter_pct / 100;
-  if (span > 0) {
-    delay = delay - span + service_random(svc) % (2 * span + 1);
-    if (delay == 0)
-      delay = 1;
-  }
-  return delay;
+  lo = delay - span > 0 ? delay - span : 1;
+  hi = delay + span < cap ? delay + span : cap;
+  if (hi <= lo)
+    return lo;
+  return lo + service_random(svc) % (hi - lo + 1);
 }
 
 

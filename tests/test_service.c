@@ -2,6 +2,7 @@
  * argument checks, broadcast. */
 #include "fixture.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -595,6 +596,94 @@ static void test_service_stop_cancels_pending_reconnects(void** state) {
   assert_int_equal(fx->connect_failed, 3);
   /* The teardown checks that the pending reconnects left nothing behind. */
 }
+
+/* ---- reconnect delays, as the policy logs them ---- */
+
+/* Every "client: reconnecting in N ms (attempt K)" line, in order. */
+#define DELAYS_MAX 1024
+
+typedef struct delays_s {
+  int count; /* lines seen, also those past DELAYS_MAX */
+  unsigned ms[DELAYS_MAX];
+  unsigned attempt[DELAYS_MAX];
+} delays_t;
+
+/* Static, so that a test that fails before delays_stop() leaves the hook
+ * writing somewhere harmless. */
+static delays_t delays;
+
+static void delays_log(cport_log_level_t level, const char* msg, void* arg) {
+  delays_t* d = arg;
+  unsigned ms;
+  unsigned attempt;
+  (void)level;
+  if (sscanf(msg, "client: reconnecting in %u ms (attempt %u)", &ms,
+             &attempt) != 2)
+    return;
+  if (d->count < DELAYS_MAX) {
+    d->ms[d->count] = ms;
+    d->attempt[d->count] = attempt;
+  }
+  d->count++;
+}
+
+static void delays_start(void) {
+  memset(&delays, 0, sizeof(delays));
+  cport_set_log(delays_log, &delays, CPORT_LOG_INFO);
+}
+
+static void delays_stop(void) {
+  cport_set_log(NULL, NULL, CPORT_LOG_WARN);
+}
+
+/* The lines seen so far all lie within [lo, hi]; returns how many lie
+ * below `hi` (jitter that still moves delays at the cap). */
+static int delays_check(int from, unsigned lo, unsigned hi, unsigned attempt) {
+  int below = 0;
+  int i;
+  for (i = from; i < delays.count && i < DELAYS_MAX; i++) {
+    if (delays.attempt[i] < attempt)
+      continue;
+    if (delays.ms[i] < lo || delays.ms[i] > hi)
+      fail_msg("attempt %u: %u ms, outside [%u, %u]", delays.attempt[i],
+               delays.ms[i], lo, hi);
+    if (delays.ms[i] < hi)
+      below++;
+  }
+  return below;
+}
+
+/* service.h: reconnect_max_ms is the longest delay, jitter included, and
+ * jitter still moves the delays that reach it (downwards). 0.4.1 added the
+ * jitter after the cap: up to 150 ms here. */
+static void test_service_reconnect_delays_never_exceed_the_cap(void** state) {
+  fixture_t* fx = *state;
+  cport_addr_t addr;
+  int from;
+  free_port(fx, &addr);
+  delays_start();
+  /* Exponential: 10, 20, 40, 80, then the cap, each +-50 %. */
+  fx->opts.reconnect = CPORT_RECONNECT_EXPONENTIAL;
+  fx->opts.reconnect_delay_ms = 10;
+  fx->opts.reconnect_max_ms = 100;
+  fx->opts.reconnect_jitter_pct = 50;
+  fixture_start_client(fx, &addr, 20);
+  fixture_wait_int(fx, &delays.count, 300, FIXTURE_TIMEOUT_MS);
+  (void)delays_check(0, 1, 100, 1);
+  /* From the fifth attempt on, the base is the cap: 50 to 100 ms. */
+  assert_true(delays_check(0, 50, 100, 5) > 0);
+  cport_service_destroy(fx->client);
+  fx->client = NULL;
+  /* Fixed at the cap: 50 to 100 ms as well. */
+  from = delays.count;
+  fx->opts.reconnect = CPORT_RECONNECT_FIXED;
+  fx->opts.reconnect_delay_ms = 100;
+  fixture_start_client(fx, &addr, 20);
+  fixture_wait_int(fx, &delays.count, from + 100, FIXTURE_TIMEOUT_MS);
+  assert_true(delays_check(from, 50, 100, 1) > 0);
+  delays_stop();
+}
+
 
 /* A graceful disconnect that cannot flush is cut off at
  * disconnect_timeout_ms, keeping its own code. */
@@ -1304,6 +1393,7 @@ int main(void) {
       T(test_service_connect_timeout_reports_etimedout),
       T(test_service_reconnects_to_a_server_that_starts_late),
       T(test_service_stop_cancels_pending_reconnects),
+      T(test_service_reconnect_delays_never_exceed_the_cap),
       T(test_service_disconnect_timeout_forces_a_stuck_flush),
       T(test_service_stop_with_deadline_during_thousands_of_transfers),
       T(test_service_flood_past_max_sessions_leaves_sessions_served),

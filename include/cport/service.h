@@ -180,11 +180,15 @@ typedef struct cport_service_opts_s {
    * waits it after a lost session and doubles it for each failed attempt
    * in a row (2x after the first failure). Default 1000; at least 1. */
   unsigned reconnect_delay_ms;
-  /* Longest delay of CPORT_RECONNECT_EXPONENTIAL. Default 30000. */
+  /* The cap: no reconnect waits longer than this or reconnect_delay_ms,
+   * whichever is larger, jitter included, under either policy. Default
+   * 30000. */
   unsigned reconnect_max_ms;
-  /* Each delay is moved at random by up to this percentage either way
-   * (0 to 100), so that clients that lost the same server do not all come
-   * back at the same moment. Default 20. */
+  /* Jitter, 0 to 100: each wait is drawn at random (uniformly, in whole
+   * ms) from the base delay less this percentage of it to the base plus
+   * this percentage, cut at the cap and at 1 ms, so that clients that lost
+   * the same server do not all come back at the same moment. At the cap
+   * the jitter only shortens the wait. Default 20. */
   unsigned reconnect_jitter_pct;
 } cport_service_opts_t;
 

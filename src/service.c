@@ -449,6 +449,8 @@ int cport_service_start(cport_service_t* svc) {
 }
 
 
+static int service_connect_failed_later(cport_service_t* svc, int code);
+
 int cport_service_connect(cport_service_t* svc, unsigned n) {
   unsigned i;
   int rc;
@@ -458,12 +460,11 @@ int cport_service_connect(cport_service_t* svc, unsigned n) {
   CPORT__ASSERT_ON_PORT(svc->view.port);
   for (i = 0; i < n; i++) {
     cport_session_t* s = cport__session_new(svc);
-    if (s == NULL) {
-      CPORT__SVC_STAT_ADD(svc, connect_failed, 1);
-      return UV_ENOMEM;
-    }
-    rc = cport__session_connect(s, 0);
-    if (rc != 0) {
+    rc = s != NULL ? cport__session_connect(s, 0) : UV_ENOMEM;
+    /* Under a policy a connect that cannot start fails like any other,
+     * reported after the call; only one the policy cannot take is
+     * returned. */
+    if (rc != 0 && service_connect_failed_later(svc, rc) != 0) {
       CPORT__SVC_STAT_ADD(svc, connect_failed, 1);
       return rc;
     }
@@ -671,6 +672,9 @@ struct reconnect_s {
   cport__qnode_t node; /* in svc->reconnects */
   cport_service_t* svc;
   unsigned attempts; /* failed attempts in a row so far */
+  /* Non-zero: the code of a connect that could not start, which the timer
+   * reports instead of connecting (service_connect_failed_later). */
+  int failed;
 };
 
 
@@ -713,9 +717,32 @@ static uint64_t service_reconnect_delay(cport_service_t* svc,
 }
 
 
+/* A reconnect entry of `svc`, its timer initialised but not started; NULL
+ * without memory. */
+static reconnect_t* service_reconnect_new(cport_service_t* svc,
+                                          unsigned attempts) {
+  reconnect_t* r = cport__calloc(1, sizeof(*r));
+  if (r == NULL)
+    return NULL;
+  (void)uv_timer_init(svc->view.port->loop, &r->timer); /* cannot fail */
+  r->timer.data = r;
+  r->svc = svc;
+  r->attempts = attempts;
+  cport__queue_push(&svc->reconnects, &r->node);
+  svc->nreconnects++;
+  return r;
+}
+
+
 static void service_reconnect_close_cb(uv_handle_t* handle) {
   reconnect_t* r = handle->data;
   cport_service_t* svc = r->svc;
+  /* A stop or destroy came before the report of a connect that could not
+   * start: it is still reported, once, and schedules nothing, as the
+   * service no longer runs. Before the count drops, so that on_stopped
+   * follows it. */
+  if (r->failed != 0)
+    cport__service_connect_failed(svc, r->attempts, r->failed);
   cport__free(r);
   svc->nreconnects--;
   service_check_done(svc);
@@ -725,22 +752,48 @@ static void service_reconnect_close_cb(uv_handle_t* handle) {
 static void service_reconnect_cb(uv_timer_t* timer) {
   reconnect_t* r = timer->data;
   cport_service_t* svc = r->svc;
-  cport_session_t* s;
-  int rc = UV_ENOMEM;
+  int rc = r->failed;
   cport__queue_remove(&svc->reconnects, &r->node);
-  CPORT__SVC_STAT_ADD(svc, reconnects, 1);
-  s = cport__session_new(svc);
-  if (s != NULL)
-    rc = cport__session_connect(s, r->attempts);
-  if (rc != 0) {
-    /* Could not even start: reported like a failed attempt, and tried
-     * again later. */
-    CPORT__SVC_STAT_ADD(svc, connect_failed, 1);
-    if (svc->view.opts.cbs.on_connect_failed != NULL)
-      svc->view.opts.cbs.on_connect_failed(svc, rc);
-    cport__service_reconnect_later(svc, r->attempts + 1);
+  r->failed = 0; /* reported here, not by the close callback */
+  if (rc == 0) {
+    cport_session_t* s;
+    CPORT__SVC_STAT_ADD(svc, reconnects, 1);
+    s = cport__session_new(svc);
+    rc = s != NULL ? cport__session_connect(s, r->attempts) : UV_ENOMEM;
   }
+  /* A connect that could not even start fails like any other attempt. */
+  if (rc != 0)
+    cport__service_connect_failed(svc, r->attempts, rc);
   uv_close((uv_handle_t*)&r->timer, service_reconnect_close_cb);
+}
+
+
+void cport__service_connect_failed(cport_service_t* svc,
+                                   unsigned attempts,
+                                   int code) {
+  CPORT__SVC_STAT_ADD(svc, connect_failed, 1);
+  if (svc->view.opts.cbs.on_connect_failed != NULL)
+    svc->view.opts.cbs.on_connect_failed(svc, code); /* may stop or destroy */
+  if (code != UV_ECANCELED)
+    cport__service_reconnect_later(svc, attempts + 1);
+}
+
+
+/* cport_service_connect could not start a connect (`code`). Under a
+ * policy it becomes a first attempt that failed: reported by the timer in
+ * the loop's next round, never inside the call (whose caller may not
+ * expect callbacks), then retried. Returns 0 once the policy has it;
+ * UV_EINVAL without a policy, UV_ENOMEM without memory for the entry. */
+static int service_connect_failed_later(cport_service_t* svc, int code) {
+  reconnect_t* r;
+  if (svc->view.opts.reconnect == CPORT_RECONNECT_NONE)
+    return UV_EINVAL;
+  r = service_reconnect_new(svc, 0);
+  if (r == NULL)
+    return UV_ENOMEM;
+  r->failed = code;
+  uv_timer_start(&r->timer, service_reconnect_cb, 0, 0);
+  return 0;
 }
 
 
@@ -751,15 +804,9 @@ void cport__service_reconnect_later(cport_service_t* svc, unsigned attempts) {
       svc->view.opts.reconnect == CPORT_RECONNECT_NONE ||
       service_state(svc) != SVC_RUNNING)
     return;
-  r = cport__calloc(1, sizeof(*r));
+  r = service_reconnect_new(svc, attempts);
   if (r == NULL)
     return; /* no memory: this slot stays down, the others go on */
-  (void)uv_timer_init(svc->view.port->loop, &r->timer); /* cannot fail */
-  r->timer.data = r;
-  r->svc = svc;
-  r->attempts = attempts;
-  cport__queue_push(&svc->reconnects, &r->node);
-  svc->nreconnects++;
   delay = service_reconnect_delay(svc, attempts);
   cport__log(CPORT_LOG_INFO, "client: reconnecting in %llu ms (attempt %u)",
              (unsigned long long)delay, attempts + 1);

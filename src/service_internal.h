@@ -95,6 +95,13 @@ void cport__service_release(cport_service_t* svc);
  * in a row so far. Thread: the service's port. */
 void cport__service_reconnect_later(cport_service_t* svc, unsigned attempts);
 
+/* A client connect that followed `attempts` failures in a row failed with
+ * `code`: count it, report on_connect_failed, and, unless `code` is
+ * UV_ECANCELED, schedule the next attempt. Thread: the service's port. */
+void cport__service_connect_failed(cport_service_t* svc,
+                                   unsigned attempts,
+                                   int code);
+
 /* ---- the listener (listener.c) ---- */
 
 /* The address the service listens on or connects to. */

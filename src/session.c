@@ -1038,12 +1038,8 @@ static void session_connect_cb(uv_connect_t* req, int status) {
       status = UV_ETIMEDOUT;
     else if (status == 0)
       status = UV_ECANCELED; /* closed while the connect was completing */
-    CPORT__SVC_STAT_ADD(svc, connect_failed, 1);
-    if (cport__service_view(svc)->opts.cbs.on_connect_failed != NULL)
-      cport__service_view(svc)->opts.cbs.on_connect_failed(svc, status);
     cport__session_close(s, status, NULL, CPORT__CLOSE_FORCE);
-    if (status != UV_ECANCELED)
-      cport__service_reconnect_later(svc, attempts + 1);
+    cport__service_connect_failed(svc, attempts, status);
   }
   cport_session_unref(s);
 }

@@ -7,7 +7,9 @@
 #include <string.h>
 
 #ifndef _WIN32
+#include <fcntl.h>
 #include <sys/resource.h>
+#include <unistd.h>
 #endif
 
 #include "common.h"           /* cport__mem_live */
@@ -682,6 +684,117 @@ static void test_service_reconnect_delays_never_exceed_the_cap(void** state) {
   fixture_wait_int(fx, &delays.count, from + 100, FIXTURE_TIMEOUT_MS);
   assert_true(delays_check(from, 50, 100, 1) > 0);
   delays_stop();
+}
+
+
+#ifndef _WIN32
+/* Counts of a client with callbacks of its own (no recorder). Static, as
+ * the teardown destroys the service after the test has returned. */
+typedef struct retry_rec_s {
+  int connected;
+  int failed;
+  int last_error;
+  int stopped_at_failure; /* the fixture's on_stopped count then */
+} retry_rec_t;
+
+static retry_rec_t retry_rec;
+
+static void retry_on_connected(cport_session_t* s) {
+  (void)s;
+  retry_rec.connected++;
+}
+
+static void retry_on_connect_failed(cport_service_t* svc, int code) {
+  fixture_t* fx = cport_service_get_data(svc);
+  retry_rec.failed++;
+  retry_rec.last_error = code;
+  retry_rec.stopped_at_failure = fx->stopped;
+}
+
+/* Create a client of `count` sessions to the fixture's server, under a
+ * fixed 20 ms policy without jitter, and start it while socket() fails
+ * with EMFILE: the descriptor limit is lowered to the lowest free
+ * descriptor for the call, nothing else. Returns what the start returned. */
+static int start_without_descriptors(fixture_t* fx,
+                                     cport_service_t** out,
+                                     unsigned count) {
+  cport_service_opts_t o;
+  struct rlimit saved;
+  struct rlimit low;
+  int lowest;
+  int rc;
+  cport_service_opts_init(&o);
+  o.cbs.on_connected = retry_on_connected;
+  o.cbs.on_connect_failed = retry_on_connect_failed;
+  o.data = fx; /* fixture_stop_service's on_stopped reads it */
+  o.connect_count = count;
+  o.reconnect = CPORT_RECONNECT_FIXED;
+  o.reconnect_delay_ms = 20;
+  o.reconnect_jitter_pct = 0;
+  assert_int_equal(cport_service_create(out, fx->core, CPORT_SERVICE_CLIENT,
+                                        &fx->server_addr, &o),
+                   0);
+  lowest = open("/dev/null", O_RDONLY);
+  assert_true(lowest >= 0);
+  close(lowest);
+  assert_int_equal(getrlimit(RLIMIT_NOFILE, &saved), 0);
+  low = saved;
+  low.rlim_cur = (rlim_t)lowest;
+  assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+  rc = cport_service_start(*out);
+  /* Restored before any check, so that a failure leaves none low. */
+  assert_int_equal(setrlimit(RLIMIT_NOFILE, &saved), 0);
+  return rc;
+}
+#endif
+
+/* docs/design.md: a connect that cannot even start is left to the
+ * reconnect policy. 0.4.1 returned it from cport_service_start and never
+ * retried it. */
+static void test_service_connect_that_cannot_start_is_retried(void** state) {
+#ifdef _WIN32
+  (void)state;
+  print_message("skipped: Windows has no RLIMIT_NOFILE\n");
+  skip();
+#else
+  fixture_t* fx = *state;
+  cport_service_stats_t st;
+  cport_service_t* stopped = NULL;
+  fixture_start_server(fx);
+  memset(&retry_rec, 0, sizeof(retry_rec));
+  delays_start();
+  /* Handed to the policy: started, and reported later, not inside the
+   * call. */
+  assert_int_equal(start_without_descriptors(fx, &fx->client, 2), 0);
+  assert_int_equal(retry_rec.failed, 0);
+  fixture_wait_int(fx, &retry_rec.connected, 2, FIXTURE_TIMEOUT_MS);
+  /* Each failure reported and counted once, then retried once. */
+  assert_int_equal(retry_rec.failed, 2);
+  assert_int_equal(retry_rec.last_error, UV_EMFILE);
+  assert_int_equal(cport_service_stats(fx->client, &st), 0);
+  assert_int_equal(st.connect_failed, 2);
+  assert_int_equal(st.reconnects, 2);
+  assert_int_equal(st.connected, 2);
+  /* Retried as the second attempt, like any failed connect. */
+  assert_int_equal(delays.count, 2);
+  assert_int_equal(delays.attempt[0], 2);
+  assert_int_equal(delays.ms[0], 20);
+  /* A stop before the report: still reported, once, before on_stopped,
+   * and not retried. */
+  assert_int_equal(start_without_descriptors(fx, &stopped, 1), 0);
+  fixture_stop_service(fx, stopped, 0);
+  assert_int_equal(retry_rec.failed, 3);
+  assert_int_equal(retry_rec.last_error, UV_EMFILE);
+  assert_int_equal(retry_rec.stopped_at_failure, fx->stopped - 1);
+  assert_int_equal(cport_service_stats(stopped, &st), 0);
+  assert_int_equal(st.connect_failed, 1);
+  assert_int_equal(st.reconnects, 0);
+  cport_service_destroy(stopped);
+  settle(fx);
+  assert_int_equal(retry_rec.failed, 3);
+  assert_int_equal(delays.count, 2);
+  delays_stop();
+#endif
 }
 
 
@@ -1394,6 +1507,7 @@ int main(void) {
       T(test_service_reconnects_to_a_server_that_starts_late),
       T(test_service_stop_cancels_pending_reconnects),
       T(test_service_reconnect_delays_never_exceed_the_cap),
+      T(test_service_connect_that_cannot_start_is_retried),
       T(test_service_disconnect_timeout_forces_a_stuck_flush),
       T(test_service_stop_with_deadline_during_thousands_of_transfers),
       T(test_service_flood_past_max_sessions_leaves_sessions_served),

@@ -51,8 +51,9 @@ typedef enum cport_sendq_policy_e {
   CPORT_SENDQ_DISCONNECT = 1
 } cport_sendq_policy_t;
 
-/* Client services: what happens after a connect fails or a connected session
- * ends for a reason other than cport_session_disconnect() or a stop. */
+/* Client services: what happens after a connect fails (or cannot start) or
+ * a connected session ends for a reason other than
+ * cport_session_disconnect() or a stop. */
 typedef enum cport_reconnect_e {
   CPORT_RECONNECT_NONE = 0,       /* nothing (the default) */
   CPORT_RECONNECT_FIXED = 1,      /* connect again after reconnect_delay_ms */
@@ -100,7 +101,10 @@ typedef struct cport_session_cbs_s {
   /* Client services: one connect attempt failed with `code` (for example
    * UV_ECONNREFUSED, UV_ETIMEDOUT after connect_timeout_ms, or UV_ECANCELED
    * when the service was stopped or destroyed first). Every attempt of a
-   * reconnect policy that fails is reported here. */
+   * reconnect policy that fails is reported here, once, also one that could
+   * not even start (UV_EMFILE, UV_ENOMEM, ...): under a policy that
+   * includes the connects of cport_service_start() and
+   * cport_service_connect(), reported after the call has returned. */
   void (*on_connect_failed)(cport_service_t* svc, int code);
 } cport_session_cbs_t;
 
@@ -258,21 +262,29 @@ CPORT_API int cport_service_create(cport_service_t** out,
 /* Start the service (the lecture's Service::Start). A server binds and
  * listens, and reports bind errors here; a client starts connect_count
  * connects, whose outcomes arrive as on_connected or on_connect_failed.
+ * Under a reconnect policy a connect that cannot even start (UV_EMFILE
+ * from socket(), UV_ENOMEM, an error of uv_tcp_connect) is a failed
+ * attempt like any other: on_connect_failed reports it after this call
+ * has returned, stats.connect_failed counts it, and the policy retries it.
  * Thread:  port.
  * Returns: 0; UV_EINVAL for NULL or a service already started or stopped;
  *          for a server, UV_EADDRINUSE, UV_EACCES, UV_EADDRNOTAVAIL and other
  *          bind or listen errors (then nothing is left open and start may be
- *          called again); for a client, the error of the first connect that
- *          could not even start (counted in stats.connect_failed, with no
- *          callback; the connects started before it go on and the service
- *          counts as started); UV_ENOMEM. */
+ *          called again); for a client, as cport_service_connect() returns
+ *          for connect_count connects (the service then counts as started
+ *          all the same); UV_ENOMEM. */
 CPORT_API int cport_service_start(cport_service_t* svc);
 
 /* Client services: start `n` more connects to the service's address.
+ * Without a reconnect policy a connect that cannot even start is returned
+ * here, and counted in stats.connect_failed with no callback; under one it
+ * is reported and retried as cport_service_start() says.
  * Thread:  port.
- * Returns: 0 if all were started; UV_EINVAL for NULL, n 0, a server, or a
- *          service not started or stopping; UV_ENOMEM or a libuv error for
- *          the first connect that could not start (the earlier ones go on). */
+ * Returns: 0 if each connect was started or, under a policy, handed to it;
+ *          UV_EINVAL for NULL, n 0, a server, or a service not started or
+ *          stopping; UV_ENOMEM or a libuv error for the first connect that
+ *          could not start and that no policy took (the earlier ones go on,
+ *          the later ones are not started). */
 CPORT_API int cport_service_connect(cport_service_t* svc, unsigned n);
 
 /* Stop: close the listener (servers), cancel pending connects (clients) and

@@ -130,6 +130,7 @@ void cport_service_opts_init(cport_service_opts_t* opts) {
   opts->reconnect_delay_ms = 1000;
   opts->reconnect_max_ms = 30000;
   opts->reconnect_jitter_pct = 20;
+  opts->reconnect_reset_ms = 5000;
   cport_packet_format_init(&opts->packet);
 }
 
@@ -327,7 +328,7 @@ int cport_service_create(cport_service_t** out,
   if (rc != 0)
     return rc;
   /* A user area so large that a session block's size would wrap. */
-  rc = cport__session_layout(opts, &layout);
+  rc = cport__session_layout(kind, opts, &layout);
   if (rc != 0)
     return rc;
   port = cport__core_port(core, opts->port);

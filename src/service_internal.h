@@ -14,10 +14,13 @@
 #include "timeouts.h"
 
 /* Where the parts of a session block lie: the struct, the idle entry when
- * idle_timeout_ms is set (at idle_off, else 0), then the user area (at
- * user_off, else 0), `footprint` bytes in all. */
+ * idle_timeout_ms is set (at idle_off, else 0), the client area of a
+ * client whose reconnect policy resets (reconnect_reset_ms; at client_off,
+ * else 0), then the user area (at user_off, else 0), `footprint` bytes in
+ * all. */
 typedef struct cport__session_layout_s {
   size_t idle_off;
+  size_t client_off;
   size_t user_off;
   size_t footprint;
 } cport__session_layout_t;

@@ -184,7 +184,17 @@ void cport_session_unref(cport_session_t* s) {
 }
 
 
-int cport__session_layout(const cport_service_opts_t* opts,
+/* What a client session's end tells the reconnect policy: a session that
+ * did not stay up reconnect_reset_ms is one more failed attempt of the
+ * connect that made it. */
+typedef struct session_client_s {
+  uint64_t connected_ms; /* uv_hrtime(), in ms, when the connect completed */
+  unsigned attempts;     /* failed attempts in a row before that connect */
+} session_client_t;
+
+
+int cport__session_layout(cport_service_kind_t kind,
+                          const cport_service_opts_t* opts,
                           cport__session_layout_t* out) {
   /* Only what the service uses is there: without an idle timeout or a user
    * area the struct's own size is enough, since rounding it up to the user
@@ -195,6 +205,13 @@ int cport__session_layout(const cport_service_opts_t* opts,
     out->idle_off = (end + _Alignof(session_idle_t) - 1) /
                     _Alignof(session_idle_t) * _Alignof(session_idle_t);
     end = out->idle_off + sizeof(session_idle_t);
+  }
+  out->client_off = 0;
+  if (kind == CPORT_SERVICE_CLIENT && opts->reconnect != CPORT_RECONNECT_NONE &&
+      opts->reconnect_reset_ms > 0) {
+    out->client_off = (end + _Alignof(session_client_t) - 1) /
+                      _Alignof(session_client_t) * _Alignof(session_client_t);
+    end = out->client_off + sizeof(session_client_t);
   }
   out->user_off = 0;
   if (opts->user_size > 0) {
@@ -481,6 +498,24 @@ static void session_count_disconnect(cport_service_t* svc, int code) {
 }
 
 
+/* The failed attempts in a row that the reconnect after lost client
+ * session `s` follows: none once it stayed up reconnect_reset_ms, else one
+ * more than before its connect, so that a server that accepts and drops at
+ * once meets the back-off rather than a reconnect every
+ * reconnect_delay_ms. */
+static unsigned session_lost_attempts(const cport_session_t* s) {
+  const cport__service_view_t* v = VIEW(s);
+  const session_client_t* c;
+  if (v->layout.client_off == 0)
+    return 0;
+  c = (const session_client_t*)((const char*)s + v->layout.client_off);
+  /* timeouts.c's clock: the loop's cached time lags after long rounds. */
+  if (uv_hrtime() / 1000000u - c->connected_ms >= v->opts.reconnect_reset_ms)
+    return 0;
+  return c->attempts + 1;
+}
+
+
 static void session_close_cb(uv_handle_t* handle) {
   cport_session_t* s = (cport_session_t*)handle;
   cport_service_t* svc = SVC(s);
@@ -499,7 +534,7 @@ static void session_close_cb(uv_handle_t* handle) {
      * application or a stop ended does not. */
     if (v->kind == CPORT_SERVICE_CLIENT && s->code != CPORT_ELOCAL &&
         s->code != CPORT_ESTOPPED)
-      cport__service_reconnect_later(svc, 0);
+      cport__service_reconnect_later(svc, session_lost_attempts(s));
   }
   cport__service_detach(svc, &s->link);
   cport_session_unref(s);
@@ -1032,6 +1067,12 @@ static void session_connect_cb(uv_connect_t* req, int status) {
                          CPORT__TIMEOUT_CONNECT, &c->timed);
   cport__free(c);
   if (status == 0 && s->state == S_CONNECTING) {
+    size_t off = cport__service_view(svc)->layout.client_off;
+    if (off != 0) {
+      session_client_t* area = (session_client_t*)((char*)s + off);
+      area->connected_ms = uv_hrtime() / 1000000u;
+      area->attempts = attempts;
+    }
     cport__session_start(s);
   } else {
     if (timed_out)

@@ -17,10 +17,11 @@ typedef enum {
   CPORT__CLOSE_RESET
 } cport__close_mode_t;
 
-/* Where the parts of a session block of a service with `opts` lie.
- * Returns 0, or UV_EINVAL when the block's size would not fit a size_t
+/* Where the parts of a session block of a service of `kind` with `opts`
+ * lie. Returns 0, or UV_EINVAL when the block's size would not fit a size_t
  * (user_size near SIZE_MAX). */
-CPORT__NODISCARD int cport__session_layout(const cport_service_opts_t* opts,
+CPORT__NODISCARD int cport__session_layout(cport_service_kind_t kind,
+                                           const cport_service_opts_t* opts,
                                            cport__session_layout_t* out);
 
 /* Allocate a session of `svc` with its TCP handle initialised on the

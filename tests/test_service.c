@@ -798,6 +798,124 @@ static void test_service_connect_that_cannot_start_is_retried(void** state) {
 }
 
 
+/* A server that accepts and closes at once while `flap` is set; otherwise
+ * it keeps its first session (`kept`, referenced) and ignores the rest. */
+typedef struct flapper_s {
+  int flap;
+  int accepted;
+  cport_session_t* kept;
+} flapper_t;
+
+static flapper_t flapper;
+
+static void flapper_on_connected(cport_session_t* s) {
+  flapper.accepted++;
+  if (flapper.flap) {
+    assert_int_equal(cport_session_disconnect(s, "flap"), 0);
+  } else if (flapper.kept == NULL) {
+    cport_session_ref(s);
+    flapper.kept = s;
+  }
+}
+
+/* Start the flapping server (the fixture's, for the teardown) and a client
+ * of one session to it under exponential reconnect from 5 ms, without
+ * jitter. */
+static void flapper_start(fixture_t* fx) {
+  cport_service_opts_t o;
+  memset(&flapper, 0, sizeof(flapper));
+  flapper.flap = 1;
+  cport_service_opts_init(&o);
+  o.cbs.on_connected = flapper_on_connected;
+  fx->server =
+      fixture_create_service(fx, CPORT_SERVICE_SERVER, "127.0.0.1", &o);
+  assert_int_equal(cport_service_start(fx->server), 0);
+  assert_int_equal(cport_service_local_addr(fx->server, &fx->server_addr), 0);
+  fx->opts.reconnect = CPORT_RECONNECT_EXPONENTIAL;
+  fx->opts.reconnect_delay_ms = 5;
+  fx->opts.reconnect_max_ms = 10000;
+  fx->opts.reconnect_jitter_pct = 0;
+}
+
+/* A session shorter than reconnect_reset_ms (default 5000) counts as one
+ * more failed attempt, so a server that accepts and drops at once meets
+ * the back-off. 0.4.1 reconnected every 5 ms, as attempt 1, for ever. */
+static void test_service_reconnect_backs_off_from_a_flapping_server(
+    void** state) {
+  fixture_t* fx = *state;
+  int i;
+  flapper_start(fx);
+  delays_start();
+  fixture_start_client(fx, &fx->server_addr, 1);
+  fixture_wait_int(fx, &delays.count, 4, FIXTURE_TIMEOUT_MS);
+  /* The first session came from attempt 1; each lost one adds one. */
+  for (i = 0; i < 4; i++) {
+    assert_int_equal(delays.attempt[i], (unsigned)i + 2);
+    assert_int_equal(delays.ms[i], 5u << (i + 1));
+  }
+  delays_stop();
+}
+
+
+static int latest_attempt_at_least_3(void* arg) {
+  (void)arg;
+  return delays.count > 0 && delays.count <= DELAYS_MAX &&
+         delays.attempt[delays.count - 1] >= 3;
+}
+
+typedef struct kept_wait_s {
+  fixture_t* fx;
+  uint64_t since;
+  uint64_t ms;
+} kept_wait_t;
+
+/* The server kept a session, and every client session before it has
+ * ended: the one live client session is the kept one's other end. */
+static int kept_is_the_only_session(void* arg) {
+  kept_wait_t* w = arg;
+  return flapper.kept != NULL && w->fx->connected == flapper.accepted &&
+         w->fx->disconnected == w->fx->connected - 1;
+}
+
+static int time_has_passed(void* arg) {
+  kept_wait_t* w = arg;
+  return uv_hrtime() - w->since >= w->ms * 1000000u;
+}
+
+/* A session that stayed up reconnect_reset_ms starts the back-off over. */
+static void test_service_reconnect_resets_after_a_session_that_stayed_up(
+    void** state) {
+  fixture_t* fx = *state;
+  kept_wait_t w;
+  int before;
+  flapper_start(fx);
+  fx->opts.reconnect_reset_ms = 100;
+  delays_start();
+  fixture_start_client(fx, &fx->server_addr, 1);
+  /* Flapping: the attempts grow (a session slower than 100 ms would
+   * start them over, which only takes longer). */
+  if (!fixture_run_until(fx, latest_attempt_at_least_3, NULL,
+                         FIXTURE_TIMEOUT_MS))
+    fail_msg("%d reconnects, the attempts never reached 3", delays.count);
+  flapper.flap = 0;
+  w.fx = fx;
+  if (!fixture_run_until(fx, kept_is_the_only_session, &w, FIXTURE_TIMEOUT_MS))
+    fail_msg("no session kept");
+  /* Both ends have reported on_connected, so the session is up at least
+   * as long as measured from here. */
+  before = delays.count;
+  w.since = uv_hrtime();
+  w.ms = 100;
+  assert_true(fixture_run_until(fx, time_has_passed, &w, FIXTURE_TIMEOUT_MS));
+  assert_int_equal(delays.count, before);
+  assert_int_equal(cport_session_disconnect(flapper.kept, "enough"), 0);
+  cport_session_unref(flapper.kept);
+  fixture_wait_int(fx, &delays.count, before + 1, FIXTURE_TIMEOUT_MS);
+  assert_int_equal(delays.attempt[before], 1);
+  assert_int_equal(delays.ms[before], 5);
+  delays_stop();
+}
+
 /* A graceful disconnect that cannot flush is cut off at
  * disconnect_timeout_ms, keeping its own code. */
 static void test_service_disconnect_timeout_forces_a_stuck_flush(void** state) {
@@ -1508,6 +1626,8 @@ int main(void) {
       T(test_service_stop_cancels_pending_reconnects),
       T(test_service_reconnect_delays_never_exceed_the_cap),
       T(test_service_connect_that_cannot_start_is_retried),
+      T(test_service_reconnect_backs_off_from_a_flapping_server),
+      T(test_service_reconnect_resets_after_a_session_that_stayed_up),
       T(test_service_disconnect_timeout_forces_a_stuck_flush),
       T(test_service_stop_with_deadline_during_thousands_of_transfers),
       T(test_service_flood_past_max_sessions_leaves_sessions_served),

@@ -53,7 +53,8 @@ typedef enum cport_sendq_policy_e {
 
 /* Client services: what happens after a connect fails (or cannot start) or
  * a connected session ends for a reason other than
- * cport_session_disconnect() or a stop. */
+ * cport_session_disconnect() or a stop. A session that ended before it
+ * was up reconnect_reset_ms counts as a failed attempt. */
 typedef enum cport_reconnect_e {
   CPORT_RECONNECT_NONE = 0,       /* nothing (the default) */
   CPORT_RECONNECT_FIXED = 1,      /* connect again after reconnect_delay_ms */
@@ -181,8 +182,9 @@ typedef struct cport_service_opts_s {
    * CPORT_RECONNECT_NONE. */
   cport_reconnect_t reconnect;
   /* The delay of CPORT_RECONNECT_FIXED, and the base of EXPONENTIAL, which
-   * waits it after a lost session and doubles it for each failed attempt
-   * in a row (2x after the first failure). Default 1000; at least 1. */
+   * waits it after a session that stayed up reconnect_reset_ms and doubles
+   * it for each failed attempt in a row (2x after the first failure).
+   * Default 1000; at least 1. */
   unsigned reconnect_delay_ms;
   /* The cap: no reconnect waits longer than this or reconnect_delay_ms,
    * whichever is larger, jitter included, under either policy. Default
@@ -194,6 +196,19 @@ typedef struct cport_service_opts_s {
    * the same server do not all come back at the same moment. At the cap
    * the jitter only shortens the wait. Default 20. */
   unsigned reconnect_jitter_pct;
+  /* Clients under a reconnect policy: a session that ends (for a cause
+   * the policy reconnects after) less than this many milliseconds after
+   * its connect completed counts as one more failed attempt of that
+   * connect, so that a server that accepts and closes at once meets the
+   * back-off rather than a reconnect every reconnect_delay_ms; one that
+   * stayed up this long starts over at attempt 1. Timed with uv_hrtime(),
+   * not the loop's cached time. 0: every lost session starts over at
+   * attempt 1 (0.4.1's behaviour). Default 5000, which limits a slot to
+   * about one reconnect per 5 s against a server that keeps dropping it,
+   * even while the back-off is still short. Each session block of a
+   * client that sets a policy and a non-zero value is 16 bytes larger
+   * (64-bit systems). Since 0.4.2. */
+  unsigned reconnect_reset_ms;
 } cport_service_opts_t;
 
 typedef struct cport_service_stats_s {

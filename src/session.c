@@ -188,7 +188,7 @@ void cport_session_unref(cport_session_t* s) {
  * did not stay up reconnect_reset_ms is one more failed attempt of the
  * connect that made it. */
 typedef struct session_client_s {
-  uint64_t connected_ms; /* uv_hrtime(), in ms, when the connect completed */
+  uint64_t connected_ms; /* cport__clock_ms() when the connect completed */
   unsigned attempts;     /* failed attempts in a row before that connect */
 } session_client_t;
 
@@ -509,8 +509,7 @@ static unsigned session_lost_attempts(const cport_session_t* s) {
   if (v->layout.client_off == 0)
     return 0;
   c = (const session_client_t*)((const char*)s + v->layout.client_off);
-  /* timeouts.c's clock: the loop's cached time lags after long rounds. */
-  if (uv_hrtime() / 1000000u - c->connected_ms >= v->opts.reconnect_reset_ms)
+  if (cport__clock_ms() - c->connected_ms >= v->opts.reconnect_reset_ms)
     return 0;
   return c->attempts + 1;
 }
@@ -1070,7 +1069,7 @@ static void session_connect_cb(uv_connect_t* req, int status) {
     size_t off = cport__service_view(svc)->layout.client_off;
     if (off != 0) {
       session_client_t* area = (session_client_t*)((char*)s + off);
-      area->connected_ms = uv_hrtime() / 1000000u;
+      area->connected_ms = cport__clock_ms();
       area->attempts = attempts;
     }
     cport__session_start(s);

@@ -11,17 +11,20 @@
  *
  * Design notes. --threads N runs N ports, one loop thread each, and the
  * server spreads its sessions over them, so the members of one room live
- * on different threads. The room table is therefore shared: one mutex
- * guards it, and each member is held with a session reference, so that a
- * member stays valid for the thread that sends to it. To say something,
- * the speaker's thread builds the packet once (cport_packet_buf) and queues
- * that one shared buffer to every member (cport_session_send_buf): no copy
- * per member, and members on other ports get it through their port's
- * queue. Broadcasts are queued while the lock is held, so every member of
- * a room receives the room's messages and notices in the same order. A
- * member that does not read is disconnected at the send-queue limit
- * (CPORT_SENDQ_DISCONNECT) rather than let it hold memory, and the others
- * are not held back. */
+ * on different threads. Each room therefore has a mutex of its own, which
+ * guards its member list, and each member is held with a session
+ * reference, so that a member stays valid for the thread that sends to it.
+ * To say something, the speaker's thread builds the packet once
+ * (cport_packet_buf), before taking any lock, and queues that one shared
+ * buffer to every member (cport_session_send_buf): no copy per member, and
+ * members on other ports get it through their port's queue. Broadcasts
+ * are queued while the room's lock is held, so every member of a room
+ * receives the room's messages and notices in the same order. One more
+ * mutex guards only the table of rooms: finding or opening a room by name,
+ * and closing it when the last member is out. No broadcast runs under it,
+ * so a busy room holds back no other room. A member that does not read is
+ * disconnected at the send-queue limit (CPORT_SENDQ_DISCONNECT) rather
+ * than let it hold memory, and the others are not held back. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,29 +38,39 @@
 
 #define STOP_DEADLINE_MS 2000
 #define DEFAULT_PORT 7778
-/* Rooms open at once: the table is searched by name under the lock, so a
- * small bound keeps every request cheap and memory bounded. */
+/* Rooms open at once: the table is searched by name under its lock, so a
+ * small bound keeps every lookup cheap and memory bounded. */
 #define MAX_ROOMS 1024
 /* The protocol's limits, spelled out in the error texts. */
 #define STR(x) STR_(x)
 #define STR_(x) #x
 
+typedef struct member_s member_t;
+
 typedef struct room_s {
+  uv_mutex_t lock; /* guards the member list; held while sending to it */
+  member_t* first; /* each member holds a reference to its session */
+  /* Members, and joiners on their way in. Under the table's lock, which
+   * closes the room when it reaches 0. */
+  size_t users;
   char name[CHAT_ROOM_MAX];
   size_t name_len;
-  cport_session_t** members; /* each holds a reference */
-  size_t count;
-  size_t cap;
 } room_t;
 
-/* One per session, in its user area. `name` is used by the session's own
- * callbacks only, which all run on its port's thread; `room` is shared
- * with the table and read or written only under its lock. */
-typedef struct member_s {
+/* One per session, in its user area. Other threads read only `session`,
+ * which is set before the member joins a room, and the list links, under
+ * the room's lock. The rest is used by the session's own callbacks only,
+ * which all run on its port's thread, so it needs no lock. */
+struct member_s {
+  cport_session_t* session;
   char name[CHAT_NAME_MAX];
   size_t name_len;
   room_t* room;
-} member_t;
+  /* Links in room->first's list: a member leaves in O(1), however big its
+   * room. */
+  member_t* prev;
+  member_t* next;
+};
 
 typedef struct chat_s {
   cport_core_t* core;
@@ -65,7 +78,7 @@ typedef struct chat_s {
   cport_packet_format_t format;
   uv_signal_t sigint;
   uv_signal_t sigterm;
-  uv_mutex_t lock; /* guards the rooms and every member's `room` */
+  uv_mutex_t lock; /* guards the table of rooms and every room's `users` */
   room_t* rooms[MAX_ROOMS];
   size_t room_count;
 } chat_t;
@@ -82,120 +95,133 @@ static void send_error(cport_session_t* s, const char* text) {
 }
 
 
-/* Queue one packet to every member of `room`, built once and shared.
- * Called with the lock held. */
-static void room_send(chat_t* chat,
-                      room_t* room,
-                      unsigned id,
-                      const uint8_t* payload,
-                      size_t len) {
+/* A packet of `room` 0 `name` [0 `text`] with `id`, built once to be
+ * shared by every member; NULL (said on stderr) if it cannot be built. */
+static cport_buf_t* room_packet(chat_t* chat,
+                                unsigned id,
+                                const uint8_t* room,
+                                size_t room_len,
+                                const member_t* m,
+                                const uint8_t* text,
+                                size_t text_len) {
+  uint8_t payload[CHAT_PACKET_MAX]; /* the protocol's bounds make it fit */
   cport_buf_t* buf;
-  size_t i;
-  int rc = cport_packet_buf(&buf, &chat->format, id, payload, len);
-  if (rc != 0) {
-    fprintf(stderr, "chat_server: room %.*s: %s\n", (int)room->name_len,
-            room->name, cport_strerror(rc));
-    return;
-  }
-  /* A member on its way out answers UV_ENOTCONN and one that does not read
-   * is disconnected at its limit: neither concerns the rest. */
-  for (i = 0; i < room->count; i++)
-    (void)cport_session_send_buf(room->members[i], buf);
-  /* Each queued write holds its own reference until written. */
-  cport_buf_unref(buf);
-}
-
-
-/* `room` 0 `name` [0 `text`] into `out`, which holds CHAT_PACKET_MAX bytes
- * (the lengths are bounded by the protocol's rules). Returns the length. */
-static size_t build_fields(uint8_t* out,
-                           const room_t* room,
-                           const member_t* m,
-                           const uint8_t* text,
-                           size_t text_len) {
   size_t n = 0;
-  memcpy(out, room->name, room->name_len);
-  n += room->name_len;
-  out[n++] = 0;
-  memcpy(out + n, m->name, m->name_len);
+  int rc;
+  memcpy(payload, room, room_len);
+  n += room_len;
+  payload[n++] = 0;
+  memcpy(payload + n, m->name, m->name_len);
   n += m->name_len;
   if (text != NULL) {
-    out[n++] = 0;
-    memcpy(out + n, text, text_len);
+    payload[n++] = 0;
+    memcpy(payload + n, text, text_len);
     n += text_len;
   }
-  return n;
-}
-
-
-static void room_notice(chat_t* chat,
-                        room_t* room,
-                        unsigned id,
-                        const member_t* m) {
-  uint8_t payload[CHAT_PACKET_MAX];
-  room_send(chat, room, id, payload, build_fields(payload, room, m, NULL, 0));
-}
-
-
-/* Close `room` if nobody is left in it. Called with the lock held. */
-static void room_close_if_empty(chat_t* chat, room_t* room) {
-  size_t i;
-  if (room->count > 0)
-    return;
-  for (i = 0; i < chat->room_count && chat->rooms[i] != room; i++) {
+  rc = cport_packet_buf(&buf, &chat->format, id, payload, n);
+  if (rc != 0) {
+    fprintf(stderr, "chat_server: room %.*s: %s\n", (int)room_len,
+            (const char*)room, cport_strerror(rc));
+    return NULL;
   }
-  if (i < chat->room_count)
-    chat->rooms[i] = chat->rooms[--chat->room_count];
-  free(room->members);
-  free(room);
+  return buf;
 }
 
 
-/* Take `s` out of its room, telling the room (`s` included) first. The
- * last one out closes the room. Called with the lock held. */
-static void leave_room(chat_t* chat, cport_session_t* s, member_t* m) {
-  room_t* room = m->room;
+/* Queue `buf` (NULL: nothing) to every member of `room`. Called with the
+ * room's lock held. */
+static void room_send(room_t* room, cport_buf_t* buf) {
+  member_t* m;
+  if (buf == NULL)
+    return;
+  /* A member on its way out answers UV_ENOTCONN and one that does not read
+   * is disconnected at its limit: neither concerns the rest. */
+  for (m = room->first; m != NULL; m = m->next)
+    (void)cport_session_send_buf(m->session, buf);
+}
+
+
+/* Find or open the room called `name`, counting the caller as one of its
+ * users; NULL with `*err` set if it cannot be opened. */
+static room_t* room_enter(chat_t* chat,
+                          const uint8_t* name,
+                          size_t len,
+                          const char** err) {
+  room_t* room = NULL;
   size_t i;
+  uv_mutex_lock(&chat->lock);
+  for (i = 0; i < chat->room_count; i++) {
+    if (chat->rooms[i]->name_len == len &&
+        memcmp(chat->rooms[i]->name, name, len) == 0) {
+      room = chat->rooms[i];
+      break;
+    }
+  }
+  if (room == NULL && chat->room_count == MAX_ROOMS) {
+    *err = "too many rooms, try an existing one";
+  } else if (room == NULL) {
+    room = calloc(1, sizeof(*room));
+    if (room == NULL || uv_mutex_init(&room->lock) != 0) {
+      free(room);
+      room = NULL;
+      *err = "out of memory";
+    } else {
+      memcpy(room->name, name, len);
+      room->name_len = len;
+      chat->rooms[chat->room_count++] = room;
+    }
+  }
+  if (room != NULL)
+    room->users++;
+  uv_mutex_unlock(&chat->lock);
+  return room;
+}
+
+
+/* Undo one room_enter(); the last user out closes the room. */
+static void room_exit(chat_t* chat, room_t* room) {
+  size_t i;
+  int last;
+  uv_mutex_lock(&chat->lock);
+  last = --room->users == 0;
+  if (last) {
+    for (i = 0; i < chat->room_count && chat->rooms[i] != room; i++) {
+    }
+    if (i < chat->room_count)
+      chat->rooms[i] = chat->rooms[--chat->room_count];
+  }
+  uv_mutex_unlock(&chat->lock);
+  /* Out of the table with no user left: nobody else can reach it. */
+  if (last) {
+    uv_mutex_destroy(&room->lock);
+    free(room);
+  }
+}
+
+
+/* Take `m` out of its room, telling the room (`m` included) first. */
+static void leave_room(chat_t* chat, member_t* m) {
+  room_t* room = m->room;
+  cport_buf_t* buf;
   if (room == NULL)
     return;
-  room_notice(chat, room, CHAT_LEFT, m);
-  for (i = 0; i < room->count && room->members[i] != s; i++) {
-  }
-  if (i < room->count) {
-    room->members[i] = room->members[--room->count];
-    cport_session_unref(s);
-  }
+  buf = room_packet(chat, CHAT_LEFT, (const uint8_t*)room->name, room->name_len,
+                    m, NULL, 0);
+  uv_mutex_lock(&room->lock);
+  room_send(room, buf);
+  if (m->prev != NULL)
+    m->prev->next = m->next;
+  else
+    room->first = m->next;
+  if (m->next != NULL)
+    m->next->prev = m->prev;
+  uv_mutex_unlock(&room->lock);
+  /* Each queued write holds its own reference until written. */
+  cport_buf_unref(buf);
+  m->prev = m->next = NULL;
   m->room = NULL;
-  room_close_if_empty(chat, room);
-}
-
-
-/* Find or open the room called `name`; NULL with `*err` set if it cannot
- * be opened. Called with the lock held. */
-static room_t* room_get(chat_t* chat,
-                        const uint8_t* name,
-                        size_t len,
-                        const char** err) {
-  room_t* room;
-  size_t i;
-  for (i = 0; i < chat->room_count; i++) {
-    room = chat->rooms[i];
-    if (room->name_len == len && memcmp(room->name, name, len) == 0)
-      return room;
-  }
-  if (chat->room_count == MAX_ROOMS) {
-    *err = "too many rooms, try an existing one";
-    return NULL;
-  }
-  room = calloc(1, sizeof(*room));
-  if (room == NULL) {
-    *err = "out of memory";
-    return NULL;
-  }
-  memcpy(room->name, name, len);
-  room->name_len = len;
-  chat->rooms[chat->room_count++] = room;
-  return room;
+  cport_session_unref(m->session);
+  room_exit(chat, room);
 }
 
 
@@ -206,46 +232,51 @@ static void handle_join(chat_t* chat,
                         size_t len) {
   char text[64 + CHAT_ROOM_MAX];
   const char* err = NULL;
+  cport_buf_t* buf;
   room_t* room;
   if (!chat_valid_name(name, len, CHAT_ROOM_MAX)) {
     send_error(
         s, "room name must be 1 to " STR(CHAT_ROOM_MAX) " visible characters");
     return;
   }
-  uv_mutex_lock(&chat->lock);
   if (m->room != NULL && m->room->name_len == len &&
       memcmp(m->room->name, name, len) == 0) {
     snprintf(text, sizeof(text), "already in room %.*s", (int)len,
              (const char*)name);
     send_error(s, text);
-    goto done;
+    return;
   }
-  room = room_get(chat, name, len, &err);
-  if (room != NULL && room->count == room->cap) {
-    size_t cap = room->cap == 0 ? 8 : room->cap * 2;
-    cport_session_t** grown = realloc(room->members, cap * sizeof(*grown));
-    if (grown == NULL) {
-      err = "out of memory";
-    } else {
-      room->members = grown;
-      room->cap = cap;
-    }
-  }
-  if (err != NULL) {
-    /* A room just opened for us is still empty: close it again. */
-    if (room != NULL)
-      room_close_if_empty(chat, room);
+  room = room_enter(chat, name, len, &err);
+  if (room == NULL) {
     send_error(s, err);
-    goto done;
+    return;
   }
   /* Switching rooms: the old one hears us leave first. */
-  leave_room(chat, s, m);
+  leave_room(chat, m);
+  buf = room_packet(chat, CHAT_JOINED, name, len, m, NULL, 0);
   cport_session_ref(s);
-  room->members[room->count++] = s;
   m->room = room;
-  room_notice(chat, room, CHAT_JOINED, m);
-done:
-  uv_mutex_unlock(&chat->lock);
+  uv_mutex_lock(&room->lock);
+  m->next = room->first;
+  if (room->first != NULL)
+    room->first->prev = m;
+  room->first = m;
+  room_send(room, buf);
+  uv_mutex_unlock(&room->lock);
+  cport_buf_unref(buf);
+}
+
+
+static void handle_leave(chat_t* chat,
+                         cport_session_t* s,
+                         member_t* m,
+                         size_t len) {
+  if (len != 0)
+    send_error(s, "LEAVE takes no payload");
+  else if (m->room == NULL)
+    send_error(s, "not in a room");
+  else
+    leave_room(chat, m);
 }
 
 
@@ -254,25 +285,29 @@ static void handle_say(chat_t* chat,
                        member_t* m,
                        const uint8_t* text,
                        size_t len) {
-  uint8_t payload[CHAT_PACKET_MAX];
+  cport_buf_t* buf;
   if (!chat_valid_text(text, len)) {
     send_error(s, "text must be 1 to " STR(
                       CHAT_TEXT_MAX) " bytes, without control characters");
     return;
   }
-  uv_mutex_lock(&chat->lock);
-  if (m->room == NULL)
+  if (m->room == NULL) {
     send_error(s, "join a room first");
-  else
-    room_send(chat, m->room, CHAT_MESSAGE, payload,
-              build_fields(payload, m->room, m, text, len));
-  uv_mutex_unlock(&chat->lock);
+    return;
+  }
+  buf = room_packet(chat, CHAT_MESSAGE, (const uint8_t*)m->room->name,
+                    m->room->name_len, m, text, len);
+  uv_mutex_lock(&m->room->lock);
+  room_send(m->room, buf);
+  uv_mutex_unlock(&m->room->lock);
+  cport_buf_unref(buf);
 }
 
 
 static void on_connected(cport_session_t* s) {
   member_t* m = cport_session_user(s);
   char name[32];
+  m->session = s;
   snprintf(name, sizeof(name), "guest%llu",
            (unsigned long long)cport_session_id(s));
   /* Names are kept without their terminating zero, as they travel. */
@@ -306,16 +341,7 @@ static void on_packet(cport_session_t* s,
       handle_say(chat, s, m, payload, len);
       break;
     case CHAT_LEAVE:
-      if (len != 0) {
-        send_error(s, "LEAVE takes no payload");
-        break;
-      }
-      uv_mutex_lock(&chat->lock);
-      if (m->room == NULL)
-        send_error(s, "not in a room");
-      else
-        leave_room(chat, s, m);
-      uv_mutex_unlock(&chat->lock);
+      handle_leave(chat, s, m, len);
       break;
     default:
       snprintf(text, sizeof(text), "unknown packet id %u", id);
@@ -328,9 +354,7 @@ static void on_packet(cport_session_t* s,
 static void on_disconnected(cport_session_t* s, int code, const char* cause) {
   chat_t* chat = chat_of(s);
   member_t* m = cport_session_user(s);
-  uv_mutex_lock(&chat->lock);
-  leave_room(chat, s, m);
-  uv_mutex_unlock(&chat->lock);
+  leave_room(chat, m);
   /* Peers that break the framing or do not read are worth a line; the
    * ordinary ways to leave are not. */
   if (code == CPORT_EPACKET || code == CPORT_EPACKETSIZE ||

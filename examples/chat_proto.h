@@ -28,7 +28,13 @@
  * answered with CHAT_ERROR and changes nothing. A packet longer than
  * CHAT_PACKET_MAX, or a header whose size is below 4, ends the session:
  * cport's packet layer refuses it before the payload arrives. Names need
- * not be unique. */
+ * not be unique.
+ *
+ * Every JOIN, LEAVE and SAY makes the server write to a whole room, so
+ * each client has a budget of them (chat_server.c gives the rates). A
+ * request over it is answered with CHAT_ERROR "slow down: ..." and changes
+ * nothing; a client that keeps sending regardless gets a last CHAT_ERROR
+ * ("too many ..., disconnected") and is disconnected. */
 #ifndef CHAT_PROTO_H
 #define CHAT_PROTO_H
 

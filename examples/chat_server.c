@@ -24,7 +24,21 @@
  * and closing it when the last member is out. No broadcast runs under it,
  * so a busy room holds back no other room. A member that does not read is
  * disconnected at the send-queue limit (CPORT_SENDQ_DISCONNECT) rather
- * than let it hold memory, and the others are not held back. */
+ * than let it hold memory, and the others are not held back.
+ *
+ * Budgets. A request that reaches a room costs the server one write per
+ * member: in a room of 200, one 64 KiB write of LEAVE+JOIN pairs is two
+ * million of them, seconds of CPU during which nobody else is served.
+ * Every session therefore has two token buckets: room changes (JOIN and
+ * LEAVE) may come 5 at once and then one a second, messages (SAY) 10 at
+ * once and then five a second. A request over its budget is answered with
+ * CHAT_ERROR and does nothing, but it is still charged, so that a peer
+ * that ignores the refusals only digs deeper: after a whole burst of
+ * refusals, its next request gets a last CHAT_ERROR and the session is
+ * disconnected, the rest of what it sent unread. What one session can
+ * cost is then bounded by its room's size times the rates above, however
+ * fast it writes. Requests answered to the sender alone (NICK, invalid
+ * ones) cost about what they carry, and are not limited. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,9 +55,33 @@
 /* Rooms open at once: the table is searched by name under its lock, so a
  * small bound keeps every lookup cheap and memory bounded. */
 #define MAX_ROOMS 1024
-/* The protocol's limits, spelled out in the error texts. */
+/* The budgets of the design notes: a burst, then one more request every
+ * interval. */
+#define ROOM_CHANGE_BURST 5
+#define ROOM_CHANGE_INTERVAL_MS 1000
+#define MESSAGE_BURST 10
+#define MESSAGE_INTERVAL_MS 200
+/* The protocol's limits and the budgets, spelled out in the error texts. */
 #define STR(x) STR_(x)
 #define STR_(x) #x
+
+typedef struct limit_s {
+  uint64_t burst;
+  uint64_t interval_ms;
+  const char* refused; /* the CHAT_ERROR for a request over the budget */
+  const char* cause;   /* why a session that kept on was disconnected */
+} limit_t;
+
+static const limit_t room_change_limit = {
+    ROOM_CHANGE_BURST, ROOM_CHANGE_INTERVAL_MS,
+    "slow down: at most " STR(ROOM_CHANGE_BURST) " room changes at once, "
+    "then one every " STR(ROOM_CHANGE_INTERVAL_MS) " ms",
+    "too many room changes"};
+static const limit_t message_limit = {
+    MESSAGE_BURST, MESSAGE_INTERVAL_MS,
+    "slow down: at most " STR(MESSAGE_BURST) " messages at once, "
+    "then one every " STR(MESSAGE_INTERVAL_MS) " ms",
+    "too many messages"};
 
 typedef struct member_s member_t;
 
@@ -70,6 +108,9 @@ struct member_s {
    * room. */
   member_t* prev;
   member_t* next;
+  /* When each token bucket will be full again (budget_take). */
+  uint64_t room_changes_full_ms;
+  uint64_t messages_full_ms;
 };
 
 typedef struct chat_s {
@@ -83,6 +124,8 @@ typedef struct chat_s {
   size_t room_count;
 } chat_t;
 
+enum { BUDGET_OK, BUDGET_REFUSED, BUDGET_SPENT };
+
 
 static chat_t* chat_of(cport_session_t* s) {
   return cport_service_get_data(cport_session_service(s));
@@ -92,6 +135,45 @@ static chat_t* chat_of(cport_session_t* s) {
 static void send_error(cport_session_t* s, const char* text) {
   /* A failure means the session is going anyway; nothing left to tell. */
   (void)cport_session_send_packet(s, CHAT_ERROR, text, strlen(text));
+}
+
+
+/* Charge one request to the token bucket `*full_ms` (the time at which it
+ * will hold `lim->burst` tokens again, so one number is the whole
+ * bucket). Refused requests are charged too, which is what ends a flood:
+ * BUDGET_SPENT once the debt is a whole burst deep. */
+static int budget_take(uint64_t* full_ms, const limit_t* lim) {
+  uint64_t now_ms = uv_hrtime() / 1000000;
+  uint64_t due_ms = (*full_ms > now_ms ? *full_ms : now_ms) + lim->interval_ms;
+  *full_ms = due_ms;
+  if (due_ms - now_ms <= lim->burst * lim->interval_ms)
+    return BUDGET_OK;
+  if (due_ms - now_ms <= 2 * lim->burst * lim->interval_ms)
+    return BUDGET_REFUSED;
+  return BUDGET_SPENT;
+}
+
+
+/* Non-zero if `s` may go on with a request that `lim` governs; otherwise
+ * it has been refused or, past its debt, disconnected. */
+static int within_budget(cport_session_t* s,
+                         uint64_t* full_ms,
+                         const limit_t* lim) {
+  char text[128];
+  switch (budget_take(full_ms, lim)) {
+    case BUDGET_OK:
+      return 1;
+    case BUDGET_REFUSED:
+      send_error(s, lim->refused);
+      return 0;
+    default:
+      snprintf(text, sizeof(text), "%s, disconnected", lim->cause);
+      send_error(s, text);
+      /* Graceful, so that the error is flushed first; no packet of `s` is
+       * delivered after this, the rest of its read included. */
+      (void)cport_session_disconnect(s, lim->cause);
+      return 0;
+  }
 }
 
 
@@ -246,6 +328,8 @@ static void handle_join(chat_t* chat,
     send_error(s, text);
     return;
   }
+  if (!within_budget(s, &m->room_changes_full_ms, &room_change_limit))
+    return;
   room = room_enter(chat, name, len, &err);
   if (room == NULL) {
     send_error(s, err);
@@ -275,7 +359,7 @@ static void handle_leave(chat_t* chat,
     send_error(s, "LEAVE takes no payload");
   else if (m->room == NULL)
     send_error(s, "not in a room");
-  else
+  else if (within_budget(s, &m->room_changes_full_ms, &room_change_limit))
     leave_room(chat, m);
 }
 
@@ -295,6 +379,8 @@ static void handle_say(chat_t* chat,
     send_error(s, "join a room first");
     return;
   }
+  if (!within_budget(s, &m->messages_full_ms, &message_limit))
+    return;
   buf = room_packet(chat, CHAT_MESSAGE, (const uint8_t*)m->room->name,
                     m->room->name_len, m, text, len);
   uv_mutex_lock(&m->room->lock);
@@ -355,10 +441,11 @@ static void on_disconnected(cport_session_t* s, int code, const char* cause) {
   chat_t* chat = chat_of(s);
   member_t* m = cport_session_user(s);
   leave_room(chat, m);
-  /* Peers that break the framing or do not read are worth a line; the
-   * ordinary ways to leave are not. */
+  /* Peers that break the framing, do not read or flood are worth a line
+   * (CPORT_ELOCAL: only within_budget disconnects); the ordinary ways to
+   * leave are not. */
   if (code == CPORT_EPACKET || code == CPORT_EPACKETSIZE ||
-      code == CPORT_ESENDQ)
+      code == CPORT_ESENDQ || code == CPORT_ELOCAL)
     fprintf(stderr, "chat_server: %.*s dropped: %s\n", (int)m->name_len,
             m->name, cause);
 }

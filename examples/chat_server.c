@@ -38,7 +38,11 @@
  * disconnected, the rest of what it sent unread. What one session can
  * cost is then bounded by its room's size times the rates above, however
  * fast it writes. Requests answered to the sender alone (NICK, invalid
- * ones) cost about what they carry, and are not limited. */
+ * ones) cost about what they carry, and are not limited. Finally, cport
+ * hands on_packet at most 32 packets of one session per loop round
+ * (packet_budget); the rest of a big write waits for the next round, so
+ * that even requests within their budgets, or refused ones, do not keep
+ * the port from the other sessions on it. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -540,6 +544,9 @@ int main(int argc, char** argv) {
    * protocol needs, so that a peer cannot make us buffer 64 KiB. */
   opts.packet.max_packet = CHAT_PACKET_MAX;
   opts.send_queue_policy = CPORT_SENDQ_DISCONNECT;
+  /* A round of the loop serves every session a little: a 64 KiB write of
+   * requests is taken 32 at a time. */
+  opts.packet_budget = 32;
   opts.data = &chat;
   chat.format = opts.packet;
   rc = cport_service_create(&chat.svc, chat.core, CPORT_SERVICE_SERVER, &addr,

@@ -50,8 +50,11 @@ typedef enum {
   CPORT__OP_SEND = 0,   /* data[0, len) are bytes to send */
   CPORT__OP_DISCONNECT, /* graceful disconnect; data holds the cause text,
                            len its length, or 0 for the default cause */
-  CPORT__OP_SENDQ       /* forced close with CPORT_ESENDQ (at most one per
+  CPORT__OP_SENDQ,      /* forced close with CPORT_ESENDQ (at most one per
                            session) */
+  CPORT__OP_RESUME      /* the packets a session kept when it used up its
+                           packet_budget, and reading again (at most one
+                           per session at a time) */
 } cport__send_op_t;
 
 /* A zero-filled pool is empty and ready. */

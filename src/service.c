@@ -132,6 +132,7 @@ void cport_service_opts_init(cport_service_opts_t* opts) {
   opts->reconnect_jitter_pct = 20;
   opts->reconnect_reset_ms = 5000;
   cport_packet_format_init(&opts->packet);
+  opts->packet_budget = 1024;
 }
 
 

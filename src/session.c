@@ -111,6 +111,7 @@ struct cport_session_s {
   unsigned paused : 1;  /* reading stopped by the send queue limit */
   unsigned in_recv : 1; /* inside on_recv: its sends may pause reading */
   unsigned writing : 1; /* a uv_write is in flight */
+  unsigned yielded : 1; /* packet_budget used up: CPORT__OP_RESUME posted */
   /* The peer's sockaddr_in or sockaddr_in6, written before on_connected and
    * never after, kept in 28 bytes (a cport_addr_t would be padded to 32)
    * that fill the word before the pointers. */
@@ -786,6 +787,16 @@ static void session_msg_run(cport__msg_t* m, const cport__msg_t* next) {
       cport__session_close(s, CPORT_ESENDQ, NULL, CPORT__CLOSE_RESET);
       cport__free(r);
       break;
+    case CPORT__OP_RESUME:
+      s->yielded = 0;
+      cport__free(r);
+      /* A send-queue pause holds the kept packets until its own resume. */
+      if (s->state != S_CONNECTED || s->paused)
+        break;
+      if (s->rbuf != NULL)
+        session_deliver(s, NULL, 0); /* may use up the budget again */
+      session_read_start(s);
+      break;
   }
   cport_session_unref(s); /* the entry's */
 }
@@ -868,13 +879,22 @@ static int session_consume_raw(void* ctx,
 }
 
 
+/* One delivery of bytes to a packet session, with its packet_budget. */
+typedef struct session_feed_s {
+  cport_session_t* s;
+  unsigned left;   /* packets on_packet may still get this round */
+  int exhausted;   /* the budget is used up */
+} session_feed_t;
+
 /* One whole packet: on_packet, whose sends may pause reading like
- * on_recv's. Stops delivery once the session is paused or ending. */
+ * on_recv's. Stops delivery once the session is paused or ending, or has
+ * had its packet_budget for this round. */
 static int session_on_packet(void* ctx,
                              unsigned id,
                              const uint8_t* payload,
                              size_t len) {
-  cport_session_t* s = ctx;
+  session_feed_t* feed = ctx;
+  cport_session_t* s = feed->s;
   /* A stop or destroy made on another port meanwhile ends delivery between
    * two packets of one read, as it does between reads. */
   if (cport__service_phase(SVC(s)) != CPORT__PHASE_RUNNING)
@@ -883,7 +903,11 @@ static int session_on_packet(void* ctx,
   s->in_recv = 1;
   VIEW(s)->opts.cbs.on_packet(s, id, payload, len);
   s->in_recv = 0;
-  return s->state != S_CONNECTED || s->paused;
+  /* The packet layer counts a packet taken once this is called, so the
+   * budget is checked after the call, not before. */
+  if (--feed->left == 0)
+    feed->exhausted = 1;
+  return s->state != S_CONNECTED || s->paused || feed->exhausted;
 }
 
 
@@ -891,7 +915,8 @@ static int session_consume_packets(void* ctx,
                                    const uint8_t* data,
                                    size_t len,
                                    size_t* consumed) {
-  cport_session_t* s = ctx;
+  session_feed_t* feed = ctx;
+  cport_session_t* s = feed->s;
   int rc;
   /* A pause holds back the packets already received, not just new reads,
    * so that on_packet's replies wait for the queue to drain. */
@@ -899,7 +924,7 @@ static int session_consume_packets(void* ctx,
   if (s->paused)
     return 0;
   rc = cport__packet_consume(&VIEW(s)->opts.packet, data, len, session_on_packet,
-                             s, consumed);
+                             feed, consumed);
   if (rc != 0) {
     cport__session_close(s, rc, NULL, CPORT__CLOSE_GRACEFUL);
     return CPORT__RECV_STOP;
@@ -911,14 +936,36 @@ static int session_consume_packets(void* ctx,
 
 
 static size_t session_need_packet(void* ctx, const uint8_t* data, size_t len) {
-  cport_session_t* s = ctx;
-  return cport__packet_need(&VIEW(s)->opts.packet, data, len);
+  session_feed_t* feed = ctx;
+  return cport__packet_need(&VIEW(feed->s)->opts.packet, data, len);
 }
 
 
 static const cport__recv_ops_t session_raw_ops = {session_consume_raw, NULL};
 static const cport__recv_ops_t session_packet_ops = {session_consume_packets,
                                                      session_need_packet};
+
+
+/* The session used up its packet_budget with whole packets kept: stop
+ * reading and come back for them through the port's mailbox, behind what
+ * the port has to do meanwhile (other sessions' reads in this round
+ * included). Returns 0, or UV_ENOMEM when the request cannot be made. */
+static int session_yield(cport_session_t* s) {
+  cport__send_req_t* r;
+  if (s->yielded)
+    return 0;
+  r = cport__send_req_alloc(0);
+  if (r == NULL)
+    return UV_ENOMEM;
+  r->op = CPORT__OP_RESUME;
+  s->yielded = 1;
+  if (s->reading) {
+    uv_read_stop((uv_stream_t*)&s->tcp);
+    s->reading = 0;
+  }
+  session_post(s, r);
+  return 0;
+}
 
 
 /* Hand `len` new bytes (0: only the kept ones, again) to the consumer. */
@@ -933,12 +980,25 @@ static void session_deliver(cport_session_t* s,
   if (cport__service_phase(SVC(s)) != CPORT__PHASE_RUNNING)
     return;
   if (v->opts.cbs.on_packet != NULL) {
-    /* At most one partial packet, plus one read held back by a pause (the
-     * sum saturates where size_t has 32 bits). */
+    /* At most one partial packet, plus one read held back by a pause or
+     * the budget (the sum saturates where size_t has 32 bits). */
     size_t max = v->opts.packet.max_packet;
     size_t limit =
         max > SIZE_MAX - CPORT__READ_CHUNK ? SIZE_MAX : max + CPORT__READ_CHUNK;
-    rc = cport__recv_feed(&s->rbuf, limit, data, len, &session_packet_ops, s);
+    session_feed_t feed;
+    feed.s = s;
+    for (;;) {
+      feed.left = v->opts.packet_budget > 0 ? v->opts.packet_budget : UINT_MAX;
+      feed.exhausted = 0;
+      rc = cport__recv_feed(&s->rbuf, limit, data, len, &session_packet_ops,
+                            &feed);
+      if (rc != 0 || !feed.exhausted || s->state != S_CONNECTED ||
+          s->rbuf == NULL || session_yield(s) == 0)
+        break;
+      /* No memory to come back later: the next budget's worth now. */
+      data = NULL;
+      len = 0;
+    }
   } else {
     rc = cport__recv_feed(&s->rbuf, v->opts.recv_buffer_limit, data, len,
                           &session_raw_ops, s);
@@ -993,7 +1053,9 @@ static void session_pause_if_over_limit(cport_session_t* s) {
 
 static void session_read_start(cport_session_t* s) {
   int rc;
-  if (s->reading || s->state != S_CONNECTED)
+  /* A session that used up its packet budget reads again when it comes
+   * back for the packets it kept (CPORT__OP_RESUME). */
+  if (s->reading || s->yielded || s->state != S_CONNECTED)
     return;
   rc = uv_read_start((uv_stream_t*)&s->tcp, session_alloc_cb, session_read_cb);
   if (rc != 0) {

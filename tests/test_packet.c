@@ -824,6 +824,88 @@ static void test_packet_session_pause_holds_packets_back_in_order(
 }
 
 
+/* ---- packet_budget ---- */
+
+static unsigned budget_round;          /* loop rounds so far */
+static unsigned budget_at[256];        /* the round of each packet */
+
+static void budget_check_cb(uv_check_t* h) {
+  (void)h;
+  budget_round++;
+}
+
+static void budget_packet(cport_session_t* s,
+                          unsigned id,
+                          const uint8_t* payload,
+                          size_t len) {
+  pk_t* pk = pk_of(s);
+  if (pk->packets < sizeof(budget_at) / sizeof(budget_at[0]))
+    budget_at[pk->packets] = budget_round;
+  pk_packet(s, id, payload, len);
+}
+
+/* One write of 200 small packets to a service with packet_budget 16: no
+ * loop round gives on_packet more than 16 of them (32 here: the fixture's
+ * dispatch runs the port's mailbox once before its loop round, then the
+ * round runs it again), the rest wait for later rounds, and every packet
+ * still comes whole and in order; the echo of each one leaves in order
+ * too. Without the budget all 200 came in the round of the read. */
+static void test_packet_session_budget_spreads_a_flood_over_rounds(
+    void** state) {
+  fixture_t* fx = *state;
+  cport_packet_format_t f = layout(0);
+  pk_t pk = {0};
+  cport_service_opts_t o = pk_opts(&pk, fx, &f);
+  bytes_t stream = {0};
+  bytes_t want = {0};
+  static uv_check_t check; /* closes after this function returns */
+  unsigned n = 200;
+  unsigned i;
+  unsigned in_round = 0;
+  unsigned most = 0;
+  unsigned rounds = 1;
+  peer_t* p;
+  o.cbs.on_packet = budget_packet;
+  o.packet_budget = 16;
+  pk.echo = 1;
+  budget_round = 0;
+  assert_int_equal(uv_check_init(fx->loop, &check), 0);
+  assert_int_equal(uv_check_start(&check, budget_check_cb), 0);
+  pk_start_server(fx, &o);
+  build_stream(&f, n, &stream);
+  expected_record(&f, n, &want);
+  p = peer_connect(fx, &fx->server_addr, 0);
+  fixture_wait_int(fx, &pk.connected, 1, FIXTURE_TIMEOUT_MS);
+  peer_write(p, stream.data, stream.len);
+  fixture_wait_size(fx, &pk.packets, n, FIXTURE_TIMEOUT_MS);
+  assert_int_equal(pk.got.len, want.len);
+  assert_memory_equal(pk.got.data, want.data, want.len);
+  /* The counting handle goes first, so that a failure below does not
+   * leave it keeping the loop alive. */
+  uv_close((uv_handle_t*)&check, NULL);
+  for (i = 0; i < n; i++) {
+    if (i > 0 && budget_at[i] != budget_at[i - 1]) {
+      rounds++;
+      in_round = 0;
+    }
+    in_round++;
+    if (in_round > most)
+      most = in_round;
+  }
+  print_message("200 packets in %u rounds, at most %u in one\n", rounds,
+                most);
+  assert_true(most <= 2 * 16);
+  assert_true(rounds >= n / (2 * 16));
+  fixture_wait_size(fx, &p->received.len, stream.len, FIXTURE_TIMEOUT_MS);
+  assert_memory_equal(p->received.data, stream.data, stream.len);
+  peer_destroy(p);
+  fixture_wait_int(fx, &pk.disconnected, 1, FIXTURE_TIMEOUT_MS);
+  pk_release(&pk);
+  bytes_free(&stream);
+  bytes_free(&want);
+}
+
+
 static void ignore_recv_cb(void) {
 }
 
@@ -879,6 +961,7 @@ int main(void) {
       FIXTURE_TEST(test_packet_send_packet_from_another_thread),
       FIXTURE_TEST(test_packet_buf_broadcast_reaches_every_client_once),
       FIXTURE_TEST(test_packet_session_pause_holds_packets_back_in_order),
+      FIXTURE_TEST(test_packet_session_budget_spreads_a_flood_over_rounds),
       FIXTURE_TEST(test_packet_service_options_are_checked),
   };
   return cmocka_run_group_tests_name("packet", tests, NULL, NULL);

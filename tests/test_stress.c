@@ -424,6 +424,7 @@ typedef struct svc_cfg_s {
   unsigned max_sessions;
   size_t recv_limit;
   int nodelay;
+  unsigned packet_budget; /* packet services: 0 or a few packets a round */
 } svc_cfg_t;
 
 typedef struct svc_rec_s {
@@ -1253,6 +1254,9 @@ static void svc_cfg_random(rng_t* r, unsigned nports, svc_cfg_t* c) {
   c->max_sessions = rng_pct(r, 15) ? (unsigned)rng_range(r, 2, 6) : 0;
   c->recv_limit = (size_t)rng_log(r, 4096, 256 * 1024);
   c->nodelay = rng_pct(r, 80);
+  /* Small, so that sessions yield and come back all the time, also while
+   * paused, disconnecting or being stopped. */
+  c->packet_budget = rng_pct(r, 50) ? (unsigned)rng_range(r, 1, 8) : 0;
 }
 
 
@@ -1260,10 +1264,11 @@ static void svc_describe(const svc_rec_t* sv, char* buf, size_t n) {
   const svc_cfg_t* c = &sv->cfg;
   char fmt[80] = "raw";
   if (c->packet)
-    snprintf(fmt, sizeof(fmt), "packet(len%u %s %s %s max %zu)",
+    snprintf(fmt, sizeof(fmt), "packet(len%u %s %s %s max %zu budget %u)",
              c->fmt.length_size, c->fmt.big_endian ? "BE" : "LE",
              c->fmt.length_includes_header ? "incl" : "excl",
-             c->fmt.has_id ? "id" : "no-id", c->fmt.max_packet);
+             c->fmt.has_id ? "id" : "no-id", c->fmt.max_packet,
+             c->packet_budget);
   snprintf(buf, n,
            "service %d: port %u%s %s limit %zu %s%s idle %u disc_timeout %u "
            "max_sessions %u recv_limit %zu",
@@ -1341,6 +1346,7 @@ static void create_job(void* arg) {
   o.max_sessions = sv->cfg.max_sessions;
   o.recv_buffer_limit = sv->cfg.recv_limit;
   o.packet = sv->cfg.fmt;
+  o.packet_budget = sv->cfg.packet_budget;
   o.send_queue_limit = sv->cfg.send_queue_limit;
   o.send_queue_policy = (cport_sendq_policy_t)sv->cfg.policy;
   o.port = sv->cfg.port;

@@ -209,6 +209,16 @@ typedef struct cport_service_opts_s {
    * client that sets a policy and a non-zero value is 16 bytes larger
    * (64-bit systems). Since 0.4.2. */
   unsigned reconnect_reset_ms;
+  /* Packet services: the most packets on_packet gets from one session in
+   * one round of its port's loop. The rest wait, whole, in the session's
+   * receive buffer (reading from that peer paused meanwhile) and come in
+   * the next round, after the port has served its other sessions, timers
+   * and jobs: a peer that packs thousands of small requests into one write
+   * cannot hold the port for all of them. Each yield costs a round trip
+   * through the port's mailbox, so keep it well above what one read
+   * usually carries. 0: no limit. Default 1024 (a 64 KiB read of the
+   * smallest packets of the default format holds 16 384). Since 0.4.2. */
+  unsigned packet_budget;
 } cport_service_opts_t;
 
 typedef struct cport_service_stats_s {

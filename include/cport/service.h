@@ -35,9 +35,10 @@ typedef enum cport_service_kind_e {
   CPORT_SERVICE_CLIENT = 2  /* connects sessions to the address */
 } cport_service_kind_t;
 
-/* What happens when a session has send_queue_limit bytes or more queued. In
- * both cases cport_session_send() refuses further bytes with CPORT_ESENDQ, so
- * memory stays bounded and nothing is dropped without the caller knowing. */
+/* What happens when a session's send queue holds send_queue_limit bytes of
+ * memory or more (cport_session_queued_bytes). In both cases
+ * cport_session_send() refuses further sends with CPORT_ESENDQ, so memory
+ * stays bounded and nothing is dropped without the caller knowing. */
 typedef enum cport_sendq_policy_e {
   /* When a send made inside the session's own on_recv finds or leaves the
    * queue at the limit, stop reading from the peer until the queue drains to
@@ -46,8 +47,11 @@ typedef enum cport_sendq_policy_e {
    * read. Sends made outside on_recv never stop reading (the peer may be
    * waiting for us to read); they are bounded by CPORT_ESENDQ alone. */
   CPORT_SENDQ_PAUSE_READ = 0,
-  /* Disconnect the session with cause CPORT_ESENDQ. Right for broadcast
-   * servers where a slow reader must not hold the others back. */
+  /* Disconnect the session with cause CPORT_ESENDQ, at once and with a TCP
+   * reset: its queued sends are dropped, and the kernel drops what it still
+   * held for the peer too, rather than keep the socket and its buffer while
+   * it retries a peer that does not read. Right for broadcast servers where
+   * a slow reader must not hold the others back. */
   CPORT_SENDQ_DISCONNECT = 1
 } cport_sendq_policy_t;
 
@@ -135,8 +139,12 @@ typedef struct cport_service_opts_s {
    * whole packets back, so recv_buffer_limit does not apply to it:
    * max_packet bounds its receive memory instead. */
   cport_packet_format_t packet;
-  /* Queued send bytes at which send_queue_policy applies. Default 1 MiB;
-   * at least 1. */
+  /* Memory of queued sends at which send_queue_policy applies: each send
+   * counts its bytes plus its request (about 240 bytes on 64-bit systems,
+   * with the bytes' room rounded up to the pool's size class, at most four
+   * times them), so that many tiny sends are bounded as well as a few big
+   * ones. A shared buffer counts its whole length for every session it
+   * waits for. Default 1 MiB; at least 1. */
   size_t send_queue_limit;
   cport_sendq_policy_t send_queue_policy; /* default CPORT_SENDQ_PAUSE_READ */
   /* listen() backlog for servers. Default 511. */
@@ -156,11 +164,19 @@ typedef struct cport_service_opts_s {
    * port's thread; 0 keeps them all on `port`. The listener stays on
    * `port`. Ignored for clients and for a core of one port. */
   int spread;
-  /* A session that receives nothing for this many milliseconds is
-   * disconnected gracefully with CPORT_EIDLE ("idle timeout"); a peer that
-   * trickles a byte now and then resets it each time. One timer per port
-   * serves every session of the service (a list kept in order of last
-   * activity), so 100 000 sessions cost no more timers than one. 0 (the
+  /* A session silent both ways for this many milliseconds, nothing
+   * received and nothing sent, is disconnected with CPORT_EIDLE ("idle
+   * timeout"); a peer that trickles a byte now and then resets it each
+   * time, and so does every send that reaches the kernel, or a write that
+   * a slow peer takes little by little. With nothing left to send the close
+   * is graceful; a session whose queued sends made no progress for a whole
+   * timeout (its peer reads nothing; found after one to two timeouts) is
+   * reset at once instead, like CPORT_SENDQ_DISCONNECT, so that neither its
+   * queue nor the kernel's buffer waits for disconnect_timeout_ms. One
+   * timer per port serves every session of the service (a list kept in
+   * order of last activity), so 100 000 sessions cost no more timers than
+   * one. Times are read from the monotonic clock, not the loop's cached
+   * time, so a long callback does not make a timeout expire early. 0 (the
    * default): never. */
   unsigned idle_timeout_ms;
   /* Clients: a connect that has not completed after this many milliseconds
@@ -242,7 +258,8 @@ typedef struct cport_service_stats_s {
   /* Times a session stopped reading because its on_recv filled the send
    * queue (CPORT_SENDQ_PAUSE_READ). */
   uint64_t pauses;
-  /* Bytes waiting in the sessions' send queues now (a gauge). */
+  /* Memory of the sends waiting in the sessions' send queues now, counted
+   * as against send_queue_limit (a gauge). */
   uint64_t queued_bytes;
   /* Clients: connects started by the reconnect policy. */
   uint64_t reconnects;
@@ -315,8 +332,11 @@ CPORT_API int cport_service_connect(cport_service_t* svc, unsigned n);
 /* Stop: close the listener (servers), cancel pending connects (clients) and
  * disconnect every session gracefully with cause CPORT_ESTOPPED, on every
  * port the service spreads over (the other ports do it when they next
- * wake). Sessions whose queued bytes have not drained after `deadline_ms`
- * (the peer does not read) are closed at once. `on_stopped` (may be NULL)
+ * wake). Sessions whose queued bytes have not drained `deadline_ms` after
+ * this call (the peer does not read) are closed at once, on every port at
+ * the same moment: the deadline counts from the call, on the monotonic
+ * clock, however long the callback that makes it has run or however late
+ * another port gets to its part. `on_stopped` (may be NULL)
  * runs once, later, on the service's port thread, when every session on
  * every port has had on_disconnected and the listener is closed; it may
  * destroy the service. Once this has returned, on every port at once: no

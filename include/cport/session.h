@@ -67,7 +67,8 @@ typedef struct cport_service_s cport_service_t;
  * Thread:    any, holding a reference (see the top of this file).
  * The limit is checked before a send is added, so the queue can exceed
  * send_queue_limit by at most one send (by one send per thread sending at
- * that moment, from other threads).
+ * that moment, from other threads). Each send counts the memory it holds
+ * (see cport_session_queued_bytes), not only its bytes.
  * Returns:   0; UV_EINVAL for NULL `s`, NULL `data`, `len` 0 or `len` over
  *            UINT32_MAX (a libuv buffer's size);
  *            UV_ENOTCONN before on_connected or once a disconnect has begun
@@ -75,10 +76,11 @@ typedef struct cport_service_s cport_service_t;
  *            destroy of its service, returned, on any thread; a send that
  *            races the disconnect may return 0 and then be dropped with the
  *            session's other queued sends);
- *            CPORT_ESENDQ if the session already has the service's
- *            send_queue_limit bytes or more queued (nothing is queued; under
+ *            CPORT_ESENDQ if the session's queue already holds the service's
+ *            send_queue_limit or more (nothing is queued; under
  *            CPORT_SENDQ_DISCONNECT the session is also closed at once with
- *            that cause, and its queued sends are dropped without on_send;
+ *            that cause and a TCP reset, and its queued sends are dropped
+ *            without on_send;
  *            when the call cannot act at once the close is queued, once
  *            per session however many sends are refused, and tried again
  *            at the next refusal if even that request cannot be
@@ -166,8 +168,13 @@ CPORT_API int cport_session_is_connected(const cport_session_t* s);
 CPORT_API int cport_session_peer_addr(const cport_session_t* s,
                                       cport_addr_t* out);
 
-/* Bytes accepted by cport_session_send() whose write has not completed yet,
- * those other threads sent included.
+/* Memory held by the sends accepted and not yet written, those other
+ * threads sent included: what send_queue_limit is compared with. Each send
+ * counts its bytes plus its request: the request's header (about 240 bytes
+ * on 64-bit systems) and the room for its bytes, rounded up to the pool's
+ * size class on the port's thread (to at most four times them); a shared
+ * buffer counts its length and a header. At least the bytes queued, and
+ * 0 when nothing is.
  * Thread: any, holding a reference. Returns 0 for NULL. */
 CPORT_API size_t cport_session_queued_bytes(const cport_session_t* s);
 

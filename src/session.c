@@ -28,7 +28,11 @@
  * on_recv, or the packet layer in front of on_packet, sees them there,
  * without a copy. Only bytes left unconsumed are copied into the session's
  * receive buffer (recv_buf.h), which grows up to the limit and is freed
- * again as soon as it is empty.
+ * again as soon as it is empty. A packet service hands on_packet at most
+ * packet_budget packets per loop round: a session that used its budget
+ * keeps the rest there, stops reading and waits for its turn in the port's
+ * mailbox (`yielded`, CPORT__OP_RESUME), so that one peer's flood of tiny
+ * requests does not hold the port.
  *
  * Send: one path. Every send, from any thread, passes the same admission
  * (session_admit: connected? under the limit?), gets a request that owns a
@@ -291,9 +295,6 @@ static void session_touch(cport_session_t* s) {
 }
 
 
-
-
-
 /* ---- send queue ---- */
 
 /* Drop the sends that never reached libuv (the session has closed; every
@@ -401,8 +402,10 @@ static void session_write_cb(uv_write_t* req, int status) {
   }
   session_unqueue(s, charge);
   CPORT__SVC_STAT_SUB(svc, queued_bytes, charge);
-  if (status == 0)
+  if (status == 0) {
     CPORT__SVC_STAT_ADD(svc, bytes_out, bytes);
+    session_touch(s);
+  }
   /* Bytes that reached the kernel are reported, also during a forced
    * close, but no on_send runs once the service's destroy has returned,
    * whichever port made it: checked before each call, since a destroy on
@@ -425,10 +428,6 @@ static void session_write_cb(uv_write_t* req, int status) {
     if (rc != 0)
       cport__session_close(s, rc, NULL, CPORT__CLOSE_FORCE);
   }
-  /* After the next write is handed over, so that its size is what a
-   * shrinking write queue is measured against. */
-  if (status == 0 && s->state == S_CONNECTED)
-    session_touch(s);
   if (s->paused && session_queued(s) <= v->opts.send_queue_limit / 2) {
     s->paused = 0;
     session_read_start(s);
@@ -1303,7 +1302,6 @@ static int session_send_direct(cport_session_t* s, const session_bytes_t* b) {
   size_t len = session_bytes_len(b);
   size_t pending = atomic_load_explicit(&s->pending, memory_order_acquire);
   cport__send_req_t* r;
-  int sent_some = 0;
   int rc = session_admit(s, pending);
   if (rc != 0)
     return rc == CPORT_ESENDQ ? session_refuse(s, 1) : rc;
@@ -1330,9 +1328,10 @@ static int session_send_direct(cport_session_t* s, const session_bytes_t* b) {
       session_copy_parts(r->data, b->head, b->hlen, b->data, b->len);
     rc = uv_try_write((uv_stream_t*)&s->tcp, &buf, 1);
     CPORT__SVC_STAT_ADD(svc, writes, 1);
+    if (rc > 0)
+      session_touch(s);
     if (rc >= 0 && (size_t)rc == len) {
       CPORT__SVC_STAT_ADD(svc, bytes_out, len);
-      session_touch(s);
       cport__send_req_put(&v->port->send_pool, r);
       return 0;
     }
@@ -1341,10 +1340,8 @@ static int session_send_direct(cport_session_t* s, const session_bytes_t* b) {
       cport__session_close(s, rc, NULL, CPORT__CLOSE_FORCE);
       return rc;
     }
-    if (rc > 0) {
+    if (rc > 0)
       r->off = (uint32_t)rc;
-      sent_some = 1;
-    }
     /* Only the bytes [off, len) are ever written from now on. */
     if (in_chunk)
       memcpy(r->data + r->off, src + r->off, len - r->off);
@@ -1356,8 +1353,6 @@ static int session_send_direct(cport_session_t* s, const session_bytes_t* b) {
   rc = session_push(s, r, 1);
   if (rc != 0)
     return rc;
-  if (sent_some)
-    session_touch(s);
   session_pause_if_over_limit(s);
   return 0;
 }

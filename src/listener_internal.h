@@ -1,7 +1,7 @@
-/* The listener (the lecture's Listener): one listening TCP handle of a
- * server service, accepting into sessions. Not public in this version: the
- * service owns exactly one and exposes what users need (its bound address,
- * the rejected count). */
+/* The listener (the lecture's Listener): the listening socket of a server
+ * service, handing each accepted connection to the service. Not public in
+ * this version: the service owns exactly one and exposes what users need
+ * (its bound address, the rejected count). */
 #ifndef CPORT_LISTENER_INTERNAL_H
 #define CPORT_LISTENER_INTERNAL_H
 

@@ -572,11 +572,6 @@ const cport_addr_t* cport__service_addr(const cport_service_t* svc) {
 }
 
 
-int cport__service_spreads(const cport_service_t* svc) {
-  return svc->nparts > 0;
-}
-
-
 int cport__service_is_full(cport_service_t* root) {
   /* Sessions still closing hold a socket too, so they count, and so do
    * connections on their way to a part. */

@@ -110,16 +110,14 @@ void cport__service_connect_failed(cport_service_t* svc,
 /* The address the service listens on or connects to. */
 const cport_addr_t* cport__service_addr(const cport_service_t* svc);
 
-/* Non-zero for a server that spreads its connections over parts. */
-int cport__service_spreads(const cport_service_t* svc);
-
 /* Non-zero when the root is at max_sessions, connections on their way to
  * a part included. Thread: any port of the service. */
 int cport__service_is_full(cport_service_t* root);
 
-/* A spreading listener accepted `sock`: give it to the next port in turn
- * (the root's own included), which makes it a session; closes it if that
- * fails. Thread: the root's port. */
+/* The listener accepted `sock`: give it to the next port in turn (the
+ * root's own included; the only one of a server that does not spread),
+ * which makes it a session; closes it if that fails. Thread: the root's
+ * port. */
 void cport__service_hand_off(cport_service_t* root, uv_os_sock_t sock);
 
 /* The listener's handles have all closed. Thread: the service's port. */

@@ -94,9 +94,12 @@ struct cport_service_s {
   part_msg_t msg_stop;    /* root -> part, with the deadline */
   part_msg_t msg_destroy; /* root -> part */
   part_msg_t msg_stopped; /* part -> root */
-  /* Root only, updated from every part's thread. */
-  atomic_size_t open;    /* sessions not closed yet, for max_sessions */
-  atomic_size_t handing; /* accepted, on the way to a part */
+  /* Root only, updated from every part's thread. `open`: a server's
+   * connections, for max_sessions, each counted once, from its hand-off
+   * (on the root's port) until its session's handle has closed or its
+   * adoption has failed (on the port that adopts it). */
+  atomic_size_t open;
+  atomic_size_t handing; /* accepted, on the way to a part (for tests) */
   atomic_uint_least64_t active;
   atomic_uint_least64_t peak;
 };
@@ -477,17 +480,25 @@ int cport_service_connect(cport_service_t* svc, unsigned n) {
 
 /* ---- sessions ---- */
 
+/* An accepted connection gives back the slot its hand-off took. */
+static void service_slot_release(cport_service_t* svc) {
+  atomic_fetch_sub(&svc->view.root->open, 1);
+}
+
+
 void cport__service_attach(cport_service_t* svc, cport__qnode_t* node) {
+  /* A server's session takes over the slot of the socket it adopts, so
+   * that the connection is never counted twice (service_adopt). */
   cport__queue_push(&svc->sessions, node);
   svc->nsessions++;
-  atomic_fetch_add(&svc->view.root->open, 1);
 }
 
 
 void cport__service_detach(cport_service_t* svc, cport__qnode_t* node) {
   cport__queue_remove(&svc->sessions, node);
   svc->nsessions--;
-  atomic_fetch_sub(&svc->view.root->open, 1);
+  if (svc->view.kind == CPORT_SERVICE_SERVER)
+    service_slot_release(svc);
   service_check_done(svc);
 }
 
@@ -574,10 +585,10 @@ const cport_addr_t* cport__service_addr(const cport_service_t* svc) {
 
 int cport__service_is_full(cport_service_t* root) {
   /* Sessions still closing hold a socket too, so they count, and so do
-   * connections on their way to a part. */
+   * connections on their way to a part. Only the root's port adds to
+   * `open`, right after this check, so the count never passes the limit. */
   return root->view.opts.max_sessions != 0 &&
-         atomic_load(&root->open) + atomic_load(&root->handing) >=
-             root->view.opts.max_sessions;
+         atomic_load(&root->open) >= root->view.opts.max_sessions;
 }
 
 
@@ -593,7 +604,8 @@ void cport__service_listener_closed(cport_service_t* svc) {
 
 
 /* Make an accepted socket a session of `svc` (the root or a part) on its
- * port and start it; closes the socket when that fails or the service no
+ * port and start it; the session takes over the socket's slot. Closes the
+ * socket, and gives the slot back, when that fails or the service no
  * longer takes sessions. Thread: svc's port. */
 static void service_adopt(cport_service_t* svc, uv_os_sock_t sock) {
   cport_session_t* s;
@@ -601,16 +613,19 @@ static void service_adopt(cport_service_t* svc, uv_os_sock_t sock) {
   if (!cport__service_admit(svc)) {
     /* Accepted just before a stop or destroy: too late to serve. */
     cport__socket_close(sock);
+    service_slot_release(svc);
     return;
   }
   s = cport__session_new(svc);
   if (s == NULL) {
     CPORT__SVC_STAT_ADD(svc, accept_errors, 1);
     cport__socket_close(sock);
+    service_slot_release(svc);
     return;
   }
   rc = uv_tcp_open(cport__session_tcp(s), sock);
   if (rc != 0) {
+    /* The session gives the slot back when its handle has closed. */
     CPORT__SVC_STAT_ADD(svc, accept_errors, 1);
     cport__socket_close(sock);
     cport__session_close(s, rc, NULL, CPORT__CLOSE_FORCE);
@@ -642,6 +657,8 @@ void cport__service_hand_off(cport_service_t* root, uv_os_sock_t sock) {
   cport_service_t* part;
   handoff_t* h;
   root->turn = turn + 1 > root->nparts ? 0 : turn + 1;
+  /* The slot this connection holds until its session has closed. */
+  atomic_fetch_add(&root->open, 1);
   if (turn == 0) {
     service_adopt(root, sock);
     return;
@@ -651,6 +668,7 @@ void cport__service_hand_off(cport_service_t* root, uv_os_sock_t sock) {
   if (h == NULL) {
     CPORT__SVC_STAT_ADD(root, accept_errors, 1);
     cport__socket_close(sock);
+    service_slot_release(root);
     return;
   }
   h->msg.run = handoff_run;

@@ -57,12 +57,13 @@ static inline cport__service_view_t* cport__service_view(
 /* ---- sessions (session.c) ---- */
 
 /* A new session of `svc` joins its list (`node` is the session's link).
- * Thread: the service's port. */
+ * A server's session takes over the max_sessions slot of the socket it
+ * adopts (cport__service_hand_off). Thread: the service's port. */
 void cport__service_attach(cport_service_t* svc, cport__qnode_t* node);
 
 /* A session's handle has closed (after its on_disconnected): it leaves the
- * list, and a stop or destroy waiting for it may complete. Thread: the
- * service's port. */
+ * list, a server's session gives its max_sessions slot back, and a stop or
+ * destroy waiting for it may complete. Thread: the service's port. */
 void cport__service_detach(cport_service_t* svc, cport__qnode_t* node);
 
 /* Non-zero if the service still takes new sessions: it runs, and no stop
@@ -110,20 +111,23 @@ void cport__service_connect_failed(cport_service_t* svc,
 /* The address the service listens on or connects to. */
 const cport_addr_t* cport__service_addr(const cport_service_t* svc);
 
-/* Non-zero when the root is at max_sessions, connections on their way to
- * a part included. Thread: any port of the service. */
+/* Non-zero when the root is at max_sessions: its connections not closed
+ * yet, those on their way to a part included, each counted once. Thread:
+ * the root's port, just before cport__service_hand_off(). */
 int cport__service_is_full(cport_service_t* root);
 
-/* The listener accepted `sock`: give it to the next port in turn (the
- * root's own included; the only one of a server that does not spread),
- * which makes it a session; closes it if that fails. Thread: the root's
- * port. */
+/* The listener accepted `sock` below max_sessions: take a slot for it
+ * and give it to the next port in turn (the root's own included; the only
+ * one of a server that does not spread), whose session then holds the
+ * slot until its handle has closed. Closes the socket, and gives the slot
+ * back, if that fails. Thread: the root's port. */
 void cport__service_hand_off(cport_service_t* root, uv_os_sock_t sock);
 
 /* The listener's handles have all closed. Thread: the service's port. */
 void cport__service_listener_closed(cport_service_t* svc);
 
-/* Connections accepted and on their way to a part (for tests). */
+/* Connections accepted and on their way to a part (for tests; they are
+ * in the max_sessions count already). */
 size_t cport__service_handing(cport_service_t* root);
 
 #endif /* CPORT_SERVICE_INTERNAL_H */

@@ -3,11 +3,11 @@
  * out of file descriptors (in a child process with a low RLIMIT_NOFILE). */
 #include "fixture.h"
 
+#include <inttypes.h>
 #include <string.h>
 
 #ifndef _WIN32
 #include <errno.h>
-#include <inttypes.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -313,6 +313,205 @@ static void test_listener_spread_counts_max_sessions_over_all_ports(
   assert_int_equal(atomic_load(&sp.connected), 5);
   spread_destroy(&sp, server, client);
 }
+
+
+/* A spreading server at max_sessions must serve exactly max_sessions. A
+ * connection on its way to a part is counted once: by the listener while
+ * it travels, by its session once adopted. Waves of exactly max_sessions
+ * peers connect at once, so the listener accepts the last of each wave
+ * while the parts' threads adopt the ones before it; a connection counted
+ * twice for a moment refuses that last one. */
+#define WAVE_PORTS 3
+#define WAVE_SIZE 20
+#define WAVE_ROUNDS 200
+
+typedef struct wave_s {
+  cport_core_t* core; /* the server's, run by its own threads */
+  cport_service_t* server;
+  cport_service_t* client; /* the peers, on the fixture's port */
+  atomic_int server_connected;
+  atomic_int server_disconnected;
+  int client_connected; /* the fixture's thread only */
+  int client_disconnected;
+  int round;
+  signal_t done; /* barrier jobs and on_stopped */
+} wave_t;
+
+
+static void wave_server_connected(cport_session_t* s) {
+  wave_t* w = cport_service_get_data(cport_session_service(s));
+  atomic_fetch_add(&w->server_connected, 1);
+}
+
+
+static void wave_server_disconnected(cport_session_t* s,
+                                     int code,
+                                     const char* cause) {
+  wave_t* w = cport_service_get_data(cport_session_service(s));
+  (void)code;
+  (void)cause;
+  atomic_fetch_add(&w->server_disconnected, 1);
+}
+
+
+static void wave_client_connected(cport_session_t* s) {
+  wave_t* w = cport_service_get_data(cport_session_service(s));
+  w->client_connected++;
+}
+
+
+static void wave_client_disconnected(cport_session_t* s,
+                                     int code,
+                                     const char* cause) {
+  wave_t* w = cport_service_get_data(cport_session_service(s));
+  (void)code;
+  (void)cause;
+  w->client_disconnected++;
+}
+
+
+static void wave_stopped(cport_service_t* svc) {
+  wave_t* w = cport_service_get_data(svc);
+  signal_raise(&w->done);
+}
+
+
+static void wave_stop_job(void* arg) {
+  wave_t* w = arg;
+  assert_int_equal(cport_service_stop(w->server, 5000, wave_stopped), 0);
+}
+
+
+static void wave_barrier_job(void* arg) {
+  wave_t* w = arg;
+  signal_raise(&w->done);
+}
+
+
+static int wave_disconnect(cport_session_t* s, void* arg) {
+  (void)arg;
+  (void)cport_session_disconnect(s, NULL);
+  return 0;
+}
+
+
+/* Every peer of the round is connected, and the server has served or
+ * refused each. */
+static int pred_wave_settled(void* arg) {
+  wave_t* w = arg;
+  cport_service_stats_t st;
+  int target = w->round * WAVE_SIZE;
+  assert_int_equal(cport_service_stats(w->server, &st), 0);
+  return w->client_connected >= target &&
+         atomic_load(&w->server_connected) + (int)st.rejected >= target;
+}
+
+
+static int pred_wave_gone(void* arg) {
+  wave_t* w = arg;
+  int target = w->round * WAVE_SIZE;
+  return w->client_disconnected >= target &&
+         atomic_load(&w->server_disconnected) >= target;
+}
+
+
+static int pred_wave_refused_one(void* arg) {
+  wave_t* w = arg;
+  cport_service_stats_t st;
+  assert_int_equal(cport_service_stats(w->server, &st), 0);
+  return st.rejected >= 1 &&
+         w->client_disconnected >= (WAVE_ROUNDS - 1) * WAVE_SIZE + 1;
+}
+
+
+static void test_listener_spread_max_sessions_admits_full_waves(void** state) {
+  fixture_t* fx = *state;
+  wave_t w;
+  cport_core_opts_t copts;
+  cport_service_opts_t o;
+  cport_service_stats_t st;
+  cport_addr_t addr;
+  int refused_round = 0;
+  int before;
+  memset(&w, 0, sizeof(w));
+  signal_init(&w.done);
+  cport_core_opts_init(&copts);
+  copts.ports = WAVE_PORTS;
+  assert_int_equal(cport_core_create(&w.core, &copts), 0);
+  assert_int_equal(cport_addr_parse(&addr, "127.0.0.1", 0), 0);
+  cport_service_opts_init(&o);
+  o.cbs.on_connected = wave_server_connected;
+  o.cbs.on_disconnected = wave_server_disconnected;
+  o.max_sessions = WAVE_SIZE;
+  o.data = &w;
+  assert_int_equal(
+      cport_service_create(&w.server, w.core, CPORT_SERVICE_SERVER, &addr, &o),
+      0);
+  assert_int_equal(cport_service_start(w.server), 0);
+  assert_int_equal(cport_service_local_addr(w.server, &addr), 0);
+  cport_service_opts_init(&o);
+  o.cbs.on_connected = wave_client_connected;
+  o.cbs.on_disconnected = wave_client_disconnected;
+  o.connect_count = WAVE_SIZE;
+  o.data = &w;
+  assert_int_equal(cport_service_create(&w.client, fx->core,
+                                        CPORT_SERVICE_CLIENT, &addr, &o),
+                   0);
+  /* One thread per port, so that hand-offs run while the listener
+   * accepts. */
+  assert_int_equal(cport_core_run(w.core), 0);
+
+  for (w.round = 1; w.round <= WAVE_ROUNDS; w.round++) {
+    int barrier = signal_count(&w.done);
+    unsigned i;
+    /* The whole wave at once, into the listener's backlog together. */
+    if (w.round == 1)
+      assert_int_equal(cport_service_start(w.client), 0);
+    else
+      assert_int_equal(cport_service_connect(w.client, WAVE_SIZE), 0);
+    assert_true(
+        fixture_run_until(fx, pred_wave_settled, &w, FIXTURE_TIMEOUT_MS));
+    if (atomic_load(&w.server_connected) != w.round * WAVE_SIZE) {
+      refused_round = w.round;
+      break;
+    }
+    if (w.round == WAVE_ROUNDS)
+      break;
+    assert_int_equal(cport_service_foreach(w.client, wave_disconnect, NULL), 0);
+    assert_true(fixture_run_until(fx, pred_wave_gone, &w, FIXTURE_TIMEOUT_MS));
+    /* A job runs after the close callback it queued behind: every port has
+     * let go of the wave's sessions before the next wave comes. */
+    for (i = 0; i < WAVE_PORTS; i++)
+      assert_int_equal(cport_core_post(w.core, i, wave_barrier_job, &w), 0);
+    assert_true(signal_wait(&w.done, barrier + WAVE_PORTS, FIXTURE_TIMEOUT_MS));
+  }
+
+  if (refused_round == 0) {
+    /* Full now: one more is refused, and the sessions stay as they are. */
+    assert_int_equal(cport_service_connect(w.client, 1), 0);
+    assert_true(
+        fixture_run_until(fx, pred_wave_refused_one, &w, FIXTURE_TIMEOUT_MS));
+  }
+  assert_int_equal(cport_service_stats(w.server, &st), 0);
+
+  before = signal_count(&w.done);
+  assert_int_equal(cport_core_post(w.core, 0, wave_stop_job, &w), 0);
+  assert_true(signal_wait(&w.done, before + 1, FIXTURE_TIMEOUT_MS));
+  assert_int_equal(cport_core_stop(w.core), 0);
+  assert_int_equal(cport_core_join(w.core), 0);
+  cport_service_destroy(w.client);
+  cport_service_destroy(w.server);
+  cport_core_destroy(w.core);
+  signal_destroy(&w.done);
+
+  if (refused_round != 0)
+    fail_msg("wave %d of %d peers: %" PRIu64 " refused below max_sessions",
+             refused_round, WAVE_SIZE, st.rejected);
+  assert_int_equal(st.rejected, 1);
+  assert_int_equal(st.connected, WAVE_ROUNDS * WAVE_SIZE);
+  assert_int_equal(atomic_load(&w.server_connected), WAVE_ROUNDS * WAVE_SIZE);
+}
+
 
 /* ---- running out of file descriptors ----
  *
@@ -1312,6 +1511,7 @@ int main(int argc, char** argv) {
       T(test_listener_spreads_connections_round_robin),
       T(test_listener_spread_sessions_run_on_their_port_threads),
       T(test_listener_spread_counts_max_sessions_over_all_ports),
+      T(test_listener_spread_max_sessions_admits_full_waves),
       T(test_listener_spread_bind_in_use_returns_eaddrinuse),
       T(test_listener_spread_destroy_without_stop_frees_every_port),
       T(test_listener_out_of_descriptors_one_port_recovers),

@@ -51,7 +51,7 @@ struct cport__listener_s {
 /* An accept failed: warn, at most once a second. */
 static void listener_warn(cport__listener_t* l, int rc, int pausing) {
   char then[48] = "";
-  uint64_t now = uv_hrtime() / 1000000u;
+  uint64_t now = cport__clock_ms();
   char addr[CPORT_ADDR_STRLEN] = "?";
   if (!cport__log_enabled(CPORT_LOG_WARN))
     return;

@@ -241,8 +241,8 @@ typedef struct cport_service_stats_s {
   uint64_t connected;      /* sessions that reached on_connected */
   uint64_t rejected;       /* server: closed at once at max_sessions */
   uint64_t accept_errors;  /* server: failed accepts (EMFILE and the like,
-                              or a peer gone before its session started;
-                              a one-port server's libuv hides most EMFILE) */
+                              each followed by a 100 ms pause in accepting,
+                              or a peer gone before its session started) */
   uint64_t connect_failed; /* client: failed connect attempts */
   uint64_t active;         /* live sessions now (see session_count) */
   uint64_t peak;           /* most live sessions at once */

@@ -288,8 +288,9 @@ static void test_timeouts_paused_echo_with_a_reading_peer_is_not_idle(
   /* 4 KiB every 20 ms: 256 KiB takes over 1.2 s, three idle timeouts. */
   fixture_wait_size(fx, &r->received, checkpoint, 4 * FIXTURE_TIMEOUT_MS);
   if (fx->disconnected != 0)
-    print_message("paused echo: ended (%s) with %zu of %zu bytes read\n",
-                  cport_strerror(fx->last_code), r->received, total);
+    print_message("paused echo: ended (%s) with %llu of %llu bytes read\n",
+                  cport_strerror(fx->last_code),
+                  (unsigned long long)r->received, (unsigned long long)total);
   assert_int_equal(fx->disconnected, 0);
   assert_int_equal(r->eof, 0);
   assert_int_equal(cport_service_stats(fx->server, &st), 0);

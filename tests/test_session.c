@@ -605,12 +605,16 @@ static int peer_drain_raw(fixture_t* fx, peer_t* p) {
 static void test_session_send_queue_disconnect_resets_the_peer(void** state) {
   fixture_t* fx = *state;
   const size_t chunk = 64 * 1024;
-  uint8_t* payload = calloc(1, chunk);
+  uint8_t* payload;
   cport_service_stats_t st;
   size_t sent = 0;
   peer_t* p;
   int rc = 0;
   int i;
+  FIXTURE_SKIP_UNDER_WINE(
+      "wine lets the cancelled writes drain and closes with a FIN, so the "
+      "peer reads an orderly EOF (libuv asks Windows for an abortive close)");
+  payload = calloc(1, chunk);
   assert_non_null(payload);
   fx->opts.send_queue_limit = 4 * chunk;
   fx->opts.send_queue_policy = CPORT_SENDQ_DISCONNECT;

@@ -135,15 +135,15 @@ typedef struct cport_service_opts_s {
   /* Packet services (cbs.on_packet set): the header layout of received
    * packets, and of cport_session_send_packet() on any service. Default:
    * the lecture's (cport_packet_format_init). A packet service keeps at
-   * most one partial packet, plus one read while a send-queue pause holds
-   * whole packets back, so recv_buffer_limit does not apply to it:
-   * max_packet bounds its receive memory instead. */
+   * most one partial packet, plus one read while a send-queue pause or its
+   * packet_budget holds whole packets back, so recv_buffer_limit does not
+   * apply to it: max_packet bounds its receive memory instead. */
   cport_packet_format_t packet;
   /* Memory of queued sends at which send_queue_policy applies: each send
    * counts its bytes plus its request (about 240 bytes on 64-bit systems,
-   * with the bytes' room rounded up to the pool's size class, at most four
-   * times them), so that many tiny sends are bounded as well as a few big
-   * ones. A shared buffer counts its whole length for every session it
+   * with the bytes' room rounded up to the pool's size class: 64 bytes at
+   * least, else at most four times them), so that many tiny sends are
+   * bounded as well as a few big ones. A shared buffer counts its whole length for every session it
    * waits for. Default 1 MiB; at least 1. */
   size_t send_queue_limit;
   cport_sendq_policy_t send_queue_policy; /* default CPORT_SENDQ_PAUSE_READ */

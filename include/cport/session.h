@@ -172,9 +172,9 @@ CPORT_API int cport_session_peer_addr(const cport_session_t* s,
  * threads sent included: what send_queue_limit is compared with. Each send
  * counts its bytes plus its request: the request's header (about 240 bytes
  * on 64-bit systems) and the room for its bytes, rounded up to the pool's
- * size class on the port's thread (to at most four times them); a shared
- * buffer counts its length and a header. At least the bytes queued, and
- * 0 when nothing is.
+ * size class on the port's thread (64 bytes at least, else at most four
+ * times them); a shared buffer counts its length and a header. At least
+ * the bytes queued, and 0 when nothing is.
  * Thread: any, holding a reference. Returns 0 for NULL. */
 CPORT_API size_t cport_session_queued_bytes(const cport_session_t* s);
 

@@ -493,6 +493,40 @@ void peer_stop_reading(peer_t* p) {
 }
 
 
+int fixture_spawn_self(fixture_t* fx,
+                       uv_process_t* proc,
+                       const char* const* args,
+                       uv_exit_cb exit_cb) {
+  static char exe[4096];
+  size_t exe_len = sizeof(exe);
+  char* argv[6];
+  uv_process_options_t po;
+  uv_stdio_container_t stdio[3];
+  int n = 0;
+  assert_int_equal(uv_exepath(exe, &exe_len), 0);
+  argv[n++] = exe;
+  while (n < 5 && args[n - 1] != NULL) {
+    argv[n] = (char*)args[n - 1];
+    n++;
+  }
+  assert_null(args[n - 1]);
+  argv[n] = NULL;
+  memset(&po, 0, sizeof(po));
+  memset(stdio, 0, sizeof(stdio));
+  stdio[0].flags = UV_IGNORE;
+  stdio[1].flags = UV_INHERIT_FD;
+  stdio[1].data.fd = 1;
+  stdio[2].flags = UV_INHERIT_FD;
+  stdio[2].data.fd = 2;
+  po.file = exe;
+  po.args = argv;
+  po.exit_cb = exit_cb;
+  po.stdio = stdio;
+  po.stdio_count = 3;
+  return uv_spawn(fx->loop, proc, &po);
+}
+
+
 peer_t* fixture_connect_stuck_peer(fixture_t* fx) {
   uint8_t* payload = calloc(1, FIXTURE_STUCK_BYTES);
   peer_t* p;

@@ -174,6 +174,16 @@ rec_session_t* rec_of(cport_session_t* s);
  * fx->opts.send_queue_limit must exceed that. */
 peer_t* fixture_connect_stuck_peer(fixture_t* fx);
 
+/* Start this test program again as a child on the fixture's loop, with
+ * `args` (at most 4, NULL-terminated) after its own path, stdin closed and
+ * stdout and stderr shared with the test, so that the child's messages
+ * show with its own. Returns uv_spawn's result; `proc` must be closed
+ * whatever it returns. */
+int fixture_spawn_self(fixture_t* fx,
+                       uv_process_t* proc,
+                       const char* const* args,
+                       uv_exit_cb exit_cb);
+
 /* Non-zero when the tests run under wine rather than on Windows or a POSIX
  * system. Wine differs from Windows in a few socket behaviours that some
  * tests rely on; those tests skip under wine and print why. */

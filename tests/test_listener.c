@@ -1390,32 +1390,12 @@ static int pred_spin_closed(void* arg) {
 
 
 static void spin_run(fixture_t* fx) {
-  static char exe[4096];
-  size_t exe_len = sizeof(exe);
-  char* args[3];
-  uv_process_options_t po;
-  uv_stdio_container_t stdio[3];
+  static const char* const args[] = {"--child-accept-spin", NULL};
   spin_t sp;
   int rc;
   memset(&sp, 0, sizeof(sp));
-  assert_int_equal(uv_exepath(exe, &exe_len), 0);
-  args[0] = exe;
-  args[1] = "--child-accept-spin";
-  args[2] = NULL;
-  memset(&po, 0, sizeof(po));
-  memset(stdio, 0, sizeof(stdio));
-  stdio[0].flags = UV_IGNORE;
-  stdio[1].flags = UV_INHERIT_FD;
-  stdio[1].data.fd = 1;
-  stdio[2].flags = UV_INHERIT_FD;
-  stdio[2].data.fd = 2;
-  po.file = exe;
-  po.args = args;
-  po.exit_cb = spin_exit_cb;
-  po.stdio = stdio;
-  po.stdio_count = 3;
   sp.proc.data = &sp;
-  rc = uv_spawn(fx->loop, &sp.proc, &po);
+  rc = fixture_spawn_self(fx, &sp.proc, args, spin_exit_cb);
   if (rc != 0) {
     /* The handle was initialised and must be closed all the same. */
     uv_close((uv_handle_t*)&sp.proc, spin_closed_cb);

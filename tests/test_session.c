@@ -527,6 +527,36 @@ static void test_session_kept_bytes_presented_again_when_reading_resumes(
 }
 
 
+/* A server under CPORT_SENDQ_DISCONNECT with a limit of four `chunk`s, a
+ * peer that stopped reading, and sends of `chunk` bytes to it until one is
+ * refused and the session has ended for it. Returns the bytes accepted. */
+static size_t fill_until_disconnected(fixture_t* fx,
+                                      const uint8_t* payload,
+                                      size_t chunk,
+                                      peer_t** peer) {
+  size_t sent = 0;
+  int rc = 0;
+  int i;
+  fx->opts.send_queue_limit = 4 * chunk;
+  fx->opts.send_queue_policy = CPORT_SENDQ_DISCONNECT;
+  fixture_start_server(fx);
+  *peer = peer_connect(fx, &fx->server_addr, 0);
+  fixture_wait_int(fx, &fx->connected, 1, FIXTURE_TIMEOUT_MS);
+  peer_stop_reading(*peer);
+  /* The kernel buffers take a few MiB first; bounded by the loop count. */
+  for (i = 0; i < 100000 && rc == 0; i++) {
+    rc = cport_session_send(fx->last_server, payload, chunk);
+    if (rc == 0)
+      sent += chunk;
+    cport_core_dispatch(fx->core, 0, 0);
+  }
+  assert_int_equal(rc, CPORT_ESENDQ);
+  fixture_wait_int(fx, &fx->disconnected, 1, FIXTURE_TIMEOUT_MS);
+  assert_int_equal(fx->last_code, CPORT_ESENDQ);
+  return sent;
+}
+
+
 static void test_session_slow_reader_disconnected_under_disconnect_policy(
     void** state) {
   fixture_t* fx = *state;
@@ -534,23 +564,8 @@ static void test_session_slow_reader_disconnected_under_disconnect_policy(
   uint8_t* payload = calloc(1, chunk);
   cport_service_stats_t st;
   peer_t* p;
-  int rc = 0;
-  int i;
   assert_non_null(payload);
-  fx->opts.send_queue_limit = 4 * chunk;
-  fx->opts.send_queue_policy = CPORT_SENDQ_DISCONNECT;
-  fixture_start_server(fx);
-  p = peer_connect(fx, &fx->server_addr, 0);
-  fixture_wait_int(fx, &fx->connected, 1, FIXTURE_TIMEOUT_MS);
-  peer_stop_reading(p);
-  /* The kernel buffers take a few MiB first; bounded by the loop count. */
-  for (i = 0; i < 100000 && rc == 0; i++) {
-    rc = cport_session_send(fx->last_server, payload, chunk);
-    cport_core_dispatch(fx->core, 0, 0);
-  }
-  assert_int_equal(rc, CPORT_ESENDQ);
-  fixture_wait_int(fx, &fx->disconnected, 1, FIXTURE_TIMEOUT_MS);
-  assert_int_equal(fx->last_code, CPORT_ESENDQ);
+  (void)fill_until_disconnected(fx, payload, chunk, &p);
   assert_int_equal(cport_session_send(fx->last_server, payload, chunk),
                    UV_ENOTCONN);
   assert_int_equal(cport_service_stats(fx->server, &st), 0);
@@ -607,30 +622,14 @@ static void test_session_send_queue_disconnect_resets_the_peer(void** state) {
   const size_t chunk = 64 * 1024;
   uint8_t* payload;
   cport_service_stats_t st;
-  size_t sent = 0;
+  size_t sent;
   peer_t* p;
-  int rc = 0;
-  int i;
   FIXTURE_SKIP_UNDER_WINE(
       "wine lets the cancelled writes drain and closes with a FIN, so the "
       "peer reads an orderly EOF (libuv asks Windows for an abortive close)");
   payload = calloc(1, chunk);
   assert_non_null(payload);
-  fx->opts.send_queue_limit = 4 * chunk;
-  fx->opts.send_queue_policy = CPORT_SENDQ_DISCONNECT;
-  fixture_start_server(fx);
-  p = peer_connect(fx, &fx->server_addr, 0);
-  fixture_wait_int(fx, &fx->connected, 1, FIXTURE_TIMEOUT_MS);
-  peer_stop_reading(p);
-  for (i = 0; i < 100000 && rc == 0; i++) {
-    rc = cport_session_send(fx->last_server, payload, chunk);
-    if (rc == 0)
-      sent += chunk;
-    cport_core_dispatch(fx->core, 0, 0);
-  }
-  assert_int_equal(rc, CPORT_ESENDQ);
-  fixture_wait_int(fx, &fx->disconnected, 1, FIXTURE_TIMEOUT_MS);
-  assert_int_equal(fx->last_code, CPORT_ESENDQ);
+  sent = fill_until_disconnected(fx, payload, chunk, &p);
   assert_int_equal(cport_service_stats(fx->server, &st), 0);
   assert_int_equal(st.queued_bytes, 0);
   assert_int_equal(peer_drain_raw(fx, p), 1);
@@ -813,12 +812,8 @@ static void child_exit_cb(uv_process_t* proc, int64_t status, int sig) {
 
 static void test_session_killed_peer_process_frees_session(void** state) {
   fixture_t* fx = *state;
-  char exe[4096];
-  size_t exe_len = sizeof(exe);
   char port[16];
-  char* args[4];
-  uv_process_options_t po;
-  uv_stdio_container_t stdio[3];
+  const char* args[3];
   child_t child;
   rec_session_t* r;
   FIXTURE_SKIP_UNDER_WINE(
@@ -828,26 +823,12 @@ static void test_session_killed_peer_process_frees_session(void** state) {
   memset(&child, 0, sizeof(child));
   fx->mode = RECV_CONSUME;
   fixture_start_server(fx);
-  assert_int_equal(uv_exepath(exe, &exe_len), 0);
   snprintf(port, sizeof(port), "%d", cport_addr_port(&fx->server_addr));
-  args[0] = exe;
-  args[1] = "--child-sender";
-  args[2] = port;
-  args[3] = NULL;
-  memset(&po, 0, sizeof(po));
-  memset(stdio, 0, sizeof(stdio));
-  stdio[0].flags = UV_IGNORE;
-  stdio[1].flags = UV_INHERIT_FD;
-  stdio[1].data.fd = 1;
-  stdio[2].flags = UV_INHERIT_FD;
-  stdio[2].data.fd = 2;
-  po.file = exe;
-  po.args = args;
-  po.exit_cb = child_exit_cb;
-  po.stdio = stdio;
-  po.stdio_count = 3;
+  args[0] = "--child-sender";
+  args[1] = port;
+  args[2] = NULL;
   child.proc.data = &child;
-  assert_int_equal(uv_spawn(fx->loop, &child.proc, &po), 0);
+  assert_int_equal(fixture_spawn_self(fx, &child.proc, args, child_exit_cb), 0);
   fixture_wait_int(fx, &fx->connected, 1, FIXTURE_TIMEOUT_MS);
   r = rec_of(fx->last_server);
   /* Mid-transfer: a good amount has arrived and more is coming. */

@@ -788,7 +788,7 @@ static void session_msg_run(cport__msg_t* m, const cport__msg_t* next) {
       break;
     case CPORT__OP_RESUME:
       s->yielded = 0;
-      cport__free(r);
+      cport__send_req_put(&VIEW(s)->port->send_pool, r);
       /* A send-queue pause holds the kept packets until its own resume. */
       if (s->state != S_CONNECTED || s->paused)
         break;
@@ -953,7 +953,8 @@ static int session_yield(cport_session_t* s) {
   cport__send_req_t* r;
   if (s->yielded)
     return 0;
-  r = cport__send_req_alloc(0);
+  /* The port's own thread: a pooled block, no malloc per yield. */
+  r = cport__send_req_get(&VIEW(s)->port->send_pool, 0);
   if (r == NULL)
     return UV_ENOMEM;
   r->op = CPORT__OP_RESUME;

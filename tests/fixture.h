@@ -189,6 +189,11 @@ int fixture_spawn_self(fixture_t* fx,
  * tests rely on; those tests skip under wine and print why. */
 int fixture_under_wine(void);
 
+/* Why a test of a flush that cannot finish skips under wine. */
+#define FIXTURE_WINE_DRAINS_STUCK_WRITES                                 \
+  "the uv_write queue to a peer that stopped reading still drains under " \
+  "wine, so the flush never gets stuck"
+
 /* Skip the current test under wine, printing `why`. */
 #define FIXTURE_SKIP_UNDER_WINE(why)                    \
   do {                                                  \

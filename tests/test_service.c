@@ -923,9 +923,7 @@ static void test_service_disconnect_timeout_forces_a_stuck_flush(void** state) {
   cport_service_stats_t st;
   uint64_t start;
   peer_t* p;
-  FIXTURE_SKIP_UNDER_WINE(
-      "the uv_write queue to a peer that stopped reading still drains under "
-      "wine, so the flush never gets stuck");
+  FIXTURE_SKIP_UNDER_WINE(FIXTURE_WINE_DRAINS_STUCK_WRITES);
   fx->opts.send_queue_limit = 2 * FIXTURE_STUCK_BYTES;
   fx->opts.disconnect_timeout_ms = 150;
   fixture_start_server(fx);

@@ -647,9 +647,7 @@ static void test_session_idle_with_bytes_the_peer_never_reads_is_reset(
   fixture_t* fx = *state;
   cport_service_stats_t st;
   peer_t* p;
-  FIXTURE_SKIP_UNDER_WINE(
-      "the uv_write queue to a peer that stopped reading still drains under "
-      "wine, so the flush never gets stuck");
+  FIXTURE_SKIP_UNDER_WINE(FIXTURE_WINE_DRAINS_STUCK_WRITES);
   fx->opts.send_queue_limit = 2 * FIXTURE_STUCK_BYTES;
   fx->opts.idle_timeout_ms = 200;
   fx->opts.disconnect_timeout_ms = 60000;
@@ -2009,9 +2007,7 @@ static void test_audit_disconnect_timeout_holds_behind_65536_writes(
       WRAP_SENDS);
   skip();
 #endif
-  FIXTURE_SKIP_UNDER_WINE(
-      "the uv_write queue to a peer that stopped reading still drains under "
-      "wine, so the flush never gets stuck");
+  FIXTURE_SKIP_UNDER_WINE(FIXTURE_WINE_DRAINS_STUCK_WRITES);
   fx->mode = RECV_CONSUME;
   fx->opts.send_queue_limit = 2 * FIXTURE_STUCK_BYTES +
                               (size_t)WRAP_SENDS * cport__send_req_cost(1, 0, 0);

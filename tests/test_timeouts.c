@@ -37,9 +37,7 @@ static void test_timeouts_stop_deadline_counts_from_the_call(void** state) {
   fixture_t* fx = *state;
   uint64_t called_ns;
   peer_t* p;
-  FIXTURE_SKIP_UNDER_WINE(
-      "the uv_write queue to a peer that stopped reading still drains under "
-      "wine, so the flush never gets stuck");
+  FIXTURE_SKIP_UNDER_WINE(FIXTURE_WINE_DRAINS_STUCK_WRITES);
   fx->opts.send_queue_limit = 2 * FIXTURE_STUCK_BYTES;
   fixture_start_server(fx);
   p = fixture_connect_stuck_peer(fx);

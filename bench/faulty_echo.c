@@ -3,7 +3,7 @@
  *
  *   faulty_echo MODE [--port N]
  *
- * Listens on 127.0.0.1 (port 0, the default, picks a free one), prints
+ * Listens on 127.0.0.1 (loop 0, the default, picks a free one), prints
  * "listening on 127.0.0.1:PORT" and exits 0 on SIGINT or SIGTERM. MODE:
  *   good   a correct echo: the control
  *   flip   inverts byte 1000 of each connection's stream (counted from 0)

@@ -7,7 +7,7 @@ bench_build_dir="$repo_root/build/bench"
 server_cmd() {
   case "$1" in
     cport) echo "$bench_build_dir/examples/echo_server --max-sessions 0" ;;
-    # Several ports: the server's connections spread over N loop threads.
+    # Several loops: the server's connections spread over N loop threads.
     cport-t[0-9]*)
       echo "$bench_build_dir/examples/echo_server --max-sessions 0 --threads ${1#cport-t}"
       ;;

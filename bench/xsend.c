@@ -1,6 +1,6 @@
 /* xsend: the cross-thread send benchmark.
  *
- *   xsend --mode cport|lecture [--threads T] [--sessions S] [--ports P]
+ *   xsend --mode cport|lecture [--threads T] [--sessions S] [--loops P]
  *         [--size BYTES] [--seconds D | --messages M] [--sendq-limit BYTES]
  *         [--nap-us N]
  *
@@ -8,16 +8,16 @@
  * connections to a sink in the same process, which reads and checks every
  * byte. Prints one line:
  *
- *   mode= threads= sessions= ports= size= seconds= msgs= msg/s= cpu_s=
+ *   mode= threads= sessions= loops= size= seconds= msgs= msg/s= cpu_s=
  *   cpu_us_per_msg= writes= sends_per_write= retries= errors=
  *
  * Design notes
  *
- * Modes. `cport`: S client sessions of a cport core with P ports (one
- * client service per port, the sessions split evenly), so every send comes
- * from a thread that is not the session's port: cport copies it into a
- * request, queues it to the port (one lock, one uv_async_t wake-up) and the
- * port writes the session's queued sends in one gathered uv_write.
+ * Modes. `cport`: S client sessions of a cport core with P loops (one
+ * client service per loop, the sessions split evenly), so every send comes
+ * from a thread that is not the session's loop: cport copies it into a
+ * request, queues it to the loop (one lock, one uv_async_t wake-up) and the
+ * loop writes the session's queued sends in one gathered uv_write.
  * `lecture`: the lecture's design as the baseline: S plain blocking
  * sockets, each with a mutex; every send takes the socket's mutex, does one
  * send() of the message and unlocks (a system call per message). Both
@@ -25,11 +25,11 @@
  *
  * Producers. Producer p starts at session p * S / T and moves one session
  * on after every attempt. A send that cport refuses with CPORT_ESENDQ (the
- * session has --sendq-limit bytes queued: the ports are behind) is counted
+ * session has --sendq-limit bytes queued: the loops are behind) is counted
  * as a retry, the producer naps --nap-us (100 us), the way a blocking
  * send() sleeps in the kernel when the socket buffer is full, and offers
  * the same message to the next session. Without the nap (--nap-us 0) the
- * producers spin through full queues and take the CPU the ports need to
+ * producers spin through full queues and take the CPU the loops need to
  * empty them. Every loop stops at a deadline: --seconds, or 60 s with
  * --messages (then unsent messages are errors).
  *
@@ -51,7 +51,7 @@
  * connection is up and accepted) and closes when the sink has received the
  * last accepted byte, so msg/s counts delivered messages, not messages
  * parked in a queue or a socket buffer. cpu_s is the whole process's user
- * and system time over the window (getrusage): producers, cport's port
+ * and system time over the window (getrusage): producers, cport's loop
  * threads and the sink. The sink is counted in both modes alike, but its
  * cost per message is not alike: it reads whatever the kernel holds, many
  * messages per recv() from gathered writes, one when sends arrive one by
@@ -224,7 +224,7 @@ typedef struct bench_s {
   lecture_conn_t* lconns;
   /* cport */
   cport_core_t* core;
-  cport_service_t** svcs;     /* one per port; NULL for a port with none */
+  cport_service_t** svcs;     /* one per loop; NULL for a loop with none */
   cport_session_t** sessions; /* a reference each, taken in on_connected */
   uv_mutex_t lock;
   uv_cond_t cond;
@@ -809,7 +809,7 @@ static void on_connect_failed(cport_service_t* svc, int code) {
 }
 
 
-/* Creates and starts one client service per port, then the port threads,
+/* Creates and starts one client service per loop, then the loop threads,
  * and waits until every session is up (or has failed). */
 static int cport_open(bench_t* b) {
   cport_core_opts_t co;
@@ -824,12 +824,12 @@ static int cport_open(bench_t* b) {
   if (b->svcs == NULL || b->sessions == NULL)
     return UV_ENOMEM;
   cport_core_opts_init(&co);
-  co.ports = nports;
+  co.loops = nports;
   rc = cport_core_create(&b->core, &co);
   if (rc == 0)
     rc = cport_addr_parse(&addr, "127.0.0.1", b->sink.port);
   /* Services are created and started while this thread still owns every
-   * port, that is before cport_core_run(). */
+   * loop, that is before cport_core_run(). */
   for (p = 0; p < nports && rc == 0; p++) {
     cport_service_opts_t so;
     uint32_t count = b->nsessions / nports + (p < b->nsessions % nports);
@@ -840,7 +840,7 @@ static int cport_open(bench_t* b) {
     so.cbs.on_disconnected = on_disconnected;
     so.cbs.on_connect_failed = on_connect_failed;
     so.connect_count = count;
-    so.port = p;
+    so.loop = p;
     so.data = b;
     if (b->o->sendq_limit != 0)
       so.send_queue_limit = (size_t)b->o->sendq_limit;
@@ -873,7 +873,7 @@ typedef struct cport_totals_s {
 } cport_totals_t;
 
 
-/* Stops the port threads, reads the counters (this thread owns the ports
+/* Stops the loop threads, reads the counters (this thread owns the loops
  * again after the join) and tears everything down. */
 static void cport_close(bench_t* b, cport_totals_t* t) {
   uint32_t p;
@@ -907,22 +907,22 @@ static void usage(FILE* out) {
   fprintf(
       out,
       "usage: xsend --mode cport|lecture [--threads T] [--sessions S] "
-      "[--ports P]\n"
+      "[--loops P]\n"
       "             [--size BYTES] [--seconds D | --messages M] "
       "[--sendq-limit BYTES]\n"
       "             [--nap-us N]\n"
       "T producer threads send messages round-robin over S connections to a "
       "sink in\nthe same process that checks every byte. Prints one line:\n"
-      "  mode= threads= sessions= ports= size= seconds= msgs= msg/s= cpu_s=\n"
+      "  mode= threads= sessions= loops= size= seconds= msgs= msg/s= cpu_s=\n"
       "  cpu_us_per_msg= writes= sends_per_write= retries= errors=\n"
-      "  --mode cport     cport client sessions on P ports; sends from the "
+      "  --mode cport     cport client sessions on P loops; sends from the "
       "producers\n"
-      "                   are queued to the ports and gathered\n"
+      "                   are queued to the loops and gathered\n"
       "  --mode lecture   blocking sockets, a mutex and one send() per "
       "message\n"
       "  --threads T      producer threads, 1 to 256 (default 4)\n"
       "  --sessions S     connections, 1 to 10000 (default 64)\n"
-      "  --ports P        cport mode: ports, 1 to 256 (default 2)\n"
+      "  --loops P        cport mode: loops, 1 to 256 (default 2)\n"
       "  --size BYTES     message size, 16 to 65536 (default 64)\n"
       "  --seconds D      send for D seconds (default 3)\n"
       "  --messages M     send M messages per producer instead (at most 60 s)\n"
@@ -992,8 +992,8 @@ static int parse_args(int argc, char** argv, opts_t* o) {
       bad = example_parse_long(v, 1, MAX_THREADS, &o->threads);
     } else if (strcmp(a, "--sessions") == 0) {
       bad = example_parse_long(v, 1, MAX_SESSIONS, &o->sessions);
-    } else if (strcmp(a, "--ports") == 0) {
-      bad = example_parse_long(v, 1, CPORT_CORE_MAX_PORTS, &o->ports);
+    } else if (strcmp(a, "--loops") == 0) {
+      bad = example_parse_long(v, 1, CPORT_CORE_MAX_LOOPS, &o->ports);
     } else if (strcmp(a, "--size") == 0) {
       bad = example_parse_long(v, HEADER_SIZE, MAX_SIZE, &o->size);
     } else if (strcmp(a, "--seconds") == 0) {
@@ -1133,7 +1133,7 @@ int main(int argc, char** argv) {
 
   if (o.mode == MODE_CPORT)
     fprintf(stderr,
-            "xsend: cport, %ld producer threads, %ld sessions on %ld ports, "
+            "xsend: cport, %ld producer threads, %ld sessions on %ld loops, "
             "%ld bytes\n",
             o.threads, o.sessions, o.ports, o.size);
   else
@@ -1242,7 +1242,7 @@ int main(int argc, char** argv) {
 
   secs = t_end > t_start ? (double)(t_end - t_start) / 1e9 : 0;
   printf(
-      "mode=%s threads=%ld sessions=%ld ports=%ld size=%ld seconds=%.2f"
+      "mode=%s threads=%ld sessions=%ld loops=%ld size=%ld seconds=%.2f"
       " msgs=%" PRIu64
       " msg/s=%.0f cpu_s=%.3f cpu_us_per_msg=%.3f"
       " writes=%" PRIu64 " sends_per_write=%.2f retries=%" PRIu64

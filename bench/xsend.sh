@@ -2,7 +2,7 @@
 # The cross-thread send benchmark (bench/xsend.c): T producer threads send
 # 64-byte messages round-robin to 64 connections, to a sink in the same
 # process that checks every byte. Mode `cport`: client sessions on two
-# ports, sent to from the producer threads, so every send is queued to its
+# loops, sent to from the producer threads, so every send is queued to its
 # session's port and leaves in a gathered write. Mode `lecture`: the
 # lecture's design, a mutex around every send and one send() per message.
 #
@@ -13,7 +13,7 @@
 # Each repetition runs both modes, one after the other, the first mode
 # alternating between repetitions. Nothing is pinned. The table shows
 # medians, and the ratios cport/lecture of the median msg/s and of the
-# median CPU per message (the whole process: producers, ports and sink).
+# median CPU per message (the whole process: producers, loops and sink).
 #
 # Output: a Markdown table on stdout; the raw runs in BUILD/xsend-runs.tsv.
 # Exits 1 if any run reports an error (a lost, extra or misordered byte, a
@@ -31,7 +31,7 @@ reps=3
 threads_list="1 4"
 sessions=64
 size=64
-ports=2
+loops=2
 # The tree bench/run.sh builds (bench/servers.sh), configured the same way.
 build_dir="$repo_root/build/bench"
 
@@ -117,7 +117,7 @@ for threads in $threads_list; do
     for mode in $modes; do
       rc=0
       line=$("$xsend" --mode "$mode" --threads "$threads" --sessions "$sessions" \
-        --ports "$ports" --size "$size" --seconds "$seconds" \
+        --loops "$loops" --size "$size" --seconds "$seconds" \
         2>>"$work/xsend.err") || rc=$?
       errors=$(value errors "$line")
       if [ "$rc" != 0 ] || [ -z "$line" ] || [ "${errors:-1}" != 0 ]; then
@@ -148,9 +148,9 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN {
   if (a == "nan" || b == "nan" || b == 0) print "-"; else printf "%.2fx", a/b }'; }
 
 echo
-echo "Cross-thread sends: $sessions sessions, $size-byte messages, cport on $ports ports;"
+echo "Cross-thread sends: $sessions sessions, $size-byte messages, cport on $loops loops;"
 echo "${seconds}s x $reps (median); not pinned. CPU: the whole process (producers,"
-echo "ports or sockets, and the sink) per delivered message."
+echo "loops or sockets, and the sink) per delivered message."
 echo
 echo "| threads | lecture msg/s | lecture CPU us/msg | cport msg/s | cport CPU us/msg | cport sends/write | msg/s cport/lecture | CPU/msg cport/lecture |"
 echo "|---:|---:|---:|---:|---:|---:|---:|---:|"

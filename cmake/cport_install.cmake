@@ -36,7 +36,7 @@ install(EXPORT cportTargets
   NAMESPACE cport::
   DESTINATION ${CPORT_INSTALL_CMAKEDIR})
 # Before 1.0 a minor release may break the API, so 0.4 satisfies only
-# requests for 0.4.x; from 1.0 on, any 1.x satisfies a request for 1.y <= x.
+# requests for 0.5.x; from 1.0 on, any 1.x satisfies a request for 1.y <= x.
 if(PROJECT_VERSION_MAJOR EQUAL 0)
   set(cport_compat SameMinorVersion)
 else()

@@ -28,7 +28,7 @@
  * the server; 1 if the connection cannot be made or ends unexpectedly, an
  * /expect times out, or a script line is bad; 2 on bad arguments.
  *
- * Design notes. The core's one port runs on a thread of cport_core_run(),
+ * Design notes. The core's one loop runs on a thread of cport_core_run(),
  * which prints what arrives. The input is read by a plain thread
  * (uv_thread_t), because reading a terminal blocks, and that thread sends:
  * cport_session_send_packet() may be called from any thread holding a
@@ -469,7 +469,7 @@ int main(int argc, char** argv) {
     rc = cport_service_create(&client.svc, client.core, CPORT_SERVICE_CLIENT,
                               &addr, &opts);
   }
-  /* Until cport_core_run() this thread is the port's: start from here. */
+  /* Until cport_core_run() this thread is the loop's: start from here. */
   if (rc == 0)
     rc = cport_service_start(client.svc);
   if (rc == 0)

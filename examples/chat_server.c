@@ -9,7 +9,7 @@
  * after two seconds if its peer does not read), prints a summary line and
  * exits 0.
  *
- * Design notes. --threads N runs N ports, one loop thread each, and the
+ * Design notes. --threads N runs N loops, one loop thread each, and the
  * server spreads its sessions over them, so the members of one room live
  * on different threads. Each room therefore has a mutex of its own, which
  * guards its member list, and each member is held with a session
@@ -17,7 +17,7 @@
  * To say something, the speaker's thread builds the packet once
  * (cport_packet_buf), before taking any lock, and queues that one shared
  * buffer to every member (cport_session_send_buf): no copy per member, and
- * members on other ports get it through their port's queue. Broadcasts
+ * members on other loops get it through their loop's queue. Broadcasts
  * are queued while the room's lock is held, so every member of a room
  * receives the room's messages and notices in the same order. One more
  * mutex guards only the table of rooms: finding or opening a room by name,
@@ -42,7 +42,7 @@
  * hands on_packet at most 32 packets of one session per loop round
  * (packet_budget); the rest of a big write waits for the next round, so
  * that even requests within their budgets, or refused ones, do not keep
- * the port from the other sessions on it. */
+ * the loop from the other sessions on it. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -102,7 +102,7 @@ typedef struct room_s {
 /* One per session, in its user area. Other threads read only `session`,
  * which is set before the member joins a room, and the list links, under
  * the room's lock. The rest is used by the session's own callbacks only,
- * which all run on its port's thread, so it needs no lock. */
+ * which all run on its loop's thread, so it needs no lock. */
 struct member_s {
   cport_session_t* session;
   char name[CHAT_NAME_MAX];
@@ -476,11 +476,11 @@ static void usage(FILE* out) {
           "usage: chat_server [--host ADDR] [--port N] [--threads N]\n"
           "  --host ADDR   address to listen on (default 127.0.0.1)\n"
           "  --port N      TCP port, 0 for any free one (default %d)\n"
-          "  --threads N   ports, one loop thread each (default 1, at most "
+          "  --threads N   loops, one thread each (default 1, at most "
           "%d)\n"
           "The protocol is in examples/chat_proto.h; examples/chat_client "
           "speaks it.\n",
-          DEFAULT_PORT, CPORT_CORE_MAX_PORTS);
+          DEFAULT_PORT, CPORT_CORE_MAX_LOOPS);
 }
 
 
@@ -508,7 +508,7 @@ int main(int argc, char** argv) {
     } else if (strcmp(argv[i], "--port") == 0 &&
                example_parse_long(value, 0, 65535, &port) == 0) {
     } else if (strcmp(argv[i], "--threads") == 0 &&
-               example_parse_long(value, 1, CPORT_CORE_MAX_PORTS, &threads) ==
+               example_parse_long(value, 1, CPORT_CORE_MAX_LOOPS, &threads) ==
                    0) {
     } else {
       fprintf(stderr, "chat_server: bad argument '%s'%s%s\n", argv[i],
@@ -528,7 +528,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   cport_core_opts_init(&core_opts);
-  core_opts.ports = (unsigned)threads;
+  core_opts.loops = (unsigned)threads;
   rc = cport_core_create(&chat.core, &core_opts);
   if (rc != 0) {
     fprintf(stderr, "chat_server: %s\n", cport_strerror(rc));
@@ -563,8 +563,8 @@ int main(int argc, char** argv) {
     return 1;
   }
   /* Handlers first: whoever reads "listening on" may signal at once. */
-  uv_signal_init(cport_core_loop(chat.core, 0), &chat.sigint);
-  uv_signal_init(cport_core_loop(chat.core, 0), &chat.sigterm);
+  uv_signal_init(cport_core_uv_loop(chat.core, 0), &chat.sigint);
+  uv_signal_init(cport_core_uv_loop(chat.core, 0), &chat.sigterm);
   chat.sigint.data = chat.sigterm.data = &chat;
   uv_signal_start(&chat.sigint, on_signal, SIGINT);
   uv_signal_start(&chat.sigterm, on_signal, SIGTERM);

@@ -19,15 +19,15 @@
  * Exits 0 only if every session connected and every echo matched, 1
  * otherwise, 2 on bad arguments.
  *
- * Design notes. --threads N runs N ports, one loop thread each. A client
- * service's sessions all live on its own port, so there is one service per
- * port, and the sessions are split among them (the first ports get one more
+ * Design notes. --threads N runs N loops, one loop thread each. A client
+ * service's sessions all live on its own loop, so there is one service per
+ * loop, and the sessions are split among them (the first loops get one more
  * when N does not divide them). Every callback of a session runs on its
- * port's thread, so each port keeps its counters and latency histogram
+ * loop's thread, so each loop keeps its counters and latency histogram
  * without a lock, and main() adds them up after cport_core_join(). Only two
- * things cross ports, as atomics: the count of settled connects, whose last
- * one posts the start of every port's --seconds timer (one timer per port,
- * not per session), and the count of finished ports, whose last one stops
+ * things cross loops, as atomics: the count of settled connects, whose last
+ * one posts the start of every loop's --seconds timer (one timer per loop,
+ * not per session), and the count of finished loops, whose last one stops
  * the core. */
 #include <stdatomic.h>
 #include <stdio.h>
@@ -45,7 +45,7 @@
  * under 2^10 ns (about 1 us), then each power of two up to 2^36 ns (about
  * 69 s) splits into 16 buckets, none wider than 6.25% of its values; longer
  * latencies land in the last bucket. Recording is one increment, so every
- * message counts, at 3.3 KiB per port. */
+ * message counts, at 3.3 KiB per loop. */
 #define HIST_FIRST_BITS 10
 #define HIST_LAST_BITS 36
 #define HIST_SUB_BITS 4
@@ -58,30 +58,30 @@ typedef struct hist_s {
   uint64_t max_ns; /* exact */
 } hist_t;
 
-typedef struct port_s port_t;
+typedef struct client_loop_s client_loop_t;
 
-/* Shared by every port: set before cport_core_run(), read-only afterwards
+/* Shared by every loop: set before cport_core_run(), read-only afterwards
  * except for the atomics and timed_out. */
 typedef struct client_s {
   cport_core_t* core;
-  port_t* ports;
+  client_loop_t* loops;
   size_t size;
   long sessions;        /* in all */
   long messages;        /* per session; 0 with --seconds */
   uint64_t duration_ms; /* --seconds */
-  unsigned busy_ports;  /* ports 0..busy_ports-1 have sessions */
+  unsigned busy_ports;  /* loops 0..busy_ports-1 have sessions */
   atomic_long settled;  /* sessions that connected or failed to */
   atomic_uint ports_done;
   atomic_int reported; /* the first failure has been printed */
-  int timed_out;       /* written by port 0's thread */
-  /* Set by main() once the port threads are gone: callbacks that still run
+  int timed_out;       /* written by loop 0's thread */
+  /* Set by main() once the loop threads are gone: callbacks that still run
    * inside cport_core_destroy() must neither post nor stop the core. */
   int joined;
 } client_t;
 
-/* One port: its client service and what its sessions count. Only the
- * port's thread touches it until cport_core_join(). */
-struct port_s {
+/* One loop: its client service and what its sessions count. Only the
+ * loop's thread touches it until cport_core_join(). */
+struct client_loop_s {
   client_t* c;
   cport_service_t* svc;
   long sessions;
@@ -103,7 +103,7 @@ typedef struct conn_s {
 } conn_t;
 
 
-static port_t* port_of(cport_session_t* s) {
+static client_loop_t* loop_of(cport_session_t* s) {
   return cport_service_get_data(cport_session_service(s));
 }
 
@@ -181,7 +181,7 @@ static uint64_t hist_quantile(const hist_t* h, double q) {
 
 
 /* Print only the first failure: one cause (a server that is gone, say)
- * usually fails every session, on every port. */
+ * usually fails every session, on every loop. */
 static int first_report(client_t* c) {
   return atomic_exchange(&c->reported, 1) == 0;
 }
@@ -203,7 +203,7 @@ static void fill_message(uint8_t* buf,
 
 
 static void send_next(cport_session_t* s) {
-  size_t size = port_of(s)->c->size;
+  size_t size = loop_of(s)->c->size;
   conn_t* conn = cport_session_user(s);
   int rc;
   fill_message(conn->message, size, cport_session_id(s), conn->sent);
@@ -219,14 +219,14 @@ static void send_next(cport_session_t* s) {
 
 
 static void end_timer_cb(uv_timer_t* timer) {
-  port_t* p = timer->data;
+  client_loop_t* p = timer->data;
   p->ending = 1;
 }
 
 
-/* A job on the port's own thread: the --seconds start counting there. */
+/* A job on the loop's own thread: the --seconds start counting there. */
 static void start_end_timer(void* arg) {
-  port_t* p = arg;
+  client_loop_t* p = arg;
   /* A job left over when the run ended early runs inside
    * cport_core_destroy(), after the timer was closed. */
   if (p->c->joined || p->finished == p->sessions)
@@ -235,9 +235,9 @@ static void start_end_timer(void* arg) {
 }
 
 
-/* A session connected or failed to. After the last one, on whichever port,
- * every port starts its --seconds timer. */
-static void session_settled(port_t* p) {
+/* A session connected or failed to. After the last one, on whichever loop,
+ * every loop starts its --seconds timer. */
+static void session_settled(client_loop_t* p) {
   client_t* c = p->c;
   unsigned i;
   int rc;
@@ -246,10 +246,10 @@ static void session_settled(port_t* p) {
   if (atomic_fetch_add(&c->settled, 1) + 1 != c->sessions)
     return;
   for (i = 0; i < c->busy_ports; i++) {
-    rc = cport_core_post(c->core, i, start_end_timer, &c->ports[i]);
+    rc = cport_core_post(c->core, i, start_end_timer, &c->loops[i]);
     if (rc != 0) {
       if (first_report(c))
-        fprintf(stderr, "echo_client: cannot start the clock on port %u: %s\n",
+        fprintf(stderr, "echo_client: cannot start the clock on loop %u: %s\n",
                 i, cport_strerror(rc));
       p->errors++;
       cport_core_stop(c->core);
@@ -259,9 +259,9 @@ static void session_settled(port_t* p) {
 }
 
 
-/* A session ended, well or not. The last one of the last busy port stops
+/* A session ended, well or not. The last one of the last busy loop stops
  * the core. */
-static void session_finished(port_t* p) {
+static void session_finished(client_loop_t* p) {
   client_t* c = p->c;
   if (++p->finished < p->sessions || c->joined)
     return;
@@ -272,7 +272,7 @@ static void session_finished(port_t* p) {
 
 
 static void on_connected(cport_session_t* s) {
-  port_t* p = port_of(s);
+  client_loop_t* p = loop_of(s);
   conn_t* conn = cport_session_user(s);
   session_settled(p);
   conn->message = malloc(p->c->size);
@@ -285,7 +285,7 @@ static void on_connected(cport_session_t* s) {
 
 
 static size_t on_recv(cport_session_t* s, const uint8_t* data, size_t len) {
-  port_t* p = port_of(s);
+  client_loop_t* p = loop_of(s);
   client_t* c = p->c;
   conn_t* conn = cport_session_user(s);
   size_t want = c->size - conn->matched;
@@ -311,7 +311,7 @@ static size_t on_recv(cport_session_t* s, const uint8_t* data, size_t len) {
 
 
 static void on_disconnected(cport_session_t* s, int code, const char* cause) {
-  port_t* p = port_of(s);
+  client_loop_t* p = loop_of(s);
   conn_t* conn = cport_session_user(s);
   (void)code;
   if (!conn->done) {
@@ -327,7 +327,7 @@ static void on_disconnected(cport_session_t* s, int code, const char* cause) {
 
 
 static void on_connect_failed(cport_service_t* svc, int code) {
-  port_t* p = cport_service_get_data(svc);
+  client_loop_t* p = cport_service_get_data(svc);
   p->errors++;
   if (first_report(p->c))
     fprintf(stderr, "echo_client: connect failed: %s\n", cport_strerror(code));
@@ -344,7 +344,7 @@ static void usage(FILE* out) {
           "                   [--timeout SECONDS]\n"
           "  --sessions N      concurrent sessions, split over the threads "
           "(default 1)\n"
-          "  --threads N       ports, one loop thread and client service "
+          "  --threads N       loops, one thread and client service "
           "each\n"
           "                    (default 1, at most %d)\n"
           "  --messages N      messages per session (default 1000)\n"
@@ -364,7 +364,7 @@ static void usage(FILE* out) {
           "threads= p50_us= p99_us= max_us= (a message's latency runs from "
           "its send\n"
           "to the last byte of its echo)\n",
-          CPORT_CORE_MAX_PORTS);
+          CPORT_CORE_MAX_LOOPS);
 }
 
 
@@ -388,7 +388,7 @@ int main(int argc, char** argv) {
   int have_messages = 0;
   uint64_t timeout_ms;
   client_t c;
-  port_t* ports = NULL;
+  client_loop_t* loops = NULL;
   hist_t all;
   cport_addr_t addr;
   cport_core_opts_t core_opts;
@@ -417,7 +417,7 @@ int main(int argc, char** argv) {
     } else if (strcmp(argv[i], "--sessions") == 0 &&
                example_parse_long(value, 1, 1000000, &sessions) == 0) {
     } else if (strcmp(argv[i], "--threads") == 0 &&
-               example_parse_long(value, 1, CPORT_CORE_MAX_PORTS, &threads) ==
+               example_parse_long(value, 1, CPORT_CORE_MAX_LOOPS, &threads) ==
                    0) {
     } else if (strcmp(argv[i], "--messages") == 0 &&
                example_parse_long(value, 1, 1000000000, &messages) == 0) {
@@ -473,22 +473,22 @@ int main(int argc, char** argv) {
     timeout_ms = DEFAULT_TIMEOUT_MS;
   n = (unsigned)threads;
   c.busy_ports = sessions < threads ? (unsigned)sessions : n;
-  ports = calloc(n, sizeof(*ports));
-  if (ports == NULL) {
+  loops = calloc(n, sizeof(*loops));
+  if (loops == NULL) {
     fprintf(stderr, "echo_client: out of memory\n");
     return 1;
   }
-  c.ports = ports;
+  c.loops = loops;
 
   cport_core_opts_init(&core_opts);
-  core_opts.ports = n;
+  core_opts.loops = n;
   rc = cport_core_create(&c.core, &core_opts);
   if (rc != 0) {
     fprintf(stderr, "echo_client: %s\n", cport_strerror(rc));
-    free(ports);
+    free(loops);
     return 1;
   }
-  /* Until cport_core_run() this thread owns every port, so the services,
+  /* Until cport_core_run() this thread owns every loop, so the services,
    * their timers and the safety timer are all set up from here. */
   cport_service_opts_init(&opts);
   opts.cbs.on_connected = on_connected;
@@ -497,27 +497,27 @@ int main(int argc, char** argv) {
   opts.cbs.on_connect_failed = on_connect_failed;
   opts.user_size = sizeof(conn_t);
   for (j = 0; j < n; j++) {
-    port_t* p = &ports[j];
+    client_loop_t* p = &loops[j];
     p->c = &c;
     p->sessions = sessions / threads + ((long)j < sessions % threads ? 1 : 0);
-    uv_timer_init(cport_core_loop(c.core, j), &p->end_timer);
+    uv_timer_init(cport_core_uv_loop(c.core, j), &p->end_timer);
     p->end_timer.data = p;
   }
   for (j = 0; j < c.busy_ports && rc == 0; j++) {
-    opts.port = j;
-    opts.connect_count = (unsigned)ports[j].sessions;
-    opts.data = &ports[j];
-    rc = cport_service_create(&ports[j].svc, c.core, CPORT_SERVICE_CLIENT,
+    opts.loop = j;
+    opts.connect_count = (unsigned)loops[j].sessions;
+    opts.data = &loops[j];
+    rc = cport_service_create(&loops[j].svc, c.core, CPORT_SERVICE_CLIENT,
                               &addr, &opts);
   }
-  uv_timer_init(cport_core_loop(c.core, 0), &timer);
+  uv_timer_init(cport_core_uv_loop(c.core, 0), &timer);
   timer.data = &c;
 
   start_ns = uv_hrtime();
   if (rc == 0) {
     uv_timer_start(&timer, on_timeout, timeout_ms, 0);
     for (j = 0; j < c.busy_ports && rc == 0; j++)
-      rc = cport_service_start(ports[j].svc);
+      rc = cport_service_start(loops[j].svc);
   }
   if (rc == 0)
     rc = cport_core_run(c.core);
@@ -533,10 +533,10 @@ int main(int argc, char** argv) {
 
   memset(&all, 0, sizeof(all));
   for (j = 0; j < n; j++) {
-    echoed += ports[j].echoed;
-    finished += ports[j].finished;
-    errors += ports[j].errors;
-    hist_merge(&all, &ports[j].hist);
+    echoed += loops[j].echoed;
+    finished += loops[j].finished;
+    errors += loops[j].errors;
+    hist_merge(&all, &loops[j].hist);
   }
   if (c.timed_out)
     errors++;
@@ -552,14 +552,14 @@ int main(int argc, char** argv) {
       (double)hist_quantile(&all, 0.99) / 1e3, (double)all.max_ns / 1e3);
   fflush(stdout);
 
-  /* The port threads are gone: this thread owns every port again. */
+  /* The loop threads are gone: this thread owns every loop again. */
   uv_close((uv_handle_t*)&timer, NULL);
   for (j = 0; j < n; j++) {
-    uv_close((uv_handle_t*)&ports[j].end_timer, NULL);
-    cport_service_destroy(ports[j].svc);
+    uv_close((uv_handle_t*)&loops[j].end_timer, NULL);
+    cport_service_destroy(loops[j].svc);
   }
   cport_core_destroy(c.core);
-  free(ports);
+  free(loops);
   if (errors != 0 || finished != sessions)
     return 1;
   if (c.messages > 0 && echoed != (uint64_t)sessions * (uint64_t)c.messages)

@@ -43,7 +43,7 @@ int main(void) {
   cport_addr_format(&addr, text, sizeof(text));
   printf("listening on %s\n", text);
 
-  cport_core_run(core);  /* one thread per port; returns at once */
+  cport_core_run(core);  /* one thread per loop; returns at once */
   cport_core_join(core); /* blocks until cport_core_stop() */
   cport_service_destroy(svc);
   cport_core_destroy(core);

@@ -10,10 +10,10 @@
  * megabyte is queued for it (CPORT_SENDQ_PAUSE_READ), so memory stays
  * bounded.
  *
- * --threads N runs N ports; the server spreads its connections over them in
- * turn, and each session lives on its port's thread. Port 0 runs on the main
- * thread (cport_core_run_here), each other port on a thread of its own, so
- * the default single port adds no thread. --idle-timeout MS disconnects
+ * --threads N runs N loops; the server spreads its connections over them in
+ * turn, and each session lives on its loop's thread. Loop 0 runs on the main
+ * thread (cport_core_run_here), each other loop on a thread of its own, so
+ * the default single loop adds no thread. --idle-timeout MS disconnects
  * sessions that send nothing for that long (slow or dead peers). The service's
  * counters are printed as one "stats" line on exit, and every SECONDS with
  * --stats-every. */
@@ -107,7 +107,7 @@ static void usage(FILE* out) {
           "[--max-sessions N]\n"
           "  --host ADDR         address to listen on (default 127.0.0.1)\n"
           "  --port N            TCP port, 0 for any free one (default 7777)\n"
-          "  --threads N         ports, one loop thread each (default 1, "
+          "  --threads N         loops, one thread each (default 1, "
           "at most %d)\n"
           "  --max-sessions N    most concurrent sessions, 0 = no limit "
           "(default 10000)\n"
@@ -115,7 +115,7 @@ static void usage(FILE* out) {
           "milliseconds, 0 = never (default 0)\n"
           "  --stats-every S     print the stats line every S seconds, "
           "0 = only on exit (default 0)\n",
-          CPORT_CORE_MAX_PORTS);
+          CPORT_CORE_MAX_LOOPS);
 }
 
 
@@ -146,7 +146,7 @@ int main(int argc, char** argv) {
     } else if (strcmp(argv[i], "--port") == 0 &&
                example_parse_long(value, 0, 65535, &port) == 0) {
     } else if (strcmp(argv[i], "--threads") == 0 &&
-               example_parse_long(value, 1, CPORT_CORE_MAX_PORTS, &threads) ==
+               example_parse_long(value, 1, CPORT_CORE_MAX_LOOPS, &threads) ==
                    0) {
     } else if (strcmp(argv[i], "--max-sessions") == 0 &&
                example_parse_long(value, 0, 10000000, &max_sessions) == 0) {
@@ -169,7 +169,7 @@ int main(int argc, char** argv) {
   memset(&server, 0, sizeof(server));
   server.stats_every = stats_every;
   cport_core_opts_init(&core_opts);
-  core_opts.ports = (unsigned)threads;
+  core_opts.loops = (unsigned)threads;
   rc = cport_core_create(&server.core, &core_opts);
   if (rc != 0) {
     fprintf(stderr, "echo_server: %s\n", cport_strerror(rc));
@@ -193,12 +193,12 @@ int main(int argc, char** argv) {
     return 1;
   }
   /* Handlers first: whoever reads "listening on" may signal at once. */
-  uv_signal_init(cport_core_loop(server.core, 0), &server.sigint);
-  uv_signal_init(cport_core_loop(server.core, 0), &server.sigterm);
+  uv_signal_init(cport_core_uv_loop(server.core, 0), &server.sigint);
+  uv_signal_init(cport_core_uv_loop(server.core, 0), &server.sigterm);
   server.sigint.data = server.sigterm.data = &server;
   uv_signal_start(&server.sigint, on_signal, SIGINT);
   uv_signal_start(&server.sigterm, on_signal, SIGTERM);
-  uv_timer_init(cport_core_loop(server.core, 0), &server.stats_timer);
+  uv_timer_init(cport_core_uv_loop(server.core, 0), &server.stats_timer);
   server.stats_timer.data = &server;
   if (server.stats_every > 0)
     uv_timer_start(&server.stats_timer, on_stats_timer,

@@ -128,10 +128,10 @@ int main(int argc, char** argv) {
   uv_timer_start(&app.heartbeat, on_heartbeat, (uint64_t)tick_ms,
                  (uint64_t)tick_ms);
 
-  /* Embed: port 0 of the core is the application's loop. Created on the
-   * thread that will run uv_run(), which makes it the port's owner. */
+  /* Embed: loop 0 of the core is the application's loop. Created on the
+   * thread that will run uv_run(), which makes it the loop's owner. */
   cport_core_opts_init(&core_opts);
-  core_opts.loop = &app.loop;
+  core_opts.uv_loop = &app.loop;
   rc = cport_core_create(&app.core, &core_opts);
   if (rc == 0) {
     cport_service_opts_init(&opts);

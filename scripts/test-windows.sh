@@ -178,7 +178,7 @@ for threads in 1 3; do
   rm -f "$out"
 done
 
-# ---- cross-OS smoke: chat_server.exe on two ports, two Linux clients ----
+# ---- cross-OS smoke: chat_server.exe on two loops, two Linux clients ----
 # The packets' wire format is the same on both systems; a room's line goes
 # from one client through the Windows server's shared buffer to the other.
 chat=$(mktemp -d)

@@ -52,10 +52,10 @@ void cport__platform_ignore_sigpipe(void);
 int cport__platform_if_index(const char* name, size_t len, uint32_t* out);
 
 /* A listening TCP socket that libuv does not own, for the listener, which
- * hands each accepted socket to a port, its own or another loop's
+ * hands each accepted socket to a loop, its own or another loop's
  * (listener.c says why). Non-blocking,
  * not inherited by child processes, SO_REUSEADDR on Unix as libuv sets it
- * (on Windows that option would let a second server share the port).
+ * (on Windows that option would let a second server share the loop).
  * Returns 0 or a libuv error (UV_EADDRINUSE, UV_EACCES, ...). */
 int cport__socket_listen(const struct sockaddr* addr,
                          int backlog,

@@ -1,5 +1,5 @@
 /* Internal view of the core: what listeners, sessions and services need to
- * know about the port they live on, and the port's mailbox. */
+ * know about the loop they live on, and the loop's mailbox. */
 #ifndef CPORT_CORE_INTERNAL_H
 #define CPORT_CORE_INTERNAL_H
 
@@ -10,96 +10,96 @@
 #include "queue.h"
 #include "send_req.h"
 
-/* Size of the receive chunk shared by all sessions of a port. libuv calls
- * alloc_cb right before each read and read_cb right after it, on the port's
- * thread, so one chunk per port serves every session and an idle session
+/* Size of the receive chunk shared by all sessions of a loop. libuv calls
+ * alloc_cb right before each read and read_cb right after it, on the loop's
+ * thread, so one chunk per loop serves every session and an idle session
  * holds no receive memory at all. */
 #define CPORT__READ_CHUNK (64 * 1024)
 
-typedef struct cport__port_s {
+typedef struct cport__loop_s {
   cport_core_t* core;
   unsigned index;
   uv_loop_t* loop;
   uv_loop_t own_loop;
-  /* Wakes the port's thread from any thread. uv_async_send coalesces, so
+  /* Wakes the loop's thread from any thread. uv_async_send coalesces, so
    * every wake-up takes the whole mailbox. */
   uv_async_t wakeup;
   /* Guards `mailbox`, the only state other threads touch. */
   uv_mutex_t lock;
   /* One FIFO for everything: jobs, sends, disconnects, broadcasts, service
-   * messages between ports. One queue means one order, so a job posted
+   * messages between loops. One queue means one order, so a job posted
    * between two sends runs between them. */
   cport__queue_t mailbox;
-  /* Entries posted and not yet taken by the port: read without the lock by
+  /* Entries posted and not yet taken by the loop: read without the lock by
    * the owner, to learn whether a call of its own may act at once. */
   atomic_size_t mail;
-  /* Owner only: non-zero while the port runs the entries it took, when an
+  /* Owner only: non-zero while the loop runs the entries it took, when an
    * owner's call acts in the place of the entry that made it. */
   int draining;
   /* Bounds cport_core_dispatch()'s wait. */
   uv_timer_t dispatch_timer;
   uv_thread_t thread;
   int thread_started;
-  /* The thread that drives the port (cport__thread_token()): the one that
+  /* The thread that drives the loop (cport__thread_token()): the one that
    * created the core, then the last to call cport_core_dispatch() on it, a
-   * port thread of cport_core_run() while it runs, the caller of
-   * cport_core_join() after; no thread at all while a port thread starts or
+   * loop thread of cport_core_run() while it runs, the caller of
+   * cport_core_join() after; no thread at all while a loop thread starts or
    * exits. */
   atomic_uintptr_t owner;
   char* read_chunk;
-  /* Free send requests of this port's sessions (send_req.h). */
+  /* Free send requests of this loop's sessions (send_req.h). */
   cport__send_pool_t send_pool;
-} cport__port_t;
+} cport__loop_t;
 
 /* A value unique to the calling thread among live threads. */
 uintptr_t cport__thread_token(void);
 
-/* Non-zero if the calling thread is the port's owner. */
-int cport__port_is_mine(cport__port_t* port);
+/* Non-zero if the calling thread is the loop's owner. */
+int cport__loop_is_mine(cport__loop_t* lp);
 
-/* Non-zero if a call of the calling thread may act on the port at once:
- * the thread owns the port and nothing posted before this call waits in
- * the mailbox (or the port is running the mailbox entry that made the
+/* Non-zero if a call of the calling thread may act on the loop at once:
+ * the thread owns the loop and nothing posted before this call waits in
+ * the mailbox (or the loop is running the mailbox entry that made the
  * call, which is where the call belongs). Otherwise the call must post
  * what it does, so that it happens after what was posted before it.
  * Thread: any. */
 /* The second half of cport__port_direct(), for a caller that knows it owns
- * the port. */
-static inline int cport__port_quiet(cport__port_t* port) {
-  return port->draining ||
-         atomic_load_explicit(&port->mail, memory_order_acquire) == 0;
+ * the loop. */
+static inline int cport__loop_quiet(cport__loop_t* lp) {
+  return lp->draining ||
+         atomic_load_explicit(&lp->mail, memory_order_acquire) == 0;
 }
 
-static inline int cport__port_direct(cport__port_t* port) {
-  return cport__port_is_mine(port) && cport__port_quiet(port);
+static inline int cport__loop_direct(cport__loop_t* lp) {
+  return cport__loop_is_mine(lp) && cport__loop_quiet(lp);
 }
 
 /* Append `m` (run set; the entry is the caller's until it has run) to the
- * port's mailbox and wake the port. Cannot fail. Thread: any. */
-void cport__port_post(cport__port_t* port, cport__msg_t* m);
+ * loop's mailbox and wake the loop. Cannot fail. Thread: any. */
+void cport__loop_post(cport__loop_t* lp, cport__msg_t* m);
 
 /* Thread: any. Returns NULL for a bad index. */
-cport__port_t* cport__core_port(cport_core_t* core, unsigned index);
+cport__loop_t* cport__core_loop(cport_core_t* core, unsigned index);
 
 /* Take or drop a hold on the core's memory: every service holds its core,
  * so that sessions and services that outlive cport_core_destroy() (through
- * references the application keeps) still find their port. The memory is
+ * references the application keeps) still find their loop. The memory is
  * freed when the core is destroyed and the last hold is dropped. Thread:
  * any. */
 void cport__core_hold(cport_core_t* core);
 void cport__core_release(cport_core_t* core);
 
-/* The port's shared receive chunk, allocated on first use.
+/* The loop's shared receive chunk, allocated on first use.
  * Returns NULL on allocation failure. */
-CPORT__NODISCARD char* cport__port_read_chunk(cport__port_t* port);
+CPORT__NODISCARD char* cport__loop_read_chunk(cport__loop_t* lp);
 
 #ifndef NDEBUG
-/* Abort if a thread other than the port's owner calls a port-only
+/* Abort if a thread other than the loop's owner calls a loop-only
  * function. */
-void cport__assert_on_port(cport__port_t* port);
-#define CPORT__ASSERT_ON_PORT(port) cport__assert_on_port(port)
+void cport__assert_on_loop(cport__loop_t* lp);
+#define CPORT__ASSERT_ON_LOOP(lp) cport__assert_on_loop(lp)
 #else
-#define CPORT__ASSERT_ON_PORT(port) ((void)0)
+#define CPORT__ASSERT_ON_LOOP(lp) ((void)0)
 #endif
 
 #endif /* CPORT_CORE_INTERNAL_H */

@@ -10,13 +10,13 @@
  * one, for life), and the worker loop would fall back to libuv's slow
  * emulated IOCP. So the listener owns a plain listening socket, watches it
  * with uv_poll_t, accepts with accept(), and hands the raw socket to the
- * service, whose uv_tcp_open on the chosen port is the first to tie it to
+ * service, whose uv_tcp_open on the chosen loop is the first to tie it to
  * a loop: the same code on epoll, kqueue and IOCP. The service decides
- * which port takes each one (cport__service_hand_off: in turn, the
- * listener's own port included; a server that does not spread has only
+ * which loop takes each one (cport__service_hand_off: in turn, the
+ * listener's own loop included; a server that does not spread has only
  * that one).
  *
- * libuv's own uv_listen would do for a server on one port, but it cannot
+ * libuv's own uv_listen would do for a server on one loop, but it cannot
  * pause: out of descriptors it closes a reserve descriptor to accept and
  * drop the waiting connections, and once another thread of the process
  * has taken that descriptor in between, it retries accept() inside one
@@ -165,14 +165,14 @@ int cport__listener_start(cport_service_t* svc, cport__listener_t** out) {
     cport__free(l);
     return rc;
   }
-  rc = uv_poll_init_socket(v->port->loop, &l->poll, l->sock);
+  rc = uv_poll_init_socket(v->lp->loop, &l->poll, l->sock);
   if (rc != 0) {
     cport__socket_close(l->sock);
     cport__free(l);
     return rc;
   }
   l->poll.data = l;
-  (void)uv_timer_init(v->port->loop, &l->backoff); /* cannot fail */
+  (void)uv_timer_init(v->lp->loop, &l->backoff); /* cannot fail */
   l->backoff.data = l;
   l->open_handles = 2;
   rc = uv_poll_start(&l->poll, UV_READABLE, listener_poll_cb);

@@ -8,7 +8,7 @@
  * one atomic pointer needs a fresh pair per swap: an allocation, or a few
  * static slots that a slow logger may still be reading when a later swap
  * reuses one of them. So the triple sits behind a read-write lock instead.
- * Loggers hold it shared while they read the triple and call `fn`, so port
+ * Loggers hold it shared while they read the triple and call `fn`, so loop
  * threads still log concurrently; cport_set_log() holds it exclusive while
  * it writes. Because the swap waits for the calls in progress, it also gives
  * the application a contract that the other schemes cannot: once
@@ -23,7 +23,7 @@
  * so cport__log() filters again under the lock, against the level that
  * belongs to the function it is about to call.
  *
- * glibc's read-write locks prefer readers: while port threads flood the
+ * glibc's read-write locks prefer readers: while loop threads flood the
  * log, a swap (the operator turning debug off again) could wait for ever
  * for a moment with no reader. So a swap also raises log_swapping and holds
  * log_turnstile; a logger that sees the flag passes through the turnstile
@@ -237,6 +237,6 @@ static void log_default_write(cport_log_level_t level,
   line[len] = '\n';
   line[len + 1] = '\0';
   /* One call per line: stdio locks the stream for the whole call, so lines
-   * that several port threads write at once never interleave mid-line. */
+   * that several loop threads write at once never interleave mid-line. */
   fputs(line, stderr);
 }

@@ -1,6 +1,6 @@
 /* The one list type of cport: an intrusive doubly linked queue.
  *
- * Every list in src/ is one of these: a port's mailbox, a session's send
+ * Every list in src/ is one of these: a loop's mailbox, a session's send
  * queue, a service's sessions, the timeout lists, the reconnect timers and
  * the free lists of the send pool. The node lives inside the listed object
  * (cport__container_of gets the object back), so linking never allocates

@@ -2,7 +2,7 @@
  * consumer (on_recv, or the packet layer) left unconsumed, kept until more
  * arrive.
  *
- * Reads land in a buffer the port shares between its sessions; the consumer
+ * Reads land in a buffer the loop shares between its sessions; the consumer
  * sees them there, without a copy. Only what it leaves is copied into the
  * session's own buffer, which is allocated when the first byte is kept,
  * grows by doubling up to the limit and is freed as soon as it empties, so

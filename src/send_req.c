@@ -1,10 +1,10 @@
-/* Send requests and their per-port pool.
+/* Send requests and their per-loop pool.
  *
  * Every send owns its bytes until the kernel has them, which costs one heap
- * block per send. Recycling the blocks per port makes that block nearly
+ * block per send. Recycling the blocks per loop makes that block nearly
  * free: no malloc, no page faults from an allocator that trims its heap
  * after a large free and grows it again on the next send. The pool is only
- * touched from its port's thread, so it needs no lock. */
+ * touched from its loop's thread, so it needs no lock. */
 #include "send_req.h"
 
 static const uint32_t class_size[CPORT__SEND_CLASSES] = {

@@ -1,4 +1,4 @@
-/* Send requests (the lecture's SendEvent) and the per-port pool they come
+/* Send requests (the lecture's SendEvent) and the per-loop pool they come
  * from. A request is one heap block: the uv_write_t, a little bookkeeping
  * and the bytes it owns until the kernel has them. */
 #ifndef CPORT_SEND_REQ_H
@@ -9,22 +9,22 @@
 #include "queue.h"
 
 /* Requests whose bytes fit one of these capacities are recycled through the
- * port's pool; bigger ones are allocated to size and freed after use. The
+ * loop's pool; bigger ones are allocated to size and freed after use. The
  * smallest class holds no bytes at all (a shared buffer's request); each
  * other is at most four times the one below, so a request never holds
- * more than four times its bytes; the largest matches the port's read
+ * more than four times its bytes; the largest matches the loop's read
  * chunk, so an echo of anything one read returns never reaches malloc
  * once the pool is warm. */
 #define CPORT__SEND_CLASSES 7
 /* Bytes of free requests one class may keep, so that a burst of queued
- * sends does not pin its peak memory for the life of the port. */
+ * sends does not pin its peak memory for the life of the loop. */
 #define CPORT__SEND_POOL_CLASS_BYTES (512 * 1024)
 
 typedef struct cport__send_req_s cport__send_req_t;
 
 struct cport__send_req_s {
   uv_write_t req;
-  /* In a port's mailbox while another thread hands it over (msg.run set,
+  /* In a loop's mailbox while another thread hands it over (msg.run set,
    * the session in req.data); else msg.node links it into a session's send
    * queue or the pool's free list. */
   cport__msg_t msg;
@@ -36,7 +36,7 @@ struct cport__send_req_s {
   uint32_t nbatch;
   /* Size class index, or CPORT__SEND_CLASSES for an unpooled request. */
   uint16_t cls;
-  /* What a request queued by another thread asks of its port
+  /* What a request queued by another thread asks of its loop
    * (cport__send_op_t); CPORT__OP_SEND everywhere else. */
   uint16_t op;
   /* A shared buffer whose bytes this request sends instead of data[], with
@@ -45,7 +45,7 @@ struct cport__send_req_s {
   uint8_t data[];
 };
 
-/* What a request in a port's mailbox asks of its session. */
+/* What a request in a loop's mailbox asks of its session. */
 typedef enum {
   CPORT__OP_SEND = 0,   /* data[0, len) are bytes to send */
   CPORT__OP_DISCONNECT, /* graceful disconnect; data holds the cause text,
@@ -64,14 +64,14 @@ typedef struct cport__send_pool_s {
 } cport__send_pool_t;
 
 /* A request with room for `len` bytes (len <= UINT32_MAX), from the pool
- * when one is free. Thread: the pool's port. Returns NULL when out of
+ * when one is free. Thread: the pool's loop. Returns NULL when out of
  * memory. */
 CPORT__NODISCARD cport__send_req_t* cport__send_req_get(
     cport__send_pool_t* pool, size_t len);
 
 /* A request with room for `len` bytes outside any pool, for threads that
  * do not own one (len <= UINT32_MAX). It can still be given back to a
- * port's pool, which frees it. Thread: any. Returns NULL when out of
+ * loop's pool, which frees it. Thread: any. Returns NULL when out of
  * memory. */
 CPORT__NODISCARD cport__send_req_t* cport__send_req_alloc(size_t len);
 
@@ -92,10 +92,10 @@ static inline uint8_t* cport__send_req_bytes(cport__send_req_t* r) {
 }
 
 /* Give a request back (dropping its buffer reference, if any): kept for reuse
- * while its class has room, freed otherwise. Thread: the pool's port. */
+ * while its class has room, freed otherwise. Thread: the pool's loop. */
 void cport__send_req_put(cport__send_pool_t* pool, cport__send_req_t* r);
 
-/* Free every cached request (port shutdown). */
+/* Free every cached request (loop shutdown). */
 void cport__send_pool_clear(cport__send_pool_t* pool);
 
 /* Bytes held by free requests (for tests). */

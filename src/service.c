@@ -15,10 +15,10 @@
  * everything; the memory goes with the last hold.
  *
  * Spreading servers. A libuv handle belongs to one loop, so a server that
- * serves on several ports has one part per other port
+ * serves on several loops has one part per other loop
  * (service_internal.h): a hidden service that only adopts the sockets the
  * listener hands it. Everything the root asks of a part travels through
- * the part port's mailbox, in order with everything else posted there:
+ * the part loop's mailbox, in order with everything else posted there:
  * start, then the hand-offs, then stop or destroy; a part's stop reports
  * back through the root's mailbox. The root's state is atomic so that a
  * part sees a stop or destroy the moment it is made: a connection handed
@@ -42,7 +42,7 @@ typedef enum {
 /* A message between a spreading server's root and one of its parts, kept
  * in the part so that sending it cannot fail. Each is posted at most once
  * (start and stop once each, destroy once, a part's stop report once), so
- * a message is never rewritten while its port may be reading it. */
+ * a message is never rewritten while its loop may be reading it. */
 typedef struct part_msg_s {
   cport__msg_t msg;
   cport_service_t* part;
@@ -57,7 +57,7 @@ struct cport_service_s {
   cport_core_t* core;
   cport_addr_t addr;
   void* data;
-  /* svc_state_t. Written on the service's port only; atomic because the
+  /* svc_state_t. Written on the service's loop only; atomic because the
    * parts of a spreading server read their root's. */
   atomic_int state;
   void (*on_stopped)(cport_service_t* svc);
@@ -69,7 +69,7 @@ struct cport_service_s {
   /* The stop timer and view.timeouts' tick while they are initialised and
    * not yet closed. */
   int handles;
-  /* Every session of this port not yet closed, connecting ones included,
+  /* Every session of this loop not yet closed, connecting ones included,
    * oldest first. */
   cport__queue_t sessions;
   size_t nsessions;
@@ -84,7 +84,7 @@ struct cport_service_s {
   atomic_size_t holds;
 
   /* Spreading servers: the root's parts, and the parts whose stop is not
-   * reported yet; the next port to take a connection (0: the root's). */
+   * reported yet; the next loop to take a connection (0: the root's). */
   cport_service_t** parts;
   unsigned nparts;
   unsigned parts_running;
@@ -96,8 +96,8 @@ struct cport_service_s {
   part_msg_t msg_stopped; /* part -> root */
   /* Root only, updated from every part's thread. `open`: a server's
    * connections, for max_sessions, each counted once, from its hand-off
-   * (on the root's port) until its session's handle has closed or its
-   * adoption has failed (on the port that adopts it). */
+   * (on the root's loop) until its session's handle has closed or its
+   * adoption has failed (on the loop that adopts it). */
   atomic_size_t open;
   atomic_size_t handing; /* accepted, on the way to a part (for tests) */
   atomic_uint_least64_t active;
@@ -108,7 +108,7 @@ struct cport_service_s {
 _Static_assert(offsetof(struct cport_service_s, view) == 0,
                "the view must be the first member of a service");
 
-/* Every per-port counter is a field of the public stats struct too. */
+/* Every per-loop counter is a field of the public stats struct too. */
 #define SVC_STAT_CHECK(name)                                     \
   _Static_assert(sizeof(((cport_service_stats_t*)0)->name) == 8, \
                  "stats.h and cport_service_stats_t disagree");
@@ -206,13 +206,13 @@ static void service_timeout_expired(cport__timeouts_t* t,
 static int service_timers_init(cport_service_t* svc) {
   const cport_service_opts_t* o = &svc->view.opts;
   unsigned ms[CPORT__TIMEOUT_KINDS];
-  int rc = uv_timer_init(svc->view.port->loop, &svc->stop_timer);
+  int rc = uv_timer_init(svc->view.lp->loop, &svc->stop_timer);
   if (rc != 0)
     return rc;
   ms[CPORT__TIMEOUT_CONNECT] = o->connect_timeout_ms;
   ms[CPORT__TIMEOUT_FLUSH] = o->disconnect_timeout_ms;
   ms[CPORT__TIMEOUT_IDLE] = o->idle_timeout_ms;
-  rc = cport__timeouts_init(&svc->view.timeouts, svc->view.port->loop, ms,
+  rc = cport__timeouts_init(&svc->view.timeouts, svc->view.lp->loop, ms,
                             service_timeout_expired, svc);
   if (rc != 0) {
     uv_close((uv_handle_t*)&svc->stop_timer, NULL);
@@ -226,12 +226,12 @@ static int service_timers_init(cport_service_t* svc) {
 
 static void service_init(cport_service_t* svc,
                          cport_core_t* core,
-                         cport__port_t* port,
+                         cport__loop_t* lp,
                          cport_service_kind_t kind,
                          const cport_addr_t* addr,
                          const cport_service_opts_t* opts,
                          const cport__session_layout_t* layout) {
-  svc->view.port = port;
+  svc->view.lp = lp;
   svc->view.root = svc;
   svc->view.kind = kind;
   svc->view.opts = *opts;
@@ -246,9 +246,9 @@ static void service_init(cport_service_t* svc,
 }
 
 
-/* The parts of a spreading server: one per port other than the root's. */
+/* The parts of a spreading server: one per loop other than the root's. */
 static int service_create_parts(cport_service_t* root) {
-  unsigned n = cport_core_ports(root->core);
+  unsigned n = cport_core_loops(root->core);
   unsigned i;
   if (n < 2 || root->view.kind != CPORT_SERVICE_SERVER ||
       !root->view.opts.spread)
@@ -258,12 +258,12 @@ static int service_create_parts(cport_service_t* root) {
     return UV_ENOMEM;
   for (i = 0; i < n; i++) {
     cport_service_t* part;
-    if (i == root->view.port->index)
+    if (i == root->view.lp->index)
       continue;
     part = cport__calloc(1, sizeof(*part));
     if (part == NULL)
       return UV_ENOMEM;
-    service_init(part, root->core, cport__core_port(root->core, i),
+    service_init(part, root->core, cport__core_loop(root->core, i),
                  root->view.kind, &root->addr, &root->view.opts,
                  &root->view.layout);
     part->view.root = root;
@@ -320,7 +320,7 @@ int cport_service_create(cport_service_t** out,
                          const cport_service_opts_t* opts) {
   cport__session_layout_t layout;
   cport_service_t* svc;
-  cport__port_t* port;
+  cport__loop_t* lp;
   int rc;
   if (out == NULL || core == NULL || addr == NULL || opts == NULL)
     return UV_EINVAL;
@@ -335,13 +335,13 @@ int cport_service_create(cport_service_t** out,
   rc = cport__session_layout(kind, opts, &layout);
   if (rc != 0)
     return rc;
-  port = cport__core_port(core, opts->port);
-  if (port == NULL)
+  lp = cport__core_loop(core, opts->loop);
+  if (lp == NULL)
     return UV_EINVAL;
   svc = cport__calloc(1, sizeof(*svc));
   if (svc == NULL)
     return UV_ENOMEM;
-  service_init(svc, core, port, kind, addr, opts, &layout);
+  service_init(svc, core, lp, kind, addr, opts, &layout);
   rc = service_create_parts(svc);
   if (rc == 0)
     rc = service_timers_init(svc);
@@ -354,7 +354,7 @@ int cport_service_create(cport_service_t** out,
 }
 
 
-/* ---- parts: messages run on each part's own port ---- */
+/* ---- parts: messages run on each part's own loop ---- */
 
 static int service_stop_here(cport_service_t* svc,
                              uint64_t deadline,
@@ -384,12 +384,12 @@ static void root_part_stopped_run(cport__msg_t* m, const cport__msg_t* next) {
 }
 
 
-/* A part's on_stopped: tell the root, on the root's port. */
+/* A part's on_stopped: tell the root, on the root's loop. */
 static void part_stopped(cport_service_t* part) {
   cport__service_hold(part);
   part->msg_stopped.msg.run = root_part_stopped_run;
   part->msg_stopped.part = part;
-  cport__port_post(part->view.root->view.port, &part->msg_stopped.msg);
+  cport__loop_post(part->view.root->view.lp, &part->msg_stopped.msg);
 }
 
 
@@ -408,7 +408,7 @@ static void part_destroy_run(cport__msg_t* m, const cport__msg_t* next) {
 }
 
 
-/* Post one of each part's own messages to the part's port, behind whatever
+/* Post one of each part's own messages to the part's loop, behind whatever
  * was posted to it before (hand-offs included). */
 static void service_post_parts(cport_service_t* root,
                                size_t msg_offset,
@@ -421,7 +421,7 @@ static void service_post_parts(cport_service_t* root,
     pm->msg.run = run;
     pm->part = part;
     pm->deadline = deadline;
-    cport__port_post(part->view.port, &pm->msg);
+    cport__loop_post(part->view.lp, &pm->msg);
   }
 }
 
@@ -434,7 +434,7 @@ int cport_service_start(cport_service_t* svc) {
   if (svc == NULL || service_is_part(svc) ||
       service_state(svc) != SVC_CREATED)
     return UV_EINVAL;
-  CPORT__ASSERT_ON_PORT(svc->view.port);
+  CPORT__ASSERT_ON_LOOP(svc->view.lp);
   if (svc->view.kind == CPORT_SERVICE_SERVER) {
     rc = cport__listener_start(svc, &svc->listener);
     if (rc != 0)
@@ -462,7 +462,7 @@ int cport_service_connect(cport_service_t* svc, unsigned n) {
   if (svc == NULL || n == 0 || svc->view.kind != CPORT_SERVICE_CLIENT ||
       service_state(svc) != SVC_RUNNING)
     return UV_EINVAL;
-  CPORT__ASSERT_ON_PORT(svc->view.port);
+  CPORT__ASSERT_ON_LOOP(svc->view.lp);
   for (i = 0; i < n; i++) {
     cport_session_t* s = cport__session_new(svc);
     rc = s != NULL ? cport__session_connect(s, 0) : UV_ENOMEM;
@@ -585,7 +585,7 @@ const cport_addr_t* cport__service_addr(const cport_service_t* svc) {
 
 int cport__service_is_full(cport_service_t* root) {
   /* Sessions still closing hold a socket too, so they count, and so do
-   * connections on their way to a part. Only the root's port adds to
+   * connections on their way to a part. Only the root's loop adds to
    * `open`, right after this check, so the count never passes the limit. */
   return root->view.opts.max_sessions != 0 &&
          atomic_load(&root->open) >= root->view.opts.max_sessions;
@@ -604,9 +604,9 @@ void cport__service_listener_closed(cport_service_t* svc) {
 
 
 /* Make an accepted socket a session of `svc` (the root or a part) on its
- * port and start it; the session takes over the socket's slot. Closes the
+ * loop and start it; the session takes over the socket's slot. Closes the
  * socket, and gives the slot back, when that fails or the service no
- * longer takes sessions. Thread: svc's port. */
+ * longer takes sessions. Thread: svc's loop. */
 static void service_adopt(cport_service_t* svc, uv_os_sock_t sock) {
   cport_session_t* s;
   int rc;
@@ -676,7 +676,7 @@ void cport__service_hand_off(cport_service_t* root, uv_os_sock_t sock) {
   h->sock = sock;
   cport__service_hold(part);
   atomic_fetch_add(&root->handing, 1);
-  cport__port_post(part->view.port, &h->msg);
+  cport__loop_post(part->view.lp, &h->msg);
 }
 
 
@@ -739,7 +739,7 @@ static reconnect_t* service_reconnect_new(cport_service_t* svc,
   reconnect_t* r = cport__calloc(1, sizeof(*r));
   if (r == NULL)
     return NULL;
-  (void)uv_timer_init(svc->view.port->loop, &r->timer); /* cannot fail */
+  (void)uv_timer_init(svc->view.lp->loop, &r->timer); /* cannot fail */
   r->timer.data = r;
   r->svc = svc;
   r->attempts = attempts;
@@ -827,7 +827,7 @@ void cport__service_reconnect_later(cport_service_t* svc, unsigned attempts) {
              (unsigned long long)delay, attempts + 1);
   /* From now, not from the loop's cached time, which may lag by a long
    * round and would shorten the wait. Reconnects are rare enough. */
-  uv_update_time(svc->view.port->loop);
+  uv_update_time(svc->view.lp->loop);
   uv_timer_start(&r->timer, service_reconnect_cb, delay, 0);
 }
 
@@ -852,7 +852,7 @@ static void service_deadline_cb(uv_timer_t* timer) {
 }
 
 
-/* Stop `svc` on its own port (a root, or a part by its root's message),
+/* Stop `svc` on its own loop (a root, or a part by its root's message),
  * cutting off what still flushes at `deadline` (cport__clock_ms time): the
  * root's deadline, counted from its stop call, for every part alike. */
 static int service_stop_here(cport_service_t* svc,
@@ -877,7 +877,7 @@ static int service_stop_here(cport_service_t* svc,
      * long callback: brought up to date, so that the deadline is not cut
      * short by the lag. */
     now = cport__clock_ms();
-    uv_update_time(svc->view.port->loop);
+    uv_update_time(svc->view.lp->loop);
     uv_timer_start(&svc->stop_timer, service_deadline_cb,
                    service_is_idle(svc) || deadline <= now ? 0 : deadline - now,
                    0);
@@ -893,13 +893,13 @@ int cport_service_stop(cport_service_t* svc,
                        void (*on_stopped)(cport_service_t* svc)) {
   if (svc == NULL || deadline_ms < 0 || service_is_part(svc))
     return UV_EINVAL;
-  CPORT__ASSERT_ON_PORT(svc->view.port);
+  CPORT__ASSERT_ON_LOOP(svc->view.lp);
   return service_stop_here(svc, cport__clock_ms() + (uint64_t)deadline_ms,
                            on_stopped);
 }
 
 
-/* Destroy `svc` on its own port (a root, or a part by its root's
+/* Destroy `svc` on its own loop (a root, or a part by its root's
  * message). */
 static void service_destroy_here(cport_service_t* svc) {
   svc_state_t was = service_state(svc);
@@ -929,7 +929,7 @@ static void service_destroy_here(cport_service_t* svc) {
 void cport_service_destroy(cport_service_t* svc) {
   if (svc == NULL || service_is_part(svc))
     return;
-  CPORT__ASSERT_ON_PORT(svc->view.port);
+  CPORT__ASSERT_ON_LOOP(svc->view.lp);
   service_destroy_here(svc);
 }
 
@@ -977,11 +977,11 @@ int cport_service_foreach(cport_service_t* svc,
   int rc = 0;
   if (svc == NULL || fn == NULL)
     return UV_EINVAL;
-  /* Only the ports the calling thread runs: the others' lists are theirs. */
-  if (cport__port_is_mine(svc->view.port))
+  /* Only the loops the calling thread runs: the others' lists are theirs. */
+  if (cport__loop_is_mine(svc->view.lp))
     rc = service_foreach_here(svc, fn, arg);
   for (i = 0; i < svc->nparts && rc == 0; i++)
-    if (cport__port_is_mine(svc->parts[i]->view.port))
+    if (cport__loop_is_mine(svc->parts[i]->view.lp))
       rc = service_foreach_here(svc->parts[i], fn, arg);
   return rc;
 }
@@ -1014,11 +1014,11 @@ static void broadcast_run(cport__msg_t* m, const cport__msg_t* next) {
 
 
 /* Send `buf` to the sessions of one part (or the root): at once when this
- * thread may act on the port now, else through the port's mailbox, in
+ * thread may act on the loop now, else through the loop's mailbox, in
  * order with everything posted there before. */
 static int broadcast_to(cport_service_t* svc, cport_buf_t* buf) {
   broadcast_t* b;
-  if (cport__port_direct(svc->view.port))
+  if (cport__loop_direct(svc->view.lp))
     return service_foreach_here(svc, broadcast_send, buf);
   b = cport__malloc(sizeof(*b));
   if (b == NULL)
@@ -1028,7 +1028,7 @@ static int broadcast_to(cport_service_t* svc, cport_buf_t* buf) {
   b->buf = buf;
   cport_buf_ref(buf);
   cport__service_hold(svc);
-  cport__port_post(svc->view.port, &b->msg);
+  cport__loop_post(svc->view.lp, &b->msg);
   return 0;
 }
 

@@ -2,7 +2,7 @@
  *
  * struct cport_service_s is service.c's alone. Other files see its first
  * member, the view below: settings fixed at creation (any thread may read
- * them), the counters the service's port writes, and the timeouts of its
+ * them), the counters the service's loop writes, and the timeouts of its
  * sessions. Everything else (the session list, the lifecycle, the
  * listener, the parts of a spreading server) changes only through the
  * functions declared here. */
@@ -27,18 +27,18 @@ typedef struct cport__session_layout_s {
 
 typedef struct cport__service_view_s {
   /* Fixed at creation. A spreading server (cport_service_opts_t.spread on a
-   * core of several ports) is a root, the service the application created,
-   * plus one hidden part per other port, each a service of its own on its
-   * port; `root` is the service the application sees (itself for a root and
+   * core of several loops) is a root, the service the application created,
+   * plus one hidden part per other loop, each a service of its own on its
+   * loop; `root` is the service the application sees (itself for a root and
    * for every service that does not spread). */
-  cport__port_t* port;
+  cport__loop_t* lp;
   cport_service_t* root;
   cport_service_kind_t kind;
   cport_service_opts_t opts;
   cport__session_layout_t layout;
-  /* Written by the service's port only (stats.h). */
+  /* Written by the service's loop only (stats.h). */
   cport__stats_t stats;
-  /* The timeouts of the service's sessions on its port; port only. */
+  /* The timeouts of the service's sessions on its loop; loop only. */
   cport__timeouts_t timeouts;
 } cport__service_view_t;
 
@@ -58,24 +58,24 @@ static inline cport__service_view_t* cport__service_view(
 
 /* A new session of `svc` joins its list (`node` is the session's link).
  * A server's session takes over the max_sessions slot of the socket it
- * adopts (cport__service_hand_off). Thread: the service's port. */
+ * adopts (cport__service_hand_off). Thread: the service's loop. */
 void cport__service_attach(cport_service_t* svc, cport__qnode_t* node);
 
 /* A session's handle has closed (after its on_disconnected): it leaves the
  * list, a server's session gives its max_sessions slot back, and a stop or
- * destroy waiting for it may complete. Thread: the service's port. */
+ * destroy waiting for it may complete. Thread: the service's loop. */
 void cport__service_detach(cport_service_t* svc, cport__qnode_t* node);
 
 /* Non-zero if the service still takes new sessions: it runs, and no stop
- * or destroy has begun on its root, whichever port the root runs on. Read
- * last thing before on_connected, so that a session accepted on one port
+ * or destroy has begun on its root, whichever loop the root runs on. Read
+ * last thing before on_connected, so that a session accepted on one loop
  * just before its root was stopped on another is closed unreported.
- * Thread: the service's port. */
+ * Thread: the service's loop. */
 int cport__service_admit(cport_service_t* svc);
 
 /* How far the service the application sees (the root) is from running,
- * read on any of its ports: its sessions' callbacks stop with it, on every
- * port at once, not when the stop or destroy reaches their port. */
+ * read on any of its loops: its sessions' callbacks stop with it, on every
+ * loop at once, not when the stop or destroy reaches their loop. */
 typedef enum {
   CPORT__PHASE_RUNNING,    /* or not started yet */
   CPORT__PHASE_STOPPING,   /* stop called: no more on_recv or on_packet */
@@ -85,7 +85,7 @@ typedef enum {
 cport__service_phase_t cport__service_phase(const cport_service_t* svc);
 
 /* A session of the root's reached on_connected (+1) or ended (-1). Thread:
- * the service's port. */
+ * the service's loop. */
 void cport__service_active_add(cport_service_t* svc, int delta);
 
 /* Take or drop a hold on the service's memory: every session block holds
@@ -96,12 +96,12 @@ void cport__service_release(cport_service_t* svc);
 
 /* A client connect failed or a connected client session ended: schedule
  * the next connect per the reconnect policy, `attempts` being the failures
- * in a row so far. Thread: the service's port. */
+ * in a row so far. Thread: the service's loop. */
 void cport__service_reconnect_later(cport_service_t* svc, unsigned attempts);
 
 /* A client connect that followed `attempts` failures in a row failed with
  * `code`: count it, report on_connect_failed, and, unless `code` is
- * UV_ECANCELED, schedule the next attempt. Thread: the service's port. */
+ * UV_ECANCELED, schedule the next attempt. Thread: the service's loop. */
 void cport__service_connect_failed(cport_service_t* svc,
                                    unsigned attempts,
                                    int code);
@@ -113,17 +113,17 @@ const cport_addr_t* cport__service_addr(const cport_service_t* svc);
 
 /* Non-zero when the root is at max_sessions: its connections not closed
  * yet, those on their way to a part included, each counted once. Thread:
- * the root's port, just before cport__service_hand_off(). */
+ * the root's loop, just before cport__service_hand_off(). */
 int cport__service_is_full(cport_service_t* root);
 
 /* The listener accepted `sock` below max_sessions: take a slot for it
- * and give it to the next port in turn (the root's own included; the only
+ * and give it to the next loop in turn (the root's own included; the only
  * one of a server that does not spread), whose session then holds the
  * slot until its handle has closed. Closes the socket, and gives the slot
- * back, if that fails. Thread: the root's port. */
+ * back, if that fails. Thread: the root's loop. */
 void cport__service_hand_off(cport_service_t* root, uv_os_sock_t sock);
 
-/* The listener's handles have all closed. Thread: the service's port. */
+/* The listener's handles have all closed. Thread: the service's loop. */
 void cport__service_listener_closed(cport_service_t* svc);
 
 /* Connections accepted and on their way to a part (for tests; they are

@@ -10,42 +10,42 @@
  * it took with cport_session_ref(). Memory is freed when the count reaches
  * zero, which can only happen after the close callback, so libuv never
  * touches freed memory. The block holds its service, which holds its core,
- * so a reference kept past cport_core_destroy() still finds its port.
+ * so a reference kept past cport_core_destroy() still finds its loop.
  *
  * States. INIT -> (CONNECTING ->) CONNECTED -> (FLUSHING ->) SHUTTING ->
  * CLOSED. FLUSHING means a graceful disconnect waits for its turn in the
- * port's mailbox, behind sends posted before it began (session_shutdown).
+ * loop's mailbox, behind sends posted before it began (session_shutdown).
  * SHUTTING means a uv_shutdown is pending: libuv completes it after every
  * queued write has reached the kernel, which gives the graceful flush for
  * free. CLOSED
  * means uv_close has been called; pending writes then complete with
  * UV_ECANCELED before the close callback, which runs on_disconnected, so
  * on_send never follows on_disconnected. The states and flags in the
- * bit-field are the port's alone; what other threads read is atomic
+ * bit-field are the loop's alone; what other threads read is atomic
  * (`refs`, `pending`) or fixed before on_connected (`id`, `peer`).
  *
- * Receive. Reads land in the port's shared chunk (core_internal.h) and
+ * Receive. Reads land in the loop's shared chunk (core_internal.h) and
  * on_recv, or the packet layer in front of on_packet, sees them there,
  * without a copy. Only bytes left unconsumed are copied into the session's
  * receive buffer (recv_buf.h), which grows up to the limit and is freed
  * again as soon as it is empty. A packet service hands on_packet at most
  * packet_budget packets per loop round: a session that used its budget
- * keeps the rest there, stops reading and waits for its turn in the port's
+ * keeps the rest there, stops reading and waits for its turn in the loop's
  * mailbox (`yielded`, CPORT__OP_RESUME), so that one peer's flood of tiny
- * requests does not hold the port.
+ * requests does not hold the loop.
  *
  * Send: one path. Every send, from any thread, passes the same admission
  * (session_admit: connected? under the limit?), gets a request that owns a
  * copy of the bytes or a reference to a shared buffer (the lecture's
  * SendEvent, send_req.h), and enters the session's send queue through
  * session_push(). Only the hand-over differs: a call that may act on the
- * port at once (cport__port_direct: the owner's, with nothing posted before
+ * loop at once (cport__port_direct: the owner's, with nothing posted before
  * it still waiting) pushes the request itself; any other call posts it to
- * the port's mailbox, which pushes it in call order, behind every job,
+ * the loop's mailbox, which pushes it in call order, behind every job,
  * broadcast and disconnect posted before it. Disconnects take the same two
  * ways. A direct send into an empty queue is first tried with
  * uv_try_write, and a request the kernel took whole goes straight back to
- * the port's pool: no callback, no allocation. A service with on_send
+ * the loop's pool: no callback, no allocation. A service with on_send
  * always writes through uv_write, because on_send must not run inside the
  * send call that caused it.
  *
@@ -80,7 +80,7 @@ enum { S_INIT, S_CONNECTING, S_CONNECTED, S_FLUSHING, S_SHUTTING, S_CLOSED };
 /* The flags of `pending`, above any byte count. CLOSED: sends are refused
  * with UV_ENOTCONN (before on_connected, and from the call that began a
  * disconnect). KILLED: a forced close for the send queue limit is posted
- * to the port, so later refusals post nothing more. */
+ * to the loop, so later refusals post nothing more. */
 #define SEND_CLOSED (~(SIZE_MAX >> 1))
 #define SEND_KILLED (SEND_CLOSED >> 1)
 #define SEND_FLAGS (SEND_CLOSED | SEND_KILLED)
@@ -106,7 +106,7 @@ struct cport_session_s {
   uint64_t id;
   atomic_int refs;
   int code;
-  /* The port's alone. All in one unsigned: compilers with Microsoft's
+  /* The loop's alone. All in one unsigned: compilers with Microsoft's
    * bit-field layout (MSVC, MinGW) start a new unit whenever the declared
    * type changes. */
   unsigned state : 3;
@@ -242,7 +242,7 @@ cport_session_t* cport__session_new(cport_service_t* svc) {
   cport_session_t* s = cport__calloc(1, v->layout.footprint);
   if (s == NULL)
     return NULL;
-  if (uv_tcp_init(v->port->loop, &s->tcp) != 0) {
+  if (uv_tcp_init(v->lp->loop, &s->tcp) != 0) {
     cport__free(s);
     return NULL;
   }
@@ -300,7 +300,7 @@ static void session_touch(cport_session_t* s) {
 /* Drop the sends that never reached libuv (the session has closed; every
  * write handed to libuv has completed by then). */
 static void session_sendq_drop(cport_session_t* s) {
-  cport__send_pool_t* pool = &VIEW(s)->port->send_pool;
+  cport__send_pool_t* pool = &VIEW(s)->lp->send_pool;
   cport__qnode_t* n;
   while ((n = cport__queue_pop(&s->sendq)) != NULL) {
     cport__send_req_t* r = req_of(n);
@@ -408,14 +408,14 @@ static void session_write_cb(uv_write_t* req, int status) {
   }
   /* Bytes that reached the kernel are reported, also during a forced
    * close, but no on_send runs once the service's destroy has returned,
-   * whichever port made it: checked before each call, since a destroy on
-   * another port may come between two. */
+   * whichever loop made it: checked before each call, since a destroy on
+   * another loop may come between two. */
   report = status == 0 && v->opts.cbs.on_send != NULL;
   while ((node = cport__queue_pop(&done)) != NULL) {
     cport__send_req_t* r = req_of(node);
     if (report && cport__service_phase(svc) != CPORT__PHASE_DESTROYING)
       v->opts.cbs.on_send(s, r->len);
-    cport__send_req_put(&v->port->send_pool, r);
+    cport__send_req_put(&v->lp->send_pool, r);
   }
   s->writing = 0;
   if (status != 0 && status != UV_ECANCELED)
@@ -451,7 +451,7 @@ typedef struct session_connect_s {
 } session_connect_t;
 
 /* A graceful disconnect's shutdown, timed by disconnect_timeout_ms; `msg`
- * posts it behind what waits in the port's mailbox (S_FLUSHING). */
+ * posts it behind what waits in the loop's mailbox (S_FLUSHING). */
 typedef struct session_shutdown_s {
   uv_shutdown_t req;
   cport__timed_t timed;
@@ -605,7 +605,7 @@ static void session_flushed_run(cport__msg_t* m, const cport__msg_t* next) {
 
 
 /* Begin a graceful close: flush, then shut down the write side. Sends
- * posted to the port before the disconnect began (on any thread, the
+ * posted to the loop before the disconnect began (on any thread, the
  * owner's too) still wait in the mailbox when it is not empty: the
  * shutdown then takes its place behind them (S_FLUSHING), so they are
  * flushed as well. Returns 0 when the close is under way, non-zero when
@@ -616,13 +616,13 @@ static int session_shutdown(cport_session_t* s) {
   if (d == NULL)
     return -1;
   d->req.data = s;
-  if (cport__port_direct(v->port))
+  if (cport__loop_direct(v->lp))
     return session_shutdown_now(s, d);
   s->state = S_FLUSHING;
   cport__timeouts_add(&v->timeouts, CPORT__TIMEOUT_FLUSH, &d->timed);
   d->msg.run = session_flushed_run;
   cport_session_ref(s); /* the entry's */
-  cport__port_post(v->port, &d->msg);
+  cport__loop_post(v->lp, &d->msg);
   return 0;
 }
 
@@ -738,13 +738,13 @@ static void session_disconnect_here(cport_session_t* s, const char* cause) {
 
 static void session_msg_run(cport__msg_t* m, const cport__msg_t* next);
 
-/* Post `r` (what its op asks of `s`) to the session's port. The entry
+/* Post `r` (what its op asks of `s`) to the session's loop. The entry
  * holds a reference to `s` until it has run. */
 static void session_post(cport_session_t* s, cport__send_req_t* r) {
   r->req.data = s;
   r->msg.run = session_msg_run;
   cport_session_ref(s);
-  cport__port_post(VIEW(s)->port, &r->msg);
+  cport__loop_post(VIEW(s)->lp, &r->msg);
 }
 
 
@@ -759,7 +759,7 @@ static int session_msg_is_send_to(const cport__msg_t* m,
 }
 
 
-/* The port runs a request another call posted for a session. */
+/* The loop runs a request another call posted for a session. */
 static void session_msg_run(cport__msg_t* m, const cport__msg_t* next) {
   cport__send_req_t* r = cport__container_of(m, cport__send_req_t, msg);
   cport_session_t* s = r->req.data;
@@ -771,7 +771,7 @@ static void session_msg_run(cport__msg_t* m, const cport__msg_t* next) {
         /* Disconnected since the call: dropped like the queued sends of a
          * forced close. */
         session_unqueue(s, cport__send_req_charge(r));
-        cport__send_req_put(&VIEW(s)->port->send_pool, r);
+        cport__send_req_put(&VIEW(s)->lp->send_pool, r);
         break;
       }
       CPORT__SVC_STAT_ADD(SVC(s), sends, 1);
@@ -788,7 +788,7 @@ static void session_msg_run(cport__msg_t* m, const cport__msg_t* next) {
       break;
     case CPORT__OP_RESUME:
       s->yielded = 0;
-      cport__send_req_put(&VIEW(s)->port->send_pool, r);
+      cport__send_req_put(&VIEW(s)->lp->send_pool, r);
       /* A send-queue pause holds the kept packets until its own resume. */
       if (s->state != S_CONNECTED || s->paused)
         break;
@@ -806,7 +806,7 @@ int cport_session_disconnect(cport_session_t* s, const char* cause) {
   size_t n;
   if (s == NULL)
     return UV_EINVAL;
-  if (cport__port_direct(VIEW(s)->port)) {
+  if (cport__loop_direct(VIEW(s)->lp)) {
     session_disconnect_here(s, cause);
     return 0;
   }
@@ -842,7 +842,7 @@ static void session_alloc_cb(uv_handle_t* handle,
                              size_t suggested,
                              uv_buf_t* buf) {
   cport_session_t* s = (cport_session_t*)handle;
-  char* chunk = cport__port_read_chunk(VIEW(s)->port);
+  char* chunk = cport__loop_read_chunk(VIEW(s)->lp);
   (void)suggested;
   /* A zero-length buffer makes libuv report UV_ENOBUFS to read_cb. */
   buf->base = chunk;
@@ -894,7 +894,7 @@ static int session_on_packet(void* ctx,
                              size_t len) {
   session_feed_t* feed = ctx;
   cport_session_t* s = feed->s;
-  /* A stop or destroy made on another port meanwhile ends delivery between
+  /* A stop or destroy made on another loop meanwhile ends delivery between
    * two packets of one read, as it does between reads. */
   if (cport__service_phase(SVC(s)) != CPORT__PHASE_RUNNING)
     return 1;
@@ -946,15 +946,15 @@ static const cport__recv_ops_t session_packet_ops = {session_consume_packets,
 
 
 /* The session used up its packet_budget with whole packets kept: stop
- * reading and come back for them through the port's mailbox, behind what
- * the port has to do meanwhile (other sessions' reads in this round
+ * reading and come back for them through the loop's mailbox, behind what
+ * the loop has to do meanwhile (other sessions' reads in this round
  * included). Returns 0, or UV_ENOMEM when the request cannot be made. */
 static int session_yield(cport_session_t* s) {
   cport__send_req_t* r;
   if (s->yielded)
     return 0;
-  /* The port's own thread: a pooled block, no malloc per yield. */
-  r = cport__send_req_get(&VIEW(s)->port->send_pool, 0);
+  /* The loop's own thread: a pooled block, no malloc per yield. */
+  r = cport__send_req_get(&VIEW(s)->lp->send_pool, 0);
   if (r == NULL)
     return UV_ENOMEM;
   r->op = CPORT__OP_RESUME;
@@ -974,7 +974,7 @@ static void session_deliver(cport_session_t* s,
                             size_t len) {
   const cport__service_view_t* v = VIEW(s);
   int rc;
-  /* A stop or destroy made on another port reaches this one later; the
+  /* A stop or destroy made on another loop reaches this one later; the
    * service's callbacks end with the call, so received bytes wait in
    * neither on_recv nor the buffer for it. */
   if (cport__service_phase(SVC(s)) != CPORT__PHASE_RUNNING)
@@ -1073,7 +1073,7 @@ void cport__session_start(cport_session_t* s) {
   int len = (int)sizeof(peer);
   int rc;
   if (!cport__service_admit(svc)) {
-    /* Stopped or destroyed, maybe on another port, since the connection
+    /* Stopped or destroyed, maybe on another loop, since the connection
      * was accepted: never reported. */
     cport__session_close(s, CPORT_ESTOPPED, NULL, CPORT__CLOSE_FORCE);
     return;
@@ -1175,12 +1175,12 @@ int cport__session_connect(cport_session_t* s, unsigned attempts) {
 
 /* ---- send ---- */
 
-/* Non-zero if [data, data + len) lies in the port's read chunk. Compared as
+/* Non-zero if [data, data + len) lies in the loop's read chunk. Compared as
  * integers: the bytes may belong to any object. */
-static int session_in_read_chunk(const cport__port_t* port,
+static int session_in_read_chunk(const cport__loop_t* lp,
                                  const void* data,
                                  size_t len) {
-  uintptr_t chunk = (uintptr_t)port->read_chunk;
+  uintptr_t chunk = (uintptr_t)lp->read_chunk;
   uintptr_t p = (uintptr_t)data;
   return chunk != 0 && p >= chunk && p - chunk <= CPORT__READ_CHUNK &&
          len <= CPORT__READ_CHUNK - (p - chunk);
@@ -1228,9 +1228,9 @@ static size_t session_room(const session_bytes_t* b) {
  * the service is stopping), with
  * CPORT_ESENDQ when `queued` bytes already reach the limit. */
 static int session_admit(cport_session_t* s, size_t pending) {
-  /* A stop or destroy of the service, made on any port, ends its sessions:
+  /* A stop or destroy of the service, made on any loop, ends its sessions:
    * a send after it returned would only be dropped when the stop reaches
-   * this session's port. */
+   * this session's loop. */
   if ((pending & SEND_CLOSED) ||
       cport__service_phase(SVC(s)) != CPORT__PHASE_RUNNING)
     return UV_ENOTCONN;
@@ -1242,7 +1242,7 @@ static int session_admit(cport_session_t* s, size_t pending) {
 
 /* A send was refused for the limit: apply the policy. Under
  * CPORT_SENDQ_DISCONNECT the session is closed, at once when this call may
- * act on the port, else by one request posted for the session however many
+ * act on the loop, else by one request posted for the session however many
  * sends are refused. Under CPORT_SENDQ_PAUSE_READ a send made in on_recv
  * stops reading (on_recv keeps its bytes). Returns CPORT_ESENDQ. */
 static int session_refuse(cport_session_t* s, int direct) {
@@ -1263,7 +1263,7 @@ static int session_refuse(cport_session_t* s, int direct) {
         session_post(s, r);
       }
     }
-  } else if (cport__port_is_mine(v->port)) {
+  } else if (cport__loop_is_mine(v->lp)) {
     session_pause_if_over_limit(s);
   }
   return CPORT_ESENDQ;
@@ -1271,16 +1271,16 @@ static int session_refuse(cport_session_t* s, int direct) {
 
 
 /* A request holding the send's bytes (copied, or a reference to the shared
- * buffer): from the port's pool on the port's thread (`mine`), else
+ * buffer): from the loop's pool on the loop's thread (`mine`), else
  * allocated.
  * Returns NULL when out of memory. */
 static cport__send_req_t* session_request(cport_session_t* s,
                                           const session_bytes_t* b,
                                           int copy,
                                           int mine) {
-  cport__port_t* port = VIEW(s)->port;
+  cport__loop_t* lp = VIEW(s)->lp;
   size_t room = session_room(b);
-  cport__send_req_t* r = mine ? cport__send_req_get(&port->send_pool, room)
+  cport__send_req_t* r = mine ? cport__send_req_get(&lp->send_pool, room)
                               : cport__send_req_alloc(room);
   if (r == NULL)
     return NULL;
@@ -1315,13 +1315,13 @@ static int session_send_direct(cport_session_t* s, const session_bytes_t* b) {
   CPORT__SVC_STAT_ADD(svc, sends, 1);
   if ((pending & ~SEND_FLAGS) == 0 && v->opts.cbs.on_send == NULL) {
     /* Nothing queued: the kernel usually takes it all now. Bytes that lie
-     * in the port's read chunk (an echo or a relay from on_recv) are
+     * in the loop's read chunk (an echo or a relay from on_recv) are
      * cport's own shared buffer, which stays put for the whole call: the
      * request refers to them there and copies only what the kernel leaves.
      * A cport_buf_t is never copied. Any other bytes are copied first, as
      * the model wants. */
     int in_chunk = b->shared == NULL && b->hlen == 0 &&
-                   session_in_read_chunk(v->port, b->data, len);
+                   session_in_read_chunk(v->lp, b->data, len);
     const uint8_t* src =
         b->shared != NULL || in_chunk ? (const uint8_t*)b->data : r->data;
     uv_buf_t buf = uv_buf_init((char*)src, (unsigned int)len);
@@ -1333,11 +1333,11 @@ static int session_send_direct(cport_session_t* s, const session_bytes_t* b) {
       session_touch(s);
     if (rc >= 0 && (size_t)rc == len) {
       CPORT__SVC_STAT_ADD(svc, bytes_out, len);
-      cport__send_req_put(&v->port->send_pool, r);
+      cport__send_req_put(&v->lp->send_pool, r);
       return 0;
     }
     if (rc < 0 && rc != UV_EAGAIN) {
-      cport__send_req_put(&v->port->send_pool, r);
+      cport__send_req_put(&v->lp->send_pool, r);
       cport__session_close(s, rc, NULL, CPORT__CLOSE_FORCE);
       return rc;
     }
@@ -1360,7 +1360,7 @@ static int session_send_direct(cport_session_t* s, const session_bytes_t* b) {
 
 
 /* A send that must follow what was posted before it: checked and counted
- * here, posted to the port, which pushes it in call order. */
+ * here, posted to the loop, which pushes it in call order. */
 static int session_send_posted(cport_session_t* s,
                                const session_bytes_t* b,
                                int mine) {
@@ -1390,9 +1390,9 @@ static int session_send_posted(cport_session_t* s,
 
 
 static int session_send(cport_session_t* s, const session_bytes_t* b) {
-  cport__port_t* port = VIEW(s)->port;
-  int mine = cport__port_is_mine(port);
-  if (mine && cport__port_quiet(port)) /* cport__port_direct() */
+  cport__loop_t* lp = VIEW(s)->lp;
+  int mine = cport__loop_is_mine(lp);
+  if (mine && cport__loop_quiet(lp)) /* cport__port_direct() */
     return session_send_direct(s, b);
   return session_send_posted(s, b, mine);
 }
@@ -1467,8 +1467,8 @@ uint64_t cport_session_id(const cport_session_t* s) {
 }
 
 
-unsigned cport_session_port(const cport_session_t* s) {
-  return s == NULL ? 0 : VIEW(s)->port->index;
+unsigned cport_session_loop(const cport_session_t* s) {
+  return s == NULL ? 0 : VIEW(s)->lp->index;
 }
 
 

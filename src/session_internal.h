@@ -25,7 +25,7 @@ CPORT__NODISCARD int cport__session_layout(cport_service_kind_t kind,
                                            cport__session_layout_t* out);
 
 /* Allocate a session of `svc` with its TCP handle initialised on the
- * service's port and attach it to the service. The handle holds the first
+ * service's loop and attach it to the service. The handle holds the first
  * reference. Returns NULL on allocation or handle failure. */
 cport_session_t* cport__session_new(cport_service_t* svc);
 
@@ -57,7 +57,7 @@ void cport__session_close(cport_session_t* s,
 
 /* A timeout of one of `svc`'s sessions expired (timeouts.h): `e` is the
  * entry of the connect, the flushing disconnect or the idle session.
- * Thread: the service's port. */
+ * Thread: the service's loop. */
 void cport__session_timed_out(cport_service_t* svc,
                               cport__timeout_kind_t kind,
                               cport__timed_t* e);

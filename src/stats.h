@@ -1,12 +1,12 @@
 /* A service's counters, declared once.
  *
- * CPORT__STATS is the one list of the counters each service keeps per port.
- * It expands into the per-port struct below, into cport_service_stats()'s
- * sum over the ports (service.c) and into a compile-time check that every
+ * CPORT__STATS is the one list of the counters each service keeps per loop.
+ * It expands into the per-loop struct below, into cport_service_stats()'s
+ * sum over the loops (service.c) and into a compile-time check that every
  * one is a field of the public cport_service_stats_t;
  * scripts/check-structure.sh reads it to check that docs/api/service.md
  * names each. (`active` and
- * `peak` are not here: they are one count per service, not per port.) */
+ * `peak` are not here: they are one count per service, not per loop.) */
 #ifndef CPORT_STATS_H
 #define CPORT_STATS_H
 
@@ -34,7 +34,7 @@
   X(disconnects_local)        \
   X(disconnects_other)
 
-/* Each counter is written by one thread only, its service's port, with a
+/* Each counter is written by one thread only, its service's loop, with a
  * plain load and store (no locked instruction on the hot path), and read by
  * cport_service_stats() on any thread. */
 typedef struct cport__stats_s {

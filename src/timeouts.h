@@ -1,4 +1,4 @@
-/* Timeouts of one service's sessions on one port: connects
+/* Timeouts of one service's sessions on one loop: connects
  * (connect_timeout_ms), graceful disconnects still flushing
  * (disconnect_timeout_ms) and silent sessions (idle_timeout_ms).
  *
@@ -38,7 +38,7 @@ typedef struct cport__timed_s {
 typedef struct cport__timeouts_s cport__timeouts_t;
 
 /* Entry `e` of `kind` is due; it has been unlinked. Runs from the timer,
- * on the port's thread. */
+ * on the loop's thread. */
 typedef void (*cport__timeout_fn)(cport__timeouts_t* t,
                                   cport__timeout_kind_t kind,
                                   cport__timed_t* e);

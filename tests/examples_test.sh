@@ -150,7 +150,7 @@ wait_exit "$busy_pid" 10
   bad "client cut off by the stop: exit $exit_code"
 kill -KILL "$stuck_pid" 2>/dev/null
 
-# ---- --threads 4: sessions spread over four ports, then SIGINT ----
+# ---- --threads 4: sessions spread over four loops, then SIGINT ----
 if start_server --port 0 --threads 4; then
   grep -q "4 threads" "$server_err" && ok "--threads 4 runs four threads" ||
     bad "--threads 4: $(cat "$server_err")"
@@ -160,7 +160,7 @@ if start_server --port 0 --threads 4; then
   else
     bad "--threads 4 echo: $(cat "$work/o" "$work/e")"
   fi
-  # The client on four ports too: one client service per port, 10 each.
+  # The client on four loops too: one client service per loop, 10 each.
   run_client 60 --host 127.0.0.1 --port "$server_port" --threads 4 \
     --sessions 40 --messages 200 --size 300 --timeout 30
   if [ "$exit_code" = 0 ] &&

@@ -1,6 +1,6 @@
 #include "fixture.h"
 
-#include "service_internal.h" /* cport__port_is_mine */
+#include "service_internal.h" /* cport__loop_is_mine */
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -182,7 +182,7 @@ int fixture_setup(void** state) {
   assert_non_null(fx);
   fx->mem_baseline = cport__mem_live();
   assert_int_equal(cport_core_create(&fx->core, NULL), 0);
-  fx->loop = cport_core_loop(fx->core, 0);
+  fx->loop = cport_core_uv_loop(fx->core, 0);
   cport_service_opts_init(&fx->opts);
   fx->mode = RECV_ECHO;
   fx->client_mode = RECV_CONSUME;
@@ -630,7 +630,7 @@ int signal_raised_on_this_thread(signal_t* s) {
 }
 
 
-/* ---- a core of several ports ---- */
+/* ---- a core of several loops ---- */
 
 
 static spread_t* spread_of(cport_session_t* s) {
@@ -639,14 +639,14 @@ static spread_t* spread_of(cport_session_t* s) {
 }
 
 static void spread_check_thread(spread_t* sp, cport_session_t* s) {
-  if (!cport__port_is_mine(cport__core_port(sp->core, cport_session_port(s))))
+  if (!cport__loop_is_mine(cport__core_loop(sp->core, cport_session_loop(s))))
     atomic_fetch_add(&sp->wrong_thread, 1);
 }
 
 static void spread_server_connected(cport_session_t* s) {
   spread_t* sp = spread_of(s);
   spread_check_thread(sp, s);
-  atomic_fetch_add(&sp->per_port[cport_session_port(s)], 1);
+  atomic_fetch_add(&sp->per_port[cport_session_loop(s)], 1);
   atomic_fetch_add(&sp->connected, 1);
 }
 
@@ -711,7 +711,7 @@ void spread_start(spread_t* sp,
   sp->ping = ping;
   atomic_store(&sp->expect, ping ? 4 * (int)conns : -1);
   cport_core_opts_init(&copts);
-  copts.ports = SPREAD_PORTS;
+  copts.loops = SPREAD_PORTS;
   assert_int_equal(cport_core_create(&sp->core, &copts), 0);
   assert_int_equal(cport_addr_parse(&addr, "127.0.0.1", 0), 0);
   cport_service_opts_init(&o);
@@ -729,7 +729,7 @@ void spread_start(spread_t* sp,
   o.cbs.on_connected = spread_client_connected;
   o.cbs.on_recv = spread_client_recv;
   o.connect_count = conns;
-  o.port = 1;
+  o.loop = 1;
   o.data = sp;
   assert_int_equal(
       cport_service_create(client, sp->core, CPORT_SERVICE_CLIENT, &addr, &o),

@@ -1,6 +1,6 @@
 /* Loopback test helpers shared by the cmocka executables.
  *
- * A fixture is one core with one owned port, driven from the test's thread
+ * A fixture is one core with one owned loop, driven from the test's thread
  * with cport_core_dispatch(), so every callback runs on the test thread and
  * tests need no locks. A "recorder" set of session callbacks counts events
  * into the fixture; a "peer" is a plain libuv TCP client on the same loop
@@ -99,7 +99,7 @@ int fixture_teardown(void** state);
 #define FIXTURE_TEST(name) \
   cmocka_unit_test_setup_teardown(name, fixture_setup, fixture_teardown)
 
-/* Create (not start) a service of `kind` for `host` port 0 with `o`, or the
+/* Create (not start) a service of `kind` for `host` loop 0 with `o`, or the
  * defaults when `o` is NULL, on the fixture's core; fails the test on error.
  * The caller destroys it. */
 cport_service_t* fixture_create_service(fixture_t* fx,
@@ -108,14 +108,14 @@ cport_service_t* fixture_create_service(fixture_t* fx,
                                         const cport_service_opts_t* o);
 
 /* Create and start a server service with fx->opts and the recorder
- * callbacks on 127.0.0.1 port 0; fx->server_addr gets the real port. */
+ * callbacks on 127.0.0.1 loop 0; fx->server_addr gets the real port. */
 void fixture_start_server(fixture_t* fx);
-/* The same on `addr` (NULL: 127.0.0.1 port 0). */
+/* The same on `addr` (NULL: 127.0.0.1 loop 0). */
 void fixture_start_server_at(fixture_t* fx, const cport_addr_t* addr);
 /* Same for a client service of `n` sessions to `addr`. */
 void fixture_start_client(fixture_t* fx, const cport_addr_t* addr, unsigned n);
 
-/* Dispatch the port until `*counter >= target`, or fail the test once the
+/* Dispatch the loop until `*counter >= target`, or fail the test once the
  * counter has not changed for `timeout_ms` (or after 20 times that in all):
  * a hang fails, a slow machine only waits longer. */
 void fixture_wait_int(fixture_t* fx,
@@ -208,7 +208,7 @@ void fill_pattern(uint8_t* buf, size_t len, uint32_t seed);
 
 /* ---- cross-thread signalling ----
  * A counter under a mutex, waited for with a uv_cond_timedwait() deadline:
- * how a test thread waits for callbacks on port threads without sleeping. */
+ * how a test thread waits for callbacks on loop threads without sleeping. */
 typedef struct signal_s {
   uv_mutex_t mu;
   uv_cond_t cv;
@@ -224,10 +224,10 @@ int signal_wait(signal_t* s, int target, int timeout_ms);
 int signal_count(signal_t* s);
 int signal_raised_on_this_thread(signal_t* s);
 
-/* ---- a core of several ports ----
- * A core of SPREAD_PORTS ports, a server on port 0 that spreads its
+/* ---- a core of several loops ----
+ * A core of SPREAD_PORTS loops, a server on port 0 that spreads its
  * sessions over all of them (echoing what it receives), and a client
- * service of `conns` sessions on port 1. Counters are atomic, so the rig
+ * service of `conns` sessions on loop 1. Counters are atomic, so the rig
  * works driven from the test's thread (spread_drive) and under
  * cport_core_run alike. */
 #define SPREAD_PORTS 4
@@ -237,11 +237,11 @@ typedef struct spread_s {
   cport_core_t* core;
   int ping;                          /* clients send "ping" when connected */
   atomic_int expect;                 /* client bytes that raise `done` */
-  atomic_int per_port[SPREAD_PORTS]; /* server sessions per port */
+  atomic_int per_port[SPREAD_PORTS]; /* server sessions per loop */
   atomic_int connected;              /* server on_connected */
   atomic_int disconnected;           /* server on_disconnected */
   atomic_int client_connected;
-  atomic_int wrong_thread; /* a callback off its session's port thread */
+  atomic_int wrong_thread; /* a callback off its session's loop thread */
   atomic_int received;     /* bytes the clients received */
   atomic_int stopped;      /* spread_stopped calls */
   signal_t done; /* raised when `expect` is reached, and on each stop */
@@ -257,14 +257,14 @@ void spread_start(spread_t* sp,
                   unsigned max_sessions,
                   unsigned conns,
                   int ping);
-/* Dispatch every port from this thread until `*counter` reaches `target`;
+/* Dispatch every loop from this thread until `*counter` reaches `target`;
  * 0 after FIXTURE_TIMEOUT_MS. */
 int spread_drive(spread_t* sp, atomic_int* counter, int target);
 /* An on_stopped for either service: counts and raises `done`. */
 void spread_stopped(cport_service_t* svc);
 /* A job for cport_core_post: stop the service `arg` with spread_stopped. */
 void spread_stop_job(void* arg);
-/* Under cport_core_run: stop both services on their ports, wait for both
+/* Under cport_core_run: stop both services on their loops, wait for both
  * on_stopped, then stop and join the core (this thread owns it again). */
 void spread_stop_running(spread_t* sp,
                          cport_service_t* server,

@@ -596,7 +596,7 @@ static void test_addr_sockaddr_points_into_addr(void** state) {
   sin = (const struct sockaddr_in*)cport_addr_sockaddr(&a);
   assert_ptr_equal(sin, (const void*)&a);
   assert_int_equal(sin->sin_family, AF_INET);
-  /* The port is in network byte order, as the socket API expects. */
+  /* The loop is in network byte order, as the socket API expects. */
   assert_int_equal(((const uint8_t*)&sin->sin_port)[0], 5000 >> 8);
   assert_int_equal(((const uint8_t*)&sin->sin_port)[1], 5000 & 0xff);
 }
@@ -739,7 +739,7 @@ static uint32_t addr_loopback_scope(void) {
 #endif
 
 
-/* `a` holds exactly `bytes` (4 for IPv4, 16 for IPv6), `port` and, for
+/* `a` holds exactly `bytes` (4 for IPv4, 16 for IPv6), `loop` and, for
  * IPv6, `scope_id`. `what` names the call for the failure message. */
 static void expect_addr_is(const cport_addr_t* a,
                            int family,
@@ -1116,7 +1116,7 @@ static void test_addr_parse_lengths_near_limits_are_exact_or_refused(
 }
 
 
-/* A port is its whole decimal text, leading zeros allowed, or an error. */
+/* A loop is its whole decimal text, leading zeros allowed, or an error. */
 static void test_addr_hostport_port_is_exact_or_refused(void** state) {
   static const char* const ports[] = {"0",
                                       "1",

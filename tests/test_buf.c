@@ -155,7 +155,7 @@ static void buf_worker_main(void* arg) {
   uv_barrier_wait(w->start);
   for (i = 0; i < BUF_PAIRS; i++) {
     cport_buf_ref(b);
-    /* Read the bytes like a port writing them would. */
+    /* Read the bytes like a loop writing them would. */
     if (cport_buf_len(b) != 4 || memcmp(cport_buf_data(b), "ping", 4) != 0)
       w->bad_bytes++;
     cport_buf_unref(b);

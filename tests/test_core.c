@@ -3,7 +3,7 @@
  *
  * Cross-thread waits go through signal_t (a counter under a mutex with a
  * uv_cond_timedwait() deadline). cport_core_join() and cport_core_destroy()
- * block until the port thread exits, so the tests call them through
+ * block until the loop thread exits, so the tests call them through
  * call_bounded(): a helper thread makes the call while the owner waits with a
  * deadline. The owner is blocked meanwhile, so the calls stay one at a time
  * as the "Thread: owner" contract asks; the helper only turns a join that
@@ -76,7 +76,7 @@ static void join_bounded(cport_core_t* core) {
 }
 
 
-/* ---- handles the tests add to a port's loop ---- */
+/* ---- handles the tests add to a loop ---- */
 
 typedef struct probe_s {
   uv_timer_t timer;
@@ -121,7 +121,7 @@ static void probe_close_cb(uv_handle_t* h) {
 
 
 static void probe_start_timer(probe_t* p, uint64_t timeout_ms) {
-  assert_int_equal(uv_timer_init(cport_core_loop(p->core, 0), &p->timer), 0);
+  assert_int_equal(uv_timer_init(cport_core_uv_loop(p->core, 0), &p->timer), 0);
   p->timer.data = p;
   assert_int_equal(uv_timer_start(&p->timer, probe_timer_cb, timeout_ms, 0), 0);
 }
@@ -129,7 +129,7 @@ static void probe_start_timer(probe_t* p, uint64_t timeout_ms) {
 
 static void probe_init_async(probe_t* p) {
   assert_int_equal(
-      uv_async_init(cport_core_loop(p->core, 0), &p->async, probe_async_cb), 0);
+      uv_async_init(cport_core_uv_loop(p->core, 0), &p->async, probe_async_cb), 0);
   p->async.data = p;
 }
 
@@ -179,8 +179,8 @@ static void test_core_create_with_null_opts_has_one_port(void** state) {
   (void)state;
   assert_int_equal(cport_core_create(&core, NULL), 0);
   assert_non_null(core);
-  assert_int_equal(cport_core_ports(core), 1);
-  assert_non_null(cport_core_loop(core, 0));
+  assert_int_equal(cport_core_loops(core), 1);
+  assert_non_null(cport_core_uv_loop(core, 0));
   /* A fresh core has no work: dispatch says so. */
   assert_int_equal(cport_core_dispatch(core, 0, 0), 0);
   cport_core_destroy(core);
@@ -195,7 +195,7 @@ static void test_core_create_with_initialized_opts(void** state) {
   opts.ignore_sigpipe = 0;
   assert_int_equal(cport_core_create(&core, &opts), 0);
   assert_non_null(core);
-  assert_int_equal(cport_core_ports(core), 1);
+  assert_int_equal(cport_core_loops(core), 1);
   cport_core_destroy(core);
 }
 
@@ -214,7 +214,7 @@ static void test_core_create_rejects_zero_ports(void** state) {
   cport_core_t* core = NULL;
   (void)state;
   cport_core_opts_init(&opts);
-  opts.ports = 0;
+  opts.loops = 0;
   assert_int_equal(cport_core_create(&core, &opts), UV_EINVAL);
   assert_null(core);
 }
@@ -226,24 +226,24 @@ static void test_core_create_checks_the_port_count(void** state) {
   uv_loop_t app_loop;
   (void)state;
   cport_core_opts_init(&opts);
-  opts.ports = 3;
+  opts.loops = 3;
   assert_int_equal(cport_core_create(&core, &opts), 0);
-  assert_int_equal(cport_core_ports(core), 3);
-  /* One loop per port. */
-  assert_ptr_not_equal(cport_core_loop(core, 0), cport_core_loop(core, 1));
-  assert_ptr_not_equal(cport_core_loop(core, 1), cport_core_loop(core, 2));
-  assert_null(cport_core_loop(core, 3));
+  assert_int_equal(cport_core_loops(core), 3);
+  /* One loop per loop. */
+  assert_ptr_not_equal(cport_core_uv_loop(core, 0), cport_core_uv_loop(core, 1));
+  assert_ptr_not_equal(cport_core_uv_loop(core, 1), cport_core_uv_loop(core, 2));
+  assert_null(cport_core_uv_loop(core, 3));
   cport_core_destroy(core);
   core = NULL;
-  opts.ports = CPORT_CORE_MAX_PORTS + 1;
+  opts.loops = CPORT_CORE_MAX_LOOPS + 1;
   assert_int_equal(cport_core_create(&core, &opts), UV_EINVAL);
-  opts.ports = UINT_MAX;
+  opts.loops = UINT_MAX;
   assert_int_equal(cport_core_create(&core, &opts), UV_EINVAL);
   assert_null(core);
   /* An embedded core has the application's one loop. */
   assert_int_equal(uv_loop_init(&app_loop), 0);
-  opts.ports = 2;
-  opts.loop = &app_loop;
+  opts.loops = 2;
+  opts.uv_loop = &app_loop;
   assert_int_equal(cport_core_create(&core, &opts), UV_EINVAL);
   assert_null(core);
   assert_int_equal(uv_loop_close(&app_loop), 0);
@@ -254,7 +254,7 @@ static void test_core_create_checks_the_port_count(void** state) {
 
 enum { POST_PORTS = 3, POST_THREADS = 4, POST_JOBS = 400 };
 
-/* What one port saw; only that port's thread writes it while running. */
+/* What one loop saw; only that loop's thread writes it while running. */
 typedef struct post_port_s {
   uv_thread_t thread;
   int seen;
@@ -327,7 +327,7 @@ static void test_core_post_runs_jobs_on_each_port_thread_in_order(
   memset(&run, 0, sizeof(run));
   signal_init(&run.done);
   cport_core_opts_init(&opts);
-  opts.ports = POST_PORTS;
+  opts.loops = POST_PORTS;
   assert_int_equal(cport_core_create(&run.core, &opts), 0);
   assert_int_equal(cport_core_run(run.core), 0);
   /* Several threads post at once; each one's jobs must run in its order. */
@@ -344,7 +344,7 @@ static void test_core_post_runs_jobs_on_each_port_thread_in_order(
   for (i = 0; i < POST_THREADS; i++) uv_thread_join(&threads[i]);
   if (!signal_wait(&run.done, total, FIXTURE_TIMEOUT_MS))
     fail_msg("%d of %d posted jobs ran", signal_count(&run.done), total);
-  /* Each port has a thread of its own, and none is the caller's. Compared
+  /* Each loop has a thread of its own, and none is the caller's. Compared
    * while the threads live: on Windows a joined thread's identity is gone. */
   for (port = 0; port < POST_PORTS; port++) {
     post_port_t* pp = &run.ports[port];
@@ -414,7 +414,7 @@ static void test_core_destroy_runs_jobs_still_queued(void** state) {
 }
 
 
-/* ---- a service on another port ---- */
+/* ---- a service on another loop ---- */
 
 typedef struct two_ports_s {
   int echoed;
@@ -446,12 +446,12 @@ static void test_core_services_on_two_ports_talk(void** state) {
   int i;
   (void)state;
   cport_core_opts_init(&copts);
-  copts.ports = 2;
+  copts.loops = 2;
   assert_int_equal(cport_core_create(&core, &copts), 0);
   assert_int_equal(cport_addr_parse(&addr, "127.0.0.1", 0), 0);
   cport_service_opts_init(&o);
   o.cbs.on_recv = echo_recv;
-  o.port = 1;
+  o.loop = 1;
   assert_int_equal(
       cport_service_create(&server, core, CPORT_SERVICE_SERVER, &addr, &o), 0);
   assert_int_equal(cport_service_start(server), 0);
@@ -460,11 +460,11 @@ static void test_core_services_on_two_ports_talk(void** state) {
   o.cbs.on_connected = hello_connected;
   o.cbs.on_recv = hello_recv;
   o.data = &t;
-  o.port = 0;
+  o.loop = 0;
   assert_int_equal(
       cport_service_create(&client, core, CPORT_SERVICE_CLIENT, &addr, &o), 0);
   assert_int_equal(cport_service_start(client), 0);
-  /* One thread drives both ports in turn (bounded: 2000 x 2 ms). */
+  /* One thread drives both loops in turn (bounded: 2000 x 2 ms). */
   for (i = 0; i < 2000 && t.echoed == 0; i++) {
     cport_core_dispatch(core, 0, 1);
     cport_core_dispatch(core, 1, 1);
@@ -530,8 +530,8 @@ static void test_core_opts_init_sets_defaults(void** state) {
   (void)state;
   memset(&opts, 0xff, sizeof(opts));
   cport_core_opts_init(&opts);
-  assert_int_equal(opts.ports, 1);
-  assert_null(opts.loop);
+  assert_int_equal(opts.loops, 1);
+  assert_null(opts.uv_loop);
   assert_int_not_equal(opts.ignore_sigpipe, 0);
   cport_core_opts_init(NULL); /* must not crash */
 }
@@ -539,13 +539,13 @@ static void test_core_opts_init_sets_defaults(void** state) {
 
 static void test_core_ports_and_loop_reject_bad_arguments(void** state) {
   fixture_t* fx = *state;
-  assert_int_equal(cport_core_ports(fx->core), 1);
-  assert_int_equal(cport_core_ports(NULL), 0);
-  assert_non_null(cport_core_loop(fx->core, 0));
-  assert_ptr_equal(cport_core_loop(fx->core, 0), fx->loop);
-  assert_null(cport_core_loop(fx->core, 1));
-  assert_null(cport_core_loop(fx->core, UINT_MAX));
-  assert_null(cport_core_loop(NULL, 0));
+  assert_int_equal(cport_core_loops(fx->core), 1);
+  assert_int_equal(cport_core_loops(NULL), 0);
+  assert_non_null(cport_core_uv_loop(fx->core, 0));
+  assert_ptr_equal(cport_core_uv_loop(fx->core, 0), fx->loop);
+  assert_null(cport_core_uv_loop(fx->core, 1));
+  assert_null(cport_core_uv_loop(fx->core, UINT_MAX));
+  assert_null(cport_core_uv_loop(NULL, 0));
 }
 
 
@@ -587,7 +587,7 @@ static void test_core_dispatch_waits_for_timeout_without_events(void** state) {
   uint64_t elapsed;
   int rc = cport_core_dispatch(fx->core, 0, 50);
   elapsed = uv_hrtime() - start;
-  /* cport's own timer that bounds the wait is no work of the port. */
+  /* cport's own timer that bounds the wait is no work of the loop. */
   assert_int_equal(rc, 0);
   if (elapsed < 40 * (uint64_t)NS_PER_MS)
     fail_msg("dispatch(50 ms) returned after %llu ms",
@@ -749,7 +749,7 @@ static void test_core_dispatch_while_running_returns_ebusy(void** state) {
   assert_true(uv_hrtime() - start < 2500 * (uint64_t)NS_PER_MS);
   assert_int_equal(cport_core_stop(fx->core), 0);
   join_bounded(fx->core);
-  /* Once joined, the test thread may drive the port again. */
+  /* Once joined, the test thread may drive the loop again. */
   assert_int_equal(cport_core_dispatch(fx->core, 0, 0), 0);
 }
 
@@ -819,7 +819,7 @@ static void test_core_stop_before_run_does_not_cancel_next_run(void** state) {
   assert_int_equal(cport_core_stop(fx->core), 0);
   assert_int_equal(cport_core_join(fx->core), 0);
   assert_int_equal(cport_core_run(fx->core), 0);
-  /* The port thread must still be serving the loop. */
+  /* The loop thread must still be serving the loop. */
   assert_int_equal(uv_async_send(&p.async), 0);
   if (!signal_wait(&p.fired, 1, FIXTURE_TIMEOUT_MS))
     fail_msg("no callback within %d ms after run", FIXTURE_TIMEOUT_MS);
@@ -852,7 +852,7 @@ static void test_core_destroy_stops_running_threads(void** state) {
 #define HERE_PORTS 3
 
 /* What the jobs of a cport_core_run_here() test saw. Each job runs once, on
- * its port; the watchdog, an unreferenced timer on port 0, stops the core if
+ * its loop; the watchdog, an unreferenced timer on port 0, stops the core if
  * the test's own stop never comes. */
 typedef struct here_run_s {
   cport_core_t* core;
@@ -901,9 +901,9 @@ static void here_run_init(here_run_t* run, unsigned ports) {
   signal_init(&run->ran);
   run->caller = uv_thread_self();
   cport_core_opts_init(&opts);
-  opts.ports = ports;
+  opts.loops = ports;
   assert_int_equal(cport_core_create(&run->core, &opts), 0);
-  assert_int_equal(uv_timer_init(cport_core_loop(run->core, 0), &run->watchdog),
+  assert_int_equal(uv_timer_init(cport_core_uv_loop(run->core, 0), &run->watchdog),
                    0);
   run->watchdog.data = run;
   assert_int_equal(
@@ -936,7 +936,7 @@ static void test_core_run_here_runs_port_on_caller_until_stop(void** state) {
   assert_int_equal(run.on_caller[0], 1);
   assert_int_equal(run.nested_run_rc, UV_EBUSY);
   assert_int_equal(run.nested_dispatch_rc, UV_EBUSY);
-  /* Returned and not running: this thread drives the port again. */
+  /* Returned and not running: this thread drives the loop again. */
   assert_int_equal(cport_core_dispatch(run.core, 0, 0), 0);
   here_run_destroy(&run);
 }
@@ -975,7 +975,7 @@ static void test_core_run_here_starts_other_ports_and_stops_from_any_thread(
   assert_int_equal(cport_core_run_here(run.core), 0);
   assert_int_equal(uv_thread_join(&thread), 0);
   assert_true(stopper.waited);
-  /* Port 0 ran here; the others on threads of their own, joined by now. */
+  /* Loop 0 ran here; the others on threads of their own, joined by now. */
   assert_int_equal(run.on_caller[0], 1);
   for (port = 1; port < HERE_PORTS; port++)
     assert_int_equal(run.on_caller[port], -1);
@@ -1046,10 +1046,10 @@ static void test_core_embedded_uses_app_loop(void** state) {
   (void)state;
   assert_int_equal(uv_loop_init(&loop), 0);
   cport_core_opts_init(&opts);
-  opts.loop = &loop;
+  opts.uv_loop = &loop;
   assert_int_equal(cport_core_create(&core, &opts), 0);
-  assert_ptr_equal(cport_core_loop(core, 0), &loop);
-  assert_int_equal(cport_core_ports(core), 1);
+  assert_ptr_equal(cport_core_uv_loop(core, 0), &loop);
+  assert_int_equal(cport_core_loops(core), 1);
   /* The application drives an embedded loop; cport starts no thread. */
   assert_int_equal(cport_core_run(core), UV_EINVAL);
   assert_int_equal(cport_core_run_here(core), UV_EINVAL);
@@ -1095,7 +1095,7 @@ static void test_core_stop_on_embedded_core_does_not_stop_app_loop(
   (void)state;
   assert_int_equal(uv_loop_init(&loop), 0);
   cport_core_opts_init(&opts);
-  opts.loop = &loop;
+  opts.uv_loop = &loop;
   assert_int_equal(cport_core_create(&core, &opts), 0);
   memset(&a, 0, sizeof(a));
   assert_int_equal(uv_timer_init(&loop, &a.timer), 0);
@@ -1136,7 +1136,7 @@ static void test_core_dispatch_on_embedded_core_runs_app_loop(void** state) {
   (void)state;
   assert_int_equal(uv_loop_init(&loop), 0);
   cport_core_opts_init(&opts);
-  opts.loop = &loop;
+  opts.uv_loop = &loop;
   assert_int_equal(cport_core_create(&core, &opts), 0);
   memset(&a, 0, sizeof(a));
   assert_int_equal(uv_timer_init(&loop, &a.timer), 0);
@@ -1273,9 +1273,9 @@ static void test_core_embedded_server_accepts_libuv_client(void** state) {
 
   assert_int_equal(uv_loop_init(&loop), 0);
   cport_core_opts_init(&copts);
-  copts.loop = &loop;
+  copts.uv_loop = &loop;
   assert_int_equal(cport_core_create(&core, &copts), 0);
-  assert_ptr_equal(cport_core_loop(core, 0), &loop);
+  assert_ptr_equal(cport_core_uv_loop(core, 0), &loop);
 
   memset(&e, 0, sizeof(e));
   cport_service_opts_init(&sopts);
@@ -1374,7 +1374,7 @@ static void audit_embed_disconnected(cport_session_t* s,
  * uv_run(loop, UV_RUN_NOWAIT)) before uv_loop_close()". The session that the
  * service's destroy closed still has a write in flight (a peer that never
  * reads) and a send queued behind it; its close callbacks run in those same
- * rounds, and must not find the port's memory (its request pool) already
+ * rounds, and must not find the loop's memory (its request pool) already
  * freed. The loop then closes, nothing leaks (the teardown's count), and
  * on_disconnected ran once. */
 static void test_audit_embedded_destroy_with_write_in_flight(void** state) {
@@ -1392,7 +1392,7 @@ static void test_audit_embedded_destroy_with_write_in_flight(void** state) {
   (void)state;
   assert_int_equal(uv_loop_init(&loop), 0);
   cport_core_opts_init(&copts);
-  copts.loop = &loop;
+  copts.uv_loop = &loop;
   assert_int_equal(cport_core_create(&core, &copts), 0);
   memset(&a, 0, sizeof(a));
   cport_service_opts_init(&sopts);
@@ -1434,10 +1434,10 @@ static void test_audit_embedded_destroy_with_write_in_flight(void** state) {
 }
 
 
-/* Sends, jobs and broadcasts made by one thread that does not run the port,
- * while the port is busy (gated in a job under cport_core_run) or not
- * dispatched at all. The rig: a core of two ports, a server on port 0 that
- * spreads its two sessions over both ports, and a client service on port 1
+/* Sends, jobs and broadcasts made by one thread that does not run the loop,
+ * while the loop is busy (gated in a job under cport_core_run) or not
+ * dispatched at all. The rig: a core of two loops, a server on port 0 that
+ * spreads its two sessions over both loops, and a client service on loop 1
  * whose sessions record what they receive. */
 #define ORDER_PORTS 2
 #define ORDER_CONNS 2
@@ -1458,9 +1458,9 @@ struct order_rig_s {
   cport_core_t* core;
   cport_service_t* server;
   cport_service_t* client;
-  int running; /* cport_core_run drives the ports, not this thread */
+  int running; /* cport_core_run drives the loops, not this thread */
   int broadcast;
-  /* Referenced sessions, each stored on its port's thread in a slot of its
+  /* Referenced sessions, each stored on its loop's thread in a slot of its
    * own (`slots`) before the count below it is raised. */
   cport_session_t* servers[ORDER_CONNS];
   cport_session_t* clients[ORDER_CONNS];
@@ -1522,7 +1522,7 @@ static size_t order_client_recv(cport_session_t* s,
 }
 
 
-/* Wait until `*counter` reaches `target`, driving both ports from this
+/* Wait until `*counter` reaches `target`, driving both loops from this
  * thread unless cport_core_run drives them. 0 on timeout. */
 static int order_wait(order_rig_t* r, atomic_int* counter, int target) {
   uint64_t deadline = uv_hrtime() + (uint64_t)FIXTURE_TIMEOUT_MS * NS_PER_MS;
@@ -1567,7 +1567,7 @@ static void order_note(int* first, int rc) {
 }
 
 
-/* The thread that is not the port's: A, then B (a job per session, or one
+/* The thread that is not the loop's: A, then B (a job per session, or one
  * broadcast), then C, to every server session. */
 static void order_caller_main(void* arg) {
   order_rig_t* r = arg;
@@ -1579,7 +1579,7 @@ static void order_caller_main(void* arg) {
   } else {
     for (i = 0; i < ORDER_CONNS; i++)
       order_note(&r->calls_rc,
-                 cport_core_post(r->core, cport_session_port(r->servers[i]),
+                 cport_core_post(r->core, cport_session_loop(r->servers[i]),
                                  order_send_b_job, &r->jobs[i]));
   }
   for (i = 0; i < ORDER_CONNS; i++)
@@ -1607,7 +1607,7 @@ static void order_case(int running, int broadcast, char* out, size_t size) {
   }
   assert_int_equal(cport_buf_from(&r.b, "B", 1), 0);
   cport_core_opts_init(&copts);
-  copts.ports = ORDER_PORTS;
+  copts.loops = ORDER_PORTS;
   assert_int_equal(cport_core_create(&r.core, &copts), 0);
   assert_int_equal(cport_addr_parse(&addr, "127.0.0.1", 0), 0);
   cport_service_opts_init(&o);
@@ -1623,7 +1623,7 @@ static void order_case(int running, int broadcast, char* out, size_t size) {
   o.cbs.on_recv = order_client_recv;
   o.user_size = sizeof(order_client_t);
   o.connect_count = ORDER_CONNS;
-  o.port = 1;
+  o.loop = 1;
   o.data = &r;
   assert_int_equal(
       cport_service_create(&r.client, r.core, CPORT_SERVICE_CLIENT, &addr, &o),
@@ -1635,11 +1635,11 @@ static void order_case(int running, int broadcast, char* out, size_t size) {
       !order_wait(&r, &r.nclients, ORDER_CONNS))
     fail_msg("the %d connections did not come up", ORDER_CONNS);
   assert_int_equal(atomic_load(&r.nservers), ORDER_CONNS);
-  /* One session on each port. */
-  assert_int_not_equal(cport_session_port(r.servers[0]),
-                       cport_session_port(r.servers[1]));
+  /* One session on each loop. */
+  assert_int_not_equal(cport_session_loop(r.servers[0]),
+                       cport_session_loop(r.servers[1]));
 
-  /* Under cport_core_run every port is held inside a job while the other
+  /* Under cport_core_run every loop is held inside a job while the other
    * thread makes its calls; otherwise nobody dispatches meanwhile. */
   if (running) {
     for (i = 0; i < ORDER_PORTS; i++)
@@ -1656,8 +1656,8 @@ static void order_case(int running, int broadcast, char* out, size_t size) {
   assert_int_equal(r.calls_rc, 0);
   assert_int_equal(atomic_load(&r.job_rc), 0);
 
-  /* Joined on this thread, which then owns the ports again (services are
-   * destroyed on their port's owner). */
+  /* Joined on this thread, which then owns the loops again (services are
+   * destroyed on their loop's owner). */
   if (running) {
     assert_int_equal(cport_core_stop(r.core), 0);
     assert_int_equal(cport_core_join(r.core), 0);
@@ -1685,12 +1685,12 @@ static void order_case(int running, int broadcast, char* out, size_t size) {
 
 /* core.h: from a thread that is not the owner, "cport_core_post(), ... and
  * the session functions marked so in session.h (sends, disconnects,
- * references) ... are queued to the port and happen there, in the order in
+ * references) ... are queued to the loop and happen there, in the order in
  * which the calls returned"; service.h, cport_service_broadcast: the other
- * ports get it "in order with that port's other work". One thread sends "A",
+ * loops get it "in order with that loop's other work". One thread sends "A",
  * posts a job that sends "B" (or broadcasts "B"), and sends "C": every
- * session's peer must get "ABC". Both with the ports dispatched from the
- * test's thread after the calls, and under cport_core_run with each port
+ * session's peer must get "ABC". Both with the loops dispatched from the
+ * test's thread after the calls, and under cport_core_run with each loop
  * busy in a job during them. */
 static void test_audit_sends_jobs_and_broadcasts_keep_call_order(void** state) {
   static const struct {
@@ -1724,9 +1724,9 @@ static void test_audit_sends_jobs_and_broadcasts_keep_call_order(void** state) {
 
 typedef struct audit_jobs_s {
   cport_core_t* core;
-  int a; /* port 0; posts b to port 0 */
+  int a; /* loop 0; posts b to loop 0 */
   int b;
-  int c; /* port 1; posts d to port 0 */
+  int c; /* loop 1; posts d to loop 0 */
   int d;
   int post_rc;
 } audit_jobs_t;
@@ -1763,8 +1763,8 @@ static void audit_job_c(void* arg) {
 /* core.h, cport_core_post(): "Jobs still queued when the core is destroyed
  * run inside cport_core_destroy(), on the owner's thread", and each job runs
  * once. That includes the jobs that those jobs post while destroy runs
- * them: one on port 0 posting to port 0, one on port 1 posting to port 0
- * (a port whose jobs destroy has already run). None may be dropped (the
+ * them: one on port 0 posting to loop 0, one on loop 1 posting to loop 0
+ * (a loop whose jobs destroy has already run). None may be dropped (the
  * teardown's count and LSan see a dropped job as a leak). */
 static void test_audit_destroy_runs_jobs_posted_by_jobs(void** state) {
   cport_core_opts_t opts;
@@ -1772,7 +1772,7 @@ static void test_audit_destroy_runs_jobs_posted_by_jobs(void** state) {
   (void)state;
   memset(&j, 0, sizeof(j));
   cport_core_opts_init(&opts);
-  opts.ports = 2;
+  opts.loops = 2;
   assert_int_equal(cport_core_create(&j.core, &opts), 0);
   assert_int_equal(cport_core_post(j.core, 0, audit_job_a, &j), 0);
   assert_int_equal(cport_core_post(j.core, 1, audit_job_c, &j), 0);
@@ -1782,8 +1782,8 @@ static void test_audit_destroy_runs_jobs_posted_by_jobs(void** state) {
   assert_int_equal(j.c, 1);
   if (j.b != 1 || j.d != 1)
     fail_msg(
-        "jobs posted to port 0 while cport_core_destroy ran jobs: the one "
-        "from port 0's job ran %d times, the one from port 1's job %d times "
+        "jobs posted to loop 0 while cport_core_destroy ran jobs: the one "
+        "from loop 0's job ran %d times, the one from loop 1's job %d times "
         "(want 1 and 1)",
         j.b, j.d);
 }

@@ -1,5 +1,5 @@
 /* The listener, seen through a server service: binding, bind errors,
- * max_sessions, spreading connections over the ports of a core, and running
+ * max_sessions, spreading connections over the loops of a core, and running
  * out of file descriptors (in a child process with a low RLIMIT_NOFILE). */
 #include "fixture.h"
 
@@ -73,7 +73,7 @@ static void test_listener_bind_in_use_returns_eaddrinuse(void** state) {
                    0);
   assert_int_equal(cport_service_start(second), UV_EADDRINUSE);
   assert_int_equal(cport_service_local_addr(second, &addr), UV_ENOTCONN);
-  /* Start may be tried again; the port is still taken. */
+  /* Start may be tried again; the loop is still taken. */
   assert_int_equal(cport_service_start(second), UV_EADDRINUSE);
   cport_service_destroy(second);
   /* The first server is unharmed. */
@@ -171,7 +171,7 @@ static void test_listener_rejects_while_out_of_memory(void** state) {
 }
 
 
-/* ---- spreading connections over the ports ---- */
+/* ---- spreading connections over the loops ---- */
 
 static void test_listener_spreads_connections_round_robin(void** state) {
   spread_t sp;
@@ -183,7 +183,7 @@ static void test_listener_spreads_connections_round_robin(void** state) {
   (void)state;
   spread_start(&sp, &server, &client, 0, SPREAD_CONNS, 1);
   assert_true(spread_drive(&sp, &sp.received, 4 * SPREAD_CONNS));
-  /* In turn over all four ports, the listener's own included. */
+  /* In turn over all four loops, the listener's own included. */
   for (i = 0; i < SPREAD_PORTS; i++)
     assert_int_equal(atomic_load(&sp.per_port[i]), SPREAD_CONNS / SPREAD_PORTS);
   assert_int_equal(cport_service_stats(server, &st), 0);
@@ -192,7 +192,7 @@ static void test_listener_spreads_connections_round_robin(void** state) {
   assert_int_equal(st.peak, SPREAD_CONNS);
   assert_int_equal(st.bytes_in, 4 * SPREAD_CONNS);
   assert_int_equal(cport_service_session_count(server), SPREAD_CONNS);
-  /* A stop reaches every port, and reports once all have stopped. */
+  /* A stop reaches every loop, and reports once all have stopped. */
   assert_int_equal(cport_service_stop(server, 5000, spread_stopped), 0);
   assert_true(spread_drive(&sp, &sp.stopped, 1));
   assert_int_equal(atomic_load(&sp.disconnected), SPREAD_CONNS);
@@ -202,8 +202,8 @@ static void test_listener_spreads_connections_round_robin(void** state) {
   assert_int_equal(cport__mem_live(), baseline);
 }
 
-/* The same with one thread per port: each session's callbacks run on its
- * own port's thread (and ThreadSanitizer watches the hand-offs). */
+/* The same with one thread per loop: each session's callbacks run on its
+ * own loop's thread (and ThreadSanitizer watches the hand-offs). */
 static void test_listener_spread_sessions_run_on_their_port_threads(
     void** state) {
   spread_t sp;
@@ -236,7 +236,7 @@ static void test_listener_spread_bind_in_use_returns_eaddrinuse(void** state) {
   (void)state;
   spread_start(&sp, &server, &client, 0, 1, 1);
   assert_int_equal(cport_service_local_addr(server, &addr), 0);
-  /* Neither a spreading nor a one-port server may share the port: cport's
+  /* Neither a spreading nor a one-loop server may share the loop: cport's
    * own listening socket has SO_REUSEADDR only (Unix), never SO_REUSEPORT. */
   for (i = 0; i < 2; i++) {
     cport_service_opts_init(&o);
@@ -247,7 +247,7 @@ static void test_listener_spread_bind_in_use_returns_eaddrinuse(void** state) {
     assert_int_equal(cport_service_start(second[i]), UV_EADDRINUSE);
     cport_service_destroy(second[i]);
   }
-  /* And the other way round: a one-port server first, a spreading one
+  /* And the other way round: a one-loop server first, a spreading one
    * second. */
   cport_service_opts_init(&o);
   o.spread = 0;
@@ -278,7 +278,7 @@ static void test_listener_spread_destroy_without_stop_frees_every_port(
   (void)state;
   spread_start(&sp, &server, &client, 0, SPREAD_CONNS, 1);
   assert_true(spread_drive(&sp, &sp.received, 4 * SPREAD_CONNS));
-  /* No stop: every port's sessions are closed at once, each reports once,
+  /* No stop: every loop's sessions are closed at once, each reports once,
    * and the parts go with their last close callback. */
   cport_service_destroy(server);
   assert_true(spread_drive(&sp, &sp.disconnected, SPREAD_CONNS));
@@ -301,7 +301,7 @@ static void test_listener_spread_counts_max_sessions_over_all_ports(
   uint64_t deadline;
   (void)state;
   spread_start(&sp, &server, &client, 5, 8, 1);
-  /* Sessions on every port count against one limit: 5 served, 3 refused. */
+  /* Sessions on every loop count against one limit: 5 served, 3 refused. */
   deadline = uv_hrtime() + (uint64_t)FIXTURE_TIMEOUT_MS * 1000000u;
   do {
     unsigned i;
@@ -328,7 +328,7 @@ static void test_listener_spread_counts_max_sessions_over_all_ports(
 typedef struct wave_s {
   cport_core_t* core; /* the server's, run by its own threads */
   cport_service_t* server;
-  cport_service_t* client; /* the peers, on the fixture's port */
+  cport_service_t* client; /* the peers, on the fixture's loop */
   atomic_int server_connected;
   atomic_int server_disconnected;
   int client_connected; /* the fixture's thread only */
@@ -436,7 +436,7 @@ static void test_listener_spread_max_sessions_admits_full_waves(void** state) {
   memset(&w, 0, sizeof(w));
   signal_init(&w.done);
   cport_core_opts_init(&copts);
-  copts.ports = WAVE_PORTS;
+  copts.loops = WAVE_PORTS;
   assert_int_equal(cport_core_create(&w.core, &copts), 0);
   assert_int_equal(cport_addr_parse(&addr, "127.0.0.1", 0), 0);
   cport_service_opts_init(&o);
@@ -457,7 +457,7 @@ static void test_listener_spread_max_sessions_admits_full_waves(void** state) {
   assert_int_equal(cport_service_create(&w.client, fx->core,
                                         CPORT_SERVICE_CLIENT, &addr, &o),
                    0);
-  /* One thread per port, so that hand-offs run while the listener
+  /* One thread per loop, so that hand-offs run while the listener
    * accepts. */
   assert_int_equal(cport_core_run(w.core), 0);
 
@@ -479,7 +479,7 @@ static void test_listener_spread_max_sessions_admits_full_waves(void** state) {
       break;
     assert_int_equal(cport_service_foreach(w.client, wave_disconnect, NULL), 0);
     assert_true(fixture_run_until(fx, pred_wave_gone, &w, FIXTURE_TIMEOUT_MS));
-    /* A job runs after the close callback it queued behind: every port has
+    /* A job runs after the close callback it queued behind: every loop has
      * let go of the wave's sessions before the next wave comes. */
     for (i = 0; i < WAVE_PORTS; i++)
       assert_int_equal(cport_core_post(w.core, i, wave_barrier_job, &w), 0);
@@ -519,14 +519,14 @@ static void test_listener_spread_max_sessions_admits_full_waves(void** state) {
  * under a low RLIMIT_NOFILE, so that its sessions use up its descriptors
  * and accept() fails with EMFILE; the test, in this process, is its
  * peers. On EMFILE the listener stops polling for a while, on a core of
- * one port as of several. It must neither spin (the child's CPU time stays
+ * one loop as of several. It must neither spin (the child's CPU time stays
  * far below the time it spent out of descriptors) nor stop for good (a
  * newcomer is served once descriptors are free again), and the session
  * that already exists must be served throughout. */
 
 #ifndef _WIN32
 
-/* The child's descriptor limit: stdio, each port's loop and a few dozen
+/* The child's descriptor limit: stdio, each loop and a few dozen
  * sessions. */
 #define EMFILE_CHILD_NOFILE 48
 /* Peers the test opens at once: more than the child can hold. */
@@ -620,7 +620,7 @@ static long emfile_child_cpu_ms(void) {
 }
 
 
-/* --child-emfile PORTS: an echo server on a core of PORTS ports, run by
+/* --child-emfile PORTS: an echo server on a core of PORTS loops, run by
  * cport_core_run, under a low descriptor limit. Prints "port N", serves
  * until stdin ends, stops, prints its counters and CPU time, exits 0. */
 static int child_emfile_main(const char* ports_text) {
@@ -645,7 +645,7 @@ static int child_emfile_main(const char* ports_text) {
     emfile_child_fail("setrlimit", -errno);
   signal_init(&c.stopped);
   cport_core_opts_init(&copts);
-  copts.ports = (unsigned)ports;
+  copts.loops = (unsigned)ports;
   if ((rc = cport_core_create(&c.core, &copts)) != 0)
     emfile_child_fail("cport_core_create", rc);
   if ((rc = cport_addr_parse(&addr, "127.0.0.1", 0)) != 0)
@@ -1170,27 +1170,27 @@ static void emfile_run(fixture_t* fx, int ports) {
 }
 
 
-/* ---- a one-port listener out of descriptors beside a busy port ----
+/* ---- a one-loop listener out of descriptors beside a busy loop ----
  *
  * A child process of this executable (--child-accept-spin) runs a core of
- * two ports under a soft RLIMIT_NOFILE of SPIN_NOFILE: a server that does
- * not spread on port 0, and on port 1 a client service whose sessions the
+ * two loops under a soft RLIMIT_NOFILE of SPIN_NOFILE: a server that does
+ * not spread on port 0, and on loop 1 a client service whose sessions the
  * server ends at once and which connects again a millisecond later, so
- * that port 1's thread keeps opening and closing sockets while port 0 runs
+ * that loop 1's thread keeps opening and closing sockets while loop 0 runs
  * out of descriptors. Whatever trick a listener might play with a reserve
- * descriptor, port 1's thread can take that descriptor in between; the
+ * descriptor, loop 1's thread can take that descriptor in between; the
  * listener must still pause rather than retry accept() at once. The child
  * measures for SPIN_WINDOW_MS: a timer on port 0 must keep firing, and the
  * failed accepts must stay few. It reports by its exit code (SPIN_EXIT_*);
  * the test kills it if it does not exit in time. */
 
 #define SPIN_NOFILE 64
-/* Port 1's clients: with the server's end of each, more descriptors than
+/* Loop 1's clients: with the server's end of each, more descriptors than
  * the limit leaves. */
 #define SPIN_CLIENTS 40
 #define SPIN_WINDOW_MS 2000
 #define SPIN_TICK_MS 10
-/* A quarter of the ticks the window holds: a starved port gets few or
+/* A quarter of the ticks the window holds: a starved loop gets few or
  * none, a busy machine still gives more. */
 #define SPIN_TICKS_MIN 50
 /* A listener that pauses LISTENER_BACKOFF_MS (100 ms) after each failure
@@ -1212,10 +1212,10 @@ typedef struct spin_child_s {
   cport_core_t* core;
   cport_service_t* server;
   cport_service_t* client;
-  uv_timer_t tick;   /* port 0, every SPIN_TICK_MS */
-  uv_timer_t window; /* port 1, once after SPIN_WINDOW_MS */
+  uv_timer_t tick;   /* loop 0, every SPIN_TICK_MS */
+  uv_timer_t window; /* loop 1, once after SPIN_WINDOW_MS */
   atomic_int ticks;
-  /* Taken when the window ends, on port 1's thread. */
+  /* Taken when the window ends, on loop 1's thread. */
   int ticks_seen;
   uint64_t accept_errors;
   signal_t events; /* the window's end, then each service's on_stopped */
@@ -1287,7 +1287,7 @@ static int child_accept_spin_main(void) {
     spin_child_fail("setrlimit", -errno);
   signal_init(&c->events);
   cport_core_opts_init(&copts);
-  copts.ports = 2;
+  copts.loops = 2;
   if ((rc = cport_core_create(&c->core, &copts)) != 0)
     spin_child_fail("cport_core_create", rc);
   if ((rc = cport_addr_parse(&addr, "127.0.0.1", 0)) != 0)
@@ -1303,7 +1303,7 @@ static int child_accept_spin_main(void) {
   if ((rc = cport_service_local_addr(c->server, &addr)) != 0)
     spin_child_fail("cport_service_local_addr", rc);
   cport_service_opts_init(&o);
-  o.port = 1;
+  o.loop = 1;
   o.connect_count = SPIN_CLIENTS;
   o.reconnect = CPORT_RECONNECT_FIXED;
   o.reconnect_delay_ms = 1;
@@ -1313,11 +1313,11 @@ static int child_accept_spin_main(void) {
     spin_child_fail("cport_service_create (client)", rc);
   if ((rc = cport_service_start(c->client)) != 0)
     spin_child_fail("cport_service_start (client)", rc);
-  if ((rc = uv_timer_init(cport_core_loop(c->core, 0), &c->tick)) != 0 ||
+  if ((rc = uv_timer_init(cport_core_uv_loop(c->core, 0), &c->tick)) != 0 ||
       (rc = uv_timer_start(&c->tick, spin_child_tick_cb, SPIN_TICK_MS,
                            SPIN_TICK_MS)) != 0)
     spin_child_fail("the tick timer", rc);
-  if ((rc = uv_timer_init(cport_core_loop(c->core, 1), &c->window)) != 0 ||
+  if ((rc = uv_timer_init(cport_core_uv_loop(c->core, 1), &c->window)) != 0 ||
       (rc = uv_timer_start(&c->window, spin_child_window_cb, SPIN_WINDOW_MS,
                            0)) != 0)
     spin_child_fail("the window timer", rc);
@@ -1331,7 +1331,7 @@ static int child_accept_spin_main(void) {
           "child-accept-spin: %d ticks of %d ms and %" PRIu64
           " failed accepts in %d ms\n",
           c->ticks_seen, SPIN_TICK_MS, c->accept_errors, SPIN_WINDOW_MS);
-  /* A spinning port 0 runs no job: no orderly stop then. */
+  /* A spinning loop 0 runs no job: no orderly stop then. */
   if (c->ticks_seen < SPIN_TICKS_MIN ||
       c->accept_errors >= SPIN_ACCEPT_ERRORS_MAX)
     _exit(SPIN_EXIT_SPUN);
@@ -1404,7 +1404,7 @@ static void spin_run(fixture_t* fx) {
     fail_msg("uv_spawn: %s", uv_strerror(rc));
   }
   if (!fixture_run_until(fx, pred_spin_exited, &sp, SPIN_CHILD_WAIT_MS)) {
-    /* Stuck, perhaps inside one callback of port 0 for ever. */
+    /* Stuck, perhaps inside one callback of loop 0 for ever. */
     (void)uv_process_kill(&sp.proc, SIGKILL);
     assert_true(
         fixture_run_until(fx, pred_spin_closed, &sp, FIXTURE_TIMEOUT_MS));

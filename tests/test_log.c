@@ -112,12 +112,12 @@ static void test_log_fn_gets_level_text_and_arg(void** state) {
   log_rec_t rec = {0};
   (void)state;
   cport_set_log(log_record, &rec, CPORT_LOG_INFO);
-  cport__log(CPORT_LOG_INFO, "session %llu idle for %u ms on port %s",
+  cport__log(CPORT_LOG_INFO, "session %llu idle for %u ms on loop %s",
              (unsigned long long)42, 30000u, "1");
   assert_int_equal(rec.calls, 1);
   assert_int_equal(rec.level, CPORT_LOG_INFO);
   assert_ptr_equal(rec.arg, &rec);
-  assert_string_equal(rec.msg, "session 42 idle for 30000 ms on port 1");
+  assert_string_equal(rec.msg, "session 42 idle for 30000 ms on loop 1");
 }
 
 

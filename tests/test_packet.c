@@ -8,7 +8,7 @@
 #include "common.h" /* cport__mem_fail_after */
 #include "packet_internal.h"
 #include "recv_buf.h"
-#include "session_internal.h" /* the port's read chunk */
+#include "session_internal.h" /* the loop's read chunk */
 
 /* Every layout: length 2 or 4 bytes, either byte order, counting the
  * header or not, with or without an id. */
@@ -330,7 +330,7 @@ static void pk_packet(cport_session_t* s,
   pk_t* pk = pk_of(s);
   uint8_t head[6];
   const char* chunk =
-      cport__service_view(cport_session_service(s))->port->read_chunk;
+      cport__service_view(cport_session_service(s))->lp->read_chunk;
   uintptr_t at = (uintptr_t)payload;
   pk->packets++;
   if (chunk != NULL && at >= (uintptr_t)chunk &&
@@ -846,7 +846,7 @@ static void budget_packet(cport_session_t* s,
 
 /* One write of 200 small packets to a service with packet_budget 16: no
  * loop round gives on_packet more than 16 of them (32 here: the fixture's
- * dispatch runs the port's mailbox once before its loop round, then the
+ * dispatch runs the loop's mailbox once before its loop round, then the
  * round runs it again), the rest wait for later rounds, and every packet
  * still comes whole and in order; the echo of each one leaves in order
  * too. Without the budget all 200 came in the round of the read. */

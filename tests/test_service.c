@@ -117,7 +117,7 @@ static void test_service_connect_failure_reported(void** state) {
   fixture_t* fx = *state;
   cport_service_stats_t st;
   cport_addr_t closed;
-  /* A port that was just listening and is closed now: refused. */
+  /* A loop that was just listening and is closed now: refused. */
   fixture_start_server(fx);
   closed = fx->server_addr;
   fixture_stop_service(fx, fx->server, 0);
@@ -327,7 +327,7 @@ static void test_service_rejects_invalid_options(void** state) {
   assert_int_equal(create_rc(fx, CPORT_SERVICE_CLIENT, &o), 0);
   assert_int_equal(create_rc(fx, (cport_service_kind_t)3, &o), UV_EINVAL);
   assert_int_equal(create_rc(fx, CPORT_SERVICE_SERVER, NULL), UV_EINVAL);
-  o.port = 1; /* the core has one port */
+  o.loop = 1; /* the core has one loop */
   assert_int_equal(create_rc(fx, CPORT_SERVICE_SERVER, &o), UV_EINVAL);
   cport_service_opts_init(&o);
   o.recv_buffer_limit = 0;
@@ -526,7 +526,7 @@ static void test_service_connect_timeout_reports_etimedout(void** state) {
 }
 
 
-/* A free port on loopback: bound once, then released. */
+/* A free loop on loopback: bound once, then released. */
 static void free_port(fixture_t* fx, cport_addr_t* addr) {
   cport_service_t* svc =
       fixture_create_service(fx, CPORT_SERVICE_SERVER, "127.0.0.1", NULL);
@@ -560,7 +560,7 @@ static void test_service_reconnects_to_a_server_that_starts_late(void** state) {
   if (!fixture_under_wine())
     assert_true(ms_since(start) >= 40);
   assert_int_equal(fx->connected, 0);
-  /* The server comes up on that port; the next attempt gets through. */
+  /* The server comes up on that loop; the next attempt gets through. */
   fixture_start_server_at(fx, &addr);
   fixture_wait_int(fx, &fx->connected, 2, FIXTURE_TIMEOUT_MS);
   assert_int_equal(cport_service_stats(fx->client, &st), 0);
@@ -1062,7 +1062,7 @@ static void raise_descriptor_limit(void) {
 #endif
 }
 
-/* One buffer to 500 sessions spread over 4 ports, broadcast from a thread
+/* One buffer to 500 sessions spread over 4 loops, broadcast from a thread
  * that runs none of them: every session gets it whole, and the buffer,
  * whose only references are the writes', is freed once (ASan) with nothing
  * left behind. */
@@ -1095,7 +1095,7 @@ static void test_service_broadcast_reaches_every_port_and_frees_once(
   assert_int_equal(cport__mem_live(), baseline);
 }
 
-/* From a thread that runs every port, the broadcast happens during the
+/* From a thread that runs every loop, the broadcast happens during the
  * call; a session that is disconnecting is skipped. */
 static void test_service_broadcast_on_own_ports_sends_during_the_call(
     void** state) {
@@ -1221,7 +1221,7 @@ static void test_audit_service_rejects_user_size_that_overflows(void** state) {
 /* ---- a spreading server's hand-off racing a destroy or a stop ---- */
 
 typedef struct handoff_rig_s {
-  int connected[2]; /* on_connected, by port */
+  int connected[2]; /* on_connected, by loop */
   int disconnected;
   int disconnected_unconnected; /* on_disconnected without on_connected */
   int stopped;
@@ -1232,7 +1232,7 @@ static void handoff_connected(cport_session_t* s) {
   handoff_rig_t* h = cport_service_get_data(cport_session_service(s));
   int* seen = cport_session_user(s);
   *seen = 1;
-  h->connected[cport_session_port(s) & 1]++;
+  h->connected[cport_session_loop(s) & 1]++;
 }
 
 
@@ -1255,15 +1255,15 @@ static void handoff_stopped(cport_service_t* svc) {
 }
 
 
-/* A connection the listener (port 0) has accepted and handed to port 1,
- * where it waits in the port's job queue: the root's count of connections
+/* A connection the listener (loop 0) has accepted and handed to loop 1,
+ * where it waits in the loop's job queue: the root's count of connections
  * "accepted, on the way to a part" (service_internal.h). */
 static size_t handoff_in_transit(cport_service_t* svc) {
   return cport__service_handing(svc);
 }
 
 
-/* Both of the server core's ports and the fixture's (the peers') from this
+/* Both of the server core's loops and the fixture's (the peers') from this
  * thread, until pred(arg) or the deadline; 0 on timeout. */
 static int handoff_drive(fixture_t* fx,
                          cport_core_t* core,
@@ -1318,7 +1318,7 @@ static int handoff_cores_idle(void* arg) {
 
 
 /* One run: the 1st connection lives on port 0, the 2nd is accepted and
- * handed to port 1, which is not dispatched until port 0 has destroyed (or
+ * handed to loop 1, which is not dispatched until loop 0 has destroyed (or
  * stopped) the service. Fills `out` with what went wrong, "" if nothing. */
 static void handoff_case(fixture_t* fx, int stop, char* out, size_t size) {
   cport_core_opts_t copts;
@@ -1331,7 +1331,7 @@ static void handoff_case(fixture_t* fx, int stop, char* out, size_t size) {
   int i;
   memset(&h, 0, sizeof(h));
   cport_core_opts_init(&copts);
-  copts.ports = 2;
+  copts.loops = 2;
   assert_int_equal(cport_core_create(&core, &copts), 0);
   cport_service_opts_init(&o);
   o.cbs.on_connected = handoff_connected;
@@ -1343,7 +1343,7 @@ static void handoff_case(fixture_t* fx, int stop, char* out, size_t size) {
       cport_service_create(&svc, core, CPORT_SERVICE_SERVER, &addr, &o), 0);
   assert_int_equal(cport_service_start(svc), 0);
   assert_int_equal(cport_service_local_addr(svc, &addr), 0);
-  /* Port 1 takes its part's start, then is left alone. */
+  /* Loop 1 takes its part's start, then is left alone. */
   cport_core_dispatch(core, 1, 0);
 
   memset(&w, 0, sizeof(w));
@@ -1378,7 +1378,7 @@ static void handoff_case(fixture_t* fx, int stop, char* out, size_t size) {
   cport_core_destroy(core);
 
   if (out[0] == '\0' && h.connected[1] != 0)
-    snprintf(out, size, "on_connected on port 1 %d time(s) after %s returned",
+    snprintf(out, size, "on_connected on loop 1 %d time(s) after %s returned",
              h.connected[1], stop ? "cport_service_stop" : "destroy");
   if (out[0] == '\0' && h.disconnected_unconnected != 0)
     snprintf(out, size, "on_disconnected for a session never connected");
@@ -1390,19 +1390,19 @@ static void handoff_case(fixture_t* fx, int stop, char* out, size_t size) {
 }
 
 
-/* service.h, cport_service_destroy(): "Sessions on the other ports a server
- * spreads over are closed when those ports next wake", and the callbacks a
+/* service.h, cport_service_destroy(): "Sessions on the other loops a server
+ * spreads over are closed when those loops next wake", and the callbacks a
  * destroy leaves are on_disconnected for sessions that were connected; and
  * cport_service_stop(): it closes the listener and disconnects every
- * session. A connection the listener on port 0 accepted and handed to port
+ * session. A connection the listener on port 0 accepted and handed to loop
  * 1 just before must not become a session there (no on_connected after the
  * call returned, and so no on_disconnected for it either); after a stop,
- * on_stopped still arrives. Port 1 is driven only after the call, so the
+ * on_stopped still arrives. Loop 1 is driven only after the call, so the
  * hand-off is certainly queued behind it. */
-/* ---- a stop ends the callbacks on every port at once ---- */
+/* ---- a stop ends the callbacks on every loop at once ---- */
 
 typedef struct phase_rig_s {
-  cport_session_t* remote; /* the session on port 1, referenced */
+  cport_session_t* remote; /* the session on loop 1, referenced */
   int stop_returned;
   int recv_after_stop;
   int disconnected;
@@ -1412,7 +1412,7 @@ typedef struct phase_rig_s {
 
 static void phase_connected(cport_session_t* s) {
   phase_rig_t* r = cport_service_get_data(cport_session_service(s));
-  if (cport_session_port(s) == 1 && r->remote == NULL) {
+  if (cport_session_loop(s) == 1 && r->remote == NULL) {
     cport_session_ref(s);
     r->remote = s;
   }
@@ -1463,10 +1463,10 @@ static int phase_all_over(void* arg) {
 }
 
 
-/* A spreading server on two ports, driven from this thread: once
- * cport_service_stop() has returned on port 0, the session on port 1 (whose
- * port has not taken the stop yet) refuses sends and reports no more bytes
- * (service.h: on every port at once). */
+/* A spreading server on two loops, driven from this thread: once
+ * cport_service_stop() has returned on port 0, the session on loop 1 (whose
+ * loop has not taken the stop yet) refuses sends and reports no more bytes
+ * (service.h: on every loop at once). */
 static void test_service_stop_ends_callbacks_on_every_port(void** state) {
   fixture_t* fx = *state;
   cport_core_opts_t copts;
@@ -1478,7 +1478,7 @@ static void test_service_stop_ends_callbacks_on_every_port(void** state) {
   phase_wait_t w;
   memset(&r, 0, sizeof(r));
   cport_core_opts_init(&copts);
-  copts.ports = 2;
+  copts.loops = 2;
   assert_int_equal(cport_core_create(&core, &copts), 0);
   cport_service_opts_init(&o);
   o.cbs.on_connected = phase_connected;
@@ -1490,7 +1490,7 @@ static void test_service_stop_ends_callbacks_on_every_port(void** state) {
       cport_service_create(&svc, core, CPORT_SERVICE_SERVER, &addr, &o), 0);
   assert_int_equal(cport_service_start(svc), 0);
   assert_int_equal(cport_service_local_addr(svc, &addr), 0);
-  /* The 1st connection stays on port 0, the 2nd goes to port 1. */
+  /* The 1st connection stays on port 0, the 2nd goes to loop 1. */
   memset(&w, 0, sizeof(w));
   w.r = &r;
   w.p1 = peer_connect(fx, &addr, 0);
@@ -1500,7 +1500,7 @@ static void test_service_stop_ends_callbacks_on_every_port(void** state) {
 
   assert_int_equal(cport_service_stop(svc, 5000, phase_stopped), 0);
   r.stop_returned = 1;
-  /* Port 1 has not run since: the session there is already ended for the
+  /* Loop 1 has not run since: the session there is already ended for the
    * application. */
   assert_int_equal(cport_session_send(r.remote, "late", 4), UV_ENOTCONN);
   assert_int_equal(cport_session_is_connected(r.remote), 0);
@@ -1536,7 +1536,7 @@ static void test_audit_spread_handoff_after_destroy_or_stop(void** state) {
 
 typedef struct stop_race_s {
   cport_core_t* core;
-  atomic_int probe; /* set by a job on port 1, read relaxed on port 0 */
+  atomic_int probe; /* set by a job on loop 1, read relaxed on port 0 */
   int rc;
   signal_t done;
 } stop_race_t;
@@ -1544,7 +1544,7 @@ typedef struct stop_race_s {
 
 static void stop_race_probe_job(void* arg) {
   stop_race_t* r = arg;
-  /* Relaxed on purpose: the waiting port learns that port 1 got this far
+  /* Relaxed on purpose: the waiting loop learns that loop 1 got this far
    * without any happens-before edge that would hide a race from TSan. */
   atomic_store_explicit(&r->probe, 1, memory_order_relaxed);
 }
@@ -1570,8 +1570,8 @@ static void stop_race_round_job(void* arg) {
     stop_race_note(r, cport_service_start(svc));
     atomic_store_explicit(&r->probe, 0, memory_order_relaxed);
     stop_race_note(r, cport_service_stop(svc, 50, NULL));
-    /* Queued on port 1 behind the part's stop. Port 0 waits for it without
-     * sleeping and without synchronising with port 1: what an application
+    /* Queued on loop 1 behind the part's stop. Loop 0 waits for it without
+     * sleeping and without synchronising with loop 1: what an application
      * gets when its destroy comes a moment after its stop. */
     stop_race_note(r, cport_core_post(r->core, 1, stop_race_probe_job, r));
     while (!atomic_load_explicit(&r->probe, memory_order_relaxed) &&
@@ -1584,12 +1584,12 @@ static void stop_race_round_job(void* arg) {
 
 
 /* service.h: cport_service_stop() and cport_service_destroy() are "Thread:
- * port" calls on the service's port, and a spreading server does the rest
- * on its other ports by itself; nothing there tells the application to
- * synchronise those ports. A stop (deadline 50 ms) and then a destroy, both
- * from a job on port 0 while port 1 already runs the part's stop: TSan must
- * see no race between the ports (the part's stop deadline is written by the
- * root on port 0 and read by the part's stop on port 1). */
+ * loop" calls on the service's loop, and a spreading server does the rest
+ * on its other loops by itself; nothing there tells the application to
+ * synchronise those loops. A stop (deadline 50 ms) and then a destroy, both
+ * from a job on port 0 while loop 1 already runs the part's stop: TSan must
+ * see no race between the loops (the part's stop deadline is written by the
+ * root on port 0 and read by the part's stop on loop 1). */
 static void test_audit_stop_then_destroy_spread_server_has_no_race(
     void** state) {
   cport_core_opts_t copts;
@@ -1599,7 +1599,7 @@ static void test_audit_stop_then_destroy_spread_server_has_no_race(
   memset(&r, 0, sizeof(r));
   signal_init(&r.done);
   cport_core_opts_init(&copts);
-  copts.ports = 2;
+  copts.loops = 2;
   assert_int_equal(cport_core_create(&r.core, &copts), 0);
   assert_int_equal(cport_core_run(r.core), 0);
   for (round = 0; round < STOP_RACE_ROUNDS && r.rc == 0; round++) {

@@ -47,7 +47,7 @@ static long long heap_in_use(void) {
 
 #include "common.h"           /* cport__mem_live, cport__mem_allocs */
 #include "send_req.h" /* cport__send_req_cost: what a send is charged */
-#include "session_internal.h" /* cport__session_is_paused, the port's pool */
+#include "session_internal.h" /* cport__session_is_paused, the loop's pool */
 
 
 /* Dispatch a few more rounds, to catch a callback that should not come. */
@@ -128,7 +128,7 @@ static void test_session_idle_session_holds_no_receive_buffer(void** state) {
   p = peer_connect(fx, &fx->server_addr, 0);
   fixture_wait_int(fx, &fx->connected, 1, FIXTURE_TIMEOUT_MS);
   r = rec_of(fx->last_server);
-  /* A first byte, consumed whole, brings the port's shared read chunk. */
+  /* A first byte, consumed whole, brings the loop's shared read chunk. */
   peer_write(p, "a", 1);
   fixture_wait_size(fx, &r->calls, 1, FIXTURE_TIMEOUT_MS);
   live_idle = cport__mem_live();
@@ -933,7 +933,7 @@ static void test_session_warm_direct_sends_allocate_nothing(void** state) {
   p = peer_connect(fx, &fx->server_addr, 0);
   fixture_wait_int(fx, &fx->connected, 1, FIXTURE_TIMEOUT_MS);
   /* Ping-pong: the server's echo always finds nothing queued. The first
-   * rounds warm the port's read chunk and request pool. */
+   * rounds warm the loop's read chunk and request pool. */
   for (round = 0; round < 210; round++) {
     if (round == 10)
       allocs = cport__mem_allocs();
@@ -1030,7 +1030,7 @@ static void test_session_sends_behind_a_write_leave_gathered_in_order(
 static void test_session_request_pool_keeps_a_bounded_amount(void** state) {
   fixture_t* fx = *state;
   const size_t nsmall = 5000;
-  cport__port_t* port = cport__core_port(fx->core, 0);
+  cport__loop_t* port = cport__core_loop(fx->core, 0);
   uint8_t msg[200];
   uint8_t* big;
   peer_t* p;
@@ -1369,7 +1369,7 @@ static void test_session_sends_from_8_threads_keep_each_threads_order(
     xsender_init(&x[i], s, (uint8_t)i, XS_MESSAGES);
     assert_int_equal(uv_thread_create(&t[i], xsender_main, &x[i]), 0);
   }
-  /* The port runs here, on the test's thread, while the others send. */
+  /* The loop runs here, on the test's thread, while the others send. */
   fixture_wait_size(fx, &p->received.len, total, FIXTURE_TIMEOUT_MS);
   for (i = 0; i < XS_THREADS; i++) {
     assert_int_equal(uv_thread_join(&t[i]), 0);
@@ -1406,7 +1406,7 @@ static void test_session_send_on_port_follows_earlier_send_from_afar(
   s = xs_connect(fx, &p);
   xsender_init(&x, s, 'T', 1);
   /* The other thread's send has returned before this thread's is made, and
-   * the port has not run in between: the port's send must still come
+   * the loop has not run in between: the loop's send must still come
    * second. */
   xsender_run(&x);
   assert_int_equal(x.errors, 0);
@@ -1418,8 +1418,8 @@ static void test_session_send_on_port_follows_earlier_send_from_afar(
   peer_destroy(p);
 }
 
-/* A graceful close that begins on the port while another thread's sends
- * still wait in the port's mailbox (here: a stop made on the port's own
+/* A graceful close that begins on the loop while another thread's sends
+ * still wait in the loop's mailbox (here: a stop made on the loop's own
  * thread) flushes them first: they returned before the stop was called
  * (session.h: sends leave in call order; a disconnect flushes the sends
  * made before it). */
@@ -1477,7 +1477,7 @@ static void test_session_peer_gone_before_start_is_never_half_reported(
          sizeof(struct sockaddr_in));
   fd = socket(AF_INET, SOCK_STREAM, 0);
   assert_true(fd >= 0);
-  /* The kernel completes the handshake into the backlog; the port has not
+  /* The kernel completes the handshake into the backlog; the loop has not
    * run, so nothing has accepted it yet. */
   assert_int_equal(
       connect(fd, (struct sockaddr*)&to, sizeof(struct sockaddr_in)), 0);
@@ -1509,7 +1509,7 @@ static void test_session_disconnect_from_afar_flushes_earlier_sends(
   x.disconnect_cause = "from another thread";
   xsender_run(&x);
   assert_int_equal(x.errors, 0);
-  /* Queued, not yet taken by the port: the bytes still count. */
+  /* Queued, not yet taken by the loop: the bytes still count. */
   assert_true(cport_session_queued_bytes(s) >= 100 * XS_MSG);
   fixture_wait_int(fx, &fx->disconnected, 1, FIXTURE_TIMEOUT_MS);
   fixture_wait_int(fx, &p->eof, 1, FIXTURE_TIMEOUT_MS);
@@ -1595,7 +1595,7 @@ static void buf_sender_main(void* arg) {
   b->rc = cport_session_send_buf(b->s, b->buf);
 }
 
-/* A buffer sent from the port (direct write and queued behind it) and from
+/* A buffer sent from the loop (direct write and queued behind it) and from
  * another thread reaches the peer each time; its only owners are the
  * requests once the caller has dropped its reference, and it is freed
  * after the last write (the fixture's teardown counts the blocks). */
@@ -1671,9 +1671,9 @@ static void test_session_send_buf_direct_write_and_refusals(void** state) {
 
 /* ---- audit regressions ---- */
 
-/* Queries from a thread that is not the port's, while the port keeps
- * receiving on the session. The rig: a core of two ports run by
- * cport_core_run, a server on port 0 and a client on port 1 that streams
+/* Queries from a thread that is not the loop's, while the loop keeps
+ * receiving on the session. The rig: a core of two loops run by
+ * cport_core_run, a server on port 0 and a client on loop 1 that streams
  * to it (each completed send makes the next). */
 typedef struct query_rig_s {
   cport_session_t* session; /* the server's, referenced */
@@ -1725,9 +1725,9 @@ static void query_client_sent(cport_session_t* s, size_t len) {
 
 /* session.h: cport_session_user() ("Thread: any, while a reference is held
  * or inside a callback") and cport_session_peer_addr() ("Thread: any, while
- * a reference is held") may be called from another thread while the port
+ * a reference is held") may be called from another thread while the loop
  * receives on the session: TSan must see no race between them and the
- * port's own bookkeeping of the session. */
+ * loop's own bookkeeping of the session. */
 static void test_audit_session_queries_from_any_thread_do_not_race(
     void** state) {
   const size_t enough = 4u * 1024 * 1024;
@@ -1750,7 +1750,7 @@ static void test_audit_session_queries_from_any_thread_do_not_race(
   atomic_init(&q.received, 0);
   signal_init(&q.ready);
   cport_core_opts_init(&copts);
-  copts.ports = 2;
+  copts.loops = 2;
   assert_int_equal(cport_core_create(&core, &copts), 0);
   assert_int_equal(cport_addr_parse(&addr, "127.0.0.1", 0), 0);
   cport_service_opts_init(&o);
@@ -1766,7 +1766,7 @@ static void test_audit_session_queries_from_any_thread_do_not_race(
   cport_service_opts_init(&o);
   o.cbs.on_connected = query_client_connected;
   o.cbs.on_send = query_client_sent;
-  o.port = 1;
+  o.loop = 1;
   o.data = &q;
   assert_int_equal(
       cport_service_create(&client, core, CPORT_SERVICE_CLIENT, &addr, &o), 0);
@@ -1774,7 +1774,7 @@ static void test_audit_session_queries_from_any_thread_do_not_race(
   assert_int_equal(cport_core_run(core), 0);
   assert_true(signal_wait(&q.ready, 1, FIXTURE_TIMEOUT_MS));
 
-  /* A bounded loop: until the port has received `enough` more bytes
+  /* A bounded loop: until the loop has received `enough` more bytes
    * meanwhile, and at least 10000 rounds. */
   start = atomic_load(&q.received);
   deadline = uv_hrtime() + (uint64_t)FIXTURE_TIMEOUT_MS * 1000000u;
@@ -1823,7 +1823,7 @@ static int pred_peer_eof(void* arg) {
 /* session.h: sends leave "in the order of the send calls, across all
  * threads", a disconnect from another thread is "queued behind that
  * thread's sends", and a send returns UV_ENOTCONN "once a disconnect has
- * begun". Another thread's disconnect has returned 0; a send the port's
+ * begun". Another thread's disconnect has returned 0; a send the loop's
  * owner makes afterwards must not overtake it: it returns UV_ENOTCONN and
  * the peer sees EOF with none of its bytes. */
 static void test_audit_send_after_disconnect_from_afar_is_refused(
@@ -1843,7 +1843,7 @@ static void test_audit_send_after_disconnect_from_afar_is_refused(
   d.rc = -1;
   assert_int_equal(uv_thread_create(&t, afar_disconnect_main, &d), 0);
   assert_int_equal(uv_thread_join(&t), 0);
-  /* The port has not run since: the disconnect waits in its queue. */
+  /* The loop has not run since: the disconnect waits in its queue. */
   send_rc = cport_session_send(s, "late", 4);
   saw_eof = fixture_run_until(fx, pred_peer_eof, p, FIXTURE_TIMEOUT_MS);
   after_eof = p->received.len;
@@ -1894,7 +1894,7 @@ static void refused_sender_main(void* arg) {
  * bytes with CPORT_ESENDQ, so memory stays bounded"; session.h: under
  * CPORT_SENDQ_DISCONNECT "the session is also closed at once with that
  * cause". Another thread sends 100-byte messages to a peer that never
- * reads while the port is not dispatched (limit 4096): the accepted ones
+ * reads while the loop is not dispatched (limit 4096): the accepted ones
  * and the one close may cost memory, the refusals may not, however many
  * there are. Once dispatched the session ends once, with CPORT_ESENDQ. */
 static void test_audit_refused_sends_from_afar_keep_memory_bounded(
@@ -2024,7 +2024,7 @@ static void test_audit_disconnect_timeout_holds_behind_65536_writes(
   assert_int_equal(uv_thread_create(&t, byte_sender_main, &b), 0);
   assert_int_equal(uv_thread_join(&t), 0);
   assert_int_equal(b.failed, 0);
-  /* The port takes them all behind the stuck write, then disconnects. */
+  /* The loop takes them all behind the stuck write, then disconnects. */
   cport_core_dispatch(fx->core, 0, 0);
   sent_ms = (uv_hrtime() - start) / 1000000u;
   assert_int_equal(cport_session_disconnect(s, "wrap"), 0);
@@ -2076,7 +2076,7 @@ static void held_disconnected(cport_session_t* s, int code, const char* cause) {
  * on_disconnected has run. A reference taken in on_connected and held past
  * cport_service_destroy() and cport_core_destroy() (services first, as
  * core.h asks): the session still answers, without touching the core's
- * memory: sends UV_ENOTCONN, disconnect 0, not connected, the port index
+ * memory: sends UV_ENOTCONN, disconnect 0, not connected, the loop index
  * and id it had, its user area readable and writable, nothing queued; and
  * the last cport_session_unref() frees everything (the allocation count
  * returns to what it was before the core was created). */
@@ -2106,13 +2106,13 @@ static void test_audit_session_reference_outlives_the_core(void** state) {
   baseline = cport__mem_live();
   memset(&h, 0, sizeof(h));
   cport_core_opts_init(&copts);
-  copts.ports = 2;
+  copts.loops = 2;
   assert_int_equal(cport_core_create(&core, &copts), 0);
   cport_service_opts_init(&o);
   o.cbs.on_connected = held_connected;
   o.cbs.on_disconnected = held_disconnected;
   o.user_size = sizeof(kept);
-  o.port = 1;
+  o.loop = 1;
   o.spread = 0;
   o.data = &h;
   assert_int_equal(cport_addr_parse(&addr, "127.0.0.1", 0), 0);
@@ -2125,7 +2125,7 @@ static void test_audit_session_reference_outlives_the_core(void** state) {
     cport_core_dispatch(core, 1, 10);
   assert_int_equal(h.connected, 1);
   id = cport_session_id(h.s);
-  assert_int_equal(cport_session_port(h.s), 1);
+  assert_int_equal(cport_session_loop(h.s), 1);
   user = cport_session_user(h.s);
   assert_non_null(user);
   strcpy(user, "kept");
@@ -2140,7 +2140,7 @@ static void test_audit_session_reference_outlives_the_core(void** state) {
   send_buf_rc = cport_session_send_buf(h.s, buf);
   disconnect_rc = cport_session_disconnect(h.s, "late");
   connected = cport_session_is_connected(h.s);
-  port = cport_session_port(h.s);
+  port = cport_session_loop(h.s);
   id_after = cport_session_id(h.s);
   user = cport_session_user(h.s);
   kept[0] = '\0';

@@ -1,16 +1,16 @@
 /* A seeded, randomized concurrency stress test of cport's thread-facing API.
  *
- * Each round builds a core of 2-4 ports under cport_core_run(), a server
+ * Each round builds a core of 2-4 loops under cport_core_run(), a server
  * service with random options (send queue limit and policy, on_send or not,
  * packets or raw bytes, idle and disconnect timeouts), worker threads that
  * make random public calls against the live sessions (sends of every kind,
  * disconnects, references, jobs that send, broadcasts, stats, and stop,
- * destroy and create of services from jobs on their ports), and a peer
+ * destroy and create of services from jobs on their loops), and a peer
  * thread whose libuv clients behave at random (readers, 1-byte writers,
  * peers that never read, resets, half-closes). After the round it checks
  * what the headers promise:
  *  - on_disconnected exactly once per on_connected; no callback of a session
- *    after its on_disconnected; every callback on its session's port;
+ *    after its on_disconnected; every callback on its session's loop;
  *  - each sending thread's messages reach each peer in that thread's send
  *    order, byte-exact and without gaps; no message whose send failed
  *    arrives; at a well-behaved peer, after a graceful end, every send that
@@ -58,7 +58,7 @@
 #include "fixture.h"
 
 #include "common.h"           /* cport__mem_live */
-#include "service_internal.h" /* cport__port_is_mine, cport__core_port */
+#include "service_internal.h" /* cport__loop_is_mine, cport__core_loop */
 
 #define MAX_PORTS 4
 #define MAX_WORKERS 4
@@ -98,8 +98,8 @@ enum {
   /* The send returned 0 before any disconnect or stop of its session had
    * been asked for: a graceful disconnect or stop must flush it. */
   REQ_CALLED = 1,
-  /* The send returned 0 on the session's own port before any disconnect
-   * or stop was asked for: it is in the session's queue, or in the port's
+  /* The send returned 0 on the session's own loop before any disconnect
+   * or stop was asked for: it is in the session's queue, or in the loop's
    * mailbox ahead of whatever ends the session, and any graceful end
    * flushes it. */
   REQ_LOCAL = 2
@@ -109,7 +109,7 @@ enum {
 enum {
   END_FORCED, /* closed at once: queued sends may be dropped */
   END_CALLED, /* graceful, asked for by cport_session_disconnect or a stop */
-  END_PORT    /* graceful, begun by the port: peer's EOF, idle timeout */
+  END_PORT    /* graceful, begun by the loop: peer's EOF, idle timeout */
 };
 
 enum { SVC_NEW, SVC_LIVE, SVC_STOPPING, SVC_DESTROYED, SVC_SKIPPED };
@@ -497,7 +497,7 @@ typedef struct sess_rec_s {
   atomic_uint_fast64_t disc_ns; /* earliest cport_session_disconnect call */
   atomic_uint_fast64_t on_send_bytes;
   atomic_int peer_addr_rc; /* a failed cport_session_peer_addr, or 0 */
-  /* Port thread only: checking the peer's bytes as they arrive. */
+  /* Loop thread only: checking the peer's bytes as they arrive. */
   rng_t rng;
   uint8_t hello[HELLO_LEN];
   size_t hello_have;
@@ -673,13 +673,13 @@ static struct {
   unsigned long sends_notconn;
   unsigned long checked;
   unsigned long required;
-  /* Callbacks on other ports just after a destroy returned (after_destroy):
-   * written by port threads. */
+  /* Callbacks on other loops just after a destroy returned (after_destroy):
+   * written by loop threads. */
   atomic_ulong under_way;
 } totals;
 
 /* How long after cport_service_destroy() returned a callback on another
- * port counts as one already under way. */
+ * loop counts as one already under way. */
 #define UNDER_WAY_GRACE_NS (1000 * 1000000ull)
 
 
@@ -769,7 +769,7 @@ static void wait_for(round_t* rd, int (*done)(round_t* rd), const char* what) {
 /* ---- helpers of the callbacks and workers ---- */
 
 static int on_port(round_t* rd, unsigned port) {
-  return cport__port_is_mine(cport__core_port(rd->core, port));
+  return cport__loop_is_mine(cport__core_loop(rd->core, port));
 }
 
 
@@ -777,7 +777,7 @@ static const char* sender_name(unsigned sender, char* buf, size_t n) {
   if (sender < MAX_WORKERS)
     snprintf(buf, n, "worker %u", sender);
   else
-    snprintf(buf, n, "port %u", sender - MAX_WORKERS);
+    snprintf(buf, n, "loop %u", sender - MAX_WORKERS);
   return buf;
 }
 
@@ -789,7 +789,7 @@ static int job_post(round_t* rd, unsigned port, void (*fn)(void*), void* arg) {
   rc = cport_core_post(rd->core, port, fn, arg);
   if (rc != 0) {
     atomic_fetch_sub(&rd->jobs, 1);
-    note_fail("cport_core_post to port %u: %s", port, cport_err_name(rc));
+    note_fail("cport_core_post to loop %u: %s", port, cport_err_name(rc));
   }
   return rc;
 }
@@ -928,9 +928,9 @@ static sent_t* sent_add(sess_rec_t* rec,
  * stop asked for later cannot be what dropped it. */
 static void sent_done(sess_rec_t* rec, sent_t* n, int rc, int local) {
   int req = 0;
-  /* A send on the port made after a stop or disconnect was asked for (a
+  /* A send on the loop made after a stop or disconnect was asked for (a
    * job posted, a call returned on another thread) may be queued behind it
-   * in the port's mailbox and dropped there: only earlier ones must
+   * in the loop's mailbox and dropped there: only earlier ones must
    * arrive. */
   if (rc == 0 && !atomic_load(&rec->disc_started) &&
       !atomic_load(&rec->svc->stop_started))
@@ -941,7 +941,7 @@ static void sent_done(sess_rec_t* rec, sent_t* n, int rc, int local) {
 
 
 /* What a send may return here; anything else is a bug of cport's or of
- * the test's. A write error only comes from the port's own thread. */
+ * the test's. A write error only comes from the loop's own thread. */
 static void check_send_rc(const char* what, int rc, int local) {
   if (rc == 0 || rc == UV_ENOTCONN || rc == CPORT_ESENDQ || rc == UV_ENOMEM)
     return;
@@ -952,7 +952,7 @@ static void check_send_rc(const char* what, int rc, int local) {
 
 
 /* The send queue may exceed its limit by one send per sending thread:
- * every worker and every port thread. */
+ * every worker and every loop thread. */
 static void check_queued(round_t* rd, sess_rec_t* rec) {
   size_t q = cport_session_queued_bytes(rec->s);
   size_t bound =
@@ -982,13 +982,13 @@ static sess_rec_t* rec_of_session(cport_session_t* s) {
 }
 
 
-/* ---- the server's callbacks (port threads) ---- */
+/* ---- the server's callbacks (loop threads) ---- */
 
 /* Non-zero if a callback of session `rec` running now breaks the promise
- * that none follows cport_service_destroy(). On the destroying port the
- * promise is exact. A port the session lives on checks the service's state
+ * that none follows cport_service_destroy(). On the destroying loop the
+ * promise is exact. A loop the session lives on checks the service's state
  * just before each callback, so a callback whose check passed as the
- * destroy began on another port's thread may still start after it
+ * destroy began on another loop's thread may still start after it
  * returned ("already under way", service.h); a short grace covers that
  * (the thread may lose the CPU in between), and is counted. */
 static int after_destroy(const sess_rec_t* rec) {
@@ -1007,7 +1007,7 @@ static int after_destroy(const sess_rec_t* rec) {
 static void cb_check(sess_rec_t* rec, const char* what) {
   svc_rec_t* sv = rec->svc;
   if (!on_port(sv->rd, rec->port))
-    note_fail("session %" PRIu64 ": %s ran off its port %u's thread", rec->id,
+    note_fail("session %" PRIu64 ": %s ran off its loop %u's thread", rec->id,
               what, rec->port);
   if (atomic_load(&rec->disconnects) != 0) {
     atomic_fetch_add(&rec->late_callbacks, 1);
@@ -1016,7 +1016,7 @@ static void cb_check(sess_rec_t* rec, const char* what) {
   }
   if (after_destroy(rec))
     note_fail("service %d: %s of session %" PRIu64
-              " (port %u) ran after cport_service_destroy returned (on port "
+              " (loop %u) ran after cport_service_destroy returned (on loop "
               "%u)",
               sv->index, what, rec->id, rec->port, sv->cfg.port);
 }
@@ -1037,15 +1037,15 @@ static void srv_connected(cport_session_t* s) {
   rec->svc = sv;
   rec->svc_ident = cport_session_service(s);
   rec->id = cport_session_id(s);
-  rec->port = cport_session_port(s);
+  rec->port = cport_session_loop(s);
   rec->connected_ns = now_ns();
   rng_init(&rec->rng, rd->seed, rd->index, 0x10000u + rec->id);
   if (!on_port(rd, rec->port))
-    note_fail("session %" PRIu64 ": on_connected off its port %u's thread",
+    note_fail("session %" PRIu64 ": on_connected off its loop %u's thread",
               rec->id, rec->port);
   if (after_destroy(rec))
     note_fail("service %d: on_connected of session %" PRIu64
-              " (port %u) ran after cport_service_destroy returned (on port "
+              " (loop %u) ran after cport_service_destroy returned (on loop "
               "%u)",
               sv->index, rec->id, rec->port, sv->cfg.port);
   /* The registry's reference: workers use the session until the round
@@ -1065,7 +1065,7 @@ static void srv_connected(cport_session_t* s) {
 }
 
 
-/* A reply from the port's thread, logged as sender "port P". Made inside
+/* A reply from the loop's thread, logged as sender "port P". Made inside
  * on_recv/on_packet, so under PAUSE_READ it may pause reading. */
 static void srv_maybe_reply(sess_rec_t* rec) {
   svc_rec_t* sv = rec->svc;
@@ -1103,7 +1103,7 @@ static void srv_maybe_disconnect(sess_rec_t* rec) {
     return;
   mark_disconnect(rec);
   if (cport_session_disconnect(rec->s, "stress: on_recv") != 0)
-    note_fail("session %" PRIu64 ": disconnect on its port failed", rec->id);
+    note_fail("session %" PRIu64 ": disconnect on its loop failed", rec->id);
 }
 
 
@@ -1218,7 +1218,7 @@ static void srv_disconnected(cport_session_t* s, int code, const char* cause) {
   }
   sv = rec->svc;
   if (!on_port(sv->rd, rec->port))
-    note_fail("session %" PRIu64 ": on_disconnected off its port's thread",
+    note_fail("session %" PRIu64 ": on_disconnected off its loop's thread",
               rec->id);
   atomic_store(&rec->code, code);
   atomic_store(&rec->disconnected_ns, now_ns());
@@ -1231,7 +1231,7 @@ static void srv_disconnected(cport_session_t* s, int code, const char* cause) {
 }
 
 
-/* ---- service lifecycle: everything here runs on the service's port ---- */
+/* ---- service lifecycle: everything here runs on the service's loop ---- */
 
 static void svc_cfg_random(rng_t* r, unsigned nports, svc_cfg_t* c) {
   memset(c, 0, sizeof(*c));
@@ -1270,7 +1270,7 @@ static void svc_describe(const svc_rec_t* sv, char* buf, size_t n) {
              c->fmt.has_id ? "id" : "no-id", c->fmt.max_packet,
              c->packet_budget);
   snprintf(buf, n,
-           "service %d: port %u%s %s limit %zu %s%s idle %u disc_timeout %u "
+           "service %d: loop %u%s %s limit %zu %s%s idle %u disc_timeout %u "
            "max_sessions %u recv_limit %zu",
            sv->index, c->port, c->spread ? " spread" : "", fmt,
            c->send_queue_limit,
@@ -1318,8 +1318,8 @@ static void life_part_done(round_t* rd) {
 
 static void svc_on_stopped(cport_service_t* svc);
 
-/* Create and start the service of `sv` on its port and make it the peers'
- * target. A job on sv's port. */
+/* Create and start the service of `sv` on its loop and make it the peers'
+ * target. A job on sv's loop. */
 static void create_job(void* arg) {
   svc_rec_t* sv = arg;
   round_t* rd = sv->rd;
@@ -1328,7 +1328,7 @@ static void create_job(void* arg) {
   cport_addr_t any;
   int rc;
   if (!on_port(rd, sv->cfg.port))
-    note_fail("service %d: create job off its port", sv->index);
+    note_fail("service %d: create job off its loop", sv->index);
   uv_mutex_lock(&rd->svc_mu);
   if (rd->ending) {
     atomic_store(&sv->state, SVC_SKIPPED);
@@ -1349,7 +1349,7 @@ static void create_job(void* arg) {
   o.packet_budget = sv->cfg.packet_budget;
   o.send_queue_limit = sv->cfg.send_queue_limit;
   o.send_queue_policy = (cport_sendq_policy_t)sv->cfg.policy;
-  o.port = sv->cfg.port;
+  o.loop = sv->cfg.port;
   o.data = sv;
   o.tcp_nodelay = sv->cfg.nodelay;
   o.spread = sv->cfg.spread;
@@ -1381,7 +1381,7 @@ done:
 }
 
 
-/* Destroy the service of `sv`, once. On its port. */
+/* Destroy the service of `sv`, once. On its loop. */
 static void svc_destroy_here(svc_rec_t* sv) {
   cport_service_stats_t st;
   if (atomic_load(&sv->state) == SVC_DESTROYED)
@@ -1409,7 +1409,7 @@ static void svc_on_stopped(cport_service_t* svc) {
   int conn = atomic_load(&sv->connected);
   int disc = atomic_load(&sv->disconnected);
   if (!on_port(sv->rd, sv->cfg.port))
-    note_fail("service %d: on_stopped off its port", sv->index);
+    note_fail("service %d: on_stopped off its loop", sv->index);
   if (atomic_load(&sv->destroyed) && !skipped("after-destroy"))
     note_fail("service %d: on_stopped after cport_service_destroy returned",
               sv->index);
@@ -1455,14 +1455,14 @@ static void destroy_job(void* arg) {
 }
 
 
-/* End `sv` by its plan: a job on its port. stop_started was set when the
+/* End `sv` by its plan: a job on its loop. stop_started was set when the
  * job was posted. */
 static void end_job(void* arg) {
   svc_rec_t* sv = arg;
   round_t* rd = sv->rd;
   int rc;
   if (!on_port(rd, sv->cfg.port))
-    note_fail("service %d: end job off its port", sv->index);
+    note_fail("service %d: end job off its loop", sv->index);
   if (sv->next != NULL)
     (void)job_post(rd, sv->next->cfg.port, create_job, sv->next);
   if (sv->plan == PLAN_DESTROY) {
@@ -1637,7 +1637,7 @@ static void op_send_buf(worker_t* w) {
 }
 
 
-/* A job that sends, on the session's own port, messages its worker
+/* A job that sends, on the session's own loop, messages its worker
  * numbered (and logged) when it posted the job. */
 typedef struct send_job_s {
   round_t* rd;
@@ -1656,7 +1656,7 @@ static void send_job_run(void* arg) {
   svc_rec_t* sv = rec->svc;
   unsigned i;
   if (!on_port(j->rd, rec->port))
-    note_fail("session %" PRIu64 ": send job off its port", rec->id);
+    note_fail("session %" PRIu64 ": send job off its loop", rec->id);
   for (i = 0; i < j->n; i++) {
     msg_t* m = &j->msg[i].m;
     int rc = UV_EINVAL;
@@ -1771,7 +1771,7 @@ static void unref_job(void* arg) {
 
 
 /* A reference of the worker's own, the read-only queries under it, maybe
- * a send, and the reference dropped here or by a job on the port. */
+ * a send, and the reference dropped here or by a job on the loop. */
 static void op_ref(worker_t* w) {
   sess_rec_t* rec = pick_session(w);
   cport_addr_t peer;
@@ -1782,10 +1782,10 @@ static void op_ref(worker_t* w) {
   cport_session_ref(rec->s);
   u = cport_session_user(rec->s);
   if (cport_session_id(rec->s) != rec->id ||
-      cport_session_port(rec->s) != rec->port ||
+      cport_session_loop(rec->s) != rec->port ||
       cport_session_service(rec->s) != rec->svc_ident || u == NULL ||
       u->rec != rec)
-    note_fail("session %" PRIu64 ": id, port, service or user area changed",
+    note_fail("session %" PRIu64 ": id, loop, service or user area changed",
               rec->id);
   rc = cport_session_peer_addr(rec->s, &peer);
   if (rc != 0)
@@ -1834,7 +1834,7 @@ static void op_stats(worker_t* w) {
 
 
 /* End the peers' current service by a random plan and create its
- * successor with new random options, both from jobs on their ports. One
+ * successor with new random options, both from jobs on their loops. One
  * at a time, at most MAX_SERVICES per round. */
 static void op_lifecycle(worker_t* w) {
   round_t* rd = w->rd;
@@ -2554,7 +2554,7 @@ static int end_class(const sess_rec_t* rec,
     *why = "disconnect timeout";
     return END_FORCED;
   }
-  *why = cls == END_CALLED ? "graceful (called)" : "graceful (port)";
+  *why = cls == END_CALLED ? "graceful (called)" : "graceful (loop)";
   return cls;
 }
 
@@ -2658,7 +2658,7 @@ static void check_missing(const speer_t* p,
             "arrived; peer end %s; %s%s",
             rec->id, p->id, peer_kind_names[p->kind], who, n->seq,
             kind_names[n->kind], kind_names[n->how],
-            atomic_load(&n->req) & REQ_LOCAL ? ", on the port" : "",
+            atomic_load(&n->req) & REQ_LOCAL ? ", on the loop" : "",
             cport_err_name(atomic_load(&rec->code)), how_ended,
             p->end_code == PEER_CLOSED_BY_US ? "closed by the peer"
                                              : cport_err_name(p->end_code),
@@ -3025,7 +3025,7 @@ static int run_round(unsigned number) {
   first = svc_rec_new(rd, &cfg);
   svc_describe(first, line, sizeof(line));
   snprintf(rd->desc, sizeof(rd->desc),
-           "round %u: %u ports, %u workers, %u ms, %u ops, lifecycle %s; %s",
+           "round %u: %u loops, %u workers, %u ms, %u ops, lifecycle %s; %s",
            number, rd->nports, rd->nworkers, rd->round_ms, rd->ops_cap,
            rd->lifecycle_on ? "on" : "off", line);
   if (opt.verbose)
@@ -3033,7 +3033,7 @@ static int run_round(unsigned number) {
 
   rd->mem_baseline = cport__mem_live();
   cport_core_opts_init(&copts);
-  copts.ports = rd->nports;
+  copts.loops = rd->nports;
   assert_int_equal(cport_core_create(&rd->core, &copts), 0);
   assert_int_equal(cport_core_run(rd->core), 0);
   (void)job_post(rd, first->cfg.port, create_job, first);
@@ -3155,7 +3155,7 @@ static void test_stress_random_rounds(void** state) {
          ": %lu rounds in %.1f s, %lu sessions, %lu "
          "peers, %lu operations, worker sends %lu ok, %lu ESENDQ, %lu "
          "other; %lu messages checked, %lu had to arrive; %lu callbacks "
-         "under way on other ports as a destroy returned: %s\n",
+         "under way on other loops as a destroy returned: %s\n",
          opt.seed, totals.rounds, (double)(now_ns() - start) / 1e9,
          totals.sessions, totals.peers, totals.ops, totals.sends_ok,
          totals.sends_sendq, totals.sends_notconn, totals.checked,

@@ -78,7 +78,7 @@ static int server_loop_thread;
 #endif
 
 
-/* Parses the command line and resolves --host and --port. Exits, as main()
+/* Parses the command line and resolves --host and --loop. Exits, as main()
  * would, with 0 after --help and with 2 after the usage on a bad argument
  * or address.
  * Returns: the address to listen on, which the caller frees with

@@ -5,12 +5,12 @@
  * frame to every subscriber. cport_session_send_buf() takes a reference of
  * its own for each write it queues and hands the buffer's bytes to the
  * kernel as they are, without copying them; one buffer may be queued on
- * many sessions, on many ports, at the same time.
+ * many sessions, on many loops, at the same time.
  *
  * Contents: fill the bytes after cport_buf_create() (or let cport_buf_from()
  * copy them in), then leave them alone. Once the buffer has been handed to
  * a send, its bytes must not change until the buffer is freed, because
- * every port that has it queued may be reading them at any moment, from
+ * every loop that has it queued may be reading them at any moment, from
  * its own thread. To send different bytes, create another buffer.
  *
  * Lifetime: the caller holds one reference from create; every queued write

@@ -1,28 +1,28 @@
-/* cport: the core and its ports (the lecture's IocpCore and thread manager).
+/* cport: the core and its loops (the lecture's IocpCore and thread manager).
  *
- * A core owns one or more *ports*. A port is one libuv loop driven by one
- * thread at a time; every listener and session lives on exactly one port and
- * all its callbacks run on that port's thread. The core either owns its loops
- * (cport_core_run() then starts one thread per port, or the application
- * drives a port itself with cport_core_dispatch()), or is embedded on an
+ * A core owns one or more *loops*. A loop is one libuv loop driven by one
+ * thread at a time; every listener and session lives on exactly one loop and
+ * all its callbacks run on that loop's thread. The core either owns its loops
+ * (cport_core_run() then starts one thread per loop, or the application
+ * drives a loop itself with cport_core_dispatch()), or is embedded on an
  * application's existing uv_loop_t, which the application keeps running.
- * A server spreads its connections over every port of its core (see
+ * A server spreads its connections over every loop of its core (see
  * cport_service_opts_t.spread).
  *
- * "Thread: port" in these headers means the port's *owner*: at first the
+ * "Thread: loop" in these headers means the loop's *owner*: at first the
  * thread that created the core; then the last thread that called
- * cport_core_dispatch() on the port (during and after the call); a port
+ * cport_core_dispatch() on the loop (during and after the call); a loop
  * thread of cport_core_run() while it runs (no thread at all while it starts
- * or exits); the caller of cport_core_run_here() for port 0 while it runs;
+ * or exits); the caller of cport_core_run_here() for loop 0 while it runs;
  * and the thread that called cport_core_join() after it. For an
  * embedded core, create it (or dispatch it once) on the thread that runs the
  * application's loop, so that this thread is the owner.
  *
  * Safe from any thread: cport_core_post(), cport_core_stop(),
  * cport_service_broadcast() and the session functions marked so in
- * session.h (sends, disconnects, references). What they ask of a port
+ * session.h (sends, disconnects, references). What they ask of a loop
  * happens in the order in which the calls returned, whichever threads made
- * them: each port has one queue (its mailbox) for jobs, sends, disconnects
+ * them: each loop has one queue (its mailbox) for jobs, sends, disconnects
  * and broadcasts alike. A call from a thread that is not the owner joins
  * the mailbox; a call on the owner acts at once when nothing posted before
  * it still waits there, and joins the mailbox behind it otherwise (a job
@@ -48,17 +48,17 @@ struct uv_loop_s;
 
 typedef struct cport_core_s cport_core_t;
 
-/* Most ports one core may have. */
-#define CPORT_CORE_MAX_PORTS 256
+/* Most loops one core may have. */
+#define CPORT_CORE_MAX_LOOPS 256
 
 typedef struct cport_core_opts_s {
-  /* Number of ports: 1 to CPORT_CORE_MAX_PORTS, and 1 when embedding.
+  /* Number of loops: 1 to CPORT_CORE_MAX_LOOPS, and 1 when embedding.
    * Default 1. */
-  unsigned ports;
-  /* Embed: run port 0 on this application-owned loop instead of a loop of
+  unsigned loops;
+  /* Embed: run loop 0 on this application-owned loop instead of a loop of
    * cport's own. The application keeps driving the loop (uv_run) on its own
    * thread; cport starts no thread. Default NULL. */
-  struct uv_loop_s* loop;
+  struct uv_loop_s* uv_loop;
   /* Non-zero (the default): on POSIX systems, if SIGPIPE still has its
    * default action when the core is created, set it to SIG_IGN, because libuv
    * writes with write()/writev(), and a peer that vanishes mid-write would
@@ -75,50 +75,50 @@ CPORT_API void cport_core_opts_init(cport_core_opts_t* opts);
  * Ownership: `opts` is read during the call only; `*out` is the caller's and
  *            is released with cport_core_destroy().
  * Thread:    any; the creating thread becomes the core's owner.
- * Returns:   0; UV_EINVAL for NULL `out`, ports 0 or over
- *            CPORT_CORE_MAX_PORTS, or an embedding `loop` with ports other
+ * Returns:   0; UV_EINVAL for NULL `out`, loops 0 or over
+ *            CPORT_CORE_MAX_LOOPS, or an embedding `uv_loop` with loops other
  *            than 1; UV_ENOMEM; a libuv error from loop set-up. */
 CPORT_API int cport_core_create(cport_core_t** out,
                                 const cport_core_opts_t* opts);
 
-/* Destroy a core. Accepts NULL. Stops and joins port threads first, then
- * runs the port's loop until cport's handles are closed; the callbacks of
+/* Destroy a core. Accepts NULL. Stops and joins loop threads first, then
+ * runs the loop until cport's handles are closed; the callbacks of
  * services destroyed just before (their on_disconnected) run inside this
  * call, on the calling thread.
  * Every service on the core must have been destroyed, and the application's
- * own handles on cport_core_loop() closed, before. If a handle is still open
+ * own handles on cport_core_uv_loop() closed, before. If a handle is still open
  * the call does not wait for it: it returns and leaks the core, because
  * freeing the loop under a live handle would corrupt memory. Jobs and other
  * requests still queued run first, those that jobs post meanwhile (to any
- * port) included, until every port's queue is empty.
+ * loop) included, until every loop's queue is empty.
  * An embedded core closes its handles on the application's loop and its
  * memory is released by that loop's next iteration, after the close
  * callbacks of the sessions of services destroyed before: run the loop (for
  * example uv_run(loop, UV_RUN_NOWAIT)) before uv_loop_close().
  * The memory itself goes when the last session reference the application
  * kept is dropped too (see the top of this file).
- * Thread:  owner, never from a port's own callback.
- * Blocks:  until the port threads have exited. */
+ * Thread:  owner, never from a loop's own callback.
+ * Blocks:  until the loop threads have exited. */
 CPORT_API void cport_core_destroy(cport_core_t* core);
 
-/* Run one round of completions on `port` from the calling thread (the
+/* Run one round of completions on `loop` from the calling thread (the
  * lecture's IocpCore::Dispatch): wait up to `timeout_ms` for at least one
  * event, run the callbacks of what completed, return.
  * `timeout_ms` < 0 waits without limit, 0 only polls.
- * Thread:    any thread, but one at a time per port, and never while
- *            cport_core_run() drives the core. The calling thread is the port
+ * Thread:    any thread, but one at a time per loop, and never while
+ *            cport_core_run() drives the core. The calling thread is the loop
  *            thread for the duration of the call. On an embedded core this
  *            runs the application's loop once, like uv_run(UV_RUN_ONCE).
- * Callback:  all callbacks of the port's objects run inside this call.
- * Returns:   1 if the port still has active handles or requests, 0 if it has
+ * Callback:  all callbacks of the loop's objects run inside this call.
+ * Returns:   1 if the loop still has active handles or requests, 0 if it has
  *            none (waiting again would only time out); UV_EINVAL for NULL or
- *            a bad port index; UV_EBUSY while cport_core_run() or
+ *            a bad loop index; UV_EBUSY while cport_core_run() or
  *            cport_core_run_here() runs the core. */
 CPORT_API int cport_core_dispatch(cport_core_t* core,
-                                  unsigned port,
+                                  unsigned loop,
                                   int timeout_ms);
 
-/* Start one thread per port, each running its port's loop until
+/* Start one thread per loop, each running its loop until
  * cport_core_stop(). Returns at once.
  * Thread:  owner.
  * Returns: 0; UV_EINVAL for NULL or for an embedded core (the application
@@ -126,26 +126,26 @@ CPORT_API int cport_core_dispatch(cport_core_t* core,
  *          thread cannot be started (threads already started are stopped). */
 CPORT_API int cport_core_run(cport_core_t* core);
 
-/* Run the core on the calling thread until cport_core_stop(): port 0 here,
+/* Run the core on the calling thread until cport_core_stop(): loop 0 here,
  * like uv_run(UV_RUN_DEFAULT) or Asio's io_context::run(), and each other
- * port on a thread started as by cport_core_run(). A one-port core then needs
+ * loop on a thread started as by cport_core_run(). A one-loop core then needs
  * no thread besides the caller's. Returns after cport_core_stop() (from a
- * callback, a job, or another thread) once the other ports' threads have
+ * callback, a job, or another thread) once the other loops' threads have
  * exited, as cport_core_join() would; the caller is then the owner of every
- * port again.
- * Thread:  owner, never from a port's own callback. The calling thread is
- *          port 0's thread until the call returns.
+ * loop again.
+ * Thread:  owner, never from a loop's own callback. The calling thread is
+ *          loop 0's thread until the call returns.
  * Blocks:  until cport_core_stop().
  * Returns: 0 after cport_core_stop(); UV_EINVAL for NULL or for an embedded
  *          core; UV_EBUSY if the core is already running; a libuv error if a
  *          thread cannot be started (threads already started are stopped and
- *          joined, and port 0 is not run). */
+ *          joined, and loop 0 is not run). */
 CPORT_API int cport_core_run_here(cport_core_t* core);
 
-/* Ask every port thread started by cport_core_run() or
- * cport_core_run_here() (port 0 on the caller's thread included) to return
+/* Ask every loop thread started by cport_core_run() or
+ * cport_core_run_here() (loop 0 on the caller's thread included) to return
  * after its current round of callbacks. Does not wait: use cport_core_join().
- * Safe from any thread, including a port's own callbacks, and more than
+ * Safe from any thread, including a loop's own callbacks, and more than
  * once. Services are not stopped by this: stop them first if their sessions
  * should be disconnected gracefully. On an embedded core it does nothing: the
  * application's loop is the application's to stop.
@@ -155,41 +155,41 @@ CPORT_API int cport_core_stop(cport_core_t* core);
 
 /* Wait for the threads started by cport_core_run() to exit (after
  * cport_core_stop()). Afterwards the core may be run again or destroyed.
- * Thread:  owner, never from a port's own callback.
- * Blocks:  until every port thread has returned.
+ * Thread:  owner, never from a loop's own callback.
+ * Blocks:  until every loop thread has returned.
  * Returns: 0 (also when nothing was running); UV_EINVAL for NULL. */
 CPORT_API int cport_core_join(cport_core_t* core);
 
-/* Run `fn(arg)` on `port`'s thread (the start of the lecture's JobQueue).
- * Jobs posted to one port run in the order in which the posts returned,
+/* Run `fn(arg)` on `loop`'s thread (the start of the lecture's JobQueue).
+ * Jobs posted to one loop run in the order in which the posts returned,
  * each once, in order with the sends, disconnects and broadcasts posted to
- * the same port (see the top of this file), from a wake-up of the port's
+ * the same loop (see the top of this file), from a wake-up of the loop's
  * loop (a uv_async_t, which coalesces: one wake-up runs everything queued
  * so far; what those jobs post waits for the next). Under
- * cport_core_run() that is the port's thread; a port driven with
+ * cport_core_run() that is the loop's thread; a loop driven with
  * cport_core_dispatch() runs its jobs at the start of the next dispatch (or
  * in a wake-up during it); an embedded core runs them in the application's
  * loop. Jobs still queued when the core is destroyed run inside
  * cport_core_destroy(), on the owner's thread, those posted by them too.
  * Ownership: `arg` stays the caller's; cport only passes it to `fn`.
- * Thread:    any, including a port's own callbacks and jobs.
- * Returns:   0; UV_EINVAL for NULL `core` or `fn` or a bad port index;
+ * Thread:    any, including a loop's own callbacks and jobs.
+ * Returns:   0; UV_EINVAL for NULL `core` or `fn` or a bad loop index;
  *            UV_ENOMEM (the job is not queued). */
 CPORT_API int cport_core_post(cport_core_t* core,
-                              unsigned port,
+                              unsigned loop,
                               void (*fn)(void* arg),
                               void* arg);
 
-/* Thread: any. Returns: the number of ports, 0 for NULL. */
-CPORT_API unsigned cport_core_ports(const cport_core_t* core);
+/* Thread: any. Returns: the number of loops, 0 for NULL. */
+CPORT_API unsigned cport_core_loops(const cport_core_t* core);
 
-/* The libuv loop behind `port`, for adding the application's own handles
- * (timers, signals) to it. Those handles follow the port's thread rules.
+/* The libuv loop behind `loop`, for adding the application's own handles
+ * (timers, signals) to it. Those handles follow the loop's thread rules.
  * Ownership: the loop belongs to the core (or to the application, when
  *            embedded); never close it.
  * Thread:    any.
- * Returns:   NULL for NULL core or a bad port index. */
-CPORT_API struct uv_loop_s* cport_core_loop(cport_core_t* core, unsigned port);
+ * Returns:   NULL for NULL core or a bad loop index. */
+CPORT_API struct uv_loop_s* cport_core_uv_loop(cport_core_t* core, unsigned loop);
 
 #ifdef __cplusplus
 }

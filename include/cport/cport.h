@@ -7,8 +7,8 @@
 #define CPORT_CPORT_H
 
 #define CPORT_VERSION_MAJOR 0
-#define CPORT_VERSION_MINOR 4
-#define CPORT_VERSION_PATCH 1
+#define CPORT_VERSION_MINOR 5
+#define CPORT_VERSION_PATCH 0
 
 /* The version as one number, 0x00MMmmpp (0.4.0 is 0x000400), for
  * `#if CPORT_VERSION_HEX >= 0x000400`, and as text, "0.4.0". */

@@ -14,7 +14,7 @@
  * may change in any release, so do not parse it.
  *
  * Threads: messages are logged on the thread where the condition arises,
- * mostly the port threads, so the hook is called from several threads at
+ * mostly the loop threads, so the hook is called from several threads at
  * once and must be thread-safe. */
 #ifndef CPORT_LOG_H
 #define CPORT_LOG_H
@@ -40,7 +40,7 @@ typedef enum cport_log_level_e {
  * Ownership: `msg` is one line, NUL-terminated, without a trailing newline,
  *            at most 511 bytes (longer messages are cut); it is borrowed
  *            for the call only: copy it to keep it.
- * Thread:    whichever thread logs, often several port threads at once: the
+ * Thread:    whichever thread logs, often several loop threads at once: the
  *            function must be thread-safe. It must not call cport_set_log()
  *            (that call would be ignored) and should not call into cport at
  *            all; a message that cport logs on the same thread while the

@@ -68,7 +68,7 @@ typedef enum cport_reconnect_e {
 } cport_reconnect_t;
 
 /* The lecture's virtual On* functions. Every callback runs on the session's
- * port thread; NULL members are skipped (a NULL on_recv consumes all). */
+ * loop thread; NULL members are skipped (a NULL on_recv consumes all). */
 typedef struct cport_session_cbs_s {
   /* The connection is up: accepted (server) or connected (client). */
   void (*on_connected)(cport_session_t* s);
@@ -83,7 +83,7 @@ typedef struct cport_session_cbs_s {
    * (0 for a format without one) and its `len` payload bytes, header
    * excluded. Setting it makes the service frame its input in
    * opts.packet's format; on_recv must then be NULL. `payload` is valid
-   * during the call only (it may lie in a buffer the port reuses). When
+   * during the call only (it may lie in a buffer the loop reuses). When
    * a send made here fills the session's send queue under
    * CPORT_SENDQ_PAUSE_READ, the next packets wait, kept, until the queue
    * drains, exactly like the bytes an on_recv leaves. */
@@ -149,8 +149,8 @@ typedef struct cport_service_opts_s {
   cport_sendq_policy_t send_queue_policy; /* default CPORT_SENDQ_PAUSE_READ */
   /* listen() backlog for servers. Default 511. */
   int backlog;
-  /* Which port of the core the service runs on. Default 0. */
-  unsigned port;
+  /* Which loop of the core the service runs on. Default 0. */
+  unsigned loop;
   /* User pointer, see cport_service_get_data(). Default NULL. */
   void* data;
   /* Non-zero (the default): set TCP_NODELAY on every session, so that a
@@ -158,11 +158,11 @@ typedef struct cport_service_opts_s {
    * previous one (Nagle's algorithm). Request/response and game traffic want
    * this; 0 lets the kernel coalesce small writes. */
   int tcp_nodelay;
-  /* Servers on a core of several ports: non-zero (the default) spreads the
-   * accepted connections over every port of the core in turn (round robin,
-   * the service's own port included), each session then living on its
-   * port's thread; 0 keeps them all on `port`. The listener stays on
-   * `port`. Ignored for clients and for a core of one port. */
+  /* Servers on a core of several loops: non-zero (the default) spreads the
+   * accepted connections over every loop of the core in turn (round robin,
+   * the service's own loop included), each session then living on its
+   * loop's thread; 0 keeps them all on `loop`. The listener stays on
+   * `loop`. Ignored for clients and for a core of one loop. */
   int spread;
   /* A session silent both ways for this many milliseconds, nothing
    * received and nothing sent, is disconnected with CPORT_EIDLE ("idle
@@ -173,7 +173,7 @@ typedef struct cport_service_opts_s {
    * timeout (its peer reads nothing; found after one to two timeouts) is
    * reset at once instead, like CPORT_SENDQ_DISCONNECT, so that neither its
    * queue nor the kernel's buffer waits for disconnect_timeout_ms. One
-   * timer per port serves every session of the service (a list kept in
+   * timer per loop serves every session of the service (a list kept in
    * order of last activity), so 100 000 sessions cost no more timers than
    * one. Times are read from the monotonic clock, not the loop's cached
    * time, so a long callback does not make a timeout expire early. 0 (the
@@ -223,17 +223,17 @@ typedef struct cport_service_opts_s {
    * about one reconnect per 5 s against a server that keeps dropping it,
    * even while the back-off is still short. Each session block of a
    * client that sets a policy and a non-zero value is 16 bytes larger
-   * (64-bit systems). Since 0.4.2. */
+   * (64-bit systems). Since 0.5.0. */
   unsigned reconnect_reset_ms;
   /* Packet services: the most packets on_packet gets from one session in
-   * one round of its port's loop. The rest wait, whole, in the session's
+   * one round of its loop. The rest wait, whole, in the session's
    * receive buffer (reading from that peer paused meanwhile) and come in
-   * the next round, after the port has served its other sessions, timers
+   * the next round, after the loop has served its other sessions, timers
    * and jobs: a peer that packs thousands of small requests into one write
-   * cannot hold the port for all of them. Each yield costs a round trip
-   * through the port's mailbox, so keep it well above what one read
+   * cannot hold the loop for all of them. Each yield costs a round trip
+   * through the loop's mailbox, so keep it well above what one read
    * usually carries. 0: no limit. Default 1024 (a 64 KiB read of the
-   * smallest packets of the default format holds 16 384). Since 0.4.2. */
+   * smallest packets of the default format holds 16 384). Since 0.5.0. */
   unsigned packet_budget;
 } cport_service_opts_t;
 
@@ -285,9 +285,9 @@ CPORT_API void cport_service_opts_init(cport_service_opts_t* opts);
  * network until cport_service_start().
  * Ownership: `addr` and `opts` are copied; `*out` is the caller's, released
  *            with cport_service_destroy(); `core` must outlive the service.
- * Thread:    the port's thread (or, while no thread runs the port, the owner).
+ * Thread:    the loop's thread (or, while no thread runs the loop, the owner).
  * Returns:   0; UV_EINVAL for NULL arguments or an unset address, an unknown
- *            kind or send_queue_policy, a bad port index, zero limits, a
+ *            kind or send_queue_policy, a bad loop index, zero limits, a
  *            backlog below 1, a client with connect_count 0, an unknown
  *            reconnect policy, or one set with reconnect_delay_ms 0 or
  *            reconnect_jitter_pct above 100, both on_recv and on_packet
@@ -308,7 +308,7 @@ CPORT_API int cport_service_create(cport_service_t** out,
  * from socket(), UV_ENOMEM, an error of uv_tcp_connect) is a failed
  * attempt like any other: on_connect_failed reports it after this call
  * has returned, stats.connect_failed counts it, and the policy retries it.
- * Thread:  port.
+ * Thread:  loop.
  * Returns: 0; UV_EINVAL for NULL or a service already started or stopped;
  *          for a server, UV_EADDRINUSE, UV_EACCES, UV_EADDRNOTAVAIL and other
  *          bind or listen errors (then nothing is left open and start may be
@@ -321,7 +321,7 @@ CPORT_API int cport_service_start(cport_service_t* svc);
  * Without a reconnect policy a connect that cannot even start is returned
  * here, and counted in stats.connect_failed with no callback; under one it
  * is reported and retried as cport_service_start() says.
- * Thread:  port.
+ * Thread:  loop.
  * Returns: 0 if each connect was started or, under a policy, handed to it;
  *          UV_EINVAL for NULL, n 0, a server, or a service not started or
  *          stopping; UV_ENOMEM or a libuv error for the first connect that
@@ -331,21 +331,21 @@ CPORT_API int cport_service_connect(cport_service_t* svc, unsigned n);
 
 /* Stop: close the listener (servers), cancel pending connects (clients) and
  * disconnect every session gracefully with cause CPORT_ESTOPPED, on every
- * port the service spreads over (the other ports do it when they next
+ * loop the service spreads over (the other loops do it when they next
  * wake). Sessions whose queued bytes have not drained `deadline_ms` after
- * this call (the peer does not read) are closed at once, on every port at
+ * this call (the peer does not read) are closed at once, on every loop at
  * the same moment: the deadline counts from the call, on the monotonic
  * clock, however long the callback that makes it has run or however late
- * another port gets to its part. `on_stopped` (may be NULL)
- * runs once, later, on the service's port thread, when every session on
- * every port has had on_disconnected and the listener is closed; it may
- * destroy the service. Once this has returned, on every port at once: no
+ * another loop gets to its part. `on_stopped` (may be NULL)
+ * runs once, later, on the service's loop thread, when every session on
+ * every loop has had on_disconnected and the listener is closed; it may
+ * destroy the service. Once this has returned, on every loop at once: no
  * on_connected starts (a connection accepted but not yet reported on
- * another port is closed unreported), no on_recv or on_packet runs, and
+ * another loop is closed unreported), no on_recv or on_packet runs, and
  * sends return UV_ENOTCONN; only on_send and on_disconnected follow. (A
- * callback already under way on another port's thread at the moment of
+ * callback already under way on another loop's thread at the moment of
  * the call may still be running.)
- * Thread:  port.
+ * Thread:  loop.
  * Returns: 0; UV_EINVAL for NULL or negative deadline; UV_EALREADY when a
  *          stop is already under way or done (on_stopped is then not
  *          called again). */
@@ -355,43 +355,43 @@ CPORT_API int cport_service_stop(cport_service_t* svc,
 
 /* Destroy the service. Accepts NULL. If it is still running, its sessions
  * are closed at once (no flush); their on_disconnected still runs during the
- * port's next round, after this call has returned, with CPORT_ESTOPPED (or
+ * loop's next round, after this call has returned, with CPORT_ESTOPPED (or
  * the first cause, for a session that was already disconnecting); pending
  * connects report on_connect_failed with UV_ECANCELED; a pending stop's
- * on_stopped is not called. Sessions on the other ports a server spreads
- * over are closed when those ports next wake, but once this has returned
+ * on_stopped is not called. Sessions on the other loops a server spreads
+ * over are closed when those loops next wake, but once this has returned
  * only their on_disconnected runs, as for cport_service_stop() but without
  * on_send either. The memory is released
- * once libuv has closed every handle, on every port, and the last reference
+ * once libuv has closed every handle, on every loop, and the last reference
  * to one of its sessions is gone. Safe inside the service's own callbacks,
  * on_stopped included.
- * Thread: port. */
+ * Thread: loop. */
 CPORT_API void cport_service_destroy(cport_service_t* svc);
 
 /* The server's bound address, with the real port when the service was
- * started on port 0.
- * Thread:  port.
+ * started on loop 0.
+ * Thread:  loop.
  * Returns: 0; UV_EINVAL for NULL or a client; UV_ENOTCONN when not
  *          listening. */
 CPORT_API int cport_service_local_addr(const cport_service_t* svc,
                                        cport_addr_t* out);
 
-/* Live sessions, on every port: those that reached on_connected and whose
+/* Live sessions, on every loop: those that reached on_connected and whose
  * on_disconnected has not returned yet (disconnecting ones included).
- * Thread: any (a count that other ports may change at any moment). Returns
+ * Thread: any (a count that other loops may change at any moment). Returns
  * 0 for NULL. */
 CPORT_API size_t cport_service_session_count(const cport_service_t* svc);
 
-/* Call `fn` for every live session on the ports the calling thread runs,
- * port by port, oldest first (for client services, in the order their
+/* Call `fn` for every live session on the loops the calling thread runs,
+ * loop by loop, oldest first (for client services, in the order their
  * connects were started), until it returns non-zero. That is every session
- * when the service does not spread or one thread drives every port; a
- * server spread over ports run by their own threads must post a job to
- * each port (cport_core_post) to visit all, since each port's list belongs
+ * when the service does not spread or one thread drives every loop; a
+ * server spread over loops run by their own threads must post a job to
+ * each loop (cport_core_post) to visit all, since each loop's list belongs
  * to its thread (cport_service_broadcast does that for sends). `fn` may
  * disconnect sessions (the list changes only after on_disconnected, which
  * never runs inside this call).
- * Thread:  any; visits nothing on ports the thread does not run.
+ * Thread:  any; visits nothing on loops the thread does not run.
  * Returns: what the last `fn` returned (0 when all were visited);
  *          UV_EINVAL for NULL `svc` or `fn`. */
 CPORT_API int cport_service_foreach(cport_service_t* svc,
@@ -399,31 +399,31 @@ CPORT_API int cport_service_foreach(cport_service_t* svc,
                                     void* arg);
 
 /* Send the shared buffer `buf` to every live session of the service, on
- * every port it spreads over, without copying the bytes: each session's
+ * every loop it spreads over, without copying the bytes: each session's
  * write request takes a reference (cport_session_send_buf). Sessions on
- * ports the calling thread runs get it during the call (unless requests
- * posted earlier still wait in that port's mailbox: then it queues behind
- * them); the others when their port next wakes, in order with that port's
+ * loops the calling thread runs get it during the call (unless requests
+ * posted earlier still wait in that loop's mailbox: then it queues behind
+ * them); the others when their loop next wakes, in order with that loop's
  * other work. A session
  * whose send queue is full misses it (CPORT_SENDQ_PAUSE_READ) or is
  * disconnected (CPORT_SENDQ_DISCONNECT); the others are not held back.
  * Ownership: the caller keeps its reference and may drop it at once; the
  *            buffer is freed after the last write that uses it.
  * Thread:    any.
- * Returns:   0; UV_EINVAL for NULL arguments; UV_ENOMEM if some port could
+ * Returns:   0; UV_EINVAL for NULL arguments; UV_ENOMEM if some loop could
  *            not be reached (the others still send). */
 CPORT_API int cport_service_broadcast(cport_service_t* svc, cport_buf_t* buf);
 
-/* Copy the service's counters, summed over every port, into `out`.
+/* Copy the service's counters, summed over every loop, into `out`.
  * Thread: any (each counter is read atomically; the set is not one
  * snapshot). Returns: 0; UV_EINVAL for NULL. */
 CPORT_API int cport_service_stats(const cport_service_t* svc,
                                   cport_service_stats_t* out);
 
 /* The user pointer from opts.data, or set here. cport never reads it.
- * Thread: set_data: port. get_data: any thread, for a pointer that does not
+ * Thread: set_data: loop. get_data: any thread, for a pointer that does not
  * change while other threads read it (opts.data, or set before the service
- * starts), such as from the callbacks of sessions on other ports. */
+ * starts), such as from the callbacks of sessions on other loops. */
 CPORT_API void cport_service_set_data(cport_service_t* svc, void* data);
 CPORT_API void* cport_service_get_data(const cport_service_t* svc);
 

@@ -13,20 +13,20 @@
  *
  * Callbacks never run inside a call: no function below calls back into the
  * application before it returns (a close it starts reports on_disconnected
- * later, from the port's loop), so they may be called while holding a lock
+ * later, from the loop), so they may be called while holding a lock
  * that callbacks also take.
  *
- * Threads: every callback of a session runs on its port's thread. Sends,
+ * Threads: every callback of a session runs on its loop's thread. Sends,
  * disconnects, references and the read-only queries marked "any" may come
  * from any thread that holds a reference (cport_session_ref(), taken on the
- * port thread, in on_connected say). They act in the order in which the
+ * loop thread, in on_connected say). They act in the order in which the
  * calls returned, whichever threads made them, and in order with the jobs
- * and broadcasts posted to the same port (core.h): from any other thread
- * they are queued to the port's mailbox (one lock, one uv_async_t wake-up)
- * and act there; from the port's own thread they act at once, unless
+ * and broadcasts posted to the same loop (core.h): from any other thread
+ * they are queued to the loop's mailbox (one lock, one uv_async_t wake-up)
+ * and act there; from the loop's own thread they act at once, unless
  * something posted before them still waits in the mailbox, in which case
- * they are queued behind it. A port's thread is the one that runs it: a
- * thread of cport_core_run(), the caller of cport_core_run_here() for port
+ * they are queued behind it. A loop's thread is the one that runs it: a
+ * thread of cport_core_run(), the caller of cport_core_run_here() for loop
  * 0, or the thread that last called cport_core_dispatch() on it (at first,
  * the one that created the core). */
 #ifndef CPORT_SESSION_H
@@ -48,7 +48,7 @@ typedef struct cport_service_s cport_service_t;
 
 /* Queue `len` bytes from `data` for sending on `s` (the lecture's
  * Session::Send). The bytes are copied into one write request that owns
- * them until the kernel has them; requests are recycled per port, so a warm
+ * them until the kernel has them; requests are recycled per loop, so a warm
  * session sends without malloc. When nothing is queued the bytes are written
  * during the call; what the kernel does not take at once, and every send
  * made while a write is in flight, is queued and leaves with the other
@@ -60,7 +60,7 @@ typedef struct cport_service_s cport_service_t;
  * this call (a service with on_send therefore always writes through
  * uv_write's callback).
  * From another thread the bytes are copied into a request of their own and
- * queued to the port; the port appends them to the session's queue when it
+ * queued to the loop; the loop appends them to the session's queue when it
  * wakes, and every send it takes for the session at once leaves in one
  * gathered write.
  * Ownership: `data` is copied before return; the caller keeps it.
@@ -95,7 +95,7 @@ CPORT_API int cport_session_send(cport_session_t* s,
  * copying them: the write request holds a reference to `buf` until the
  * kernel has the bytes (the lecture's SendEvent, with a shared buffer
  * instead of a copy). One buffer may be sent to any number of sessions, on
- * any ports, at once; see cport_service_broadcast(). Everything else is as
+ * any loops, at once; see cport_service_broadcast(). Everything else is as
  * for cport_session_send(): order across threads, gathering, the limit and
  * its policy, on_send with the buffer's length.
  * Ownership: the caller keeps its own reference and may drop it as soon as
@@ -114,9 +114,9 @@ CPORT_API int cport_session_send_buf(cport_session_t* s, cport_buf_t* buf);
  * call, on any thread, are flushed first.
  * Ownership: `cause` is copied (at most 255 bytes); it may be NULL.
  * Thread:    any, holding a reference. From another thread (or while
- *            earlier requests wait in the port's mailbox) the disconnect is
- *            queued behind everything posted to the port before it and
- *            happens when the port takes it; sends made after this returns
+ *            earlier requests wait in the loop's mailbox) the disconnect is
+ *            queued behind everything posted to the loop before it and
+ *            happens when the loop takes it; sends made after this returns
  *            are refused at once (UV_ENOTCONN). A session not connected yet
  *            is left alone.
  * Returns:   0, also when a disconnect was already under way;
@@ -150,12 +150,12 @@ CPORT_API cport_service_t* cport_session_service(cport_session_t* s);
  * logs. Thread: any. Returns 0 for NULL. */
 CPORT_API uint64_t cport_session_id(const cport_session_t* s);
 
-/* The index of the core's port the session lives on: every callback of the
- * session runs on that port's thread. Handy for per-port state that needs
- * no lock (a server spreads its sessions over the ports, see
+/* The index of the core's loop the session lives on: every callback of the
+ * session runs on that loop's thread. Handy for per-loop state that needs
+ * no lock (a server spreads its sessions over the loops, see
  * cport_service_opts_t.spread).
  * Thread: any, holding a reference. Returns 0 for NULL. */
-CPORT_API unsigned cport_session_port(const cport_session_t* s);
+CPORT_API unsigned cport_session_loop(const cport_session_t* s);
 
 /* Non-zero between on_connected and the start of a disconnect (or a stop or
  * destroy of its service): while it says 0, sends return UV_ENOTCONN.
@@ -172,7 +172,7 @@ CPORT_API int cport_session_peer_addr(const cport_session_t* s,
  * threads sent included: what send_queue_limit is compared with. Each send
  * counts its bytes plus its request: the request's header (about 240 bytes
  * on 64-bit systems) and the room for its bytes, rounded up to the pool's
- * size class on the port's thread (64 bytes at least, else at most four
+ * size class on the loop's thread (64 bytes at least, else at most four
  * times them); a shared buffer counts its length and a header. At least
  * the bytes queued, and 0 when nothing is.
  * Thread: any, holding a reference. Returns 0 for NULL. */
@@ -180,7 +180,7 @@ CPORT_API size_t cport_session_queued_bytes(const cport_session_t* s);
 
 /* Bytes received that on_recv has not consumed yet (0 from on_disconnected
  * on, when they are discarded).
- * Thread: port. Returns 0 for NULL. */
+ * Thread: loop. Returns 0 for NULL. */
 CPORT_API size_t cport_session_pending_bytes(const cport_session_t* s);
 
 #ifdef __cplusplus

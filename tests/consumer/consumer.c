@@ -1,6 +1,6 @@
 /* A program outside cport's build, linked against an installed cport
  * (scripts/test-install.sh): an echo server service and a client service
- * on one port of one core, dispatched until "ping" comes back. Exits 0 when
+ * on one loop of one core, dispatched until "ping" comes back. Exits 0 when
  * it does, 1 on any error or after 10 seconds. */
 #include <stdio.h>
 #include <string.h>
@@ -60,7 +60,7 @@ static int echo_round_trip(cport_core_t* core) {
     fail("server start", rc);
     goto done;
   }
-  /* Port 0 above: the kernel chose the port; connect to that one. */
+  /* Loop 0 above: the kernel chose the loop; connect to that one. */
   if ((rc = cport_service_local_addr(server, &addr)) != 0) {
     fail("cport_service_local_addr", rc);
     goto done;

@@ -57,6 +57,14 @@ for f in "$src"/*.c "$src"/*.h; do
   fi
 done
 
+# ---- code comments say what a thing is, not what the lecture called it ----
+# The mapping from the lecture's objects to cport's lives in one table
+# (docs/design.md, section 1); a reader of src/ or include/ need not know it.
+if grep -n -i 'lecture' "$src"/*.c "$src"/*.h "$src"/platform/*.c \
+    "$root"/include/cport/*.h; then
+  problem "src/ and include/ name the lecture; say what the thing is (the mapping lives in docs/design.md)"
+fi
+
 # ---- every counter is documented ----
 stats=$(sed -n '/^#define CPORT__STATS(X)/,/^$/p' "$src/stats.h" |
   grep -oE 'X\([a-z_]+\)' | sed -e 's/^X(//' -e 's/)$//')

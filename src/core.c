@@ -1,4 +1,4 @@
-/* The core and its loops (the lecture's IocpCore and ThreadManager).
+/* The core and its loops: the libuv loops, the threads that run them.
  *
  * Design notes: a loop is a uv_loop_t plus the handles cport needs on it
  * (a wake-up async and a timer that bounds cport_core_dispatch). The async

@@ -1,4 +1,4 @@
-/* The listener (the lecture's Listener with AcceptEx): binds, listens and
+/* The listener: binds, listens and
  * turns each accepted connection into a session of its service, or closes
  * it at once when the service is at max_sessions.
  *

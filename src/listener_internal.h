@@ -1,4 +1,4 @@
-/* The listener (the lecture's Listener): the listening socket of a server
+/* The listener: the listening socket of a server
  * service, handing each accepted connection to the service. Not public in
  * this version: the service owns exactly one and exposes what users need
  * (its bound address, the rejected count). */

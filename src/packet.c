@@ -1,4 +1,4 @@
-/* Packets (the lecture's PacketSession): header layouts, framing of
+/* Packets: header layouts, framing of
  * received bytes, and packets to send. packet.h describes the model.
  *
  * The framer never reads a byte it was not given: the length is read only

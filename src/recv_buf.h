@@ -1,4 +1,4 @@
-/* The receive buffer (the lecture's RecvBuffer): the bytes a session's
+/* The receive buffer: the bytes a session's
  * consumer (on_recv, or the packet layer) left unconsumed, kept until more
  * arrive.
  *

@@ -1,4 +1,4 @@
-/* Send requests (the lecture's SendEvent) and the per-loop pool they come
+/* Send requests (one per send, owning its bytes) and the per-loop pool they come
  * from. A request is one heap block: the uv_write_t, a little bookkeeping
  * and the bytes it owns until the kernel has them. */
 #ifndef CPORT_SEND_REQ_H

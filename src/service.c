@@ -1,4 +1,4 @@
-/* Services (the lecture's Service, ServerService, ClientService): the set of
+/* Services (servers and clients): the set of
  * sessions that share callbacks, limits and a listener or a target address.
  *
  * Design notes

@@ -1,12 +1,12 @@
-/* Sessions (the lecture's Session): one TCP connection with its receive
+/* Sessions: one TCP connection with its receive
  * buffer, its send queue and its reference count.
  *
  * Design notes
  *
  * References. The libuv handle holds one reference from creation until its
  * close callback; every pending request (write, shutdown, connect) and
- * every mailbox entry for the session holds one until it has run (the
- * lecture's `owner = shared_from_this()`); the application holds the ones
+ * every mailbox entry for the session holds one until it has run, so the
+ * session outlives any I/O still under way; the application holds the ones
  * it took with cport_session_ref(). Memory is freed when the count reaches
  * zero, which can only happen after the close callback, so libuv never
  * touches freed memory. The block holds its service, which holds its core,
@@ -36,8 +36,8 @@
  *
  * Send: one path. Every send, from any thread, passes the same admission
  * (session_admit: connected? under the limit?), gets a request that owns a
- * copy of the bytes or a reference to a shared buffer (the lecture's
- * SendEvent, send_req.h), and enters the session's send queue through
+ * copy of the bytes or a reference to a shared buffer (send_req.h), and
+ * enters the session's send queue through
  * session_push(). Only the hand-over differs: a call that may act on the
  * loop at once (cport__port_direct: the owner's, with nothing posted before
  * it still waiting) pushes the request itself; any other call posts it to

@@ -1,4 +1,4 @@
-/* cport: socket addresses (the lecture's NetAddress).
+/* cport: socket addresses.
  *
  * A cport_addr_t is a plain value: declare it on the stack, copy it with `=`.
  * It holds an IPv4 or an IPv6 address and a port. */

@@ -1,4 +1,4 @@
-/* cport: the core and its loops (the lecture's IocpCore and thread manager).
+/* cport: the core and its loops (libuv loops and the threads that run them).
  *
  * A core owns one or more *loops*. A loop is one libuv loop driven by one
  * thread at a time; every listener and session lives on exactly one loop and
@@ -101,8 +101,7 @@ CPORT_API int cport_core_create(cport_core_t** out,
  * Blocks:  until the loop threads have exited. */
 CPORT_API void cport_core_destroy(cport_core_t* core);
 
-/* Run one round of completions on `loop` from the calling thread (the
- * lecture's IocpCore::Dispatch): wait up to `timeout_ms` for at least one
+/* Run one round of completions on `loop` from the calling thread: wait up to `timeout_ms` for at least one
  * event, run the callbacks of what completed, return.
  * `timeout_ms` < 0 waits without limit, 0 only polls.
  * Thread:    any thread, but one at a time per loop, and never while
@@ -160,7 +159,7 @@ CPORT_API int cport_core_stop(cport_core_t* core);
  * Returns: 0 (also when nothing was running); UV_EINVAL for NULL. */
 CPORT_API int cport_core_join(cport_core_t* core);
 
-/* Run `fn(arg)` on `loop`'s thread (the start of the lecture's JobQueue).
+/* Run `fn(arg)` on `loop`'s thread: a job.
  * Jobs posted to one loop run in the order in which the posts returned,
  * each once, in order with the sends, disconnects and broadcasts posted to
  * the same loop (see the top of this file), from a wake-up of the loop's

@@ -1,8 +1,8 @@
-/* cport: packets (the lecture's PacketSession).
+/* cport: packets (length-prefixed messages).
  *
  * Many protocols want whole messages rather than a byte stream. A packet is
  * a header followed by a payload; the header holds the packet's length and,
- * optionally, a 2-byte id. The lecture's layout, the default, is
+ * optionally, a 2-byte id. The default layout is
  *
  *   struct { uint16 size; uint16 id; }   little endian, size counts the
  *                                        4 header bytes too
@@ -45,10 +45,10 @@ typedef struct cport_packet_format_s {
   /* Bytes of the length field: 2 or 4. Default 2. */
   unsigned length_size;
   /* Non-zero: the length (and the id) are big endian, network order.
-   * Default 0: little endian, as the lecture's structs on x86. */
+   * Default 0: little endian, as C structs on x86. */
   int big_endian;
   /* Non-zero (the default): the length counts the whole packet, header
-   * included, as the lecture's `size`; a length below the header's size is
+   * included; a length below the header's size is
    * then malformed. 0: it counts the payload only. */
   int length_includes_header;
   /* Non-zero (the default): a 2-byte id follows the length. 0: no id; every
@@ -61,7 +61,7 @@ typedef struct cport_packet_format_s {
   size_t max_packet;
 } cport_packet_format_t;
 
-/* Fill `fmt` with the lecture's layout described above. Thread: any. */
+/* Fill `fmt` with the default layout described above. Thread: any. */
 CPORT_API void cport_packet_format_init(cport_packet_format_t* fmt);
 
 /* Bytes of the header `fmt` describes: length_size, plus 2 with an id.

@@ -1,4 +1,4 @@
-/* cport: services (the lecture's Service, ServerService and ClientService).
+/* cport: services (servers and clients).
  *
  * A service is a set of sessions that share callbacks and limits. A server
  * service listens on an address and accepts sessions; a client service
@@ -67,7 +67,7 @@ typedef enum cport_reconnect_e {
                                      reconnect_max_ms */
 } cport_reconnect_t;
 
-/* The lecture's virtual On* functions. Every callback runs on the session's
+/* The application's event handlers. Every callback runs on the session's
  * loop thread; NULL members are skipped (a NULL on_recv consumes all). */
 typedef struct cport_session_cbs_s {
   /* The connection is up: accepted (server) or connected (client). */
@@ -134,7 +134,7 @@ typedef struct cport_service_opts_s {
   size_t recv_buffer_limit;
   /* Packet services (cbs.on_packet set): the header layout of received
    * packets, and of cport_session_send_packet() on any service. Default:
-   * the lecture's (cport_packet_format_init). A packet service keeps at
+   * the default layout (cport_packet_format_init). A packet service keeps at
    * most one partial packet, plus one read while a send-queue pause or its
    * packet_budget holds whole packets back, so recv_buffer_limit does not
    * apply to it: max_packet bounds its receive memory instead. */
@@ -301,7 +301,7 @@ CPORT_API int cport_service_create(cport_service_t** out,
                                    const cport_addr_t* addr,
                                    const cport_service_opts_t* opts);
 
-/* Start the service (the lecture's Service::Start). A server binds and
+/* Start the service. A server binds and
  * listens, and reports bind errors here; a client starts connect_count
  * connects, whose outcomes arrive as on_connected or on_connect_failed.
  * Under a reconnect policy a connect that cannot even start (UV_EMFILE

@@ -1,4 +1,4 @@
-/* cport: sessions (the lecture's Session).
+/* cport: sessions (one TCP connection each).
  *
  * A session is one TCP connection, accepted by a server service or opened by
  * a client service. The application never creates one directly; it reacts to
@@ -46,8 +46,7 @@ extern "C" {
 typedef struct cport_session_s cport_session_t;
 typedef struct cport_service_s cport_service_t;
 
-/* Queue `len` bytes from `data` for sending on `s` (the lecture's
- * Session::Send). The bytes are copied into one write request that owns
+/* Queue `len` bytes from `data` for sending on `s`. The bytes are copied into one write request that owns
  * them until the kernel has them; requests are recycled per loop, so a warm
  * session sends without malloc. When nothing is queued the bytes are written
  * during the call; what the kernel does not take at once, and every send
@@ -93,8 +92,7 @@ CPORT_API int cport_session_send(cport_session_t* s,
 
 /* Queue the bytes of the shared buffer `buf` for sending on `s`, without
  * copying them: the write request holds a reference to `buf` until the
- * kernel has the bytes (the lecture's SendEvent, with a shared buffer
- * instead of a copy). One buffer may be sent to any number of sessions, on
+ * kernel has the bytes (a shared buffer instead of a copy). One buffer may be sent to any number of sessions, on
  * any loops, at once; see cport_service_broadcast(). Everything else is as
  * for cport_session_send(): order across threads, gathering, the limit and
  * its policy, on_send with the buffer's length.
@@ -106,7 +104,7 @@ CPORT_API int cport_session_send(cport_session_t* s,
  * Returns:   as cport_session_send(); UV_EINVAL for NULL `s` or `buf`. */
 CPORT_API int cport_session_send_buf(cport_session_t* s, cport_buf_t* buf);
 
-/* Disconnect gracefully (the lecture's Session::Disconnect): stop reading,
+/* Disconnect gracefully: stop reading,
  * let every queued send reach the kernel, shut down the write side, then
  * close. on_disconnected follows with code CPORT_ELOCAL and `cause` as its
  * text. Idempotent: a second call, or a call after the peer has gone, does

@@ -27,6 +27,45 @@ struct cport_core_s {
 };
 
 
+/* The core whose loop the calling thread is running right now (inside
+ * uv_run, so inside one of its callbacks or jobs), or NULL: the
+ * owner-only calls that would wait for that loop, or free it, refuse to
+ * run there. */
+static CPORT__THREAD_LOCAL cport_core_t* tls_running;
+
+
+/* The thread check of the core's owner-only functions: 0, or one error
+ * line and CPORT_EWRONGTHREAD. Run, join and destroy wait for the core's
+ * loops to stop, and destroy frees them: from inside one of those loops
+ * they would wait for themselves or free the loop under its own feet. */
+static int core_check_owner(cport_core_t* core, const char* fn) {
+  if (tls_running == core) {
+    cport__log(CPORT_LOG_ERROR,
+               "%s: called from a callback or job running on the core's own "
+               "loop; call it on the thread that runs the core once "
+               "cport_core_run_here() has returned (stop it with "
+               "cport_core_stop(), which any callback may call)",
+               fn);
+    return CPORT_EWRONGTHREAD;
+  }
+  return 0;
+}
+
+
+/* Mark the calling thread as running the core's loops (their callbacks
+ * and jobs) until core_leave(), for core_check_owner(). Returns what to
+ * restore: the core marked before, for nested cores. */
+static cport_core_t* core_enter(cport_core_t* core) {
+  cport_core_t* outer = tls_running;
+  tls_running = core;
+  return outer;
+}
+
+static void core_leave(cport_core_t* outer) {
+  tls_running = outer;
+}
+
+
 void cport_core_opts_init(cport_core_opts_t* opts) {
   if (opts == NULL)
     return;
@@ -200,15 +239,21 @@ int cport_core_create(cport_core_t** out, const cport_core_opts_t* opts) {
   unsigned i;
   int rc;
   if (out == NULL)
-    return UV_EINVAL;
+    return cport__einval("cport_core_create", "out is NULL");
   if (opts == NULL) {
     cport_core_opts_init(&defaults);
     opts = &defaults;
   }
+  if (opts->loops == 0 || opts->loops > CPORT_CORE_MAX_LOOPS)
+    return cport__einval("cport_core_create",
+                         "opts.loops %u: must be 1 to %u", opts->loops,
+                         (unsigned)CPORT_CORE_MAX_LOOPS);
   /* An embedded core has the application's one loop to run on. */
-  if (opts->loops == 0 || opts->loops > CPORT_CORE_MAX_LOOPS ||
-      (opts->uv_loop != NULL && opts->loops != 1))
-    return UV_EINVAL;
+  if (opts->uv_loop != NULL && opts->loops != 1)
+    return cport__einval("cport_core_create",
+                         "opts.loops %u: must be 1 with opts.uv_loop (an "
+                         "embedded core runs on the application's one loop)",
+                         opts->loops);
   core = cport__calloc(1, sizeof(*core));
   if (core == NULL)
     return UV_ENOMEM;
@@ -249,12 +294,20 @@ static void core_drain_all(cport_core_t* core) {
 
 
 void cport_core_destroy(cport_core_t* core) {
+  cport_core_t* outer;
   unsigned i;
   int busy = 0;
   if (core == NULL)
     return;
+  /* Destroying under a running loop would free it under its own thread:
+   * refused, and the core is left as it was (the application's bug is
+   * logged; leaking beats corrupting memory). */
+  if (core_check_owner(core, "cport_core_destroy") != 0)
+    return;
   cport_core_stop(core);
   cport_core_join(core);
+  /* The callbacks and jobs that run below may not destroy it again. */
+  outer = core_enter(core);
   /* Entries nobody ran yet run now, on the owner's thread, which is the
    * loops' thread while none runs them. */
   core_drain_all(core);
@@ -265,8 +318,10 @@ void cport_core_destroy(cport_core_t* core) {
     uv_close((uv_handle_t*)&core->loops[i].wakeup, cb);
     uv_close((uv_handle_t*)&core->loops[i].dispatch_timer, cb);
   }
-  if (core->embedded)
+  if (core->embedded) {
+    core_leave(outer);
     return; /* the last close callback drops the core's hold */
+  }
   /* Every loop runs until its handles are closed, those of services
    * destroyed just before included (their on_disconnected runs here), and
    * only then is any loop closed: a close callback on one loop may post to
@@ -281,6 +336,7 @@ void cport_core_destroy(cport_core_t* core) {
   for (i = 0; i < core->nloops; i++)
     uv_run(core->loops[i].loop, UV_RUN_NOWAIT);
   core_drain_all(core);
+  core_leave(outer);
   for (i = 0; i < core->nloops; i++)
     busy |= uv_loop_close(core->loops[i].loop) != 0;
   /* A loop that still holds a live service's handles cannot be freed
@@ -304,12 +360,17 @@ int cport_core_dispatch(cport_core_t* core,
                         unsigned loop_index,
                         int timeout_ms) {
   cport__loop_t* lp = cport__core_loop(core, loop_index);
+  cport_core_t* outer;
   int alive;
+  if (core == NULL)
+    return cport__einval("cport_core_dispatch", "core is NULL");
   if (lp == NULL)
-    return UV_EINVAL;
+    return cport__einval("cport_core_dispatch", "loop %u: the core has %u",
+                         loop_index, core->nloops);
   if (atomic_load(&core->running))
     return UV_EBUSY;
   loop_set_owner(lp, cport__thread_token());
+  outer = core_enter(core);
   /* The wake-up handle is unreferenced while no cport thread runs the loop,
    * so a loop with nothing else alive would not poll for it. */
   (void)loop_drain(lp);
@@ -324,6 +385,7 @@ int cport_core_dispatch(cport_core_t* core,
     uv_run(lp->loop, UV_RUN_ONCE);
     uv_timer_stop(&lp->dispatch_timer);
   }
+  core_leave(outer);
   alive = uv_loop_alive(lp->loop);
   return alive ? 1 : 0;
 }
@@ -332,23 +394,32 @@ int cport_core_dispatch(cport_core_t* core,
 static void loop_thread_main(void* arg) {
   cport__loop_t* lp = arg;
   loop_set_owner(lp, cport__thread_token());
+  (void)core_enter(lp->core);
   /* uv_run returns after uv_stop(); the flag tells a real stop from a stop
    * requested before this thread reached uv_run. */
   while (!atomic_load(&lp->core->stopping))
     uv_run(lp->loop, UV_RUN_DEFAULT);
+  core_leave(NULL);
   loop_set_owner(lp, PORT_NO_OWNER);
 }
 
 
 /* Start a thread for each loop from `first` on. On failure the threads
  * already started are stopped and joined, and the core is idle again. */
-static int core_start(cport_core_t* core, unsigned first) {
+static int core_start(cport_core_t* core, unsigned first, const char* fn) {
   unsigned i;
   int rc;
-  if (core == NULL || core->embedded)
-    return UV_EINVAL;
+  if (core == NULL)
+    return cport__einval(fn, "core is NULL");
+  if (core->embedded)
+    return cport__einval(fn,
+                         "the core is embedded (opts.uv_loop): the "
+                         "application runs that loop");
   if (atomic_load(&core->running))
     return UV_EBUSY;
+  rc = core_check_owner(core, fn);
+  if (rc != 0)
+    return rc;
   atomic_store(&core->stopping, 0);
   atomic_store(&core->running, 1);
   for (i = first; i < core->nloops; i++) {
@@ -369,13 +440,14 @@ static int core_start(cport_core_t* core, unsigned first) {
 
 
 int cport_core_run(cport_core_t* core) {
-  return core_start(core, 0);
+  return core_start(core, 0, "cport_core_run");
 }
 
 
 int cport_core_run_here(cport_core_t* core) {
   cport__loop_t* lp;
-  int rc = core_start(core, 1);
+  cport_core_t* outer;
+  int rc = core_start(core, 1, "cport_core_run_here");
   if (rc != 0)
     return rc;
   /* Loop 0 is this thread's, as a started thread's loop is its own; the
@@ -384,7 +456,10 @@ int cport_core_run_here(cport_core_t* core) {
   lp = &core->loops[0];
   uv_ref((uv_handle_t*)&lp->wakeup);
   loop_set_owner(lp, cport__thread_token());
-  while (!atomic_load(&core->stopping)) uv_run(lp->loop, UV_RUN_DEFAULT);
+  outer = core_enter(core);
+  while (!atomic_load(&core->stopping))
+    uv_run(lp->loop, UV_RUN_DEFAULT);
+  core_leave(outer);
   uv_unref((uv_handle_t*)&lp->wakeup);
   return cport_core_join(core);
 }
@@ -404,8 +479,13 @@ int cport_core_stop(cport_core_t* core) {
 
 int cport_core_join(cport_core_t* core) {
   unsigned i;
+  int rc;
   if (core == NULL)
-    return UV_EINVAL;
+    return cport__einval("cport_core_join", "core is NULL");
+  /* A loop thread joining would wait for itself. */
+  rc = core_check_owner(core, "cport_core_join");
+  if (rc != 0)
+    return rc;
   for (i = 0; i < core->nloops; i++) {
     cport__loop_t* lp = &core->loops[i];
     if (lp->thread_started) {
@@ -430,8 +510,12 @@ int cport_core_post(cport_core_t* core,
                     void* arg) {
   cport__loop_t* lp = cport__core_loop(core, loop_index);
   core_job_t* job;
-  if (lp == NULL || fn == NULL)
-    return UV_EINVAL;
+  if (core == NULL || fn == NULL)
+    return cport__einval("cport_core_post", "%s is NULL",
+                         core == NULL ? "core" : "fn");
+  if (lp == NULL)
+    return cport__einval("cport_core_post", "loop %u: the core has %u",
+                         loop_index, core->nloops);
   job = cport__malloc(sizeof(*job));
   if (job == NULL)
     return UV_ENOMEM;
@@ -495,14 +579,13 @@ int cport__loop_is_mine(cport__loop_t* lp) {
 }
 
 
-#ifndef NDEBUG
-void cport__assert_on_loop(cport__loop_t* lp) {
-  if (!cport__loop_is_mine(lp)) {
-    cport__log(CPORT_LOG_ERROR,
-               "loop-only function called from a thread that does not run "
-               "loop %u",
-               lp->index);
-    abort();
-  }
+int cport__loop_check(cport__loop_t* lp, const char* fn) {
+  if (cport__loop_is_mine(lp))
+    return 0;
+  cport__log(CPORT_LOG_ERROR,
+             "%s: called from a thread that does not run loop %u; call it "
+             "from that loop's callbacks, or post a job there with "
+             "cport_core_post()",
+             fn, lp->index);
+  return CPORT_EWRONGTHREAD;
 }
-#endif

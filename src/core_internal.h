@@ -93,13 +93,10 @@ void cport__core_release(cport_core_t* core);
  * Returns NULL on allocation failure. */
 CPORT__NODISCARD char* cport__loop_read_chunk(cport__loop_t* lp);
 
-#ifndef NDEBUG
-/* Abort if a thread other than the loop's owner calls a loop-only
- * function. */
-void cport__assert_on_loop(cport__loop_t* lp);
-#define CPORT__ASSERT_ON_LOOP(lp) cport__assert_on_loop(lp)
-#else
-#define CPORT__ASSERT_ON_LOOP(lp) ((void)0)
-#endif
+/* The check of every loop-only public function, in every build: 0 when
+ * the calling thread owns `lp`; otherwise one error line naming `fn`, the
+ * loop and the fix, and CPORT_EWRONGTHREAD. Costs one atomic load and a
+ * compare. Thread: any. */
+int cport__loop_check(cport__loop_t* lp, const char* fn);
 
 #endif /* CPORT_CORE_INTERNAL_H */

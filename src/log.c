@@ -240,3 +240,18 @@ static void log_default_write(cport_log_level_t level,
    * that several loop threads write at once never interleave mid-line. */
   fputs(line, stderr);
 }
+
+
+int cport__einval(const char* fn, const char* fmt, ...) {
+  char what[CPORT__LOG_MSG_MAX];
+  va_list ap;
+  if (!cport__log_enabled(CPORT_LOG_WARN))
+    return UV_EINVAL;
+  va_start(ap, fmt);
+  if (vsnprintf(what, sizeof(what), fmt, ap) < 0)
+    snprintf(what, sizeof(what), "%s", fmt);
+  va_end(ap);
+  what[sizeof(what) - 1] = '\0';
+  cport__log(CPORT_LOG_WARN, "%s: %s", fn, what);
+  return UV_EINVAL;
+}

@@ -42,6 +42,13 @@ int cport__log_enabled(cport_log_level_t level);
 void cport__log(cport_log_level_t level, const char* fmt, ...)
     CPORT__PRINTF(2, 3);
 
+/* Refuse a call's arguments: log one warn line "fn: what: rule" (the
+ * function, the field and its value, the rule it breaks, as in
+ * "cport_service_create: opts.loop 7000: the core has 1 loop") and return
+ * UV_EINVAL, so that each UV_EINVAL of a create, start or option check
+ * says which of its causes it was. Thread: any. */
+int cport__einval(const char* fn, const char* fmt, ...) CPORT__PRINTF(2, 3);
+
 /* Test hook: the default writer's line, without a newline:
  * "1970-01-01T00:00:01.234Z cport warn: hello" for `unix_ms` 1234 (UTC,
  * proleptic Gregorian calendar, no leap seconds).

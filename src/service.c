@@ -287,28 +287,56 @@ static void service_free_unused(cport_service_t* svc) {
 }
 
 
-/* The first option that cport_service_create() refuses, as UV_EINVAL, or
- * 0. */
+#define SERVICE_EINVAL(...) cport__einval("cport_service_create", __VA_ARGS__)
+
+/* The first option that cport_service_create() refuses, logged and
+ * returned as UV_EINVAL, or 0. */
 static int service_check_opts(cport_service_kind_t kind,
                               const cport_service_opts_t* opts) {
-  if (opts->recv_buffer_limit == 0 || opts->send_queue_limit == 0 ||
-      opts->backlog <= 0)
-    return UV_EINVAL;
+  const cport_packet_format_t* fmt = &opts->packet;
+  if (opts->recv_buffer_limit == 0)
+    return SERVICE_EINVAL("opts.recv_buffer_limit 0: must be at least 1");
+  if (opts->send_queue_limit == 0)
+    return SERVICE_EINVAL("opts.send_queue_limit 0: must be at least 1");
+  if (opts->backlog <= 0)
+    return SERVICE_EINVAL("opts.backlog %d: must be at least 1",
+                          opts->backlog);
   if (opts->send_queue_policy != CPORT_SENDQ_PAUSE_READ &&
       opts->send_queue_policy != CPORT_SENDQ_DISCONNECT)
-    return UV_EINVAL;
+    return SERVICE_EINVAL(
+        "opts.send_queue_policy %d: must be CPORT_SENDQ_PAUSE_READ or "
+        "CPORT_SENDQ_DISCONNECT",
+        (int)opts->send_queue_policy);
   if (kind == CPORT_SERVICE_CLIENT && opts->connect_count == 0)
-    return UV_EINVAL;
+    return SERVICE_EINVAL("opts.connect_count 0: a client needs at least 1");
   if (opts->reconnect != CPORT_RECONNECT_NONE &&
       opts->reconnect != CPORT_RECONNECT_FIXED &&
       opts->reconnect != CPORT_RECONNECT_EXPONENTIAL)
-    return UV_EINVAL;
+    return SERVICE_EINVAL(
+        "opts.reconnect %d: must be CPORT_RECONNECT_NONE, _FIXED or "
+        "_EXPONENTIAL",
+        (int)opts->reconnect);
   if (opts->reconnect != CPORT_RECONNECT_NONE &&
-      (opts->reconnect_delay_ms == 0 || opts->reconnect_jitter_pct > 100))
-    return UV_EINVAL;
-  if ((opts->cbs.on_recv != NULL && opts->cbs.on_packet != NULL) ||
-      cport_packet_format_check(&opts->packet) != 0)
-    return UV_EINVAL;
+      opts->reconnect_delay_ms == 0)
+    return SERVICE_EINVAL(
+        "opts.reconnect_delay_ms 0: must be at least 1 with a reconnect "
+        "policy");
+  if (opts->reconnect != CPORT_RECONNECT_NONE &&
+      opts->reconnect_jitter_pct > 100)
+    return SERVICE_EINVAL("opts.reconnect_jitter_pct %u: must be 0 to 100",
+                          opts->reconnect_jitter_pct);
+  if (opts->cbs.on_recv != NULL && opts->cbs.on_packet != NULL)
+    return SERVICE_EINVAL(
+        "opts.cbs: on_recv and on_packet are both set; a packet service "
+        "(on_packet) takes no on_recv");
+  if (fmt->length_size != 2 && fmt->length_size != 4)
+    return SERVICE_EINVAL("opts.packet.length_size %u: must be 2 or 4",
+                          fmt->length_size);
+  if (cport_packet_format_check(fmt) != 0)
+    return SERVICE_EINVAL(
+        "opts.packet.max_packet %llu: must hold the header (%u bytes) and "
+        "be at most 4 GiB - 1",
+        (unsigned long long)fmt->max_packet, fmt->length_size + (fmt->has_id ? 2u : 0u));
   return 0;
 }
 
@@ -323,11 +351,16 @@ int cport_service_create(cport_service_t** out,
   cport__loop_t* lp;
   int rc;
   if (out == NULL || core == NULL || addr == NULL || opts == NULL)
-    return UV_EINVAL;
+    return SERVICE_EINVAL("%s is NULL", out == NULL    ? "out"
+                                        : core == NULL ? "core"
+                                        : addr == NULL ? "addr"
+                                                       : "opts");
   if (kind != CPORT_SERVICE_SERVER && kind != CPORT_SERVICE_CLIENT)
-    return UV_EINVAL;
+    return SERVICE_EINVAL(
+        "kind %d: must be CPORT_SERVICE_SERVER or CPORT_SERVICE_CLIENT",
+        (int)kind);
   if (cport_addr_sockaddr(addr) == NULL)
-    return UV_EINVAL;
+    return SERVICE_EINVAL("addr: not set (fill it with cport_addr_parse())");
   rc = service_check_opts(kind, opts);
   if (rc != 0)
     return rc;
@@ -337,7 +370,12 @@ int cport_service_create(cport_service_t** out,
     return rc;
   lp = cport__core_loop(core, opts->loop);
   if (lp == NULL)
-    return UV_EINVAL;
+    return SERVICE_EINVAL("opts.loop %u: the core has %u loop%s", opts->loop,
+                          cport_core_loops(core),
+                          cport_core_loops(core) == 1 ? "" : "s");
+  rc = cport__loop_check(lp, "cport_service_create");
+  if (rc != 0)
+    return rc;
   svc = cport__calloc(1, sizeof(*svc));
   if (svc == NULL)
     return UV_ENOMEM;
@@ -431,10 +469,14 @@ static void service_post_parts(cport_service_t* root,
 int cport_service_start(cport_service_t* svc) {
   unsigned i;
   int rc;
-  if (svc == NULL || service_is_part(svc) ||
-      service_state(svc) != SVC_CREATED)
-    return UV_EINVAL;
-  CPORT__ASSERT_ON_LOOP(svc->view.lp);
+  if (svc == NULL || service_is_part(svc))
+    return cport__einval("cport_service_start", "svc is NULL");
+  rc = cport__loop_check(svc->view.lp, "cport_service_start");
+  if (rc != 0)
+    return rc;
+  if (service_state(svc) != SVC_CREATED)
+    return cport__einval("cport_service_start",
+                         "the service was already started or stopped");
   if (svc->view.kind == CPORT_SERVICE_SERVER) {
     rc = cport__listener_start(svc, &svc->listener);
     if (rc != 0)
@@ -459,10 +501,17 @@ static int service_connect_failed_later(cport_service_t* svc, int code);
 int cport_service_connect(cport_service_t* svc, unsigned n) {
   unsigned i;
   int rc;
-  if (svc == NULL || n == 0 || svc->view.kind != CPORT_SERVICE_CLIENT ||
-      service_state(svc) != SVC_RUNNING)
-    return UV_EINVAL;
-  CPORT__ASSERT_ON_LOOP(svc->view.lp);
+  if (svc == NULL || n == 0 || svc->view.kind != CPORT_SERVICE_CLIENT)
+    return cport__einval("cport_service_connect", "%s",
+                         svc == NULL ? "svc is NULL"
+                         : n == 0    ? "n 0: must be at least 1"
+                                     : "svc is a server; only clients connect");
+  rc = cport__loop_check(svc->view.lp, "cport_service_connect");
+  if (rc != 0)
+    return rc;
+  if (service_state(svc) != SVC_RUNNING)
+    return cport__einval("cport_service_connect",
+                         "the service is not running (start it first)");
   for (i = 0; i < n; i++) {
     cport_session_t* s = cport__session_new(svc);
     rc = s != NULL ? cport__session_connect(s, 0) : UV_ENOMEM;
@@ -891,9 +940,15 @@ static int service_stop_here(cport_service_t* svc,
 int cport_service_stop(cport_service_t* svc,
                        int deadline_ms,
                        void (*on_stopped)(cport_service_t* svc)) {
-  if (svc == NULL || deadline_ms < 0 || service_is_part(svc))
-    return UV_EINVAL;
-  CPORT__ASSERT_ON_LOOP(svc->view.lp);
+  int rc;
+  if (svc == NULL || service_is_part(svc))
+    return cport__einval("cport_service_stop", "svc is NULL");
+  if (deadline_ms < 0)
+    return cport__einval("cport_service_stop",
+                         "deadline_ms %d: must be 0 or more", deadline_ms);
+  rc = cport__loop_check(svc->view.lp, "cport_service_stop");
+  if (rc != 0)
+    return rc;
   return service_stop_here(svc, cport__clock_ms() + (uint64_t)deadline_ms,
                            on_stopped);
 }
@@ -929,7 +984,10 @@ static void service_destroy_here(cport_service_t* svc) {
 void cport_service_destroy(cport_service_t* svc) {
   if (svc == NULL || service_is_part(svc))
     return;
-  CPORT__ASSERT_ON_LOOP(svc->view.lp);
+  /* From another thread the destroy would race the loop's callbacks:
+   * refused and logged, the service left running. */
+  if (cport__loop_check(svc->view.lp, "cport_service_destroy") != 0)
+    return;
   service_destroy_here(svc);
 }
 
@@ -938,8 +996,12 @@ void cport_service_destroy(cport_service_t* svc) {
 
 int cport_service_local_addr(const cport_service_t* svc, cport_addr_t* out) {
   svc_state_t state;
+  int rc;
   if (svc == NULL || out == NULL || svc->view.kind != CPORT_SERVICE_SERVER)
     return UV_EINVAL;
+  rc = cport__loop_check(svc->view.lp, "cport_service_local_addr");
+  if (rc != 0)
+    return rc;
   state = service_state(svc);
   if (svc->listener == NULL || state != SVC_RUNNING)
     return UV_ENOTCONN;
@@ -1075,7 +1137,8 @@ int cport_service_stats(const cport_service_t* svc,
 
 
 void cport_service_set_data(cport_service_t* svc, void* data) {
-  if (svc != NULL)
+  if (svc != NULL && cport__loop_check(svc->view.lp,
+                                       "cport_service_set_data") == 0)
     svc->data = data;
 }
 

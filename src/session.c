@@ -223,7 +223,11 @@ int cport__session_layout(cport_service_kind_t kind,
     /* The sum below must not wrap, and no object may be larger than
      * PTRDIFF_MAX (pointer differences within it must work). */
     if (opts->user_size > (size_t)PTRDIFF_MAX - end - SESSION_ALIGN)
-      return UV_EINVAL;
+      return cport__einval("cport_service_create",
+                           "opts.user_size %llu: too large for a session "
+                           "block (at most PTRDIFF_MAX less %llu)",
+                           (unsigned long long)opts->user_size,
+                           (unsigned long long)(end + SESSION_ALIGN));
     out->user_off = (end + SESSION_ALIGN - 1) / SESSION_ALIGN * SESSION_ALIGN;
     end = out->user_off + opts->user_size;
   }
@@ -1503,5 +1507,8 @@ size_t cport_session_queued_bytes(const cport_session_t* s) {
 
 
 size_t cport_session_pending_bytes(const cport_session_t* s) {
-  return s == NULL || s->rbuf == NULL ? 0 : s->rbuf->len;
+  if (s == NULL ||
+      cport__loop_check(VIEW(s)->lp, "cport_session_pending_bytes") != 0)
+    return 0;
+  return s->rbuf == NULL ? 0 : s->rbuf->len;
 }

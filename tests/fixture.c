@@ -769,3 +769,64 @@ void spread_destroy(spread_t* sp,
   cport_core_destroy(sp->core);
   signal_destroy(&sp->done);
 }
+
+
+/* ---- log capture ---- */
+
+static struct {
+  uv_once_t once;
+  uv_mutex_t lock;
+  char text[8192];
+  size_t len;
+  int lines;
+} log_cap = {UV_ONCE_INIT};
+
+static void log_cap_init(void) {
+  if (uv_mutex_init(&log_cap.lock) != 0)
+    abort();
+}
+
+static void log_cap_fn(cport_log_level_t level, const char* msg, void* arg) {
+  size_t n = strlen(msg);
+  (void)level;
+  (void)arg;
+  uv_mutex_lock(&log_cap.lock);
+  if (log_cap.len + n + 2 < sizeof(log_cap.text)) {
+    memcpy(log_cap.text + log_cap.len, msg, n);
+    log_cap.len += n;
+    log_cap.text[log_cap.len++] = '\n';
+    log_cap.text[log_cap.len] = '\0';
+  }
+  log_cap.lines++;
+  uv_mutex_unlock(&log_cap.lock);
+}
+
+void log_capture_begin(cport_log_level_t level) {
+  uv_once(&log_cap.once, log_cap_init);
+  uv_mutex_lock(&log_cap.lock);
+  log_cap.len = 0;
+  log_cap.text[0] = '\0';
+  log_cap.lines = 0;
+  uv_mutex_unlock(&log_cap.lock);
+  cport_set_log(log_cap_fn, NULL, level);
+}
+
+int log_capture_take(char* out, size_t cap) {
+  int lines;
+  uv_mutex_lock(&log_cap.lock);
+  if (cap > 0) {
+    size_t n = log_cap.len < cap - 1 ? log_cap.len : cap - 1;
+    memcpy(out, log_cap.text, n);
+    out[n] = '\0';
+  }
+  lines = log_cap.lines;
+  log_cap.len = 0;
+  log_cap.text[0] = '\0';
+  log_cap.lines = 0;
+  uv_mutex_unlock(&log_cap.lock);
+  return lines;
+}
+
+void log_capture_end(void) {
+  cport_set_log(NULL, NULL, CPORT_LOG_WARN);
+}

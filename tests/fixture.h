@@ -189,6 +189,14 @@ int fixture_spawn_self(fixture_t* fx,
  * tests rely on; those tests skip under wine and print why. */
 int fixture_under_wine(void);
 
+/* Log capture: route cport's log to a buffer (at `level` and more severe)
+ * until log_capture_end(), which restores the default writer. Thread-safe.
+ * log_capture_take() copies the lines logged since the last take (each
+ * ended by '\n', cut to `cap`) into `out` and returns how many there were. */
+void log_capture_begin(cport_log_level_t level);
+int log_capture_take(char* out, size_t cap);
+void log_capture_end(void);
+
 /* Why a test of a flush that cannot finish skips under wine. */
 #define FIXTURE_WINE_DRAINS_STUCK_WRITES                                 \
   "the uv_write queue to a peer that stopped reading still drains under " \

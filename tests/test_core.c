@@ -837,6 +837,84 @@ static void test_core_join_without_run_returns_zero(void** state) {
 }
 
 
+typedef struct inside_s {
+  cport_core_t* core;
+  int ran;
+  int rc_join;
+  int rc_run;
+  int rc_run_here;
+  char lines[2048];
+  int nlines;
+} inside_t;
+
+/* A job on the core's own loop calls what would wait for that loop or
+ * free it. */
+static void inside_job(void* arg) {
+  inside_t* in = arg;
+  (void)log_capture_take(in->lines, sizeof(in->lines));
+  in->rc_join = cport_core_join(in->core);
+  in->rc_run = cport_core_run(in->core);
+  in->rc_run_here = cport_core_run_here(in->core);
+  cport_core_destroy(in->core);
+  in->nlines = log_capture_take(in->lines, sizeof(in->lines));
+  in->ran++;
+}
+
+/* Join, run and destroy from a job that cport_core_dispatch() runs return
+ * CPORT_EWRONGTHREAD (destroy: does nothing) in every build, with one
+ * error line each naming the function; the core goes on working. */
+static void test_core_owner_calls_refuse_its_own_loop(void** state) {
+  fixture_t* fx = *state;
+  inside_t in;
+  int after = 0;
+  static const char* const fns[] = {"cport_core_join: ", "cport_core_run: ",
+                                    "cport_core_run_here: ",
+                                    "cport_core_destroy: "};
+  size_t i;
+  memset(&in, 0, sizeof(in));
+  in.core = fx->core;
+  log_capture_begin(CPORT_LOG_WARN);
+  assert_int_equal(cport_core_post(fx->core, 0, inside_job, &in), 0);
+  fixture_wait_int(fx, &in.ran, 1, FIXTURE_TIMEOUT_MS);
+  log_capture_end();
+  assert_int_equal(in.rc_join, CPORT_EWRONGTHREAD);
+  assert_int_equal(in.rc_run, CPORT_EWRONGTHREAD);
+  assert_int_equal(in.rc_run_here, CPORT_EWRONGTHREAD);
+  assert_int_equal(in.nlines, 4);
+  for (i = 0; i < sizeof(fns) / sizeof(fns[0]); i++)
+    if (strstr(in.lines, fns[i]) == NULL)
+      fail_msg("no line for %s in:\n%s", fns[i], in.lines);
+  assert_int_equal(cport_core_post(fx->core, 0, count_job, &after), 0);
+  fixture_wait_int(fx, &after, 1, FIXTURE_TIMEOUT_MS);
+}
+
+
+/* cport_core_create's refusals each log one line naming the field. */
+static void test_core_create_logs_each_refusal(void** state) {
+  cport_core_t* core = NULL;
+  cport_core_opts_t opts;
+  char lines[1024];
+  uv_loop_t app_loop;
+  (void)state;
+  log_capture_begin(CPORT_LOG_WARN);
+  cport_core_opts_init(&opts);
+  opts.loops = 0;
+  assert_int_equal(cport_core_create(&core, &opts), UV_EINVAL);
+  assert_int_equal(log_capture_take(lines, sizeof(lines)), 1);
+  assert_non_null(strstr(lines, "cport_core_create: opts.loops 0: must be 1 to 256"));
+  opts.loops = 2;
+  opts.uv_loop = &app_loop; /* never touched: refused first */
+  assert_int_equal(cport_core_create(&core, &opts), UV_EINVAL);
+  assert_int_equal(log_capture_take(lines, sizeof(lines)), 1);
+  assert_non_null(strstr(lines, "opts.loops 2: must be 1 with opts.uv_loop"));
+  assert_int_equal(cport_core_create(NULL, NULL), UV_EINVAL);
+  assert_int_equal(log_capture_take(lines, sizeof(lines)), 1);
+  assert_non_null(strstr(lines, "cport_core_create: out is NULL"));
+  log_capture_end();
+  assert_null(core);
+}
+
+
 static void test_core_destroy_stops_running_threads(void** state) {
   cport_core_t* core = NULL;
   (void)state;
@@ -1825,6 +1903,8 @@ int main(void) {
       FX_TEST(test_core_run_again_after_join),
       FX_TEST(test_core_stop_before_run_does_not_cancel_next_run),
       FX_TEST(test_core_join_without_run_returns_zero),
+      FX_TEST(test_core_owner_calls_refuse_its_own_loop),
+      FX_TEST(test_core_create_logs_each_refusal),
       CORE_TEST(test_core_destroy_stops_running_threads),
       CORE_TEST(test_core_run_here_runs_port_on_caller_until_stop),
       CORE_TEST(

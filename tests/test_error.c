@@ -157,9 +157,39 @@ static int code_is_defined(int code) {
 }
 
 
+/* The cport names of libuv's codes equal libuv's own on this system (the
+ * POSIX values come from <errno.h>, the Windows ones are fixed: both
+ * checked here, on Linux and under wine), and name themselves. */
+static void test_error_uv_code_names_equal_libuv(void** state) {
+  static const struct {
+    int cport;
+    int uv;
+    const char* name;
+  } same[] = {
+#define SAME(name) {CPORT_##name, UV_##name, #name}
+      SAME(EOF),          SAME(EAI_AGAIN),     SAME(EAI_NONAME),
+      SAME(EACCES),       SAME(EADDRINUSE),    SAME(EADDRNOTAVAIL),
+      SAME(EAGAIN),       SAME(EALREADY),      SAME(EBUSY),
+      SAME(ECANCELED),    SAME(ECONNABORTED),  SAME(ECONNREFUSED),
+      SAME(ECONNRESET),   SAME(EHOSTUNREACH),  SAME(EINVAL),
+      SAME(EMFILE),       SAME(ENETUNREACH),   SAME(ENOMEM),
+      SAME(ENOTCONN),     SAME(EPIPE),         SAME(ETIMEDOUT),
+#undef SAME
+  };
+  size_t i;
+  (void)state;
+  for (i = 0; i < COUNT(same); i++) {
+    if (same[i].cport != same[i].uv)
+      fail_msg("CPORT_%s is %d, libuv's UV_%s %d", same[i].name,
+               same[i].cport, same[i].name, same[i].uv);
+    assert_string_equal(cport_err_name(same[i].cport), same[i].name);
+  }
+}
+
+
 static void test_error_unknown_codes_are_reported_as_unknown(void** state) {
-  /* -5999 is the enum's end marker, not a code; -5008 is the next free one. */
-  static const int unknown[] = {-123456, 12345, 1,       -5999,  -5008,
+  /* -5999 is the enum's end marker, not a code; -5009 is the next free one. */
+  static const int unknown[] = {-123456, 12345, 1,       -5999,  -5009,
                                 -6000,   -4999, INT_MIN, INT_MAX};
   size_t i;
   (void)state;
@@ -199,6 +229,7 @@ int main(void) {
       cmocka_unit_test(test_error_uv_codes_pass_through),
       cmocka_unit_test(test_error_uv_codes_match_libuv_texts),
       cmocka_unit_test(test_error_zero_is_success),
+      cmocka_unit_test(test_error_uv_code_names_equal_libuv),
       cmocka_unit_test(test_error_unknown_codes_are_reported_as_unknown),
       cmocka_unit_test(test_error_texts_are_static),
   };

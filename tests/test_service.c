@@ -319,44 +319,102 @@ static int create_rc(fixture_t* fx,
 }
 
 
+static size_t never_recv(cport_session_t* s, const uint8_t* d, size_t n) {
+  (void)s;
+  (void)d;
+  (void)n;
+  return n; /* never called: the service is refused */
+}
+
+static void never_packet(cport_session_t* s,
+                         unsigned id,
+                         const uint8_t* d,
+                         size_t n) {
+  (void)s;
+  (void)id;
+  (void)d;
+  (void)n; /* never called: the service is refused */
+}
+
+
+/* create_rc() for a refused option: UV_EINVAL and exactly one warn line
+ * naming the function and `what` (the field, its value, the rule). */
+static void expect_refused(fixture_t* fx,
+                           cport_service_kind_t kind,
+                           const cport_service_opts_t* o,
+                           const char* what) {
+  char lines[1024];
+  int n;
+  int rc;
+  (void)log_capture_take(lines, sizeof(lines));
+  rc = create_rc(fx, kind, o);
+  n = log_capture_take(lines, sizeof(lines));
+  if (rc != UV_EINVAL)
+    fail_msg("create with %s returned %d, expected UV_EINVAL", what, rc);
+  if (n != 1 || strstr(lines, "cport_service_create: ") != lines ||
+      strstr(lines, what) == NULL)
+    fail_msg("create with %s logged %d line(s): \"%s\"", what, n, lines);
+}
+
+
 static void test_service_rejects_invalid_options(void** state) {
   fixture_t* fx = *state;
   cport_service_opts_t o;
+  char lines[256];
   cport_service_opts_init(&o);
+  log_capture_begin(CPORT_LOG_WARN);
   assert_int_equal(create_rc(fx, CPORT_SERVICE_SERVER, &o), 0);
   assert_int_equal(create_rc(fx, CPORT_SERVICE_CLIENT, &o), 0);
-  assert_int_equal(create_rc(fx, (cport_service_kind_t)3, &o), UV_EINVAL);
-  assert_int_equal(create_rc(fx, CPORT_SERVICE_SERVER, NULL), UV_EINVAL);
-  o.loop = 1; /* the core has one loop */
-  assert_int_equal(create_rc(fx, CPORT_SERVICE_SERVER, &o), UV_EINVAL);
+  assert_int_equal(log_capture_take(lines, sizeof(lines)), 0);
+  expect_refused(fx, (cport_service_kind_t)3, &o, "kind 3: must be");
+  expect_refused(fx, CPORT_SERVICE_SERVER, NULL, "opts is NULL");
+  o.loop = 7000; /* a TCP port by mistake: the core has one loop */
+  expect_refused(fx, CPORT_SERVICE_SERVER, &o,
+                 "opts.loop 7000: the core has 1 loop");
   cport_service_opts_init(&o);
   o.recv_buffer_limit = 0;
-  assert_int_equal(create_rc(fx, CPORT_SERVICE_SERVER, &o), UV_EINVAL);
+  expect_refused(fx, CPORT_SERVICE_SERVER, &o, "opts.recv_buffer_limit 0");
   cport_service_opts_init(&o);
   o.send_queue_limit = 0;
-  assert_int_equal(create_rc(fx, CPORT_SERVICE_SERVER, &o), UV_EINVAL);
+  expect_refused(fx, CPORT_SERVICE_SERVER, &o, "opts.send_queue_limit 0");
   cport_service_opts_init(&o);
   o.send_queue_policy = (cport_sendq_policy_t)7;
-  assert_int_equal(create_rc(fx, CPORT_SERVICE_SERVER, &o), UV_EINVAL);
+  expect_refused(fx, CPORT_SERVICE_SERVER, &o, "opts.send_queue_policy 7");
   cport_service_opts_init(&o);
   o.backlog = 0;
-  assert_int_equal(create_rc(fx, CPORT_SERVICE_SERVER, &o), UV_EINVAL);
+  expect_refused(fx, CPORT_SERVICE_SERVER, &o, "opts.backlog 0");
   cport_service_opts_init(&o);
   o.connect_count = 0;
-  assert_int_equal(create_rc(fx, CPORT_SERVICE_CLIENT, &o), UV_EINVAL);
+  expect_refused(fx, CPORT_SERVICE_CLIENT, &o, "opts.connect_count 0");
   cport_service_opts_init(&o);
   o.reconnect = (cport_reconnect_t)9;
-  assert_int_equal(create_rc(fx, CPORT_SERVICE_CLIENT, &o), UV_EINVAL);
+  expect_refused(fx, CPORT_SERVICE_CLIENT, &o, "opts.reconnect 9");
   cport_service_opts_init(&o);
   o.reconnect = CPORT_RECONNECT_FIXED;
   o.reconnect_delay_ms = 0;
-  assert_int_equal(create_rc(fx, CPORT_SERVICE_CLIENT, &o), UV_EINVAL);
+  expect_refused(fx, CPORT_SERVICE_CLIENT, &o, "opts.reconnect_delay_ms 0");
   cport_service_opts_init(&o);
   o.reconnect = CPORT_RECONNECT_EXPONENTIAL;
   o.reconnect_jitter_pct = 101;
-  assert_int_equal(create_rc(fx, CPORT_SERVICE_CLIENT, &o), UV_EINVAL);
+  expect_refused(fx, CPORT_SERVICE_CLIENT, &o,
+                 "opts.reconnect_jitter_pct 101: must be 0 to 100");
   o.reconnect_jitter_pct = 100;
   assert_int_equal(create_rc(fx, CPORT_SERVICE_CLIENT, &o), 0);
+  cport_service_opts_init(&o);
+  o.cbs.on_recv = never_recv;
+  o.cbs.on_packet = never_packet;
+  expect_refused(fx, CPORT_SERVICE_SERVER, &o,
+                 "on_recv and on_packet are both set");
+  cport_service_opts_init(&o);
+  o.packet.length_size = 3;
+  expect_refused(fx, CPORT_SERVICE_SERVER, &o, "opts.packet.length_size 3");
+  cport_service_opts_init(&o);
+  o.packet.max_packet = 1;
+  expect_refused(fx, CPORT_SERVICE_SERVER, &o, "opts.packet.max_packet 1");
+  cport_service_opts_init(&o);
+  o.user_size = SIZE_MAX;
+  expect_refused(fx, CPORT_SERVICE_SERVER, &o, "opts.user_size");
+  log_capture_end();
 }
 
 
@@ -396,6 +454,95 @@ static void test_service_rejects_invalid_arguments(void** state) {
   assert_ptr_equal(cport_service_get_data(svc), fx);
   cport_service_destroy(svc);
   cport_service_destroy(NULL);
+}
+
+
+/* ---- calls from the wrong thread ---- */
+
+typedef struct wrong_thread_s {
+  fixture_t* fx;
+  cport_service_t* svc;    /* a started server on loop 0 */
+  cport_session_t* s;      /* one of its sessions, referenced */
+  int rc_create, rc_start, rc_stop, rc_connect, rc_local;
+  size_t pending;
+  char lines[4096];
+  int nlines;
+} wrong_thread_t;
+
+/* Every loop-only call, from a thread that does not run loop 0. */
+static void wrong_thread_main(void* arg) {
+  wrong_thread_t* w = arg;
+  cport_service_t* other = NULL;
+  cport_service_opts_t o;
+  cport_addr_t addr;
+  cport_addr_t local;
+  cport_service_opts_init(&o);
+  (void)cport_addr_parse(&addr, "127.0.0.1", 0);
+  w->rc_create = cport_service_create(&other, w->fx->core,
+                                      CPORT_SERVICE_SERVER, &addr, &o);
+  w->rc_start = cport_service_start(w->svc);
+  w->rc_stop = cport_service_stop(w->svc, 0, NULL);
+  w->rc_connect = cport_service_connect(w->fx->client, 1);
+  w->rc_local = cport_service_local_addr(w->svc, &local);
+  w->pending = cport_session_pending_bytes(w->s);
+  cport_service_set_data(w->svc, w);
+  cport_service_destroy(w->svc);
+  w->nlines = log_capture_take(w->lines, sizeof(w->lines));
+}
+
+
+/* Loop-only functions called from another thread return
+ * CPORT_EWRONGTHREAD in every build (0.4 returned 0 in Release builds and
+ * raced the loop), log one error line each naming the function and the
+ * fix, and leave the service as it was. */
+static void test_service_loop_only_calls_refuse_other_threads(void** state) {
+  fixture_t* fx = *state;
+  wrong_thread_t w;
+  uv_thread_t th;
+  peer_t* p;
+  rec_session_t* rec;
+  static const char* const fns[] = {
+      "cport_service_create: ",     "cport_service_start: ",
+      "cport_service_stop: ",       "cport_service_connect: ",
+      "cport_service_local_addr: ", "cport_session_pending_bytes: ",
+      "cport_service_set_data: ",   "cport_service_destroy: "};
+  size_t i;
+  memset(&w, 0, sizeof(w));
+  w.fx = fx;
+  fixture_start_server(fx);
+  w.svc = fx->server;
+  fixture_start_client(fx, &fx->server_addr, 1);
+  fixture_wait_int(fx, &fx->connected, 2, FIXTURE_TIMEOUT_MS);
+  assert_non_null(fx->last_server);
+  w.s = fx->last_server;
+  cport_session_ref(w.s);
+  assert_ptr_equal(cport_service_get_data(fx->server), fx);
+  log_capture_begin(CPORT_LOG_WARN);
+  assert_int_equal(uv_thread_create(&th, wrong_thread_main, &w), 0);
+  assert_int_equal(uv_thread_join(&th), 0);
+  log_capture_end();
+  assert_int_equal(w.rc_create, CPORT_EWRONGTHREAD);
+  assert_int_equal(w.rc_start, CPORT_EWRONGTHREAD);
+  assert_int_equal(w.rc_stop, CPORT_EWRONGTHREAD);
+  assert_int_equal(w.rc_connect, CPORT_EWRONGTHREAD);
+  assert_int_equal(w.rc_local, CPORT_EWRONGTHREAD);
+  assert_int_equal(w.pending, 0);
+  assert_int_equal(w.nlines, (int)(sizeof(fns) / sizeof(fns[0])));
+  for (i = 0; i < sizeof(fns) / sizeof(fns[0]); i++) {
+    const char* at = strstr(w.lines, fns[i]);
+    if (at == NULL || strstr(at, "cport_core_post()") == NULL ||
+        strstr(at, "loop 0") == NULL)
+      fail_msg("no line for %s in:\n%s", fns[i], w.lines);
+  }
+  /* Nothing happened: the service still serves, with its old data. */
+  assert_ptr_equal(cport_service_get_data(fx->server), fx);
+  p = peer_connect(fx, &fx->server_addr, 0);
+  peer_write(p, "ping", 4);
+  fixture_wait_size(fx, &p->received.len, 4, FIXTURE_TIMEOUT_MS);
+  rec = rec_of(w.s);
+  assert_int_equal(rec->disconnected, 0);
+  cport_session_unref(w.s);
+  peer_destroy(p);
 }
 
 
@@ -1646,6 +1793,7 @@ int main(void) {
       T(test_service_stats_count_bytes),
       T(test_service_rejects_invalid_options),
       T(test_service_rejects_invalid_arguments),
+      T(test_service_loop_only_calls_refuse_other_threads),
       T(test_audit_service_rejects_user_size_that_overflows),
       T(test_audit_spread_handoff_after_destroy_or_stop),
       T(test_service_stop_ends_callbacks_on_every_port),

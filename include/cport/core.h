@@ -97,7 +97,9 @@ CPORT_API int cport_core_create(cport_core_t** out,
  * example uv_run(loop, UV_RUN_NOWAIT)) before uv_loop_close().
  * The memory itself goes when the last session reference the application
  * kept is dropped too (see the top of this file).
- * Thread:  owner, never from a loop's own callback.
+ * Thread:  owner, never from a callback or job of the core's own loops:
+ *          there it logs an error line and returns without destroying
+ *          anything (CPORT_EWRONGTHREAD, in every build).
  * Blocks:  until the loop threads have exited. */
 CPORT_API void cport_core_destroy(cport_core_t* core);
 
@@ -121,7 +123,9 @@ CPORT_API int cport_core_dispatch(cport_core_t* core,
  * cport_core_stop(). Returns at once.
  * Thread:  owner.
  * Returns: 0; UV_EINVAL for NULL or for an embedded core (the application
- *          drives that loop); UV_EBUSY if already running; a libuv error if a
+ *          drives that loop); UV_EBUSY if already running;
+ *          CPORT_EWRONGTHREAD (logged) from a callback or job that
+ *          cport_core_dispatch() runs; a libuv error if a
  *          thread cannot be started (threads already started are stopped). */
 CPORT_API int cport_core_run(cport_core_t* core);
 
@@ -136,7 +140,9 @@ CPORT_API int cport_core_run(cport_core_t* core);
  *          loop 0's thread until the call returns.
  * Blocks:  until cport_core_stop().
  * Returns: 0 after cport_core_stop(); UV_EINVAL for NULL or for an embedded
- *          core; UV_EBUSY if the core is already running; a libuv error if a
+ *          core; UV_EBUSY if the core is already running;
+ *          CPORT_EWRONGTHREAD (logged) from a callback or job that
+ *          cport_core_dispatch() runs; a libuv error if a
  *          thread cannot be started (threads already started are stopped and
  *          joined, and loop 0 is not run). */
 CPORT_API int cport_core_run_here(cport_core_t* core);
@@ -156,7 +162,9 @@ CPORT_API int cport_core_stop(cport_core_t* core);
  * cport_core_stop()). Afterwards the core may be run again or destroyed.
  * Thread:  owner, never from a loop's own callback.
  * Blocks:  until every loop thread has returned.
- * Returns: 0 (also when nothing was running); UV_EINVAL for NULL. */
+ * Returns: 0 (also when nothing was running); UV_EINVAL for NULL;
+ *          CPORT_EWRONGTHREAD (logged) from a callback or job of the core's
+ *          own loops, where it would wait for itself. */
 CPORT_API int cport_core_join(cport_core_t* core);
 
 /* Run `fn(arg)` on `loop`'s thread: a job.

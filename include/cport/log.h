@@ -9,6 +9,8 @@
  *
  * cport logs conditions that an operator should know about: failures to
  * accept a connection, and listeners that pause because of them, at warn;
+ * arguments a create, start or option check refuses, one warn line naming
+ * the field, its value and the rule; calls from the wrong thread at error;
  * sessions ended by an idle timeout and other notable events at info and
  * debug. A message is one line of English for people to read; its wording
  * may change in any release, so do not parse it.

@@ -292,7 +292,10 @@ CPORT_API void cport_service_opts_init(cport_service_opts_t* opts);
  *            reconnect policy, or one set with reconnect_delay_ms 0 or
  *            reconnect_jitter_pct above 100, both on_recv and on_packet
  *            set, an invalid opts.packet (cport_packet_format_check), a
- *            user_size too large for any session block;
+ *            user_size too large for any session block (each logs one
+ *            warn line naming the field, its value and the rule);
+ *            CPORT_EWRONGTHREAD from a thread that does not run the loop
+ *            (logged at error);
  *            UV_ENOMEM;
  *            a libuv error from timer set-up. */
 CPORT_API int cport_service_create(cport_service_t** out,
@@ -310,7 +313,7 @@ CPORT_API int cport_service_create(cport_service_t** out,
  * has returned, stats.connect_failed counts it, and the policy retries it.
  * Thread:  loop.
  * Returns: 0; UV_EINVAL for NULL or a service already started or stopped;
- *          for a server, UV_EADDRINUSE, UV_EACCES, UV_EADDRNOTAVAIL and other
+ *          CPORT_EWRONGTHREAD from another thread (logged); for a server, UV_EADDRINUSE, UV_EACCES, UV_EADDRNOTAVAIL and other
  *          bind or listen errors (then nothing is left open and start may be
  *          called again); for a client, as cport_service_connect() returns
  *          for connect_count connects (the service then counts as started
@@ -324,7 +327,7 @@ CPORT_API int cport_service_start(cport_service_t* svc);
  * Thread:  loop.
  * Returns: 0 if each connect was started or, under a policy, handed to it;
  *          UV_EINVAL for NULL, n 0, a server, or a service not started or
- *          stopping; UV_ENOMEM or a libuv error for the first connect that
+ *          stopping; CPORT_EWRONGTHREAD from another thread; UV_ENOMEM or a libuv error for the first connect that
  *          could not start and that no policy took (the earlier ones go on,
  *          the later ones are not started). */
 CPORT_API int cport_service_connect(cport_service_t* svc, unsigned n);
@@ -346,9 +349,11 @@ CPORT_API int cport_service_connect(cport_service_t* svc, unsigned n);
  * callback already under way on another loop's thread at the moment of
  * the call may still be running.)
  * Thread:  loop.
- * Returns: 0; UV_EINVAL for NULL or negative deadline; UV_EALREADY when a
- *          stop is already under way or done (on_stopped is then not
- *          called again). */
+ * Returns: 0; UV_EINVAL for NULL or negative deadline; CPORT_EWRONGTHREAD
+ *          from a thread that does not run the service's loop (logged at
+ *          error, nothing stopped: post a job with cport_core_post());
+ *          UV_EALREADY when a stop is already under way or done
+ *          (on_stopped is then not called again). */
 CPORT_API int cport_service_stop(cport_service_t* svc,
                                  int deadline_ms,
                                  void (*on_stopped)(cport_service_t* svc));
@@ -365,14 +370,15 @@ CPORT_API int cport_service_stop(cport_service_t* svc,
  * once libuv has closed every handle, on every loop, and the last reference
  * to one of its sessions is gone. Safe inside the service's own callbacks,
  * on_stopped included.
- * Thread: loop. */
+ * Thread: loop. From any other thread nothing is destroyed: the call logs
+ * an error line naming the fix (cport_core_post()) and returns. */
 CPORT_API void cport_service_destroy(cport_service_t* svc);
 
 /* The server's bound address, with the real port when the service was
- * started on loop 0.
+ * started on port 0.
  * Thread:  loop.
- * Returns: 0; UV_EINVAL for NULL or a client; UV_ENOTCONN when not
- *          listening. */
+ * Returns: 0; UV_EINVAL for NULL or a client; CPORT_EWRONGTHREAD from
+ *          another thread; UV_ENOTCONN when not listening. */
 CPORT_API int cport_service_local_addr(const cport_service_t* svc,
                                        cport_addr_t* out);
 
@@ -421,7 +427,8 @@ CPORT_API int cport_service_stats(const cport_service_t* svc,
                                   cport_service_stats_t* out);
 
 /* The user pointer from opts.data, or set here. cport never reads it.
- * Thread: set_data: loop. get_data: any thread, for a pointer that does not
+ * Thread: set_data: loop (from another thread it logs an error and sets
+ * nothing). get_data: any thread, for a pointer that does not
  * change while other threads read it (opts.data, or set before the service
  * starts), such as from the callbacks of sessions on other loops. */
 CPORT_API void cport_service_set_data(cport_service_t* svc, void* data);

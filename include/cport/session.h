@@ -178,7 +178,8 @@ CPORT_API size_t cport_session_queued_bytes(const cport_session_t* s);
 
 /* Bytes received that on_recv has not consumed yet (0 from on_disconnected
  * on, when they are discarded).
- * Thread: loop. Returns 0 for NULL. */
+ * Thread: loop (from another thread: 0, and an error line). Returns 0 for
+ * NULL. */
 CPORT_API size_t cport_session_pending_bytes(const cport_session_t* s);
 
 #ifdef __cplusplus

@@ -1,12 +1,14 @@
-/* cport_addr_t: parsing and formatting of IPv4 and IPv6 socket addresses.
+/* cport_addr_t: parsing and formatting of IPv4 and IPv6 socket addresses
+ * and of host names kept for later lookup.
  * libuv does the address conversions (uv_ip4_addr, uv_ip6_addr, uv_ip_name,
  * uv_getaddrinfo); this file adds strict port parsing, the "[v6]:port"
- * syntax, the refusal of empty hosts, and reads IPv6 scopes itself. */
+ * syntax, the refusal of empty hosts, host name syntax, and reads IPv6
+ * scopes itself. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "common.h"
+#include "addr_internal.h"
 
 _Static_assert((sizeof(struct sockaddr_in6) <= sizeof(((cport_addr_t*)0)->u)),
                "cport_addr_t too small for sockaddr_in6");
@@ -74,7 +76,7 @@ static int parse_scope(const char* text, size_t len, uint32_t* out) {
  * characters unchecked (a 45-character address lost its tail), and turns an
  * unknown scope name into scope 0 (on Windows, a scope into atoi()'s
  * number). */
-static int parse_host(
+static int parse_ip(
     cport_addr_t* out, const char* host, size_t len, int port, int bracketed) {
   char ip[ADDR_IP_TEXT_MAX + 1];
   const char* percent = memchr(host, '%', len);
@@ -106,16 +108,85 @@ static int parse_host(
 }
 
 
-int cport_addr_parse(cport_addr_t* out, const char* host, int port) {
+static int is_letter_digit(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+         (c >= '0' && c <= '9');
+}
+
+
+/* A host name of `len` characters (RFC 1123): labels of 1..63 letters,
+ * digits and hyphens, no hyphen first or last, separated by single dots,
+ * one trailing dot allowed. The last label must not be all digits, so
+ * that a bad IPv4 address ("1.2.3.256", "1.2.3") is refused, not taken for
+ * a name the resolver might read as a number. Checked by hand rather than
+ * with isalnum(), whose answer depends on the locale. */
+static int parse_name(cport_addr_t* out,
+                      const char* host,
+                      size_t len,
+                      int port) {
+  size_t i;
+  size_t label = 0;     /* characters in the current label */
+  int numeric = 1;      /* the current label is all digits so far */
+  int last_numeric = 1; /* the last complete label was */
+  size_t end = len > 0 && host[len - 1] == '.' ? len - 1 : len;
+  if (end == 0 || len > CPORT_ADDR_NAME_MAX)
+    return UV_EINVAL;
+  for (i = 0; i <= end; i++) {
+    char c = i < end ? host[i] : '.';
+    if (c == '.') {
+      if (label == 0 || host[i - 1] == '-')
+        return UV_EINVAL;
+      last_numeric = numeric;
+      label = 0;
+      numeric = 1;
+      continue;
+    }
+    if (!is_letter_digit(c) && (c != '-' || label == 0))
+      return UV_EINVAL;
+    if (c < '0' || c > '9')
+      numeric = 0;
+    if (++label > 63)
+      return UV_EINVAL;
+  }
+  if (last_numeric)
+    return UV_EINVAL;
+  memset(out, 0, sizeof(*out));
+  memcpy(out->name, host, len);
+  out->name_port = (uint16_t)port;
+  return 0;
+}
+
+
+/* A numeric host first: the common case pays nothing for names. */
+static int parse_host(
+    cport_addr_t* out, const char* host, size_t len, int port, int bracketed) {
+  if (parse_ip(out, host, len, port, bracketed) == 0)
+    return 0;
+  return bracketed ? UV_EINVAL : parse_name(out, host, len, port);
+}
+
+
+/* `names`: a host name is kept (cport_addr_parse) or refused (the numeric
+ * short cut of cport_addr_resolve). */
+static int parse_text(cport_addr_t* out,
+                      const char* host,
+                      int port,
+                      int names) {
   size_t len;
   if (out == NULL || host == NULL || port < 0 || port > 65535)
     return UV_EINVAL;
   len = strlen(host);
   if (len >= 2 && host[0] == '[' && host[len - 1] == ']')
-    return parse_host(out, host + 1, len - 2, port, 1);
+    return parse_ip(out, host + 1, len - 2, port, 1);
   if (memchr(host, '[', len) != NULL || memchr(host, ']', len) != NULL)
     return UV_EINVAL;
-  return parse_host(out, host, len, port, 0);
+  return names ? parse_host(out, host, len, port, 0)
+               : parse_ip(out, host, len, port, 0);
+}
+
+
+int cport_addr_parse(cport_addr_t* out, const char* host, int port) {
+  return parse_text(out, host, port, 1);
 }
 
 
@@ -146,20 +217,19 @@ int cport_addr_parse_hostport(cport_addr_t* out, const char* text) {
 }
 
 
-int cport_addr_resolve(cport_addr_t* out, const char* host, int port) {
+void cport__addr_hints(struct addrinfo* hints) {
+  memset(hints, 0, sizeof(*hints));
+  hints->ai_family = AF_UNSPEC;
+  hints->ai_socktype = SOCK_STREAM;
+}
+
+
+int cport__addr_lookup(const char* host, struct addrinfo** out) {
   uv_loop_t loop;
   uv_getaddrinfo_t req;
   struct addrinfo hints;
-  struct addrinfo* ai;
   int rc;
-  if (out == NULL || host == NULL || host[0] == '\0' || port < 0 ||
-      port > 65535)
-    return UV_EINVAL;
-  if (cport_addr_parse(out, host, port) == 0)
-    return 0;
-  memset(&hints, 0, sizeof(hints));
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
+  cport__addr_hints(&hints);
   /* A NULL callback makes uv_getaddrinfo synchronous; libuv still counts
    * the request on a loop, so a private one is used. */
   rc = uv_loop_init(&loop);
@@ -169,20 +239,48 @@ int cport_addr_resolve(cport_addr_t* out, const char* host, int port) {
   uv_loop_close(&loop);
   if (rc != 0)
     return rc;
-  rc = UV_EAI_NONAME;
-  for (ai = req.addrinfo; ai != NULL; ai = ai->ai_next) {
-    if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6)
-      continue;
-    rc = cport_addr_from_sockaddr(out, ai->ai_addr);
-    if (rc == 0) {
-      if (ai->ai_family == AF_INET)
-        ((struct sockaddr_in*)out->u.bytes)->sin_port = htons((uint16_t)port);
-      else
-        ((struct sockaddr_in6*)out->u.bytes)->sin6_port = htons((uint16_t)port);
-      break;
-    }
-  }
-  uv_freeaddrinfo(req.addrinfo);
+  *out = req.addrinfo;
+  return 0;
+}
+
+
+const struct addrinfo* cport__addr_next_inet(const struct addrinfo* ai) {
+  while (ai != NULL && ai->ai_family != AF_INET && ai->ai_family != AF_INET6)
+    ai = ai->ai_next;
+  return ai;
+}
+
+
+int cport__addr_from_lookup(cport_addr_t* out,
+                            const struct sockaddr* sa,
+                            int port) {
+  int rc = cport_addr_from_sockaddr(out, sa);
+  if (rc != 0)
+    return rc;
+  if (sa->sa_family == AF_INET)
+    ((struct sockaddr_in*)out->u.bytes)->sin_port = htons((uint16_t)port);
+  else
+    ((struct sockaddr_in6*)out->u.bytes)->sin6_port = htons((uint16_t)port);
+  return 0;
+}
+
+
+int cport_addr_resolve(cport_addr_t* out, const char* host, int port) {
+  struct addrinfo* list;
+  const struct addrinfo* ai;
+  int rc;
+  if (out == NULL || host == NULL || host[0] == '\0' || port < 0 ||
+      port > 65535)
+    return UV_EINVAL;
+  if (parse_text(out, host, port, 0) == 0)
+    return 0;
+  rc = cport__addr_lookup(host, &list);
+  if (rc != 0)
+    return rc;
+  ai = cport__addr_next_inet(list);
+  rc = ai != NULL ? cport__addr_from_lookup(out, ai->ai_addr, port)
+                  : UV_EAI_NONAME;
+  uv_freeaddrinfo(list);
   return rc;
 }
 
@@ -218,23 +316,30 @@ const struct sockaddr* cport_addr_sockaddr(const cport_addr_t* addr) {
 int cport_addr_format_host(const cport_addr_t* addr, char* buf, size_t size) {
   char tmp[CPORT_ADDR_STRLEN];
   const struct sockaddr* sa = cport_addr_sockaddr(addr);
+  const char* text = tmp;
   int rc;
   size_t len;
-  if (sa == NULL || buf == NULL)
+  if (buf == NULL)
     return UV_EINVAL;
-  if (sa->sa_family == AF_INET)
-    rc = uv_ip4_name((const struct sockaddr_in*)sa, tmp, sizeof(tmp));
-  else
-    rc = uv_ip6_name((const struct sockaddr_in6*)sa, tmp, sizeof(tmp));
-  if (rc != 0)
-    return rc;
-  len = strlen(tmp);
+  if (sa == NULL) {
+    text = cport_addr_host(addr);
+    if (text == NULL)
+      return UV_EINVAL;
+  } else {
+    if (sa->sa_family == AF_INET)
+      rc = uv_ip4_name((const struct sockaddr_in*)sa, tmp, sizeof(tmp));
+    else
+      rc = uv_ip6_name((const struct sockaddr_in6*)sa, tmp, sizeof(tmp));
+    if (rc != 0)
+      return rc;
+  }
+  len = strlen(text);
   if (len + 1 > size) {
     if (size > 0)
       buf[0] = '\0';
     return UV_ENOSPC;
   }
-  memcpy(buf, tmp, len + 1);
+  memcpy(buf, text, len + 1);
   return 0;
 }
 
@@ -265,7 +370,7 @@ int cport_addr_format(const cport_addr_t* addr, char* buf, size_t size) {
 int cport_addr_port(const cport_addr_t* addr) {
   const struct sockaddr* sa = cport_addr_sockaddr(addr);
   if (sa == NULL)
-    return UV_EINVAL;
+    return cport_addr_is_name(addr) ? addr->name_port : UV_EINVAL;
   if (sa->sa_family == AF_INET)
     return ntohs(((const struct sockaddr_in*)sa)->sin_port);
   return ntohs(((const struct sockaddr_in6*)sa)->sin6_port);
@@ -275,6 +380,19 @@ int cport_addr_port(const cport_addr_t* addr) {
 int cport_addr_family(const cport_addr_t* addr) {
   const struct sockaddr* sa = cport_addr_sockaddr(addr);
   if (sa == NULL)
-    return UV_EINVAL;
+    return cport_addr_is_name(addr) ? 0 : UV_EINVAL;
   return sa->sa_family == AF_INET ? 4 : 6;
+}
+
+
+int cport_addr_is_name(const cport_addr_t* addr) {
+  /* A numeric address is written with a zeroed name (from_sockaddr,
+   * parse_ip), a name with a zeroed socket address. */
+  return addr != NULL && addr->name[0] != '\0' &&
+         cport_addr_sockaddr(addr) == NULL;
+}
+
+
+const char* cport_addr_host(const cport_addr_t* addr) {
+  return cport_addr_is_name(addr) ? addr->name : NULL;
 }

@@ -336,6 +336,15 @@ void cport_core_destroy(cport_core_t* core) {
   for (i = 0; i < core->nloops; i++)
     uv_run(core->loops[i].loop, UV_RUN_NOWAIT);
   core_drain_all(core);
+  /* A host name lookup of a service destroyed during it cannot be cut
+   * short once begun: its callback, which frees the service, comes when
+   * the system resolver returns. */
+  for (i = 0; i < core->nloops; i++) {
+    while (core->loops[i].lookups > 0) {
+      uv_run(core->loops[i].loop, UV_RUN_ONCE);
+      core_drain_all(core);
+    }
+  }
   core_leave(outer);
   for (i = 0; i < core->nloops; i++)
     busy |= uv_loop_close(core->loops[i].loop) != 0;

@@ -49,6 +49,10 @@ typedef struct cport__loop_s {
   char* read_chunk;
   /* Free send requests of this loop's sessions (send_req.h). */
   cport__send_pool_t send_pool;
+  /* Host name lookups (uv_getaddrinfo) of client services still under way
+   * on this loop; loop only. libuv cannot interrupt one that has begun, so
+   * cport_core_destroy() waits for them before it closes the loop. */
+  unsigned lookups;
 } cport__loop_t;
 
 /* A value unique to the calling thread among live threads. */

@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "addr_internal.h"
 #include "listener_internal.h"
 #include "log_internal.h"
 #include "session_internal.h"
@@ -77,6 +78,12 @@ struct cport_service_s {
    * own, counted until their timers have closed. */
   cport__queue_t reconnects;
   size_t nreconnects;
+  /* Clients on a host name: connect attempts (cport__attempt_t) until
+   * their lookup has returned and their timer has closed. */
+  cport__queue_t attempts;
+  size_t nattempts;
+  /* Servers on a host name: the address cport_service_start() bound. */
+  cport_addr_t listen_addr;
   uint64_t rng; /* reconnect jitter */
   /* One for the service itself, dropped once a destroy has closed
    * everything, plus one per session block, message or hand-off in flight
@@ -162,7 +169,8 @@ static int service_is_part(const cport_service_t* svc) {
 /* Nothing of the service is open any more. */
 static int service_is_idle(const cport_service_t* svc) {
   return svc->nsessions == 0 && svc->listener == NULL &&
-         svc->parts_running == 0 && svc->nreconnects == 0;
+         svc->parts_running == 0 && svc->nreconnects == 0 &&
+         svc->nattempts == 0;
 }
 
 
@@ -359,7 +367,7 @@ int cport_service_create(cport_service_t** out,
     return SERVICE_EINVAL(
         "kind %d: must be CPORT_SERVICE_SERVER or CPORT_SERVICE_CLIENT",
         (int)kind);
-  if (cport_addr_sockaddr(addr) == NULL)
+  if (cport_addr_sockaddr(addr) == NULL && !cport_addr_is_name(addr))
     return SERVICE_EINVAL("addr: not set (fill it with cport_addr_parse())");
   rc = service_check_opts(kind, opts);
   if (rc != 0)
@@ -466,6 +474,44 @@ static void service_post_parts(cport_service_t* root,
 
 /* ---- start and connect ---- */
 
+/* A server on a host name: look it up and listen on the first address
+ * that binds. The lookup blocks, on the owner's thread, once, before the
+ * service serves anything; a client's never does (service_attempt_start). */
+static int service_listen_named(cport_service_t* svc) {
+  struct addrinfo* list;
+  const struct addrinfo* ai;
+  int rc = cport__addr_lookup(cport_addr_host(&svc->addr), &list);
+  if (rc != 0)
+    return rc;
+  rc = UV_EAI_NONAME;
+  for (ai = cport__addr_next_inet(list); ai != NULL;
+       ai = cport__addr_next_inet(ai->ai_next)) {
+    rc = cport__addr_from_lookup(&svc->listen_addr, ai->ai_addr,
+                                 cport_addr_port(&svc->addr));
+    if (rc == 0)
+      rc = cport__listener_start(svc, &svc->listener);
+    if (rc == 0)
+      break;
+  }
+  uv_freeaddrinfo(list);
+  return rc;
+}
+
+
+static int service_attempt_start(cport_service_t* svc, unsigned attempts);
+
+/* One connect attempt: a session to the numeric address, or a lookup of
+ * the host name first. Returns 0, or the error of a connect that could not
+ * start. */
+static int service_connect_one(cport_service_t* svc, unsigned attempts) {
+  cport_session_t* s;
+  if (cport_addr_is_name(&svc->addr))
+    return service_attempt_start(svc, attempts);
+  s = cport__session_new(svc);
+  return s != NULL ? cport__session_connect(s, attempts) : UV_ENOMEM;
+}
+
+
 int cport_service_start(cport_service_t* svc) {
   unsigned i;
   int rc;
@@ -478,7 +524,9 @@ int cport_service_start(cport_service_t* svc) {
     return cport__einval("cport_service_start",
                          "the service was already started or stopped");
   if (svc->view.kind == CPORT_SERVICE_SERVER) {
-    rc = cport__listener_start(svc, &svc->listener);
+    rc = cport_addr_is_name(&svc->addr)
+             ? service_listen_named(svc)
+             : cport__listener_start(svc, &svc->listener);
     if (rc != 0)
       return rc;
     service_set_state(svc, SVC_RUNNING);
@@ -513,8 +561,7 @@ int cport_service_connect(cport_service_t* svc, unsigned n) {
     return cport__einval("cport_service_connect",
                          "the service is not running (start it first)");
   for (i = 0; i < n; i++) {
-    cport_session_t* s = cport__session_new(svc);
-    rc = s != NULL ? cport__session_connect(s, 0) : UV_ENOMEM;
+    rc = service_connect_one(svc, 0);
     /* Under a policy a connect that cannot start fails like any other,
      * reported after the call; only one the policy cannot take is
      * returned. */
@@ -628,6 +675,8 @@ static void service_close_sessions(cport_service_t* svc,
 /* ---- the listener ---- */
 
 const cport_addr_t* cport__service_addr(const cport_service_t* svc) {
+  if (svc->view.kind == CPORT_SERVICE_SERVER && cport_addr_is_name(&svc->addr))
+    return &svc->listen_addr;
   return &svc->addr;
 }
 
@@ -820,10 +869,8 @@ static void service_reconnect_cb(uv_timer_t* timer) {
   cport__queue_remove(&svc->reconnects, &r->node);
   r->failed = 0; /* reported here, not by the close callback */
   if (rc == 0) {
-    cport_session_t* s;
     CPORT__SVC_STAT_ADD(svc, reconnects, 1);
-    s = cport__session_new(svc);
-    rc = s != NULL ? cport__session_connect(s, r->attempts) : UV_ENOMEM;
+    rc = service_connect_one(svc, r->attempts);
   }
   /* A connect that could not even start fails like any other attempt. */
   if (rc != 0)
@@ -891,6 +938,236 @@ static void service_cancel_reconnects(cport_service_t* svc) {
 }
 
 
+/* ---- connects to a host name (client services) ---- */
+
+/* One connect attempt to a host name: the lookup, on libuv's thread pool
+ * (uv_getaddrinfo; the loop never blocks), then each IPv4 or IPv6 address
+ * it returned, in its order, each by a session of its own (a socket can
+ * neither connect again after a failed connect nor change family), until
+ * one connects. The timer bounds the whole attempt, lookup included, by
+ * connect_timeout_ms. Every attempt looks the name up again, so a changed
+ * DNS answer is seen by the next reconnect.
+ *
+ * An attempt stays in svc->attempts, which keeps the service from being
+ * idle (no on_stopped, no release), until its lookup has returned and its
+ * timer has closed. A stop or destroy cancels a lookup not yet begun; one
+ * under way cannot be interrupted, so its callback, with its result or
+ * UV_EAI_CANCELED, is awaited (the loop's `lookups` count makes
+ * cport_core_destroy() wait too). */
+struct cport__attempt_s {
+  uv_getaddrinfo_t req;
+  uv_timer_t timer;
+  cport__qnode_t node; /* in svc->attempts */
+  cport_service_t* svc;
+  struct addrinfo* list;       /* the lookup's result */
+  const struct addrinfo* cursor; /* the next address to try */
+  cport_session_t* session;    /* connecting now, or NULL */
+  unsigned attempts;           /* failed attempts in a row before this */
+  int last;                    /* the error of the last address tried */
+  int timed_out;
+  unsigned test_first : 1; /* the test hook's address is still to try */
+  unsigned looking_up : 1; /* the lookup's callback is still to come */
+  unsigned over : 1;       /* the outcome is reported (or connected) */
+  unsigned closed : 1;     /* the timer's close callback has run */
+};
+
+static atomic_uint_least64_t service_lookups_started;
+
+/* Test hook: an address every attempt tries before the lookup's, as a
+ * resolver that answers with an address nobody listens on first would
+ * make it (family 0: none). Set between tests only. */
+static struct sockaddr_storage service_test_first;
+
+
+uint64_t cport__service_lookups(void) {
+  return (uint64_t)atomic_load(&service_lookups_started);
+}
+
+
+void cport__service_test_first_address(const struct sockaddr* sa) {
+  memset(&service_test_first, 0, sizeof(service_test_first));
+  if (sa != NULL)
+    memcpy(&service_test_first, sa,
+           sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                     : sizeof(struct sockaddr_in));
+}
+
+
+static void attempt_free_if_done(cport__attempt_t* a) {
+  cport_service_t* svc = a->svc;
+  if (a->looking_up || !a->closed)
+    return;
+  cport__queue_remove(&svc->attempts, &a->node);
+  svc->nattempts--;
+  if (a->list != NULL)
+    uv_freeaddrinfo(a->list);
+  cport__free(a);
+  service_check_done(svc);
+}
+
+
+static void attempt_timer_close_cb(uv_handle_t* handle) {
+  cport__attempt_t* a = handle->data;
+  a->closed = 1;
+  attempt_free_if_done(a);
+}
+
+
+/* The outcome is known: the timer goes; the memory follows once the
+ * lookup has returned too. */
+static void attempt_end(cport__attempt_t* a) {
+  if (a->over)
+    return;
+  a->over = 1;
+  uv_close((uv_handle_t*)&a->timer, attempt_timer_close_cb);
+}
+
+
+static void attempt_fail(cport__attempt_t* a, int code) {
+  attempt_end(a);
+  /* May stop or destroy the service; `a` lives until its timer's close
+   * callback, in a later round. */
+  cport__service_connect_failed(a->svc, a->attempts, code);
+}
+
+
+/* Start connecting a session to `to`; 0, or the error (a->last). */
+static int attempt_connect(cport__attempt_t* a, const struct sockaddr* to) {
+  cport_session_t* s = cport__session_new(a->svc);
+  a->last = s != NULL ? cport__session_connect_to(s, a->attempts, to, a)
+                      : UV_ENOMEM;
+  if (a->last == 0)
+    a->session = s;
+  return a->last;
+}
+
+
+/* Connect to the next address the lookup gave; when none is left, the
+ * attempt fails with the last address's error. */
+static void attempt_next(cport__attempt_t* a) {
+  cport_service_t* svc = a->svc;
+  const struct addrinfo* ai;
+  if (a->test_first) {
+    a->test_first = 0;
+    if (attempt_connect(a, (const struct sockaddr*)&service_test_first) == 0)
+      return;
+  }
+  while ((ai = cport__addr_next_inet(a->cursor)) != NULL) {
+    cport_addr_t to;
+    a->cursor = ai->ai_next;
+    if (cport__addr_from_lookup(&to, ai->ai_addr,
+                                cport_addr_port(&svc->addr)) == 0 &&
+        attempt_connect(a, cport_addr_sockaddr(&to)) == 0)
+      return;
+  }
+  attempt_fail(a, a->last != 0 ? a->last : UV_EAI_NONAME);
+}
+
+
+static void attempt_lookup_cb(uv_getaddrinfo_t* req,
+                              int status,
+                              struct addrinfo* res) {
+  cport__attempt_t* a = cport__container_of(req, cport__attempt_t, req);
+  cport_service_t* svc = a->svc;
+  svc->view.lp->lookups--;
+  a->looking_up = 0;
+  a->list = res;
+  if (a->over) {
+    /* Timed out before: reported then. */
+    attempt_free_if_done(a);
+  } else if (service_state(svc) != SVC_RUNNING) {
+    attempt_fail(a, UV_ECANCELED);
+  } else if (status != 0) {
+    attempt_fail(a, status);
+  } else {
+    a->cursor = res;
+    a->test_first = service_test_first.ss_family != 0;
+    attempt_next(a);
+  }
+}
+
+
+static void attempt_timeout_cb(uv_timer_t* timer) {
+  cport__attempt_t* a = timer->data;
+  a->timed_out = 1;
+  if (a->session != NULL) {
+    /* Its connect callback reports, through cport__attempt_failed(). */
+    cport__session_close(a->session, UV_ETIMEDOUT, NULL, CPORT__CLOSE_FORCE);
+    return;
+  }
+  /* Still looking up: reported now, however long the resolver takes. */
+  (void)uv_cancel((uv_req_t*)&a->req);
+  attempt_fail(a, UV_ETIMEDOUT);
+}
+
+
+static int service_attempt_start(cport_service_t* svc, unsigned attempts) {
+  cport__loop_t* lp = svc->view.lp;
+  unsigned timeout_ms = svc->view.opts.connect_timeout_ms;
+  struct addrinfo hints;
+  cport__attempt_t* a = cport__calloc(1, sizeof(*a));
+  int rc;
+  if (a == NULL)
+    return UV_ENOMEM;
+  a->svc = svc;
+  a->attempts = attempts;
+  cport__addr_hints(&hints);
+  rc = uv_getaddrinfo(lp->loop, &a->req, attempt_lookup_cb,
+                      cport_addr_host(&svc->addr), NULL, &hints);
+  if (rc != 0) {
+    cport__free(a);
+    return rc;
+  }
+  atomic_fetch_add(&service_lookups_started, 1);
+  lp->lookups++;
+  a->looking_up = 1;
+  (void)uv_timer_init(lp->loop, &a->timer); /* cannot fail */
+  a->timer.data = a;
+  cport__queue_push(&svc->attempts, &a->node);
+  svc->nattempts++;
+  if (timeout_ms > 0) {
+    uv_update_time(lp->loop); /* from now, as the reconnect timers */
+    uv_timer_start(&a->timer, attempt_timeout_cb, timeout_ms, 0);
+  }
+  return 0;
+}
+
+
+void cport__attempt_failed(cport__attempt_t* a, int code) {
+  a->session = NULL;
+  if (a->timed_out)
+    code = UV_ETIMEDOUT;
+  else if (service_state(a->svc) == SVC_RUNNING && code != UV_ECANCELED) {
+    a->last = code;
+    attempt_next(a);
+    return;
+  }
+  attempt_fail(a, code);
+}
+
+
+void cport__attempt_connected(cport__attempt_t* a) {
+  a->session = NULL;
+  attempt_end(a);
+}
+
+
+/* Stop and destroy: an attempt still under way ends with UV_ECANCELED,
+ * reported by its lookup's callback or, for a session connecting, by its
+ * connect's (closed with the others). */
+static void service_cancel_attempts(cport_service_t* svc) {
+  cport__qnode_t* n;
+  for (n = cport__queue_head(&svc->attempts); n != NULL; n = n->next) {
+    cport__attempt_t* a = cport__container_of(n, cport__attempt_t, node);
+    if (a->over)
+      continue;
+    uv_timer_stop(&a->timer);
+    if (a->looking_up)
+      (void)uv_cancel((uv_req_t*)&a->req);
+  }
+}
+
+
 /* ---- stop and destroy ---- */
 
 static void service_deadline_cb(uv_timer_t* timer) {
@@ -915,6 +1192,7 @@ static int service_stop_here(cport_service_t* svc,
   svc->on_stopped = on_stopped;
   cport__listener_close(svc->listener);
   service_cancel_reconnects(svc);
+  service_cancel_attempts(svc);
   service_close_sessions(svc, CPORT_ESTOPPED, CPORT__CLOSE_GRACEFUL);
   if (was != SVC_CREATED)
     service_post_parts(svc, offsetof(cport_service_t, msg_stop), part_stop_run,
@@ -963,6 +1241,7 @@ static void service_destroy_here(cport_service_t* svc) {
   service_set_state(svc, SVC_DESTROYING);
   cport__listener_close(svc->listener);
   service_cancel_reconnects(svc);
+  service_cancel_attempts(svc);
   service_close_sessions(svc, CPORT_ESTOPPED, CPORT__CLOSE_FORCE);
   /* Parts stopping still report back, to a root that is no longer
    * interested; their messages hold it. */

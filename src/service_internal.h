@@ -106,9 +106,33 @@ void cport__service_connect_failed(cport_service_t* svc,
                                    unsigned attempts,
                                    int code);
 
+/* A connect attempt of a client service on a host name (service.c): the
+ * lookup, then one session per address in turn until one connects. */
+typedef struct cport__attempt_s cport__attempt_t;
+
+/* The connect of attempt `a`'s session failed with `code` (the session is
+ * closed): try the next address, or report the attempt failed. Thread:
+ * the service's loop. */
+void cport__attempt_failed(cport__attempt_t* a, int code);
+
+/* Attempt `a`'s session connected, before its on_connected: the attempt
+ * is over. Thread: the service's loop. */
+void cport__attempt_connected(cport__attempt_t* a);
+
+/* Host name lookups client services have started, process-wide (for
+ * tests: every connect attempt to a name looks it up again). Thread:
+ * any. */
+uint64_t cport__service_lookups(void);
+
+/* Test hook: every host name attempt tries `sa` (copied) before the
+ * addresses its lookup returned; NULL: none. Thread: none may run. */
+void cport__service_test_first_address(const struct sockaddr* sa);
+
 /* ---- the listener (listener.c) ---- */
 
-/* The address the service listens on or connects to. */
+/* The address the service listens on or connects to: for a server on a
+ * host name, the address cport_service_start() found for it; for a client
+ * on a host name, the name. */
 const cport_addr_t* cport__service_addr(const cport_service_t* svc);
 
 /* Non-zero when the root is at max_sessions: its connections not closed

@@ -454,6 +454,18 @@ typedef struct session_connect_s {
   int timed_out;
 } session_connect_t;
 
+/* A connect to one address of a host name's attempt, which times it and
+ * takes its outcome. Only clients on a host name use this larger request,
+ * so a numeric connect allocates what it always did. */
+typedef struct session_connect_to_s {
+  session_connect_t c;
+  cport__attempt_t* attempt;
+} session_connect_to_t;
+
+/* Either request is freed through its session_connect_t. */
+_Static_assert(offsetof(session_connect_to_t, c) == 0,
+               "the connect must be the first member");
+
 /* A graceful disconnect's shutdown, timed by disconnect_timeout_ms; `msg`
  * posts it behind what waits in the loop's mailbox (S_FLUSHING). */
 typedef struct session_shutdown_s {
@@ -1084,8 +1096,11 @@ void cport__session_start(cport_session_t* s) {
   }
   rc = uv_tcp_getpeername(&s->tcp, (struct sockaddr*)&peer, &len);
   if (rc != 0 && v->kind == CPORT_SERVICE_CLIENT) {
-    /* The peer is the address the client connected to. */
+    /* The peer is the address the client connected to: the service's, or
+     * the one of a host name's that cport__session_connect_to() kept. */
     const struct sockaddr* to = cport_addr_sockaddr(cport__service_addr(svc));
+    if (to == NULL)
+      to = (const struct sockaddr*)(const void*)s->peer;
     len = to->sa_family == AF_INET6 ? (int)sizeof(struct sockaddr_in6)
                                     : (int)sizeof(struct sockaddr_in);
     memcpy(&peer, to, (size_t)len);
@@ -1128,6 +1143,10 @@ static void session_connect_cb(uv_connect_t* req, int status) {
   cport_service_t* svc = SVC(s);
   unsigned attempts = c->attempts;
   int timed_out = c->timed_out;
+  cport__attempt_t* a =
+      cport_addr_is_name(cport__service_addr(svc))
+          ? cport__container_of(c, session_connect_to_t, c)->attempt
+          : NULL;
   cport__timeouts_remove(&cport__service_view(svc)->timeouts,
                          CPORT__TIMEOUT_CONNECT, &c->timed);
   cport__free(c);
@@ -1138,6 +1157,8 @@ static void session_connect_cb(uv_connect_t* req, int status) {
       area->connected_ms = cport__clock_ms();
       area->attempts = attempts;
     }
+    if (a != NULL)
+      cport__attempt_connected(a);
     cport__session_start(s);
   } else {
     if (timed_out)
@@ -1145,28 +1166,34 @@ static void session_connect_cb(uv_connect_t* req, int status) {
     else if (status == 0)
       status = UV_ECANCELED; /* closed while the connect was completing */
     cport__session_close(s, status, NULL, CPORT__CLOSE_FORCE);
-    cport__service_connect_failed(svc, attempts, status);
+    if (a != NULL)
+      cport__attempt_failed(a, status); /* the next address, or the report */
+    else
+      cport__service_connect_failed(svc, attempts, status);
   }
   cport_session_unref(s);
 }
 
 
-int cport__session_connect(cport_session_t* s, unsigned attempts) {
-  cport_service_t* svc = SVC(s);
-  session_connect_t* c;
+/* Connect `s` to `to` with request `c` (NULL: out of memory), timed by
+ * connect_timeout_ms when `timed`. On failure the session is closed and
+ * `c` freed. */
+static int session_connect_with(cport_session_t* s,
+                                session_connect_t* c,
+                                unsigned attempts,
+                                const struct sockaddr* to,
+                                int timed) {
   int rc = UV_ENOMEM;
   s->state = S_CONNECTING;
-  c = cport__calloc(1, sizeof(*c));
   if (c != NULL) {
     c->req.data = s;
     c->attempts = attempts;
     cport_session_ref(s);
-    rc = uv_tcp_connect(&c->req, &s->tcp,
-                        cport_addr_sockaddr(cport__service_addr(svc)),
-                        session_connect_cb);
+    rc = uv_tcp_connect(&c->req, &s->tcp, to, session_connect_cb);
     if (rc == 0) {
-      cport__timeouts_add(&cport__service_view(svc)->timeouts,
-                          CPORT__TIMEOUT_CONNECT, &c->timed);
+      if (timed)
+        cport__timeouts_add(&VIEW(s)->timeouts, CPORT__TIMEOUT_CONNECT,
+                            &c->timed);
       return 0;
     }
     cport_session_unref(s);
@@ -1174,6 +1201,30 @@ int cport__session_connect(cport_session_t* s, unsigned attempts) {
   }
   cport__session_close(s, rc, NULL, CPORT__CLOSE_FORCE);
   return rc;
+}
+
+
+int cport__session_connect(cport_session_t* s, unsigned attempts) {
+  session_connect_t* c = cport__calloc(1, sizeof(*c));
+  return session_connect_with(s, c, attempts,
+                              cport_addr_sockaddr(cport__service_addr(SVC(s))),
+                              1);
+}
+
+
+int cport__session_connect_to(cport_session_t* s,
+                              unsigned attempts,
+                              const struct sockaddr* to,
+                              cport__attempt_t* a) {
+  session_connect_to_t* t = cport__calloc(1, sizeof(*t));
+  /* Kept as the peer, should getpeername() fail once connected
+   * (cport__session_start); nobody reads it before on_connected. */
+  memcpy(s->peer, to,
+         to->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                   : sizeof(struct sockaddr_in));
+  if (t != NULL)
+    t->attempt = a;
+  return session_connect_with(s, t != NULL ? &t->c : NULL, attempts, to, 0);
 }
 
 

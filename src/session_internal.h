@@ -40,6 +40,15 @@ uv_tcp_t* cport__session_tcp(cport_session_t* s);
  * takes sessions (cport__service_admit). */
 void cport__session_start(cport_session_t* s);
 
+/* Connect client session `s` to `to`, one address of host name attempt
+ * `a`: as cport__session_connect(), but the outcome goes to `a`
+ * (cport__attempt_failed, cport__attempt_connected), and `a` times the
+ * attempt as a whole. `to` is read during the call only. */
+CPORT__NODISCARD int cport__session_connect_to(cport_session_t* s,
+                                               unsigned attempts,
+                                               const struct sockaddr* to,
+                                               cport__attempt_t* a);
+
 /* Start a client connect to the service's address; `attempts` counts the
  * failed attempts in a row before this one (for the reconnect policy).
  * Returns 0 or a libuv error; on error the session has been closed (no

@@ -1762,6 +1762,352 @@ static void test_audit_stop_then_destroy_spread_server_has_no_race(
 }
 
 
+/* ---- host names ---- */
+
+/* A resolver that takes longer than this for "nosuchhost.invalid" is taken
+ * for one that hangs (no network, a DNS server that never answers): the
+ * tests that need an answer are skipped with that reason. */
+#define NAME_PROBE_MS 3000
+
+typedef struct name_probe_s {
+  int done;
+  int status;
+} name_probe_t;
+
+static void name_probe_cb(uv_getaddrinfo_t* req,
+                          int status,
+                          struct addrinfo* res) {
+  name_probe_t* p = req->data;
+  p->done = 1;
+  p->status = status;
+  uv_freeaddrinfo(res);
+}
+
+static void name_probe_timer_cb(uv_timer_t* timer) {
+  (void)timer;
+}
+
+/* Whether the system resolver answers for `host` within NAME_PROBE_MS. A
+ * lookup that hangs keeps its private loop, reachable here, for ever. */
+static int resolver_answers(const char* host) {
+  static uv_loop_t* stuck;
+  static uv_getaddrinfo_t stuck_req;
+  static name_probe_t stuck_probe;
+  uv_loop_t* loop;
+  uv_timer_t timer;
+  uint64_t deadline = uv_hrtime() + (uint64_t)NAME_PROBE_MS * 1000000u;
+  if (stuck != NULL)
+    return 0;
+  loop = malloc(sizeof(*loop));
+  assert_non_null(loop);
+  assert_int_equal(uv_loop_init(loop), 0);
+  memset(&stuck_probe, 0, sizeof(stuck_probe));
+  stuck_req.data = &stuck_probe;
+  assert_int_equal(
+      uv_getaddrinfo(loop, &stuck_req, name_probe_cb, host, NULL, NULL), 0);
+  assert_int_equal(uv_timer_init(loop, &timer), 0);
+  uv_timer_start(&timer, name_probe_timer_cb, 50, 50);
+  while (!stuck_probe.done && uv_hrtime() < deadline) uv_run(loop, UV_RUN_ONCE);
+  uv_close((uv_handle_t*)&timer, NULL);
+  if (!stuck_probe.done) {
+    stuck = loop;
+    print_message("skipped: the resolver gave no answer for %s in %d ms\n",
+                  host, NAME_PROBE_MS);
+    return 0;
+  }
+  uv_run(loop, UV_RUN_DEFAULT);
+  assert_int_equal(uv_loop_close(loop), 0);
+  free(loop);
+  return 1;
+}
+
+static int is_eai(int code) {
+  return strncmp(uv_err_name(code), "EAI_", 4) == 0;
+}
+
+static void name_parse(cport_addr_t* a, const char* host, int port) {
+  assert_int_equal(cport_addr_parse(a, host, port), 0);
+  assert_int_equal(cport_addr_is_name(a), 1);
+}
+
+
+/* A client on "localhost" reaches a server bound on 127.0.0.1 only, in one
+ * attempt, whatever the resolver returns first (where it answers ::1
+ * first, that address is refused and the next one tried). */
+static void test_service_client_on_localhost_reaches_ipv4_server(void** state) {
+  fixture_t* fx = *state;
+  cport_service_stats_t st;
+  cport_addr_t name;
+  cport_addr_t peer;
+  char text[CPORT_ADDR_STRLEN];
+  uint64_t lookups = cport__service_lookups();
+  fixture_start_server(fx);
+  name_parse(&name, "localhost", cport_addr_port(&fx->server_addr));
+  fixture_start_client(fx, &name, 2);
+  fixture_wait_int(fx, &fx->connected, 4, FIXTURE_TIMEOUT_MS);
+  assert_int_equal(fx->connect_failed, 0);
+  assert_int_equal(cport__service_lookups() - lookups, 2);
+  assert_int_equal(cport_session_peer_addr(fx->last_client, &peer), 0);
+  assert_int_equal(cport_addr_format(&peer, text, sizeof(text)), 0);
+  assert_int_equal(cport_addr_port(&peer), cport_addr_port(&fx->server_addr));
+  assert_string_equal(
+      cport_addr_format_host(&peer, text, sizeof(text)) == 0 ? text : "",
+      "127.0.0.1");
+  assert_int_equal(cport_service_stats(fx->client, &st), 0);
+  assert_int_equal(st.connected, 2);
+  assert_int_equal(st.connect_failed, 0);
+}
+
+
+/* The first address an attempt gets is refused: the next one is tried in
+ * the same attempt, and nothing of the refused one is reported. */
+static void test_service_client_on_name_tries_the_next_address(void** state) {
+  fixture_t* fx = *state;
+  cport_service_stats_t st;
+  cport_addr_t refused;
+  cport_addr_t name;
+  free_port(fx, &refused);
+  fixture_start_server(fx);
+  cport__service_test_first_address(cport_addr_sockaddr(&refused));
+  name_parse(&name, "localhost", cport_addr_port(&fx->server_addr));
+  fixture_start_client(fx, &name, 1);
+  fixture_wait_int(fx, &fx->connected, 2, FIXTURE_TIMEOUT_MS);
+  cport__service_test_first_address(NULL);
+  assert_int_equal(fx->connect_failed, 0);
+  assert_int_equal(cport_service_stats(fx->client, &st), 0);
+  assert_int_equal(st.connected, 1);
+  assert_int_equal(st.connect_failed, 0);
+  settle(fx);
+  assert_int_equal(fx->disconnected, 0);
+}
+
+
+/* Every address refused: one failure for the attempt, with the last
+ * address's error. */
+static void test_service_client_on_name_fails_once_when_all_refuse(
+    void** state) {
+  fixture_t* fx = *state;
+  cport_service_stats_t st;
+  cport_addr_t refused;
+  cport_addr_t name;
+  free_port(fx, &refused);
+  cport__service_test_first_address(cport_addr_sockaddr(&refused));
+  name_parse(&name, "localhost", cport_addr_port(&refused));
+  fixture_start_client(fx, &name, 1);
+  fixture_wait_int(fx, &fx->connect_failed, 1, FIXTURE_TIMEOUT_MS);
+  cport__service_test_first_address(NULL);
+  settle(fx);
+  assert_int_equal(fx->connect_failed, 1);
+  assert_int_equal(fx->last_connect_error, UV_ECONNREFUSED);
+  assert_int_equal(cport_service_stats(fx->client, &st), 0);
+  assert_int_equal(st.connect_failed, 1);
+  assert_int_equal(fx->connected, 0);
+}
+
+
+/* A name that does not exist fails each attempt with a UV_EAI_* code, and
+ * every reconnect looks it up again. */
+static void test_service_client_on_unknown_name_looks_up_each_attempt(
+    void** state) {
+  fixture_t* fx = *state;
+  cport_service_stats_t st;
+  cport_addr_t name;
+  uint64_t lookups;
+  if (!resolver_answers("nosuchhost.invalid"))
+    skip();
+  lookups = cport__service_lookups();
+  fx->opts.reconnect = CPORT_RECONNECT_FIXED;
+  fx->opts.reconnect_delay_ms = 10;
+  fx->opts.reconnect_jitter_pct = 0;
+  name_parse(&name, "nosuchhost.invalid", 7000);
+  fixture_start_client(fx, &name, 1);
+  fixture_wait_int(fx, &fx->connect_failed, 3, FIXTURE_TIMEOUT_MS);
+  if (!is_eai(fx->last_connect_error))
+    fail_msg("on_connect_failed got %s, expected a UV_EAI_* code",
+             uv_err_name(fx->last_connect_error));
+  fixture_stop_service(fx, fx->client, 0);
+  assert_int_equal(cport_service_stats(fx->client, &st), 0);
+  /* One lookup per attempt: the failed ones, and one the stop may have
+   * cancelled (reported as UV_ECANCELED, counted as failed too). */
+  assert_int_equal(cport__service_lookups() - lookups, st.connect_failed);
+  assert_true(st.connect_failed >= 3);
+  assert_int_equal(st.reconnects, st.connect_failed - 1);
+  assert_int_equal(fx->connected, 0);
+}
+
+
+/* connect_timeout_ms bounds the attempt as a whole: an address that never
+ * answers uses it up, and the attempt fails once, with UV_ETIMEDOUT. */
+static void test_service_client_on_name_times_out_as_a_whole(void** state) {
+  fixture_t* fx = *state;
+  cport_addr_t silent;
+  cport_addr_t name;
+  deaf_t deaf;
+  uint64_t start;
+#ifdef _WIN32
+  print_message("skipped on Windows: no silent loopback address\n");
+  skip();
+#endif
+  deaf_start(fx, &deaf, &silent);
+  fx->opts.connect_timeout_ms = 200;
+  name_parse(&name, "localhost", cport_addr_port(&silent));
+  start = uv_hrtime();
+  fixture_start_client(fx, &name, 1);
+  fixture_wait_int(fx, &fx->connect_failed, 1, FIXTURE_TIMEOUT_MS);
+  assert_int_equal(fx->last_connect_error, UV_ETIMEDOUT);
+  assert_true(ms_since(start) >= 190); /* ms rounding */
+  assert_true(ms_since(start) < 30000);
+  settle(fx);
+  assert_int_equal(fx->connect_failed, 1);
+  assert_int_equal(fx->connected, 0);
+  deaf_stop(fx, &deaf);
+}
+
+
+typedef struct name_order_s {
+  int failed;
+  int code;
+  int stopped_before; /* on_stopped had run when on_connect_failed did */
+  int stopped;
+} name_order_t;
+
+static void name_order_failed(cport_service_t* svc, int code) {
+  name_order_t* o = cport_service_get_data(svc);
+  o->failed++;
+  o->code = code;
+  o->stopped_before = o->stopped;
+}
+
+static void name_order_stopped(cport_service_t* svc) {
+  name_order_t* o = cport_service_get_data(svc);
+  o->stopped++;
+}
+
+static cport_service_t* name_client(fixture_t* fx,
+                                    cport_core_t* core,
+                                    const char* host,
+                                    name_order_t* order) {
+  cport_service_opts_t o;
+  cport_service_t* svc = NULL;
+  cport_addr_t name;
+  (void)fx;
+  cport_service_opts_init(&o);
+  o.cbs.on_connect_failed = name_order_failed;
+  o.data = order;
+  name_parse(&name, host, 7000);
+  assert_int_equal(
+      cport_service_create(&svc, core, CPORT_SERVICE_CLIENT, &name, &o), 0);
+  assert_int_equal(cport_service_start(svc), 0);
+  return svc;
+}
+
+static int name_order_stopped_once(void* arg) {
+  return ((name_order_t*)arg)->stopped > 0;
+}
+
+static int name_order_failed_once(void* arg) {
+  return ((name_order_t*)arg)->failed > 0;
+}
+
+
+/* A stop while the name is looked up: on_connect_failed(UV_ECANCELED)
+ * once, then on_stopped; nothing is left behind. */
+static void test_service_stop_during_lookup_cancels_once(void** state) {
+  fixture_t* fx = *state;
+  name_order_t order;
+  cport_service_t* svc;
+  memset(&order, 0, sizeof(order));
+  svc = name_client(fx, fx->core, "localhost", &order);
+  assert_int_equal(cport_service_stop(svc, 1000, name_order_stopped), 0);
+  assert_int_equal(order.failed, 0); /* never inside the call */
+  assert_true(fixture_run_until(fx, name_order_stopped_once, &order,
+                                FIXTURE_TIMEOUT_MS));
+  assert_int_equal(order.failed, 1);
+  assert_int_equal(order.code, UV_ECANCELED);
+  assert_int_equal(order.stopped_before, 0);
+  settle(fx);
+  assert_int_equal(order.failed, 1);
+  assert_int_equal(order.stopped, 1);
+  cport_service_destroy(svc);
+}
+
+
+/* A destroy while the name is looked up: on_connect_failed(UV_ECANCELED)
+ * once; the memory goes once the lookup has returned. */
+static void test_service_destroy_during_lookup_cancels_once(void** state) {
+  fixture_t* fx = *state;
+  name_order_t order;
+  cport_service_t* svc;
+  memset(&order, 0, sizeof(order));
+  svc = name_client(fx, fx->core, "localhost", &order);
+  cport_service_destroy(svc);
+  assert_true(fixture_run_until(fx, name_order_failed_once, &order,
+                                FIXTURE_TIMEOUT_MS));
+  settle(fx);
+  assert_int_equal(order.failed, 1);
+  assert_int_equal(order.code, UV_ECANCELED);
+}
+
+
+/* A core destroyed right after its client, its lookup perhaps still
+ * under way: the core waits for it, and nothing leaks. */
+static void test_service_core_destroy_waits_for_a_lookup(void** state) {
+  long before = cport__mem_live();
+  cport_core_t* core;
+  name_order_t order;
+  cport_service_t* svc;
+  (void)state;
+  memset(&order, 0, sizeof(order));
+  assert_int_equal(cport_core_create(&core, NULL), 0);
+  svc = name_client(NULL, core, "localhost", &order);
+  cport_service_destroy(svc);
+  cport_core_destroy(core);
+  assert_int_equal(order.failed, 1);
+  assert_int_equal(order.code, UV_ECANCELED);
+  assert_int_equal(cport__mem_live(), before);
+}
+
+
+/* A server on "localhost" port 0 binds a loopback address and serves. */
+static void test_service_server_on_localhost_accepts(void** state) {
+  fixture_t* fx = *state;
+  cport_addr_t name;
+  cport_addr_t bound;
+  char host[CPORT_ADDR_STRLEN];
+  name_parse(&name, "localhost", 0);
+  fixture_start_server_at(fx, &name);
+  assert_int_equal(cport_service_local_addr(fx->server, &bound), 0);
+  assert_int_equal(cport_addr_is_name(&bound), 0);
+  assert_true(cport_addr_port(&bound) > 0);
+  assert_int_equal(cport_addr_format_host(&bound, host, sizeof(host)), 0);
+  assert_true(strcmp(host, "127.0.0.1") == 0 || strcmp(host, "::1") == 0);
+  fixture_start_client(fx, &bound, 1);
+  fixture_wait_int(fx, &fx->connected, 2, FIXTURE_TIMEOUT_MS);
+}
+
+
+/* A server on a name that does not resolve: start returns the resolver's
+ * code and leaves the service startable never, destroyable always. */
+static void test_service_server_on_unknown_name_fails_start(void** state) {
+  fixture_t* fx = *state;
+  cport_service_opts_t o;
+  cport_service_t* svc = NULL;
+  cport_addr_t name;
+  int rc;
+  if (!resolver_answers("nosuchhost.invalid"))
+    skip();
+  cport_service_opts_init(&o);
+  name_parse(&name, "nosuchhost.invalid", 0);
+  assert_int_equal(
+      cport_service_create(&svc, fx->core, CPORT_SERVICE_SERVER, &name, &o), 0);
+  rc = cport_service_start(svc);
+  if (!is_eai(rc))
+    fail_msg("start returned %s, expected a UV_EAI_* code", uv_err_name(rc));
+  assert_int_equal(cport_service_local_addr(svc, &name), UV_ENOTCONN);
+  cport_service_destroy(svc);
+}
+
+
 int main(void) {
   const struct CMUnitTest tests[] = {
 #define T FIXTURE_TEST
@@ -1798,6 +2144,16 @@ int main(void) {
       T(test_audit_spread_handoff_after_destroy_or_stop),
       T(test_service_stop_ends_callbacks_on_every_port),
       T(test_audit_stop_then_destroy_spread_server_has_no_race),
+      T(test_service_client_on_localhost_reaches_ipv4_server),
+      T(test_service_client_on_name_tries_the_next_address),
+      T(test_service_client_on_name_fails_once_when_all_refuse),
+      T(test_service_client_on_unknown_name_looks_up_each_attempt),
+      T(test_service_client_on_name_times_out_as_a_whole),
+      T(test_service_stop_during_lookup_cancels_once),
+      T(test_service_destroy_during_lookup_cancels_once),
+      T(test_service_core_destroy_waits_for_a_lookup),
+      T(test_service_server_on_localhost_accepts),
+      T(test_service_server_on_unknown_name_fails_start),
 #undef T
   };
   return cmocka_run_group_tests_name("service", tests, NULL, NULL);

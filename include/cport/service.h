@@ -180,7 +180,8 @@ typedef struct cport_service_opts_s {
    * default): never. */
   unsigned idle_timeout_ms;
   /* Clients: a connect that has not completed after this many milliseconds
-   * fails with UV_ETIMEDOUT (on_connect_failed). 0 (the default): the
+   * fails with UV_ETIMEDOUT (on_connect_failed). On a host name it bounds
+   * the whole attempt: the lookup and every address tried. 0 (the default): the
    * operating system's own limit, often minutes. */
   unsigned connect_timeout_ms;
   /* A graceful disconnect (cport_session_disconnect, a stop, the peer's
@@ -307,13 +308,21 @@ CPORT_API int cport_service_create(cport_service_t** out,
 /* Start the service. A server binds and
  * listens, and reports bind errors here; a client starts connect_count
  * connects, whose outcomes arrive as on_connected or on_connect_failed.
+ * A server on a host name (cport_addr_is_name) looks it up here and
+ * listens on the first address that binds; a client looks its name up
+ * anew at every connect attempt, without blocking its loop, and tries
+ * each address in turn.
  * Under a reconnect policy a connect that cannot even start (UV_EMFILE
  * from socket(), UV_ENOMEM, an error of uv_tcp_connect) is a failed
  * attempt like any other: on_connect_failed reports it after this call
  * has returned, stats.connect_failed counts it, and the policy retries it.
  * Thread:  loop.
+ * Blocks:  a server on a host name, on the system resolver (seconds at
+ *          worst); numeric addresses and clients never.
  * Returns: 0; UV_EINVAL for NULL or a service already started or stopped;
- *          CPORT_EWRONGTHREAD from another thread (logged); for a server, UV_EADDRINUSE, UV_EACCES, UV_EADDRNOTAVAIL and other
+ *          CPORT_EWRONGTHREAD from another thread (logged);
+ *          for a server on a host name, the lookup's UV_EAI_* code;
+ *          for a server, UV_EADDRINUSE, UV_EACCES, UV_EADDRNOTAVAIL and other
  *          bind or listen errors (then nothing is left open and start may be
  *          called again); for a client, as cport_service_connect() returns
  *          for connect_count connects (the service then counts as started

@@ -1859,18 +1859,28 @@ static void test_service_client_on_localhost_reaches_ipv4_server(void** state) {
 }
 
 
+/* A client on "localhost" at `port` whose attempts try `first` before
+ * the addresses the lookup returns (the test hook stays set until the
+ * test clears it). */
+static void start_client_after(fixture_t* fx,
+                               const cport_addr_t* first,
+                               int port) {
+  cport_addr_t name;
+  cport__service_test_first_address(cport_addr_sockaddr(first));
+  name_parse(&name, "localhost", port);
+  fixture_start_client(fx, &name, 1);
+}
+
+
 /* The first address an attempt gets is refused: the next one is tried in
  * the same attempt, and nothing of the refused one is reported. */
 static void test_service_client_on_name_tries_the_next_address(void** state) {
   fixture_t* fx = *state;
   cport_service_stats_t st;
   cport_addr_t refused;
-  cport_addr_t name;
   free_port(fx, &refused);
   fixture_start_server(fx);
-  cport__service_test_first_address(cport_addr_sockaddr(&refused));
-  name_parse(&name, "localhost", cport_addr_port(&fx->server_addr));
-  fixture_start_client(fx, &name, 1);
+  start_client_after(fx, &refused, cport_addr_port(&fx->server_addr));
   fixture_wait_int(fx, &fx->connected, 2, FIXTURE_TIMEOUT_MS);
   cport__service_test_first_address(NULL);
   assert_int_equal(fx->connect_failed, 0);
@@ -1889,11 +1899,8 @@ static void test_service_client_on_name_fails_once_when_all_refuse(
   fixture_t* fx = *state;
   cport_service_stats_t st;
   cport_addr_t refused;
-  cport_addr_t name;
   free_port(fx, &refused);
-  cport__service_test_first_address(cport_addr_sockaddr(&refused));
-  name_parse(&name, "localhost", cport_addr_port(&refused));
-  fixture_start_client(fx, &name, 1);
+  start_client_after(fx, &refused, cport_addr_port(&refused));
   fixture_wait_int(fx, &fx->connect_failed, 1, FIXTURE_TIMEOUT_MS);
   cport__service_test_first_address(NULL);
   settle(fx);

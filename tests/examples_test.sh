@@ -270,5 +270,27 @@ code=$?
   ok "client to a closed port: exit 1, refused" ||
   bad "client to a closed port: exit $code $(cat "$work/c3e")"
 
+# ---- request_reply: worker threads wait for replies across a reconnect ----
+# (guide, section 13). Built next to echo_server; one process, its own
+# server on a free port; it exits 0 only when every request got its reply,
+# the one the server dropped got the disconnect, and the client reconnected.
+request_reply_bin=$(dirname "$server_bin")/request_reply
+if [ -x "$request_reply_bin" ]; then
+  "$request_reply_bin" >"$work/rr" 2>"$work/rre" &
+  rr_pid=$!
+  pids+=("$rr_pid")
+  if ! wait_exit "$rr_pid" 60; then
+    kill -KILL "$rr_pid" 2>/dev/null
+  fi
+  if [ "$exit_code" = 0 ] &&
+     grep -q "^request_reply: 4 workers, 200 requests: 199 replied, 0 failed, drop: EOF;.* reconnects [1-9]" "$work/rr"; then
+    ok "request_reply: $(cat "$work/rr")"
+  else
+    bad "request_reply: exit $exit_code: $(cat "$work/rr" "$work/rre")"
+  fi
+else
+  bad "request_reply: no program at $request_reply_bin"
+fi
+
 echo "$passes passed, $failures failed"
 [ "$failures" = 0 ]

@@ -308,6 +308,10 @@ void cport_core_destroy(cport_core_t* core) {
   cport_core_join(core);
   /* The callbacks and jobs that run below may not destroy it again. */
   outer = core_enter(core);
+  /* Timers never run again, those that reach a loop from now on included;
+   * their handles close with the core's. */
+  for (i = 0; i < core->nloops; i++)
+    cport__loop_timers_close(&core->loops[i].timers);
   /* Entries nobody ran yet run now, on the owner's thread, which is the
    * loops' thread while none runs them. */
   core_drain_all(core);

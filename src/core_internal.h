@@ -9,6 +9,7 @@
 #include "msg.h" /* the mailbox's entries */
 #include "queue.h"
 #include "send_req.h"
+#include "timer_internal.h"
 
 /* Size of the receive chunk shared by all sessions of a loop. libuv calls
  * alloc_cb right before each read and read_cb right after it, on the loop's
@@ -53,6 +54,8 @@ typedef struct cport__loop_s {
    * on this loop; loop only. libuv cannot interrupt one that has begun, so
    * cport_core_destroy() waits for them before it closes the loop. */
   unsigned lookups;
+  /* The loop's timers (timer.c). */
+  cport__loop_timers_t timers;
 } cport__loop_t;
 
 /* A value unique to the calling thread among live threads. */

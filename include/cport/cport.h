@@ -31,6 +31,7 @@
 #include "cport/packet.h"
 #include "cport/session.h"
 #include "cport/service.h"
+#include "cport/timer.h"
 
 #ifdef __cplusplus
 extern "C" {

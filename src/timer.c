@@ -144,10 +144,8 @@ static void timer_fire_cb(uv_timer_t* handle) {
   if (!(atomic_load_explicit(&t->flags, memory_order_acquire) &
         TIMER_CANCELLED))
     t->fn(t, t->arg);
-  /* The loop's reference keeps `t` alive whatever fn did; a cancel from fn
-   * has closed it already. */
-  if (t->phase != TIMER_OPEN)
-    return;
+  /* The loop's reference keeps `t` alive whatever fn did. A cancel from fn
+   * has closed it already, and timer_close() does nothing twice. */
   if (t->repeat_ms == 0 ||
       (atomic_load_explicit(&t->flags, memory_order_acquire) &
        TIMER_CANCELLED)) {

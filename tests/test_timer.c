@@ -236,6 +236,34 @@ static void test_timer_cancel_from_another_thread(void** state) {
 }
 
 
+static void remote_cancel_only_main(void* arg) {
+  remote_cancel_t* fc = arg;
+  fc->rc = cport_timer_cancel(fc->t);
+}
+
+
+/* A run already due when another thread cancels: a round of libuv runs
+ * due timers before it takes the mailbox, and only the flag stops it. */
+static void test_timer_cancel_from_another_thread_stops_a_due_run(
+    void** state) {
+  cport_core_t* core = core_new();
+  remote_cancel_t fc;
+  uv_thread_t thread;
+  (void)state;
+  memset(&fc, 0, sizeof(fc));
+  assert_int_equal(cport_timer_start(core, 0, 0, 1, rec_fn, &fc.r, &fc.t), 0);
+  assert_int_equal(uv_thread_create(&thread, remote_cancel_only_main, &fc),
+                   0);
+  assert_int_equal(uv_thread_join(&thread), 0);
+  assert_int_equal(fc.rc, 0);
+  /* Not cport_core_dispatch(), which takes the mailbox first. */
+  (void)uv_run(cport_core_uv_loop(core, 0), UV_RUN_NOWAIT);
+  wait_past(core, 5);
+  assert_int_equal(atomic_load(&fc.r.runs), 0);
+  cport_core_destroy(core);
+}
+
+
 /* ---- fire-and-forget and ordering ---- */
 
 static void test_timer_fire_and_forget_runs_and_frees_itself(void** state) {
@@ -566,6 +594,7 @@ int main(void) {
       T(test_timer_cancel_before_it_runs_stops_it),
       T(test_timer_cancel_from_inside_fn),
       T(test_timer_cancel_from_another_thread),
+      T(test_timer_cancel_from_another_thread_stops_a_due_run),
       T(test_timer_fire_and_forget_runs_and_frees_itself),
       T(test_timer_equal_deadlines_run_in_start_order),
       T(test_timer_four_threads_start_and_cancel_at_once),

@@ -24,6 +24,12 @@ struct cport_core_s {
    * its handles, plus one per service (cport__core_hold). */
   atomic_size_t holds;
   cport__loop_t* loops;
+  /* The services the application created (core_internal.h), and the
+   * extension that watches them; both under `registry_lock`, because
+   * services on different loops come and go on their loops' threads. */
+  uv_mutex_t registry_lock;
+  cport__queue_t registry;
+  cport__core_ext_t* ext;
 };
 
 
@@ -146,6 +152,7 @@ static void core_free(cport_core_t* core) {
     cport__send_pool_clear(&core->loops[i].send_pool);
     uv_mutex_destroy(&core->loops[i].lock);
   }
+  uv_mutex_destroy(&core->registry_lock);
   cport__free(core->loops);
   cport__free(core);
 }
@@ -265,10 +272,17 @@ int cport_core_create(cport_core_t** out, const cport_core_opts_t* opts) {
     cport__free(core);
     return UV_ENOMEM;
   }
+  rc = uv_mutex_init(&core->registry_lock);
+  if (rc != 0) {
+    cport__free(core->loops);
+    cport__free(core);
+    return rc;
+  }
   for (i = 0; i < core->nloops; i++) {
     rc = loop_init(core, i, opts->uv_loop);
     if (rc != 0) {
       while (i-- > 0) loop_abandon(&core->loops[i]);
+      uv_mutex_destroy(&core->registry_lock);
       cport__free(core->loops);
       cport__free(core);
       return rc;
@@ -315,6 +329,10 @@ void cport_core_destroy(cport_core_t* core) {
   /* Entries nobody ran yet run now, on the owner's thread, which is the
    * loops' thread while none runs them. */
   core_drain_all(core);
+  /* Before the core's own handles, so that the extension's close callbacks
+   * run in the same loop rounds below. */
+  if (core->ext != NULL)
+    core->ext->close(core->ext);
   core->closing_handles = 2 * (int)core->nloops;
   for (i = 0; i < core->nloops; i++) {
     uv_close_cb cb =
@@ -563,6 +581,68 @@ unsigned cport_core_loops(const cport_core_t* core) {
 uv_loop_t* cport_core_uv_loop(cport_core_t* core, unsigned loop_index) {
   cport__loop_t* lp = cport__core_loop(core, loop_index);
   return lp == NULL ? NULL : lp->loop;
+}
+
+
+void cport__core_register(cport_core_t* core, cport__core_entry_t* e) {
+  uv_mutex_lock(&core->registry_lock);
+  cport__queue_push(&core->registry, &e->node);
+  uv_mutex_unlock(&core->registry_lock);
+}
+
+
+void cport__core_unregister(cport_core_t* core, cport__core_entry_t* e) {
+  cport__core_ext_t* ext;
+  int linked;
+  uv_mutex_lock(&core->registry_lock);
+  /* A destroy called again from the service's own callbacks finds the
+   * entry gone already. */
+  linked = cport__queue_linked(&core->registry, &e->node);
+  if (linked)
+    cport__queue_remove(&core->registry, &e->node);
+  ext = core->ext;
+  uv_mutex_unlock(&core->registry_lock);
+  /* Outside the lock: the hook may post to another loop. The extension
+   * lives until cport_core_destroy(), after every service is gone. */
+  if (linked && ext != NULL)
+    ext->entry_gone(ext, e);
+}
+
+
+void cport__core_each_entry(cport_core_t* core,
+                            void (*fn)(cport__core_entry_t* e, void* arg),
+                            void* arg) {
+  cport__qnode_t* n;
+  uv_mutex_lock(&core->registry_lock);
+  for (n = cport__queue_head(&core->registry); n != NULL; n = n->next)
+    fn(cport__container_of(n, cport__core_entry_t, node), arg);
+  uv_mutex_unlock(&core->registry_lock);
+}
+
+
+int cport__core_set_ext(cport_core_t* core, cport__core_ext_t* ext) {
+  int rc = 0;
+  uv_mutex_lock(&core->registry_lock);
+  if (ext != NULL && core->ext != NULL)
+    rc = UV_EBUSY;
+  else
+    core->ext = ext;
+  uv_mutex_unlock(&core->registry_lock);
+  return rc;
+}
+
+
+cport__core_ext_t* cport__core_ext(cport_core_t* core) {
+  cport__core_ext_t* ext;
+  uv_mutex_lock(&core->registry_lock);
+  ext = core->ext;
+  uv_mutex_unlock(&core->registry_lock);
+  return ext;
+}
+
+
+int cport__core_embedded(const cport_core_t* core) {
+  return core->embedded;
 }
 
 

@@ -96,6 +96,55 @@ cport__loop_t* cport__core_loop(cport_core_t* core, unsigned index);
 void cport__core_hold(cport_core_t* core);
 void cport__core_release(cport_core_t* core);
 
+/* ---- the core's registry of services ----
+ * The core lists the services the application created (not the hidden
+ * parts of a spreading server), so that a stop on signals (signal.c) can
+ * reach them. It knows nothing else of them: an entry is a link, and the
+ * extension's own fields, which only the extension writes. */
+typedef struct cport__core_entry_s {
+  cport__qnode_t node; /* in the registry, under the core's registry lock */
+  /* The extension's: a message it posts to the entry's loop (at most once),
+   * and a state that only the entry's loop reads and writes. */
+  cport__msg_t ext_msg;
+  int ext_state;
+} cport__core_entry_t;
+
+/* Something added to a core that cport_core_destroy() must close, and that
+ * hears of services leaving the registry: the stop on signals. At most one
+ * per core. */
+typedef struct cport__core_ext_s cport__core_ext_t;
+struct cport__core_ext_s {
+  /* `e` left the registry. Thread: the entry's loop (inside
+   * cport_service_destroy). */
+  void (*entry_gone)(cport__core_ext_t* ext, cport__core_entry_t* e);
+  /* The core is being destroyed: close every handle, and free the
+   * extension once they have closed. Thread: owner, after the mailboxes
+   * were drained and before the core's own handles close. */
+  void (*close)(cport__core_ext_t* ext);
+};
+
+/* Add `e` to the registry (a service was created), or take it out (it is
+ * being destroyed; an entry not in it is left alone) and tell the
+ * extension. Thread: the entry's loop. */
+void cport__core_register(cport_core_t* core, cport__core_entry_t* e);
+void cport__core_unregister(cport_core_t* core, cport__core_entry_t* e);
+
+/* Call `fn` for every registered entry, oldest first, under the registry
+ * lock: `fn` must not register, unregister or block. Thread: any. */
+void cport__core_each_entry(cport_core_t* core,
+                            void (*fn)(cport__core_entry_t* e, void* arg),
+                            void* arg);
+
+/* Install `ext` (or remove it, for NULL). Returns 0, or UV_EBUSY when one
+ * is installed already. Thread: owner. */
+int cport__core_set_ext(cport_core_t* core, cport__core_ext_t* ext);
+
+/* The installed extension, or NULL. Thread: any. */
+cport__core_ext_t* cport__core_ext(cport_core_t* core);
+
+/* Non-zero for a core embedded on an application's loop. Thread: any. */
+int cport__core_embedded(const cport_core_t* core);
+
 /* The loop's shared receive chunk, allocated on first use.
  * Returns NULL on allocation failure. */
 CPORT__NODISCARD char* cport__loop_read_chunk(cport__loop_t* lp);

@@ -395,6 +395,7 @@ int cport_service_create(cport_service_t** out,
     service_free_unused(svc);
     return rc;
   }
+  cport__core_register(core, &svc->view.entry);
   *out = svc;
   return 0;
 }
@@ -1267,6 +1268,7 @@ void cport_service_destroy(cport_service_t* svc) {
    * refused and logged, the service left running. */
   if (cport__loop_check(svc->view.lp, "cport_service_destroy") != 0)
     return;
+  cport__core_unregister(svc->core, &svc->view.entry);
   service_destroy_here(svc);
 }
 

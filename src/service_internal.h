@@ -40,6 +40,10 @@ typedef struct cport__service_view_s {
   cport__stats_t stats;
   /* The timeouts of the service's sessions on its loop; loop only. */
   cport__timeouts_t timeouts;
+  /* The service in its core's registry (core_internal.h): a service the
+   * application created is registered from cport_service_create() to
+   * cport_service_destroy(); a part never is. */
+  cport__core_entry_t entry;
 } cport__service_view_t;
 
 /* The view is the first member of struct cport_service_s (checked in

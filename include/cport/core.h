@@ -198,6 +198,44 @@ CPORT_API unsigned cport_core_loops(const cport_core_t* core);
  * Returns:   NULL for NULL core or a bad loop index. */
 CPORT_API struct uv_loop_s* cport_core_uv_loop(cport_core_t* core, unsigned loop);
 
+/* Stop gracefully on SIGINT or SIGTERM (on Windows: Ctrl-C and
+ * Ctrl-Break, SIGINT and SIGBREAK, which libuv maps from console control
+ * events), without libuv handles of the application's own.
+ * On the first of those signals, on loop 0's thread: one `info` log line,
+ * `on_signal(core, signum, arg)` (may be NULL), then every service of the
+ * core not destroyed by then is stopped as by
+ * cport_service_stop(svc, deadline_ms, ...), each on its own loop's thread,
+ * clients and services not started included; services created afterwards
+ * are not. When every one of them has stopped (or was destroyed meanwhile),
+ * or `deadline_ms` after the signal, whichever comes first,
+ * cport_core_stop() makes cport_core_run_here(), or cport_core_run() and
+ * cport_core_join(), return. A service that was already stopping (stopped
+ * by the application) is not waited for. A second signal while the
+ * services stop calls cport_core_stop() at once; on_signal runs for the
+ * first signal only. The application then destroys its services and the
+ * core as usual.
+ * Embedded core: cport_core_stop() does nothing there, so when the
+ * services have stopped (or at the deadline, or at a second signal) the
+ * watch closes its handles instead, and the application's loop ends once
+ * nothing else of it is active; a signal after that has its default
+ * action again.
+ * The watch's handles live on loop 0 and do not keep it alive (they are
+ * unreferenced); they belong to the core, and cport_core_destroy() closes
+ * them: the application closes nothing.
+ * Ownership: `arg` stays the caller's; cport only passes it to on_signal.
+ * Thread:    owner of loop 0.
+ * Callback:  on_signal runs on loop 0's thread.
+ * Returns:   0; UV_EINVAL for NULL `core` or a negative `deadline_ms`;
+ *            UV_EBUSY when the core watches signals already (the first
+ *            settings stay); UV_ENOMEM; a libuv error from
+ *            uv_signal_init() or uv_signal_start() (nothing is left
+ *            watching). */
+CPORT_API int cport_core_stop_on_signals(
+    cport_core_t* core,
+    int deadline_ms,
+    void (*on_signal)(cport_core_t* core, int signum, void* arg),
+    void* arg);
+
 #ifdef __cplusplus
 }
 #endif

@@ -56,9 +56,9 @@ typedef struct watch_s {
   cport__loop_t* lp; /* loop 0 */
   uv_signal_t sig[2];
   uv_timer_t deadline_timer;
-  int handles;       /* initialised and not yet closed */
-  int handles_shut;  /* uv_close() called on them */
-  int closing;       /* cport_core_destroy() is done with the watch */
+  int handles;      /* initialised and not yet closed */
+  int handles_shut; /* uv_close() called on them */
+  int closing;      /* cport_core_destroy() is done with the watch */
   watch_state_t state;
   int deadline_ms;
   uint64_t deadline; /* cport__clock_ms() time; read by every loop */
@@ -167,9 +167,9 @@ static void watch_stop_run(cport__msg_t* m, const cport__msg_t* next) {
    * the memory the hold keeps. */
   if (cport__service_phase(svc) != CPORT__PHASE_DESTROYING) {
     e->ext_state = ENTRY_AWAITED;
-    rc = cport_service_stop(
-        svc, w->deadline > now ? (int)(w->deadline - now) : 0,
-        watch_service_stopped);
+    rc = cport_service_stop(svc,
+                            w->deadline > now ? (int)(w->deadline - now) : 0,
+                            watch_service_stopped);
   }
   if (rc != 0) {
     e->ext_state = ENTRY_QUIET;

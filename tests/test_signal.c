@@ -112,6 +112,21 @@ static void killer_on_signal(cport_core_t* core, int signum, void* arg) {
 }
 
 
+/* Watch the signals with killer_on_signal and a long deadline, and run the
+ * core here until the killer's signal ends the run (`announce`: a job
+ * tells the killer that the loop runs; otherwise a callback does). */
+static void killer_run_here(killer_t* k, cport_core_t* core, int announce) {
+  assert_int_equal(
+      cport_core_stop_on_signals(core, LONG_DEADLINE_MS, killer_on_signal, k),
+      0);
+  if (announce)
+    assert_int_equal(cport_core_post(core, 0, killer_running_job, k), 0);
+  killer_start(k);
+  assert_int_equal(cport_core_run_here(core), 0);
+  killer_finish(k);
+}
+
+
 /* ---- set-up: every test leaves the default dispositions behind ---- */
 
 static int signal_disposition_is_default(int signum) {
@@ -143,8 +158,7 @@ static int sig_teardown(void** state) {
 static void test_signal_args_and_destroy_without_signal(void** state) {
   fixture_t* fx = *state;
   peer_t* p;
-  assert_int_equal(cport_core_stop_on_signals(NULL, 0, NULL, NULL),
-                   UV_EINVAL);
+  assert_int_equal(cport_core_stop_on_signals(NULL, 0, NULL, NULL), UV_EINVAL);
   assert_int_equal(cport_core_stop_on_signals(fx->core, -1, NULL, NULL),
                    UV_EINVAL);
   assert_int_equal(cport_core_stop_on_signals(fx->core, 1000, NULL, NULL), 0);
@@ -190,10 +204,10 @@ static void test_signal_destroyed_services(void** state) {
   killer_t k;
   peer_t* p;
   int ended = 0;
-  cport_service_t* gone = fixture_create_service(fx, CPORT_SERVICE_SERVER,
-                                                 "127.0.0.1", NULL);
-  cport_service_t* idle = fixture_create_service(fx, CPORT_SERVICE_CLIENT,
-                                                 "127.0.0.1", NULL);
+  cport_service_t* gone =
+      fixture_create_service(fx, CPORT_SERVICE_SERVER, "127.0.0.1", NULL);
+  cport_service_t* idle =
+      fixture_create_service(fx, CPORT_SERVICE_CLIENT, "127.0.0.1", NULL);
   cport_service_t* doomed;
   cport_service_destroy(gone);
   cport_service_opts_init(&o);
@@ -206,14 +220,7 @@ static void test_signal_destroyed_services(void** state) {
   while (cport_service_session_count(doomed) == 0)
     assert_true(cport_core_dispatch(fx->core, 0, FIXTURE_TIMEOUT_MS) >= 0);
   killer_init(&k, fx->core, 1);
-  assert_int_equal(
-      cport_core_stop_on_signals(fx->core, LONG_DEADLINE_MS,
-                                 killer_on_signal, &k),
-      0);
-  assert_int_equal(cport_core_post(fx->core, 0, killer_running_job, &k), 0);
-  killer_start(&k);
-  assert_int_equal(cport_core_run_here(fx->core), 0);
-  killer_finish(&k);
+  killer_run_here(&k, fx->core, 1);
   assert_int_equal(k.on_signal_calls, 1);
   assert_int_equal(ended, CPORT_ESTOPPED);
   /* Stopped by the signal: a stop now is one too many. */
@@ -254,14 +261,7 @@ static void test_signal_sigterm_stops_gracefully(void** state) {
 
   killer_init(&k, fx->core, 1);
   k.resume = p;
-  assert_int_equal(
-      cport_core_stop_on_signals(fx->core, LONG_DEADLINE_MS,
-                                 killer_on_signal, &k),
-      0);
-  assert_int_equal(cport_core_post(fx->core, 0, killer_running_job, &k), 0);
-  killer_start(&k);
-  assert_int_equal(cport_core_run_here(fx->core), 0);
-  killer_finish(&k);
+  killer_run_here(&k, fx->core, 1);
 
   assert_int_equal(k.on_signal_calls, 1);
   assert_int_equal(k.on_signal_signum, SIGTERM);
@@ -295,13 +295,7 @@ static void test_signal_second_signal_stops_at_once(void** state) {
    * deadline, much later than the watchdog waits. */
   p = fixture_connect_stuck_peer(fx);
   killer_init(&k, fx->core, 2);
-  assert_int_equal(cport_core_stop_on_signals(fx->core, LONG_DEADLINE_MS,
-                                              killer_on_signal, &k),
-                   0);
-  assert_int_equal(cport_core_post(fx->core, 0, killer_running_job, &k), 0);
-  killer_start(&k);
-  assert_int_equal(cport_core_run_here(fx->core), 0);
-  killer_finish(&k);
+  killer_run_here(&k, fx->core, 1);
   /* on_signal for the first signal only; the session still flushes. */
   assert_int_equal(k.on_signal_calls, 1);
   assert_int_equal(fx->disconnected, 0);
@@ -312,6 +306,38 @@ static void test_signal_second_signal_stops_at_once(void** state) {
   fixture_wait_int(fx, &fx->disconnected, 1, FIXTURE_TIMEOUT_MS);
   assert_int_equal(rec_of(fx->last_server)->code, CPORT_ESTOPPED);
   peer_destroy(p);
+}
+
+
+/* ---- a server and its clients on one core ---- */
+
+/* Start a server on loop 0 of `core` (spread over every loop it has) and a
+ * client service of `conns` sessions on `client_loop` connected to it,
+ * both with `data` as their user pointer. */
+static void start_pair(cport_core_t* core,
+                       void* data,
+                       const cport_session_cbs_t* server_cbs,
+                       const cport_session_cbs_t* client_cbs,
+                       unsigned client_loop,
+                       unsigned conns,
+                       cport_service_t** server,
+                       cport_service_t** client) {
+  cport_service_opts_t so;
+  cport_addr_t addr;
+  cport_service_opts_init(&so);
+  so.data = data;
+  so.cbs = *server_cbs;
+  assert_int_equal(cport_addr_parse(&addr, "127.0.0.1", 0), 0);
+  assert_int_equal(
+      cport_service_create(server, core, CPORT_SERVICE_SERVER, &addr, &so), 0);
+  assert_int_equal(cport_service_start(*server), 0);
+  assert_int_equal(cport_service_local_addr(*server, &addr), 0);
+  so.cbs = *client_cbs;
+  so.connect_count = conns;
+  so.loop = client_loop;
+  assert_int_equal(
+      cport_service_create(client, core, CPORT_SERVICE_CLIENT, &addr, &so), 0);
+  assert_int_equal(cport_service_start(*client), 0);
 }
 
 
@@ -385,11 +411,11 @@ static void multi_client_disconnected(cport_session_t* s,
 
 static void test_signal_stops_every_loop(void** state) {
   cport_core_opts_t co;
-  cport_service_opts_t so;
+  cport_session_cbs_t server_cbs = {0};
+  cport_session_cbs_t client_cbs = {0};
   cport_core_t* core;
   cport_service_t* server = NULL;
   cport_service_t* client = NULL;
-  cport_addr_t addr;
   killer_t k;
   multi_t m;
   long baseline = cport__mem_live();
@@ -403,32 +429,14 @@ static void test_signal_stops_every_loop(void** state) {
   killer_init(&k, core, 1);
 
   /* A server on loop 0 spread over every loop, and its clients on loop 2. */
-  cport_service_opts_init(&so);
-  so.data = &m;
-  so.cbs.on_connected = multi_server_connected;
-  so.cbs.on_disconnected = multi_server_disconnected;
-  assert_int_equal(cport_addr_parse(&addr, "127.0.0.1", 0), 0);
-  assert_int_equal(
-      cport_service_create(&server, core, CPORT_SERVICE_SERVER, &addr, &so),
-      0);
-  assert_int_equal(cport_service_start(server), 0);
-  assert_int_equal(cport_service_local_addr(server, &addr), 0);
-  so.cbs.on_connected = multi_client_connected;
-  so.cbs.on_disconnected = multi_client_disconnected;
-  so.connect_count = MULTI_CONNS;
-  so.loop = 2;
-  assert_int_equal(
-      cport_service_create(&client, core, CPORT_SERVICE_CLIENT, &addr, &so),
-      0);
-  assert_int_equal(cport_service_start(client), 0);
+  server_cbs.on_connected = multi_server_connected;
+  server_cbs.on_disconnected = multi_server_disconnected;
+  client_cbs.on_connected = multi_client_connected;
+  client_cbs.on_disconnected = multi_client_disconnected;
+  start_pair(core, &m, &server_cbs, &client_cbs, 2, MULTI_CONNS, &server,
+             &client);
 
-  assert_int_equal(
-      cport_core_stop_on_signals(core, LONG_DEADLINE_MS, killer_on_signal,
-                                 &k),
-      0);
-  killer_start(&k);
-  assert_int_equal(cport_core_run_here(core), 0);
-  killer_finish(&k);
+  killer_run_here(&k, core, 0);
 
   assert_int_equal(k.on_signal_calls, 1);
   assert_int_equal(atomic_load(&m.server_connected), MULTI_CONNS);
@@ -511,11 +519,11 @@ static void test_signal_embedded_loop_ends(void** state) {
   uv_loop_t loop;
   uv_async_t rescue;
   cport_core_opts_t co;
-  cport_service_opts_t so;
+  cport_session_cbs_t server_cbs = {0};
+  cport_session_cbs_t client_cbs = {0};
   cport_core_t* core;
   cport_service_t* server = NULL;
   cport_service_t* client = NULL;
-  cport_addr_t addr;
   killer_t k;
   embed_t e;
   long baseline = cport__mem_live();
@@ -532,25 +540,13 @@ static void test_signal_embedded_loop_ends(void** state) {
   k.rescue = embed_rescue;
   k.app_async = &rescue;
 
-  cport_service_opts_init(&so);
-  so.data = &e;
-  so.cbs.on_connected = embed_connected;
-  so.cbs.on_disconnected = embed_server_disconnected;
-  assert_int_equal(cport_addr_parse(&addr, "127.0.0.1", 0), 0);
+  server_cbs.on_connected = embed_connected;
+  server_cbs.on_disconnected = embed_server_disconnected;
+  client_cbs.on_connected = embed_client_connected;
+  client_cbs.on_disconnected = embed_client_disconnected;
+  start_pair(core, &e, &server_cbs, &client_cbs, 0, 1, &server, &client);
   assert_int_equal(
-      cport_service_create(&server, core, CPORT_SERVICE_SERVER, &addr, &so),
-      0);
-  assert_int_equal(cport_service_start(server), 0);
-  assert_int_equal(cport_service_local_addr(server, &addr), 0);
-  so.cbs.on_connected = embed_client_connected;
-  so.cbs.on_disconnected = embed_client_disconnected;
-  assert_int_equal(
-      cport_service_create(&client, core, CPORT_SERVICE_CLIENT, &addr, &so),
-      0);
-  assert_int_equal(cport_service_start(client), 0);
-  assert_int_equal(
-      cport_core_stop_on_signals(core, LONG_DEADLINE_MS, killer_on_signal,
-                                 &k),
+      cport_core_stop_on_signals(core, LONG_DEADLINE_MS, killer_on_signal, &k),
       0);
   killer_start(&k);
   /* The application's own loop: it ends by itself once the services have
@@ -598,8 +594,9 @@ int main(void) {
   /* Ctrl-C and Ctrl-Break reach a process as console control events, which
    * a test could only raise with GenerateConsoleCtrlEvent() on a console it
    * shares; wine's test runs have none to deliver them through. */
-  printf("test_signal: skipped on Windows: console control events cannot be "
-         "raised for this process under the test runner\n");
+  printf(
+      "test_signal: skipped on Windows: console control events cannot be "
+      "raised for this process under the test runner\n");
   return 0;
 }
 

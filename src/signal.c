@@ -283,9 +283,14 @@ int cport_core_stop_on_signals(cport_core_t* core,
   cport__loop_t* lp = cport__core_loop(core, 0);
   watch_t* w;
   int rc;
-  if (lp == NULL || deadline_ms < 0)
-    return UV_EINVAL;
-  CPORT__ASSERT_ON_LOOP(lp);
+  if (lp == NULL)
+    return cport__einval("cport_core_stop_on_signals", "core is NULL");
+  if (deadline_ms < 0)
+    return cport__einval("cport_core_stop_on_signals",
+                         "deadline_ms %d: must be 0 or more", deadline_ms);
+  rc = cport__loop_check(lp, "cport_core_stop_on_signals");
+  if (rc != 0)
+    return rc;
   w = cport__calloc(1, sizeof(*w));
   if (w == NULL)
     return UV_ENOMEM;

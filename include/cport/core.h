@@ -226,7 +226,8 @@ CPORT_API struct uv_loop_s* cport_core_uv_loop(cport_core_t* core, unsigned loop
  * Thread:    owner of loop 0.
  * Callback:  on_signal runs on loop 0's thread.
  * Returns:   0; UV_EINVAL for NULL `core` or a negative `deadline_ms`;
- *            UV_EBUSY when the core watches signals already (the first
+ *            CPORT_EWRONGTHREAD (logged) from a thread that does not run
+ *            loop 0; UV_EBUSY when the core watches signals already (the first
  *            settings stay); UV_ENOMEM; a libuv error from
  *            uv_signal_init() or uv_signal_start() (nothing is left
  *            watching). */

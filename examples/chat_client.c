@@ -198,7 +198,7 @@ static void on_disconnected(cport_session_t* s, int code, const char* cause) {
 /* Send one packet, or, with `raw`, the bytes as they are. Returns 0, or -1
  * (with a message) if they could not be sent. */
 static int send_out(unsigned id, const void* data, size_t len, int raw) {
-  int rc = UV_ENOTCONN;
+  int rc = CPORT_ENOTCONN;
   uv_mutex_lock(&client.lock);
   if (client.state == CLIENT_CONNECTED && client.session != NULL)
     rc = raw ? cport_session_send(client.session, data, len)
@@ -508,7 +508,7 @@ int main(int argc, char** argv) {
   } else {
     fprintf(
         stderr, "chat_client: connection to %s lost: %s\n", client.peer,
-        client.end_code == UV_EOF ? "the server closed it" : client.end_cause);
+        client.end_code == CPORT_EOF ? "the server closed it" : client.end_cause);
   }
   uv_mutex_unlock(&client.lock);
 

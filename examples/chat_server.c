@@ -121,8 +121,6 @@ typedef struct chat_s {
   cport_core_t* core;
   cport_service_t* svc;
   cport_packet_format_t format;
-  uv_signal_t sigint;
-  uv_signal_t sigterm;
   uv_mutex_t lock; /* guards the table of rooms and every room's `users` */
   room_t* rooms[MAX_ROOMS];
   size_t room_count;
@@ -220,7 +218,7 @@ static void room_send(room_t* room, cport_buf_t* buf) {
   member_t* m;
   if (buf == NULL)
     return;
-  /* A member on its way out answers UV_ENOTCONN and one that does not read
+  /* A member on its way out answers CPORT_ENOTCONN and one that does not read
    * is disconnected at its limit: neither concerns the rest. */
   for (m = room->first; m != NULL; m = m->next)
     (void)cport_session_send_buf(m->session, buf);
@@ -455,22 +453,6 @@ static void on_disconnected(cport_session_t* s, int code, const char* cause) {
 }
 
 
-static void on_stopped(cport_service_t* svc) {
-  chat_t* chat = cport_service_get_data(svc);
-  uv_close((uv_handle_t*)&chat->sigint, NULL);
-  uv_close((uv_handle_t*)&chat->sigterm, NULL);
-  cport_core_stop(chat->core);
-}
-
-
-static void on_signal(uv_signal_t* handle, int signum) {
-  chat_t* chat = handle->data;
-  (void)signum;
-  /* A second signal while stopping changes nothing (UV_EALREADY). */
-  cport_service_stop(chat->svc, STOP_DEADLINE_MS, on_stopped);
-}
-
-
 static void usage(FILE* out) {
   fprintf(out,
           "usage: chat_server [--host ADDR] [--port N] [--threads N]\n"
@@ -562,24 +544,32 @@ int main(int argc, char** argv) {
     uv_mutex_destroy(&chat.lock);
     return 1;
   }
-  /* Handlers first: whoever reads "listening on" may signal at once. */
-  uv_signal_init(cport_core_uv_loop(chat.core, 0), &chat.sigint);
-  uv_signal_init(cport_core_uv_loop(chat.core, 0), &chat.sigterm);
-  chat.sigint.data = chat.sigterm.data = &chat;
-  uv_signal_start(&chat.sigint, on_signal, SIGINT);
-  uv_signal_start(&chat.sigterm, on_signal, SIGTERM);
-
-  cport_service_local_addr(chat.svc, &addr);
+  /* Watch the signals first: whoever reads "listening on" may signal at
+   * once. SIGINT or SIGTERM stops the service gracefully, then the core. */
+  rc = cport_core_stop_on_signals(chat.core, STOP_DEADLINE_MS, NULL, NULL);
+  if (rc == 0)
+    rc = cport_service_local_addr(chat.svc, &addr);
+  if (rc != 0) {
+    fprintf(stderr, "chat_server: %s\n", cport_strerror(rc));
+    cport_service_destroy(chat.svc);
+    cport_core_destroy(chat.core);
+    uv_mutex_destroy(&chat.lock);
+    return 1;
+  }
   cport_addr_format(&addr, text, sizeof(text));
   printf("listening on %s\n", text);
   fflush(stdout);
 
   rc = cport_core_run(chat.core);
+  if (rc == 0)
+    rc = cport_core_join(chat.core);
   if (rc != 0) {
     fprintf(stderr, "chat_server: %s\n", cport_strerror(rc));
+    cport_service_destroy(chat.svc);
+    cport_core_destroy(chat.core);
+    uv_mutex_destroy(&chat.lock);
     return 1;
   }
-  cport_core_join(chat.core);
 
   cport_service_stats(chat.svc, &stats);
   printf(
@@ -588,8 +578,9 @@ int main(int argc, char** argv) {
       (unsigned long long)stats.connected, (unsigned long long)stats.packets_in,
       (unsigned long long)stats.disconnects_protocol);
   fflush(stdout);
-  /* No room is left to free: on_stopped ran after every session's
-   * on_disconnected, and the last member out closes a room. */
+  /* No room is left to free: the last member out closes a room, and
+   * destroying the service ends every session still open (one the stop
+   * deadline cut off). */
   cport_service_destroy(chat.svc);
   cport_core_destroy(chat.core);
   uv_mutex_destroy(&chat.lock);

@@ -89,7 +89,6 @@ struct client_loop_s {
   long errors;
   uint64_t echoed; /* messages whose echo matched */
   int ending;      /* --seconds are up: finish the message in flight */
-  uv_timer_t end_timer;
   hist_t hist;
 };
 
@@ -218,25 +217,19 @@ static void send_next(cport_session_t* s) {
 }
 
 
-static void end_timer_cb(uv_timer_t* timer) {
-  client_loop_t* p = timer->data;
+/* The --seconds are up on this loop: each session finishes the message in
+ * flight. Runs on the loop's thread; harmless once its sessions are done. */
+static void end_timer_cb(cport_timer_t* timer, void* arg) {
+  client_loop_t* p = arg;
+  (void)timer;
   p->ending = 1;
 }
 
 
-/* A job on the loop's own thread: the --seconds start counting there. */
-static void start_end_timer(void* arg) {
-  client_loop_t* p = arg;
-  /* A job left over when the run ended early runs inside
-   * cport_core_destroy(), after the timer was closed. */
-  if (p->c->joined || p->finished == p->sessions)
-    return;
-  uv_timer_start(&p->end_timer, end_timer_cb, p->c->duration_ms, 0);
-}
-
-
 /* A session connected or failed to. After the last one, on whichever loop,
- * every loop starts its --seconds timer. */
+ * every loop gets its --seconds timer: a one-shot cport timer, started from
+ * this thread and run on that loop's, that nobody needs to cancel (a core
+ * destroyed first closes it unrun). */
 static void session_settled(client_loop_t* p) {
   client_t* c = p->c;
   unsigned i;
@@ -246,7 +239,8 @@ static void session_settled(client_loop_t* p) {
   if (atomic_fetch_add(&c->settled, 1) + 1 != c->sessions)
     return;
   for (i = 0; i < c->busy_ports; i++) {
-    rc = cport_core_post(c->core, i, start_end_timer, &c->loops[i]);
+    rc = cport_timer_start(c->core, i, c->duration_ms, 0, end_timer_cb,
+                           &c->loops[i], NULL);
     if (rc != 0) {
       if (first_report(c))
         fprintf(stderr, "echo_client: cannot start the clock on loop %u: %s\n",
@@ -265,7 +259,6 @@ static void session_finished(client_loop_t* p) {
   client_t* c = p->c;
   if (++p->finished < p->sessions || c->joined)
     return;
-  uv_timer_stop(&p->end_timer);
   if (atomic_fetch_add(&c->ports_done, 1) + 1 == c->busy_ports)
     cport_core_stop(c->core);
 }
@@ -368,8 +361,9 @@ static void usage(FILE* out) {
 }
 
 
-static void on_timeout(uv_timer_t* timer) {
-  client_t* c = timer->data;
+static void on_timeout(cport_timer_t* timer, void* arg) {
+  client_t* c = arg;
+  (void)timer;
   fprintf(stderr, "echo_client: timed out\n");
   c->timed_out = 1;
   cport_core_stop(c->core);
@@ -393,7 +387,7 @@ int main(int argc, char** argv) {
   cport_addr_t addr;
   cport_core_opts_t core_opts;
   cport_service_opts_t opts;
-  uv_timer_t timer;
+  cport_timer_t* timer = NULL;
   uint64_t start_ns;
   uint64_t echoed = 0;
   long finished = 0;
@@ -500,8 +494,6 @@ int main(int argc, char** argv) {
     client_loop_t* p = &loops[j];
     p->c = &c;
     p->sessions = sessions / threads + ((long)j < sessions % threads ? 1 : 0);
-    uv_timer_init(cport_core_uv_loop(c.core, j), &p->end_timer);
-    p->end_timer.data = p;
   }
   for (j = 0; j < c.busy_ports && rc == 0; j++) {
     opts.loop = j;
@@ -510,12 +502,10 @@ int main(int argc, char** argv) {
     rc = cport_service_create(&loops[j].svc, c.core, CPORT_SERVICE_CLIENT,
                               &addr, &opts);
   }
-  uv_timer_init(cport_core_uv_loop(c.core, 0), &timer);
-  timer.data = &c;
-
   start_ns = uv_hrtime();
+  if (rc == 0)
+    rc = cport_timer_start(c.core, 0, timeout_ms, 0, on_timeout, &c, &timer);
   if (rc == 0) {
-    uv_timer_start(&timer, on_timeout, timeout_ms, 0);
     for (j = 0; j < c.busy_ports && rc == 0; j++)
       rc = cport_service_start(loops[j].svc);
   }
@@ -553,11 +543,9 @@ int main(int argc, char** argv) {
   fflush(stdout);
 
   /* The loop threads are gone: this thread owns every loop again. */
-  uv_close((uv_handle_t*)&timer, NULL);
-  for (j = 0; j < n; j++) {
-    uv_close((uv_handle_t*)&loops[j].end_timer, NULL);
-    cport_service_destroy(loops[j].svc);
-  }
+  if (timer != NULL)
+    cport_timer_cancel(timer);
+  for (j = 0; j < n; j++) cport_service_destroy(loops[j].svc);
   cport_core_destroy(c.core);
   free(loops);
   if (errors != 0 || finished != sessions)

@@ -17,11 +17,8 @@
  * sessions that send nothing for that long (slow or dead peers). The service's
  * counters are printed as one "stats" line on exit, and every SECONDS with
  * --stats-every. */
-#include <signal.h>
 #include <stdio.h>
 #include <string.h>
-
-#include <uv.h>
 
 #include "cport/cport.h"
 #include "example_args.h"
@@ -31,10 +28,7 @@
 typedef struct server_s {
   cport_core_t* core;
   cport_service_t* svc;
-  uv_signal_t sigint;
-  uv_signal_t sigterm;
-  uv_timer_t stats_timer;
-  long stats_every;
+  cport_timer_t* stats_timer; /* NULL without --stats-every */
 } server_t;
 
 
@@ -66,8 +60,9 @@ static void print_stats(cport_service_t* svc) {
 }
 
 
-static void on_stats_timer(uv_timer_t* timer) {
-  server_t* server = timer->data;
+static void on_stats_timer(cport_timer_t* timer, void* arg) {
+  server_t* server = arg;
+  (void)timer;
   print_stats(server->svc);
 }
 
@@ -81,23 +76,6 @@ static size_t echo_on_recv(cport_session_t* s,
   if (rc == CPORT_ESENDQ)
     return 0;
   return len;
-}
-
-
-static void on_stopped(cport_service_t* svc) {
-  server_t* server = cport_service_get_data(svc);
-  uv_close((uv_handle_t*)&server->sigint, NULL);
-  uv_close((uv_handle_t*)&server->sigterm, NULL);
-  uv_close((uv_handle_t*)&server->stats_timer, NULL);
-  cport_core_stop(server->core);
-}
-
-
-static void on_signal(uv_signal_t* handle, int signum) {
-  server_t* server = handle->data;
-  (void)signum;
-  /* A second signal while stopping changes nothing (UV_EALREADY). */
-  cport_service_stop(server->svc, STOP_DEADLINE_MS, on_stopped);
 }
 
 
@@ -167,7 +145,6 @@ int main(int argc, char** argv) {
     return 2;
   }
   memset(&server, 0, sizeof(server));
-  server.stats_every = stats_every;
   cport_core_opts_init(&core_opts);
   core_opts.loops = (unsigned)threads;
   rc = cport_core_create(&server.core, &core_opts);
@@ -179,7 +156,6 @@ int main(int argc, char** argv) {
   opts.cbs.on_recv = echo_on_recv;
   opts.max_sessions = (unsigned)max_sessions;
   opts.idle_timeout_ms = (unsigned)idle_timeout;
-  opts.data = &server;
   rc = cport_service_create(&server.svc, server.core, CPORT_SERVICE_SERVER,
                             &addr, &opts);
   if (rc == 0)
@@ -192,39 +168,47 @@ int main(int argc, char** argv) {
     cport_core_destroy(server.core);
     return 1;
   }
-  /* Handlers first: whoever reads "listening on" may signal at once. */
-  uv_signal_init(cport_core_uv_loop(server.core, 0), &server.sigint);
-  uv_signal_init(cport_core_uv_loop(server.core, 0), &server.sigterm);
-  server.sigint.data = server.sigterm.data = &server;
-  uv_signal_start(&server.sigint, on_signal, SIGINT);
-  uv_signal_start(&server.sigterm, on_signal, SIGTERM);
-  uv_timer_init(cport_core_uv_loop(server.core, 0), &server.stats_timer);
-  server.stats_timer.data = &server;
-  if (server.stats_every > 0)
-    uv_timer_start(&server.stats_timer, on_stats_timer,
-                   (uint64_t)server.stats_every * 1000,
-                   (uint64_t)server.stats_every * 1000);
-
-  cport_service_local_addr(server.svc, &addr);
+  /* Watch the signals first: whoever reads "listening on" may signal at
+   * once. The first SIGINT or SIGTERM stops the service gracefully (its
+   * sessions flushed, or cut off at the deadline), then the core; a
+   * second one stops the core at once. */
+  rc = cport_core_stop_on_signals(server.core, STOP_DEADLINE_MS, NULL, NULL);
+  if (rc == 0 && stats_every > 0)
+    rc = cport_timer_start(server.core, 0, (uint64_t)stats_every * 1000,
+                           (uint64_t)stats_every * 1000, on_stats_timer,
+                           &server, &server.stats_timer);
+  if (rc == 0)
+    rc = cport_service_local_addr(server.svc, &addr);
+  if (rc != 0) {
+    fprintf(stderr, "echo_server: %s\n", cport_strerror(rc));
+    cport_service_destroy(server.svc);
+    cport_core_destroy(server.core);
+    return 1;
+  }
   cport_addr_format(&addr, text, sizeof(text));
   printf("listening on %s\n", text);
   if (threads > 1)
     fprintf(stderr, "echo_server: %ld threads\n", threads);
   fflush(stdout);
 
-  /* Returns once on_stopped has called cport_core_stop(). */
+  /* Returns once a signal has stopped the service and the core. */
   rc = cport_core_run_here(server.core);
+  if (server.stats_timer != NULL)
+    cport_timer_cancel(server.stats_timer);
   if (rc != 0) {
     fprintf(stderr, "echo_server: %s\n", cport_strerror(rc));
+    cport_service_destroy(server.svc);
+    cport_core_destroy(server.core);
     return 1;
   }
 
-  cport_service_stats(server.svc, &stats);
-  printf(
-      "echo_server: served %llu sessions, echoed %llu bytes, "
-      "rejected %llu\n",
-      (unsigned long long)stats.connected, (unsigned long long)stats.bytes_out,
-      (unsigned long long)stats.rejected);
+  if (cport_service_stats(server.svc, &stats) == 0)
+    printf(
+        "echo_server: served %llu sessions, echoed %llu bytes, "
+        "rejected %llu\n",
+        (unsigned long long)stats.connected,
+        (unsigned long long)stats.bytes_out,
+        (unsigned long long)stats.rejected);
   print_stats(server.svc);
   cport_service_destroy(server.svc);
   cport_core_destroy(server.core);

@@ -69,7 +69,7 @@ static void on_signal(uv_signal_t* handle, int signum) {
   app_t* app = handle->data;
   (void)signum;
   /* A second signal while stopping is harmless: the stop returns
-   * UV_EALREADY and on_stopped still runs once. */
+   * CPORT_EALREADY and on_stopped still runs once. */
   if (app->svc != NULL)
     cport_service_stop(app->svc, STOP_DEADLINE_MS, on_stopped);
 }

@@ -125,9 +125,9 @@ static size_t on_recv(cport_session_t* s, const uint8_t* data, size_t len) {
 }
 
 /* Send `text` as one request and wait up to `timeout_ms` for its reply,
- * copied to `reply` (LINE_MAX_LEN bytes). Returns 0; UV_ENOTCONN when no
- * session is up right now; the session's disconnect code (UV_EOF,
- * UV_ECONNRESET, ...) when it ended before the reply came; UV_ETIMEDOUT;
+ * copied to `reply` (LINE_MAX_LEN bytes). Returns 0; CPORT_ENOTCONN when no
+ * session is up right now; the session's disconnect code (CPORT_EOF,
+ * CPORT_ECONNRESET, ...) when it ended before the reply came; CPORT_ETIMEDOUT;
  * another error of cport_session_send (CPORT_ESENDQ, ...). */
 static int request(link_t* link, const char* text, char* reply,
                    unsigned timeout_ms) {
@@ -139,7 +139,7 @@ static int request(link_t* link, const char* text, char* reply,
   uv_mutex_lock(&link->lock);
   if (link->session == NULL) {
     uv_mutex_unlock(&link->lock);
-    return UV_ENOTCONN;
+    return CPORT_ENOTCONN;
   }
   memset(&req, 0, sizeof(req));
   req.session = link->session;
@@ -148,7 +148,7 @@ static int request(link_t* link, const char* text, char* reply,
   n = snprintf(line, sizeof(line), "%u %s\n", req.id, text);
   if (n < 0 || (size_t)n >= sizeof(line)) {
     uv_mutex_unlock(&link->lock);
-    return UV_EINVAL;
+    return CPORT_EINVAL;
   }
   /* Listed before the send, so that a quick reply finds it. Sending under
    * the lock is allowed (no cport call runs a callback inside it), and the
@@ -156,12 +156,12 @@ static int request(link_t* link, const char* text, char* reply,
   req.next = link->pending;
   link->pending = &req;
   rc = cport_session_send(req.session, line, (size_t)n);
-  if (rc == UV_ENOTCONN && link->session == req.session)
+  if (rc == CPORT_ENOTCONN && link->session == req.session)
     link->session = NULL; /* going away: wait for the next one */
   while (rc == 0 && req.status == PENDING) {
     uint64_t now = uv_hrtime();
     if (now >= deadline)
-      rc = UV_ETIMEDOUT;
+      rc = CPORT_ETIMEDOUT;
     else
       uv_cond_timedwait(&link->changed, &link->lock, deadline - now);
   }
@@ -179,7 +179,7 @@ static int request(link_t* link, const char* text, char* reply,
   return rc;
 }
 
-/* Wait up to `timeout_ms` for a session. Returns 0 or UV_ETIMEDOUT. */
+/* Wait up to `timeout_ms` for a session. Returns 0 or CPORT_ETIMEDOUT. */
 static int wait_connected(link_t* link, unsigned timeout_ms) {
   uint64_t deadline = uv_hrtime() + (uint64_t)timeout_ms * 1000000u;
   int rc = 0;
@@ -187,7 +187,7 @@ static int wait_connected(link_t* link, unsigned timeout_ms) {
   while (link->session == NULL && rc == 0) {
     uint64_t now = uv_hrtime();
     if (now >= deadline)
-      rc = UV_ETIMEDOUT;
+      rc = CPORT_ETIMEDOUT;
     else
       uv_cond_timedwait(&link->changed, &link->lock, deadline - now);
   }
@@ -250,10 +250,10 @@ static void worker_main(void* arg) {
         break;
       /* An echo may safely be sent again; a request that must not run
        * twice would be reported as failed here instead. */
-      if (rc == UV_ENOTCONN) {
+      if (rc == CPORT_ENOTCONN) {
         w->not_connected++;
         wait_connected(link, CONNECT_WAIT_MS);
-      } else if (rc == UV_ETIMEDOUT) {
+      } else if (rc == CPORT_ETIMEDOUT) {
         w->timed_out++;
       } else {
         w->lost++; /* disconnected while it waited */
@@ -366,7 +366,7 @@ int main(void) {
   /* The drop request must end with the disconnect, not a reply or a
    * timeout, and the client must have come back after it. */
   ok = rc == 0 && replied == WORKERS * REQUESTS - 1 && failed == 0 &&
-       workers[0].drop_code < 0 && workers[0].drop_code != UV_ETIMEDOUT &&
+       workers[0].drop_code < 0 && workers[0].drop_code != CPORT_ETIMEDOUT &&
        st.reconnects >= 1;
   return ok ? 0 : 1;
 }

@@ -33,6 +33,7 @@
 #include <stdatomic.h>
 
 #include "core_internal.h"
+#include "log_internal.h"
 #include "timeouts.h"
 
 enum {
@@ -203,8 +204,17 @@ int cport_timer_start(cport_core_t* core,
   cport__loop_t* lp = cport__core_loop(core, loop);
   uint64_t now = cport__clock_ms();
   cport_timer_t* t;
-  if (lp == NULL || fn == NULL || (out == NULL && repeat_ms != 0))
-    return UV_EINVAL;
+  if (core == NULL || fn == NULL)
+    return cport__einval("cport_timer_start", "%s is NULL",
+                         core == NULL ? "core" : "fn");
+  if (lp == NULL)
+    return cport__einval("cport_timer_start", "loop %u: the core has %u",
+                         loop, cport_core_loops(core));
+  if (out == NULL && repeat_ms != 0)
+    return cport__einval("cport_timer_start",
+                         "out is NULL for a repeating timer (repeat_ms "
+                         "%llu): it could never be cancelled",
+                         (unsigned long long)repeat_ms);
   t = cport__calloc(1, sizeof(*t));
   if (t == NULL)
     return UV_ENOMEM;

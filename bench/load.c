@@ -1154,7 +1154,7 @@ static int parse_args(int argc, char** argv, opts_t* o) {
       return bad_usage("%s needs a value", a);
     v = argv[++i];
     if (strcmp(a, "--port") == 0) {
-      bad = parse_long(v, 1, 65535, &o->loop);
+      bad = parse_long(v, 1, 65535, &o->port);
     } else if (strcmp(a, "--host") == 0) {
       o->host = v;
       bad = 0;
@@ -1183,7 +1183,7 @@ static int parse_args(int argc, char** argv, opts_t* o) {
       return 2;
     }
   }
-  if (o->loop == 0)
+  if (o->port == 0)
     return bad_usage("%s is required", "--port");
   if (o->seconds_set && o->messages != 0)
     return bad_usage("%s: give --seconds or --messages, not both",
@@ -1329,7 +1329,7 @@ int main(int argc, char** argv) {
   if (status >= 0)
     return status;
   r->o = &o;
-  if (parse_host(r, o.host, o.loop) != 0)
+  if (parse_host(r, o.host, o.port) != 0)
     return bad_usage("bad --host '%s': not an IPv4 or IPv6 address", o.host);
   if (raise_fd_limit(o.conns) != 0)
     return 2;
@@ -1371,7 +1371,7 @@ int main(int argc, char** argv) {
   if (o.idle) {
     fprintf(stderr,
             "load: opening %" PRIu32 " idle connections to %s port %ld\n",
-            r->nconns, o.host, o.loop);
+            r->nconns, o.host, o.port);
     run_idle(r);
     close_all(r);
     print_errors(r);
@@ -1380,7 +1380,7 @@ int main(int argc, char** argv) {
     fprintf(stderr,
             "load: %" PRIu32 " connections to %s port %ld, %" PRIu32
             " bytes, pipeline %" PRIu32 "\n",
-            r->nconns, o.host, o.loop, r->size, r->depth);
+            r->nconns, o.host, o.port, r->size, r->depth);
     run_load(r);
     close_all(r);
     print_summary(r);

@@ -27,6 +27,17 @@
 #define CPORT__THREAD_LOCAL _Thread_local
 #endif
 
+/* An atomic load from an object the caller sees through a pointer to const
+ * (a const handle's counter or state). C11 declares the argument of
+ * atomic_load_explicit non-const, and MSVC warns on a const one (C4090, an
+ * error under /WX), although a load never writes; so the const goes here, in
+ * one place. `T` is the object's atomic type, checked against `ptr` (a
+ * mismatch is a distinct-pointer comparison warning). CI makes every other
+ * load through const an error (scripts/shims/const_atomics.h). */
+#define cport__atomic_load_const(T, ptr, order) \
+  ((void)sizeof((ptr) == (const T*)NULL),       \
+   atomic_load_explicit((T*)(ptr), (order)))
+
 /* Every allocation of cport goes through these, so that tests can count live
  * blocks and make the next allocations fail. */
 void* cport__malloc(size_t size);

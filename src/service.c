@@ -149,8 +149,8 @@ void cport_service_opts_init(cport_service_opts_t* opts) {
 /* ---- state ---- */
 
 static svc_state_t service_state(const cport_service_t* svc) {
-  return (svc_state_t)atomic_load_explicit(
-      &((cport_service_t*)svc)->state, memory_order_acquire);
+  return (svc_state_t)cport__atomic_load_const(atomic_int, &svc->state,
+                                               memory_order_acquire);
 }
 
 
@@ -1395,9 +1395,9 @@ int cport_service_broadcast(cport_service_t* svc, cport_buf_t* buf) {
 
 static void service_stats_add(const cport_service_t* svc,
                               cport_service_stats_t* out) {
-#define SVC_STAT_SUM(name)                                            \
-  out->name += (uint64_t)atomic_load_explicit(&svc->view.stats.name, \
-                                              memory_order_relaxed);
+#define SVC_STAT_SUM(name)                         \
+  out->name += (uint64_t)cport__atomic_load_const( \
+      atomic_uint_least64_t, &svc->view.stats.name, memory_order_relaxed);
   CPORT__STATS(SVC_STAT_SUM)
 #undef SVC_STAT_SUM
 }
@@ -1411,8 +1411,10 @@ int cport_service_stats(const cport_service_t* svc,
   memset(out, 0, sizeof(*out));
   service_stats_add(svc, out);
   for (i = 0; i < svc->nparts; i++) service_stats_add(svc->parts[i], out);
-  out->active = (uint64_t)atomic_load(&((cport_service_t*)svc)->active);
-  out->peak = (uint64_t)atomic_load(&((cport_service_t*)svc)->peak);
+  out->active = (uint64_t)cport__atomic_load_const(
+      atomic_uint_least64_t, &svc->active, memory_order_seq_cst);
+  out->peak = (uint64_t)cport__atomic_load_const(
+      atomic_uint_least64_t, &svc->peak, memory_order_seq_cst);
   return 0;
 }
 

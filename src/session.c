@@ -152,8 +152,8 @@ static atomic_uint_fast64_t next_session_id = 1;
 
 /* Bytes admitted and not yet written. */
 static size_t session_queued(const cport_session_t* s) {
-  return atomic_load_explicit(&((cport_session_t*)s)->pending,
-                              memory_order_acquire) &
+  return cport__atomic_load_const(atomic_size_t, &s->pending,
+                                  memory_order_acquire) &
          ~SEND_FLAGS;
 }
 
@@ -1530,8 +1530,8 @@ unsigned cport_session_loop(const cport_session_t* s) {
 int cport_session_is_connected(const cport_session_t* s) {
   /* The same test as a send's admission. */
   return s != NULL &&
-         !(atomic_load_explicit(&((cport_session_t*)s)->pending,
-                                memory_order_acquire) &
+         !(cport__atomic_load_const(atomic_size_t, &s->pending,
+                                    memory_order_acquire) &
            SEND_CLOSED) &&
          cport__service_phase(SVC(s)) == CPORT__PHASE_RUNNING;
 }

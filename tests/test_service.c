@@ -600,7 +600,9 @@ static void test_service_idle_timeout_ends_silent_sessions(void** state) {
 
 /* A listening socket that nobody accepts from (not even libuv, which would
  * take one connection off the queue), its backlog filled: further connects
- * get no answer at all (Linux and the BSDs drop the SYN). */
+ * get no answer at all (Linux and the BSDs drop the SYN). Not on Windows,
+ * see test_service_connect_timeout_reports_etimedout. */
+#ifndef _WIN32
 typedef struct deaf_s {
   uv_os_sock_t listener;
   uv_tcp_t fillers[2];
@@ -652,13 +654,6 @@ static void test_service_connect_timeout_reports_etimedout(void** state) {
   cport_addr_t addr;
   deaf_t deaf;
   uint64_t start;
-#ifdef _WIN32
-  /* Windows (and wine) refuse a connect to a full backlog with a reset, so
-   * it fails with ECONNREFUSED before any timeout; loopback offers no
-   * address that stays silent there. */
-  print_message("skipped on Windows: no silent loopback address\n");
-  skip();
-#endif
   deaf_start(fx, &deaf, &addr);
   fx->opts.connect_timeout_ms = 200;
   start = uv_hrtime();
@@ -671,6 +666,17 @@ static void test_service_connect_timeout_reports_etimedout(void** state) {
   assert_int_equal(fx->connected, 0);
   deaf_stop(fx, &deaf);
 }
+#else
+/* Windows (and wine) refuse a connect to a full backlog with a reset, so it
+ * fails with ECONNREFUSED before any timeout; loopback offers no address that
+ * stays silent there. Its own function, because cmocka 2's skip() does not
+ * return: code after it is unreachable (MSVC C4702). */
+static void test_service_connect_timeout_reports_etimedout(void** state) {
+  (void)state;
+  print_message("skipped on Windows: no silent loopback address\n");
+  skip();
+}
+#endif
 
 
 /* A free loop on loopback: bound once, then released. */

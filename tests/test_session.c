@@ -1955,6 +1955,7 @@ static void test_audit_refused_sends_from_afar_keep_memory_bounded(
 #endif
 #endif
 
+#ifndef AUDIT_SANITIZED
 typedef struct byte_sender_s {
   cport_session_t* s;
   long calls;
@@ -1999,14 +2000,6 @@ static void test_audit_disconnect_timeout_holds_behind_65536_writes(
   uint64_t sent_ms;
   uint64_t ended_ms;
   int ended;
-#ifdef AUDIT_SANITIZED
-  print_message(
-      "skipped in sanitizer builds: %ld queued requests take 1.7 GiB (ASan) "
-      "to 3.9 GiB (TSan) and tens of seconds there; the plain build runs "
-      "it\n",
-      WRAP_SENDS);
-  skip();
-#endif
   FIXTURE_SKIP_UNDER_WINE(FIXTURE_WINE_DRAINS_STUCK_WRITES);
   fx->mode = RECV_CONSUME;
   fx->opts.send_queue_limit = 2 * FIXTURE_STUCK_BYTES +
@@ -2046,6 +2039,20 @@ static void test_audit_disconnect_timeout_holds_behind_65536_writes(
         2 * FIXTURE_TIMEOUT_MS, WRAP_SENDS);
   assert_int_equal(fx->last_code, CPORT_ELOCAL);
 }
+#else
+/* Its own function, because cmocka 2's skip() does not return: code after it
+ * is unreachable (MSVC C4702). */
+static void test_audit_disconnect_timeout_holds_behind_65536_writes(
+    void** state) {
+  (void)state;
+  print_message(
+      "skipped in sanitizer builds: %ld queued requests take 1.7 GiB (ASan) "
+      "to 3.9 GiB (TSan) and tens of seconds there; the plain build runs "
+      "it\n",
+      WRAP_SENDS);
+  skip();
+}
+#endif
 
 
 typedef struct held_s {

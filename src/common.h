@@ -66,7 +66,8 @@ int cport__platform_if_index(const char* name, size_t len, uint32_t* out);
  * hands each accepted socket to a loop, its own or another loop's
  * (listener.c says why). Non-blocking,
  * not inherited by child processes, SO_REUSEADDR on Unix as libuv sets it
- * (on Windows that option would let a second server share the loop).
+ * (on Windows that option would let a second server share the port), and
+ * SO_EXCLUSIVEADDRUSE on Windows, so that no other socket can share it.
  * Returns 0 or a libuv error (UV_EADDRINUSE, UV_EACCES, ...). */
 int cport__socket_listen(const struct sockaddr* addr,
                          int backlog,

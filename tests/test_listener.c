@@ -16,7 +16,7 @@
 #include <unistd.h>
 #endif
 
-#include "common.h" /* cport__mem_fail_after, cport__mem_live */
+#include "common.h" /* cport__mem_fail_after, cport__mem_live, sockets */
 
 
 static int pred_peer_done(void* arg) {
@@ -83,6 +83,50 @@ static void test_listener_bind_in_use_returns_eaddrinuse(void** state) {
     fixture_wait_size(fx, &p->received.len, 2, FIXTURE_TIMEOUT_MS);
     peer_destroy(p);
   }
+}
+
+
+/* Another socket of the same user must not take a running server's address
+ * and port, even with SO_REUSEADDR: on Windows that option lets a bind share
+ * any port that was not bound with SO_EXCLUSIVEADDRUSE, and the newcomer
+ * then gets some of the connections. Unix refuses it for a listening
+ * socket already. */
+static void test_listener_port_is_not_shared_with_reuseaddr(void** state) {
+  fixture_t* fx = *state;
+  uv_os_sock_t s;
+  int on = 1;
+  int rc;
+  fixture_start_server(fx);
+  s = socket(AF_INET, SOCK_STREAM, IPPROTO_TCP);
+  assert_true(s != (uv_os_sock_t)-1);
+  assert_int_equal(setsockopt(s, SOL_SOCKET, SO_REUSEADDR, (const char*)&on,
+                              (int)sizeof(on)),
+                   0);
+  rc = bind(s, cport_addr_sockaddr(&fx->server_addr),
+            (int)sizeof(struct sockaddr_in));
+  cport__socket_close(s);
+  if (rc == 0)
+    fail_msg("a second socket with SO_REUSEADDR bound the server's port %d",
+             cport_addr_port(&fx->server_addr));
+#ifdef _WIN32
+  {
+    /* Wine refuses that bind with or without the option (Linux decides
+     * underneath), so the option itself is checked too, on a socket from
+     * the one function that makes the listener's sockets. */
+    struct sockaddr_in any;
+    uv_os_sock_t l;
+    BOOL exclusive = FALSE;
+    int len = (int)sizeof(exclusive);
+    assert_int_equal(uv_ip4_addr("127.0.0.1", 0, &any), 0);
+    assert_int_equal(cport__socket_listen((const struct sockaddr*)&any, 1, &l),
+                     0);
+    rc =
+        getsockopt(l, SOL_SOCKET, SO_EXCLUSIVEADDRUSE, (char*)&exclusive, &len);
+    cport__socket_close(l);
+    assert_int_equal(rc, 0);
+    assert_true(exclusive);
+  }
+#endif
 }
 
 
@@ -1510,6 +1554,7 @@ int main(int argc, char** argv) {
 #define T FIXTURE_TEST
       T(test_listener_max_sessions_rejects_and_keeps_serving),
       T(test_listener_bind_in_use_returns_eaddrinuse),
+      T(test_listener_port_is_not_shared_with_reuseaddr),
       T(test_listener_bind_to_foreign_address_fails),
       T(test_listener_ipv6_loopback),
       T(test_listener_local_addr_errors),

@@ -33,13 +33,19 @@ int cport__socket_listen(const struct sockaddr* addr,
   int len = addr->sa_family == AF_INET6 ? (int)sizeof(struct sockaddr_in6)
                                         : (int)sizeof(struct sockaddr_in);
   u_long nonblocking = 1;
+  /* Without it, another socket of the same user that sets SO_REUSEADDR may
+   * bind this address and port too and take some of the connections; Unix
+   * refuses that for a listening socket by itself. */
+  BOOL exclusive = TRUE;
   SOCKET s = WSASocketW(addr->sa_family, SOCK_STREAM, IPPROTO_TCP, NULL, 0,
                         WSA_FLAG_OVERLAPPED | WSA_FLAG_NO_HANDLE_INHERIT);
   int rc;
   if (s == INVALID_SOCKET)
     return socket_error();
-  if (ioctlsocket(s, FIONBIO, &nonblocking) != 0 || bind(s, addr, len) != 0 ||
-      listen(s, backlog) != 0) {
+  if (ioctlsocket(s, FIONBIO, &nonblocking) != 0 ||
+      setsockopt(s, SOL_SOCKET, SO_EXCLUSIVEADDRUSE, (const char*)&exclusive,
+                 (int)sizeof(exclusive)) != 0 ||
+      bind(s, addr, len) != 0 || listen(s, backlog) != 0) {
     rc = socket_error();
     closesocket(s);
     return rc;

@@ -148,7 +148,7 @@ fi
 
 # ---- server processes ----
 work=$(mktemp -d)
-declare -A pid_of port_of
+declare -A pid_of port_of # portable: bash 4; run.sh measures on Linux (/proc)
 cleanup() {
   local p
   for p in "${pid_of[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -206,7 +206,7 @@ est=$(awk -v r="$nrows" -v s="${#servers[@]}" -v n="$reps" \
   echo "        about ${est}s, then $idle idle connections per server; $pinning"
 } >&2
 
-declare -A peak_kb
+declare -A peak_kb # portable: bash 4; run.sh measures on Linux (/proc)
 # note_peak NAME: keep the largest peak RSS of NAME's processes so far.
 note_peak() {
   local kb
@@ -258,7 +258,7 @@ if [ "$fresh" = 0 ]; then
 fi
 
 # ---- idle connections: memory per connection ----
-declare -A idle_bytes
+declare -A idle_bytes # portable: bash 4; run.sh measures on Linux (/proc)
 if [ "$idle" -gt 0 ]; then
   for s in "${servers[@]}"; do
     start_server "$s"

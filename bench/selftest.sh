@@ -39,7 +39,8 @@ summary_keys="conns size pipeline seconds msgs msg/s MiB/s p50_us p99_us max_us 
 number='^[0-9]+(\.[0-9]+)?$'
 
 work=$(mktemp -d) || exit 1
-declare -A fd_of # pid of a background process -> read end of its stdout
+# pid of a background process -> read end of its stdout
+declare -A fd_of # portable: Linux only (bench/CMakeLists.txt)
 failed=0
 checks=0
 server_exits=""
@@ -63,7 +64,7 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 now_us() {
-  local t=${EPOCHREALTIME//[!0-9]/}
+  local t=${EPOCHREALTIME//[!0-9]/} # portable: Linux only (bench/CMakeLists.txt)
   echo $((10#$t))
 }
 
@@ -76,7 +77,7 @@ spawn() {
   "$@" >"$fifo" 2>"$work/$name.err" &
   pid=$!
   # Blocks only until the child has opened its end, which it does first.
-  exec {fd}<"$fifo"
+  exec {fd}<"$fifo" # portable: Linux only (bench/CMakeLists.txt)
   rm -f "$fifo"
   fd_of[$pid]=$fd
 }
@@ -109,7 +110,7 @@ stop() {
   wait "$pid"
   status=$?
   [ "$hung" = 0 ] || status=hung
-  exec {fd}<&-
+  exec {fd}<&- # portable: Linux only (bench/CMakeLists.txt)
   unset "fd_of[$pid]"
 }
 
@@ -139,7 +140,7 @@ run_load() {
   t0=$(now_us)
   # bench_load has its own hard deadline; this one only catches a hang. In
   # the background, so that a signal to this script runs cleanup() at once.
-  timeout -k 2 40 "$load" "$@" >"$work/load.out" 2>"$work/load.err" &
+  timeout -k 2 40 "$load" "$@" >"$work/load.out" 2>"$work/load.err" & # portable: Linux only
   load_pid=$!
   wait "$load_pid"
   rc=$?
@@ -252,7 +253,7 @@ for pipeline in 1 4; do
     "$(clean_run "$summary_keys")" "$work/load.err"
 done
 
-declare -A fault_of=(
+declare -A fault_of=( # portable: Linux only (bench/CMakeLists.txt)
   [flip]="a flipped byte"
   [drop]="a dropped byte"
   [extra]="an extra byte"

@@ -133,7 +133,7 @@ for threads in $threads_list; do
 done
 if [ "$failed" != 0 ]; then
   echo "xsend.sh: what xsend said:" >&2
-  grep -v '^xsend: \(cport\|lecture\), ' "$work/xsend.err" | head -20 >&2 || true
+  grep -vE '^xsend: (cport|lecture), ' "$work/xsend.err" | head -20 >&2 || true
 fi
 
 # ---- the table ----

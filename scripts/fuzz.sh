@@ -123,4 +123,4 @@ grep -E '^(Done|stat::number_of_executed_units|stat::average_exec_per_sec|stat::
   "$out" >&2 || true
 grep -E '^#[0-9]+' "$out" | tail -n 1 >&2 || true
 log "no crash in ${seconds}s; scratch corpus: $(find "$scratch" -type f |
-  wc -l) inputs in $scratch"
+  wc -l | tr -d ' ') inputs in $scratch"

@@ -50,7 +50,7 @@ check_client() {
   if [ "$exit_code" != 0 ]; then
     bad "$1: exit $exit_code: $(cat "$work/$1.err")"
   elif diff -u "$work/$1.expected" "$work/$1.out" >"$work/$1.diff"; then
-    ok "$1 saw exactly its room: $(wc -l <"$work/$1.out") lines"
+    ok "$1 saw exactly its room: $(wc -l <"$work/$1.out" | tr -d ' ') lines"
   else
     bad "$1 saw other lines: $(cat "$work/$1.diff")"
   fi

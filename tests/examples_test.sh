@@ -71,7 +71,7 @@ fi
 main_pid=$server_pid
 main_out=$server_out
 main_port=$server_port
-[ "$(wc -l <"$main_out")" = 1 ] && ok "exactly one line when ready: $(cat "$main_out")" ||
+[ "$(wc -l <"$main_out" | tr -d ' ')" = 1 ] && ok "exactly one line when ready: $(cat "$main_out")" ||
   bad "ready output: $(cat "$main_out")"
 
 # ---- the port is taken: exit 1 naming address and error ----

@@ -506,9 +506,9 @@ int main(int argc, char** argv) {
   if (client.quitting && client.end_code == CPORT_ELOCAL) {
     status = client.failed ? 1 : 0;
   } else {
-    fprintf(
-        stderr, "chat_client: connection to %s lost: %s\n", client.peer,
-        client.end_code == CPORT_EOF ? "the server closed it" : client.end_cause);
+    fprintf(stderr, "chat_client: connection to %s lost: %s\n", client.peer,
+            client.end_code == CPORT_EOF ? "the server closed it"
+                                         : client.end_cause);
   }
   uv_mutex_unlock(&client.lock);
 

@@ -1,5 +1,5 @@
-/* Send requests (one per send, owning its bytes) and the per-loop pool they come
- * from. A request is one heap block: the uv_write_t, a little bookkeeping
+/* Send requests (one per send, owning its bytes) and the per-loop pool they
+ * come from. A request is one heap block: the uv_write_t, a little bookkeeping
  * and the bytes it owns until the kernel has them. */
 #ifndef CPORT_SEND_REQ_H
 #define CPORT_SEND_REQ_H

@@ -344,7 +344,8 @@ static int service_check_opts(cport_service_kind_t kind,
     return SERVICE_EINVAL(
         "opts.packet.max_packet %llu: must hold the header (%u bytes) and "
         "be at most 4 GiB - 1",
-        (unsigned long long)fmt->max_packet, fmt->length_size + (fmt->has_id ? 2u : 0u));
+        (unsigned long long)fmt->max_packet,
+        fmt->length_size + (fmt->has_id ? 2u : 0u));
   return 0;
 }
 

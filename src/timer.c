@@ -208,8 +208,8 @@ int cport_timer_start(cport_core_t* core,
     return cport__einval("cport_timer_start", "%s is NULL",
                          core == NULL ? "core" : "fn");
   if (lp == NULL)
-    return cport__einval("cport_timer_start", "loop %u: the core has %u",
-                         loop, cport_core_loops(core));
+    return cport__einval("cport_timer_start", "loop %u: the core has %u", loop,
+                         cport_core_loops(core));
   if (out == NULL && repeat_ms != 0)
     return cport__einval("cport_timer_start",
                          "out is NULL for a repeating timer (repeat_ms "

@@ -167,21 +167,21 @@ static void test_error_uv_code_names_equal_libuv(void** state) {
     const char* name;
   } same[] = {
 #define SAME(name) {CPORT_##name, UV_##name, #name}
-      SAME(EOF),          SAME(EAI_AGAIN),     SAME(EAI_NONAME),
-      SAME(EACCES),       SAME(EADDRINUSE),    SAME(EADDRNOTAVAIL),
-      SAME(EAGAIN),       SAME(EALREADY),      SAME(EBUSY),
-      SAME(ECANCELED),    SAME(ECONNABORTED),  SAME(ECONNREFUSED),
-      SAME(ECONNRESET),   SAME(EHOSTUNREACH),  SAME(EINVAL),
-      SAME(EMFILE),       SAME(ENETUNREACH),   SAME(ENOMEM),
-      SAME(ENOTCONN),     SAME(EPIPE),         SAME(ETIMEDOUT),
+      SAME(EOF),        SAME(EAI_AGAIN),    SAME(EAI_NONAME),
+      SAME(EACCES),     SAME(EADDRINUSE),   SAME(EADDRNOTAVAIL),
+      SAME(EAGAIN),     SAME(EALREADY),     SAME(EBUSY),
+      SAME(ECANCELED),  SAME(ECONNABORTED), SAME(ECONNREFUSED),
+      SAME(ECONNRESET), SAME(EHOSTUNREACH), SAME(EINVAL),
+      SAME(EMFILE),     SAME(ENETUNREACH),  SAME(ENOMEM),
+      SAME(ENOTCONN),   SAME(EPIPE),        SAME(ETIMEDOUT),
 #undef SAME
   };
   size_t i;
   (void)state;
   for (i = 0; i < COUNT(same); i++) {
     if (same[i].cport != same[i].uv)
-      fail_msg("CPORT_%s is %d, libuv's UV_%s %d", same[i].name,
-               same[i].cport, same[i].name, same[i].uv);
+      fail_msg("CPORT_%s is %d, libuv's UV_%s %d", same[i].name, same[i].cport,
+               same[i].name, same[i].uv);
     assert_string_equal(cport_err_name(same[i].cport), same[i].name);
   }
 }

@@ -461,8 +461,8 @@ static void test_service_rejects_invalid_arguments(void** state) {
 
 typedef struct wrong_thread_s {
   fixture_t* fx;
-  cport_service_t* svc;    /* a started server on loop 0 */
-  cport_session_t* s;      /* one of its sessions, referenced */
+  cport_service_t* svc; /* a started server on loop 0 */
+  cport_session_t* s;   /* one of its sessions, referenced */
   int rc_create, rc_start, rc_stop, rc_connect, rc_local;
   size_t pending;
   char lines[4096];
@@ -478,8 +478,8 @@ static void wrong_thread_main(void* arg) {
   cport_addr_t local;
   cport_service_opts_init(&o);
   (void)cport_addr_parse(&addr, "127.0.0.1", 0);
-  w->rc_create = cport_service_create(&other, w->fx->core,
-                                      CPORT_SERVICE_SERVER, &addr, &o);
+  w->rc_create = cport_service_create(&other, w->fx->core, CPORT_SERVICE_SERVER,
+                                      &addr, &o);
   w->rc_start = cport_service_start(w->svc);
   w->rc_stop = cport_service_stop(w->svc, 0, NULL);
   w->rc_connect = cport_service_connect(w->fx->client, 1);

@@ -49,7 +49,7 @@ typedef struct rec_s {
   atomic_int runs;
   int cancel_at; /* fn cancels its own handle on this run (0: never) */
   cport_timer_t* self;
-  uint64_t at[16]; /* cport__clock_ms() of the first runs */
+  uint64_t at[16];  /* cport__clock_ms() of the first runs */
   uint64_t spin_ms; /* the first run keeps the loop busy this long */
 } rec_t;
 
@@ -91,8 +91,7 @@ static void wait_runs(cport_core_t* core, atomic_int* counter, int target) {
 static void wait_past(cport_core_t* core, uint64_t ms) {
   rec_t marker;
   memset(&marker, 0, sizeof(marker));
-  assert_int_equal(cport_timer_start(core, 0, ms, 0, rec_fn, &marker, NULL),
-                   0);
+  assert_int_equal(cport_timer_start(core, 0, ms, 0, rec_fn, &marker, NULL), 0);
   wait_runs(core, &marker.runs, 1);
 }
 
@@ -133,8 +132,7 @@ static void test_timer_repeat_runs_until_cancelled(void** state) {
   assert_int_equal(cport_timer_start(core, 0, 10, 5, rec_fn, &r, &t), 0);
   wait_runs(core, &r.runs, 5);
   /* Run k comes no earlier than its planned time. */
-  for (i = 0; i < 5; i++)
-    assert_true(r.at[i] >= start + 10 + (uint64_t)i * 5);
+  for (i = 0; i < 5; i++) assert_true(r.at[i] >= start + 10 + (uint64_t)i * 5);
   assert_int_equal(cport_timer_cancel(t), 0);
   runs = atomic_load(&r.runs);
   wait_past(core, 30);
@@ -252,8 +250,7 @@ static void test_timer_cancel_from_another_thread_stops_a_due_run(
   (void)state;
   memset(&fc, 0, sizeof(fc));
   assert_int_equal(cport_timer_start(core, 0, 0, 1, rec_fn, &fc.r, &fc.t), 0);
-  assert_int_equal(uv_thread_create(&thread, remote_cancel_only_main, &fc),
-                   0);
+  assert_int_equal(uv_thread_create(&thread, remote_cancel_only_main, &fc), 0);
   assert_int_equal(uv_thread_join(&thread), 0);
   assert_int_equal(fc.rc, 0);
   /* Not cport_core_dispatch(), which takes the mailbox first. */
@@ -320,9 +317,9 @@ typedef struct hammer_thread_s {
   int index;
   cport_timer_t* kept[HAMMER_TIMERS]; /* handles of one-shots expected */
   int nkept;
-  int last_seq;      /* loop-only: the latest run's sequence number */
-  atomic_int runs;   /* runs of one-shots expected to run */
-  int expected;      /* written before the thread starts its timers */
+  int last_seq;    /* loop-only: the latest run's sequence number */
+  atomic_int runs; /* runs of one-shots expected to run */
+  int expected;    /* written before the thread starts its timers */
   int rc;
 } hammer_thread_t;
 
@@ -568,8 +565,7 @@ static void test_timer_rejects_bad_arguments(void** state) {
   (void)state;
   assert_int_equal(cport_timer_start(NULL, 0, 1, 0, noop_fn, NULL, &t),
                    UV_EINVAL);
-  assert_int_equal(cport_timer_start(core, 0, 1, 0, NULL, NULL, &t),
-                   UV_EINVAL);
+  assert_int_equal(cport_timer_start(core, 0, 1, 0, NULL, NULL, &t), UV_EINVAL);
   assert_int_equal(cport_timer_start(core, 1, 1, 0, noop_fn, NULL, &t),
                    UV_EINVAL);
   /* A repeating timer nobody could stop. */

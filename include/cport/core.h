@@ -103,8 +103,9 @@ CPORT_API int cport_core_create(cport_core_t** out,
  * Blocks:  until the loop threads have exited. */
 CPORT_API void cport_core_destroy(cport_core_t* core);
 
-/* Run one round of completions on `loop` from the calling thread: wait up to `timeout_ms` for at least one
- * event, run the callbacks of what completed, return.
+/* Run one round of completions on `loop` from the calling thread: wait up
+ * to `timeout_ms` for at least one event, run the callbacks of what
+ * completed, return.
  * `timeout_ms` < 0 waits without limit, 0 only polls.
  * Thread:    any thread, but one at a time per loop, and never while
  *            cport_core_run() drives the core. The calling thread is the loop
@@ -196,7 +197,8 @@ CPORT_API unsigned cport_core_loops(const cport_core_t* core);
  *            embedded); never close it.
  * Thread:    any.
  * Returns:   NULL for NULL core or a bad loop index. */
-CPORT_API struct uv_loop_s* cport_core_uv_loop(cport_core_t* core, unsigned loop);
+CPORT_API struct uv_loop_s* cport_core_uv_loop(cport_core_t* core,
+                                               unsigned loop);
 
 /* Stop gracefully on SIGINT or SIGTERM (on Windows: Ctrl-C and
  * Ctrl-Break, SIGINT and SIGBREAK, which libuv maps from console control
@@ -231,11 +233,12 @@ CPORT_API struct uv_loop_s* cport_core_uv_loop(cport_core_t* core, unsigned loop
  *            settings stay); UV_ENOMEM; a libuv error from
  *            uv_signal_init() or uv_signal_start() (nothing is left
  *            watching). */
-CPORT_API int cport_core_stop_on_signals(
-    cport_core_t* core,
-    int deadline_ms,
-    void (*on_signal)(cport_core_t* core, int signum, void* arg),
-    void* arg);
+CPORT_API int cport_core_stop_on_signals(cport_core_t* core,
+                                         int deadline_ms,
+                                         void (*on_signal)(cport_core_t* core,
+                                                           int signum,
+                                                           void* arg),
+                                         void* arg);
 
 #ifdef __cplusplus
 }

@@ -26,7 +26,7 @@ extern "C" {
   XX(ECONSUMED, -5004, "on_recv returned more bytes than it was given")    \
   XX(EIDLE, -5005, "idle timeout")                                         \
   XX(EPACKET, -5006, "malformed packet header")                            \
-  XX(EPACKETSIZE, -5007, "packet too large")                              \
+  XX(EPACKETSIZE, -5007, "packet too large")                               \
   XX(EWRONGTHREAD, -5008,                                                  \
      "called from a thread that does not run the loop or own the core")
 

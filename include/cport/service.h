@@ -143,8 +143,8 @@ typedef struct cport_service_opts_s {
    * counts its bytes plus its request (about 240 bytes on 64-bit systems,
    * with the bytes' room rounded up to the pool's size class: 64 bytes at
    * least, else at most four times them), so that many tiny sends are
-   * bounded as well as a few big ones. A shared buffer counts its whole length for every session it
-   * waits for. Default 1 MiB; at least 1. */
+   * bounded as well as a few big ones. A shared buffer counts its whole
+   * length for every session it waits for. Default 1 MiB; at least 1. */
   size_t send_queue_limit;
   cport_sendq_policy_t send_queue_policy; /* default CPORT_SENDQ_PAUSE_READ */
   /* listen() backlog for servers. Default 511. */
@@ -336,9 +336,10 @@ CPORT_API int cport_service_start(cport_service_t* svc);
  * Thread:  loop.
  * Returns: 0 if each connect was started or, under a policy, handed to it;
  *          UV_EINVAL for NULL, n 0, a server, or a service not started or
- *          stopping; CPORT_EWRONGTHREAD from another thread; UV_ENOMEM or a libuv error for the first connect that
- *          could not start and that no policy took (the earlier ones go on,
- *          the later ones are not started). */
+ *          stopping; CPORT_EWRONGTHREAD from another thread; UV_ENOMEM
+ *          or a libuv error for the first connect that could not start
+ *          and that no policy took (the earlier ones go on, the later
+ *          ones are not started). */
 CPORT_API int cport_service_connect(cport_service_t* svc, unsigned n);
 
 /* Stop: close the listener (servers), cancel pending connects (clients) and

@@ -46,9 +46,10 @@ extern "C" {
 typedef struct cport_session_s cport_session_t;
 typedef struct cport_service_s cport_service_t;
 
-/* Queue `len` bytes from `data` for sending on `s`. The bytes are copied into one write request that owns
- * them until the kernel has them; requests are recycled per loop, so a warm
- * session sends without malloc. When nothing is queued the bytes are written
+/* Queue `len` bytes from `data` for sending on `s`. The bytes are copied
+ * into one write request that owns them until the kernel has them;
+ * requests are recycled per loop, so a warm session sends without malloc.
+ * When nothing is queued the bytes are written
  * during the call; what the kernel does not take at once, and every send
  * made while a write is in flight, is queued and leaves with the other
  * queued sends in one gathered write. Bytes leave in the order of the send
@@ -92,9 +93,10 @@ CPORT_API int cport_session_send(cport_session_t* s,
 
 /* Queue the bytes of the shared buffer `buf` for sending on `s`, without
  * copying them: the write request holds a reference to `buf` until the
- * kernel has the bytes (a shared buffer instead of a copy). One buffer may be sent to any number of sessions, on
- * any loops, at once; see cport_service_broadcast(). Everything else is as
- * for cport_session_send(): order across threads, gathering, the limit and
+ * kernel has the bytes (a shared buffer instead of a copy). One buffer may
+ * be sent to any number of sessions, on any loops, at once; see
+ * cport_service_broadcast(). Everything else is as for
+ * cport_session_send(): order across threads, gathering, the limit and
  * its policy, on_send with the buffer's length.
  * Ownership: the caller keeps its own reference and may drop it as soon as
  *            this returns. On success the session holds one more until the

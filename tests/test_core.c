@@ -174,7 +174,7 @@ static int mem_teardown(void** state) {
 
 /* ---- creation and options ---- */
 
-static void test_core_create_with_null_opts_has_one_port(void** state) {
+static void test_core_create_with_null_opts_has_one_loop(void** state) {
   cport_core_t* core = NULL;
   (void)state;
   assert_int_equal(cport_core_create(&core, NULL), 0);
@@ -209,7 +209,7 @@ static void test_core_create_rejects_null_out(void** state) {
 }
 
 
-static void test_core_create_rejects_zero_ports(void** state) {
+static void test_core_create_rejects_zero_loops(void** state) {
   cport_core_opts_t opts;
   cport_core_t* core = NULL;
   (void)state;
@@ -220,7 +220,7 @@ static void test_core_create_rejects_zero_ports(void** state) {
 }
 
 
-static void test_core_create_checks_the_port_count(void** state) {
+static void test_core_create_checks_the_loop_count(void** state) {
   cport_core_opts_t opts;
   cport_core_t* core = NULL;
   uv_loop_t app_loop;
@@ -314,7 +314,7 @@ static void poster_main(void* arg) {
   }
 }
 
-static void test_core_post_runs_jobs_on_each_port_thread_in_order(
+static void test_core_post_runs_jobs_on_each_loop_thread_in_order(
     void** state) {
   cport_core_opts_t opts;
   post_run_t run;
@@ -435,7 +435,7 @@ static size_t hello_recv(cport_session_t* s, const uint8_t* data, size_t len) {
   return len;
 }
 
-static void test_core_services_on_two_ports_talk(void** state) {
+static void test_core_services_on_two_loops_talk(void** state) {
   cport_core_opts_t copts;
   cport_service_opts_t o;
   cport_core_t* core = NULL;
@@ -537,7 +537,7 @@ static void test_core_opts_init_sets_defaults(void** state) {
 }
 
 
-static void test_core_ports_and_loop_reject_bad_arguments(void** state) {
+static void test_core_loops_and_uv_loop_reject_bad_arguments(void** state) {
   fixture_t* fx = *state;
   assert_int_equal(cport_core_loops(fx->core), 1);
   assert_int_equal(cport_core_loops(NULL), 0);
@@ -562,7 +562,7 @@ static void test_core_null_arguments_are_rejected(void** state) {
 
 /* ---- cport_core_dispatch ---- */
 
-static void test_core_dispatch_rejects_bad_port(void** state) {
+static void test_core_dispatch_rejects_bad_loop(void** state) {
   fixture_t* fx = *state;
   assert_int_equal(cport_core_dispatch(fx->core, 1, 0), UV_EINVAL);
   assert_int_equal(cport_core_dispatch(fx->core, UINT_MAX, 0), UV_EINVAL);
@@ -704,7 +704,7 @@ static void test_core_dispatch_timeout_holds_when_loop_time_is_stale(
 
 /* ---- cport_core_run ---- */
 
-static void test_core_run_fires_async_on_port_thread(void** state) {
+static void test_core_run_fires_async_on_loop_thread(void** state) {
   fixture_t* fx = *state;
   probe_t p;
   probe_init(&p, fx->core);
@@ -767,7 +767,7 @@ static void test_core_run_twice_returns_ebusy(void** state) {
 }
 
 
-static void test_core_stop_from_port_callback_ends_run(void** state) {
+static void test_core_stop_from_loop_callback_ends_run(void** state) {
   fixture_t* fx = *state;
   probe_t p;
   probe_init(&p, fx->core);
@@ -999,7 +999,7 @@ static void here_run_destroy(here_run_t* run) {
 }
 
 
-static void test_core_run_here_runs_port_on_caller_until_stop(void** state) {
+static void test_core_run_here_runs_loop_on_caller_until_stop(void** state) {
   here_run_t run;
   here_job_t job;
   (void)state;
@@ -1033,7 +1033,7 @@ static void here_stopper_main(void* arg) {
 }
 
 
-static void test_core_run_here_starts_other_ports_and_stops_from_any_thread(
+static void test_core_run_here_starts_other_loops_and_stops_from_any_thread(
     void** state) {
   here_run_t run;
   here_job_t jobs[HERE_PORTS];
@@ -1874,41 +1874,41 @@ static void test_audit_destroy_runs_jobs_posted_by_jobs(void** state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      CORE_TEST(test_core_create_with_null_opts_has_one_port),
+      CORE_TEST(test_core_create_with_null_opts_has_one_loop),
       CORE_TEST(test_core_create_with_initialized_opts),
       CORE_TEST(test_core_create_rejects_null_out),
-      CORE_TEST(test_core_create_rejects_zero_ports),
-      CORE_TEST(test_core_create_checks_the_port_count),
-      CORE_TEST(test_core_post_runs_jobs_on_each_port_thread_in_order),
+      CORE_TEST(test_core_create_rejects_zero_loops),
+      CORE_TEST(test_core_create_checks_the_loop_count),
+      CORE_TEST(test_core_post_runs_jobs_on_each_loop_thread_in_order),
       FX_TEST(test_core_post_rejects_bad_arguments),
       FX_TEST(test_core_post_runs_at_the_next_dispatch),
       CORE_TEST(test_core_destroy_runs_jobs_still_queued),
-      CORE_TEST(test_core_services_on_two_ports_talk),
+      CORE_TEST(test_core_services_on_two_loops_talk),
       CORE_TEST(test_core_opts_init_sets_defaults),
       CORE_TEST(test_core_sigpipe_ignored_only_when_default),
-      FX_TEST(test_core_ports_and_loop_reject_bad_arguments),
+      FX_TEST(test_core_loops_and_uv_loop_reject_bad_arguments),
       CORE_TEST(test_core_null_arguments_are_rejected),
-      FX_TEST(test_core_dispatch_rejects_bad_port),
+      FX_TEST(test_core_dispatch_rejects_bad_loop),
       FX_TEST(test_core_dispatch_poll_returns_promptly),
       FX_TEST(test_core_dispatch_waits_for_timeout_without_events),
       FX_TEST(test_core_dispatch_reports_pending_work),
       FX_TEST(test_core_dispatch_runs_timer_callback),
       FX_TEST(test_core_dispatch_returns_after_first_event),
       FX_TEST(test_core_dispatch_timeout_holds_when_loop_time_is_stale),
-      FX_TEST(test_core_run_fires_async_on_port_thread),
+      FX_TEST(test_core_run_fires_async_on_loop_thread),
       FX_TEST(test_core_run_fires_timer_added_before_run),
       FX_TEST(test_core_dispatch_while_running_returns_ebusy),
       FX_TEST(test_core_run_twice_returns_ebusy),
-      FX_TEST(test_core_stop_from_port_callback_ends_run),
+      FX_TEST(test_core_stop_from_loop_callback_ends_run),
       FX_TEST(test_core_run_again_after_join),
       FX_TEST(test_core_stop_before_run_does_not_cancel_next_run),
       FX_TEST(test_core_join_without_run_returns_zero),
       FX_TEST(test_core_owner_calls_refuse_its_own_loop),
       FX_TEST(test_core_create_logs_each_refusal),
       CORE_TEST(test_core_destroy_stops_running_threads),
-      CORE_TEST(test_core_run_here_runs_port_on_caller_until_stop),
+      CORE_TEST(test_core_run_here_runs_loop_on_caller_until_stop),
       CORE_TEST(
-          test_core_run_here_starts_other_ports_and_stops_from_any_thread),
+          test_core_run_here_starts_other_loops_and_stops_from_any_thread),
       CORE_TEST(test_core_embedded_uses_app_loop),
       CORE_TEST(test_core_stop_on_embedded_core_does_not_stop_app_loop),
       CORE_TEST(test_core_dispatch_on_embedded_core_runs_app_loop),

@@ -248,7 +248,7 @@ static void test_listener_spreads_connections_round_robin(void** state) {
 
 /* The same with one thread per loop: each session's callbacks run on its
  * own loop's thread (and ThreadSanitizer watches the hand-offs). */
-static void test_listener_spread_sessions_run_on_their_port_threads(
+static void test_listener_spread_sessions_run_on_their_loop_threads(
     void** state) {
   spread_t sp;
   cport_service_t* server;
@@ -312,7 +312,7 @@ static void test_listener_spread_bind_in_use_returns_eaddrinuse(void** state) {
 }
 
 
-static void test_listener_spread_destroy_without_stop_frees_every_port(
+static void test_listener_spread_destroy_without_stop_frees_every_loop(
     void** state) {
   spread_t sp;
   cport_service_t* server;
@@ -336,7 +336,7 @@ static void test_listener_spread_destroy_without_stop_frees_every_port(
 }
 
 
-static void test_listener_spread_counts_max_sessions_over_all_ports(
+static void test_listener_spread_counts_max_sessions_over_all_loops(
     void** state) {
   spread_t sp;
   cport_service_t* server;
@@ -1481,7 +1481,7 @@ static void spin_run(fixture_t* fx) {
 #endif /* _WIN32 */
 
 
-static void test_listener_out_of_descriptors_one_port_recovers(void** state) {
+static void test_listener_out_of_descriptors_one_loop_recovers(void** state) {
 #ifdef _WIN32
   (void)state;
   print_message("skipped: Windows has no RLIMIT_NOFILE\n");
@@ -1503,7 +1503,7 @@ static void test_listener_out_of_descriptors_spread_backs_off(void** state) {
 }
 
 
-static void test_listener_one_port_backs_off_beside_a_port_taking_descriptors(
+static void test_listener_one_loop_backs_off_beside_a_loop_taking_descriptors(
     void** state) {
 #ifdef _WIN32
   (void)state;
@@ -1560,14 +1560,14 @@ int main(int argc, char** argv) {
       T(test_listener_local_addr_errors),
       T(test_listener_rejects_while_out_of_memory),
       T(test_listener_spreads_connections_round_robin),
-      T(test_listener_spread_sessions_run_on_their_port_threads),
-      T(test_listener_spread_counts_max_sessions_over_all_ports),
+      T(test_listener_spread_sessions_run_on_their_loop_threads),
+      T(test_listener_spread_counts_max_sessions_over_all_loops),
       T(test_listener_spread_max_sessions_admits_full_waves),
       T(test_listener_spread_bind_in_use_returns_eaddrinuse),
-      T(test_listener_spread_destroy_without_stop_frees_every_port),
-      T(test_listener_out_of_descriptors_one_port_recovers),
+      T(test_listener_spread_destroy_without_stop_frees_every_loop),
+      T(test_listener_out_of_descriptors_one_loop_recovers),
       T(test_listener_out_of_descriptors_spread_backs_off),
-      T(test_listener_one_port_backs_off_beside_a_port_taking_descriptors),
+      T(test_listener_one_loop_backs_off_beside_a_loop_taking_descriptors),
 #undef T
   };
   return cmocka_run_group_tests_name("listener", tests, NULL, NULL);

@@ -1219,7 +1219,7 @@ static void raise_descriptor_limit(void) {
  * that runs none of them: every session gets it whole, and the buffer,
  * whose only references are the writes', is freed once (ASan) with nothing
  * left behind. */
-static void test_service_broadcast_reaches_every_port_and_frees_once(
+static void test_service_broadcast_reaches_every_loop_and_frees_once(
     void** state) {
   spread_t sp;
   cport_service_t* server;
@@ -1250,7 +1250,7 @@ static void test_service_broadcast_reaches_every_port_and_frees_once(
 
 /* From a thread that runs every loop, the broadcast happens during the
  * call; a session that is disconnecting is skipped. */
-static void test_service_broadcast_on_own_ports_sends_during_the_call(
+static void test_service_broadcast_on_own_loops_sends_during_the_call(
     void** state) {
   fixture_t* fx = *state;
   cport_buf_t* buf;
@@ -1620,7 +1620,7 @@ static int phase_all_over(void* arg) {
  * cport_service_stop() has returned on port 0, the session on loop 1 (whose
  * loop has not taken the stop yet) refuses sends and reports no more bytes
  * (service.h: on every loop at once). */
-static void test_service_stop_ends_callbacks_on_every_port(void** state) {
+static void test_service_stop_ends_callbacks_on_every_loop(void** state) {
   fixture_t* fx = *state;
   cport_core_opts_t copts;
   cport_service_opts_t o;
@@ -2135,8 +2135,8 @@ int main(void) {
       T(test_service_disconnect_timeout_forces_a_stuck_flush),
       T(test_service_stop_with_deadline_during_thousands_of_transfers),
       T(test_service_flood_past_max_sessions_leaves_sessions_served),
-      T(test_service_broadcast_reaches_every_port_and_frees_once),
-      T(test_service_broadcast_on_own_ports_sends_during_the_call),
+      T(test_service_broadcast_reaches_every_loop_and_frees_once),
+      T(test_service_broadcast_on_own_loops_sends_during_the_call),
       T(test_service_client_connects_n_sessions),
       T(test_service_user_area_is_zeroed_and_per_session),
       T(test_service_without_user_area_gives_null),
@@ -2155,7 +2155,7 @@ int main(void) {
       T(test_service_loop_only_calls_refuse_other_threads),
       T(test_audit_service_rejects_user_size_that_overflows),
       T(test_audit_spread_handoff_after_destroy_or_stop),
-      T(test_service_stop_ends_callbacks_on_every_port),
+      T(test_service_stop_ends_callbacks_on_every_loop),
       T(test_audit_stop_then_destroy_spread_server_has_no_race),
       T(test_service_client_on_localhost_reaches_ipv4_server),
       T(test_service_client_on_name_tries_the_next_address),

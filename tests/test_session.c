@@ -1395,7 +1395,7 @@ static void test_session_sends_from_8_threads_keep_each_threads_order(
   peer_destroy(p);
 }
 
-static void test_session_send_on_port_follows_earlier_send_from_afar(
+static void test_session_send_on_loop_follows_earlier_send_from_afar(
     void** state) {
   fixture_t* fx = *state;
   xsender_t x;
@@ -2214,7 +2214,7 @@ int main(int argc, char** argv) {
       T(test_session_tcp_nodelay_follows_the_option),
       T(test_session_tcp_keepalive_follows_the_option),
       T(test_session_sends_from_8_threads_keep_each_threads_order),
-      T(test_session_send_on_port_follows_earlier_send_from_afar),
+      T(test_session_send_on_loop_follows_earlier_send_from_afar),
       T(test_session_disconnect_from_afar_flushes_earlier_sends),
       T(test_session_stop_flushes_sends_waiting_in_the_mailbox),
       T(test_session_peer_gone_before_start_is_never_half_reported),

@@ -3,11 +3,11 @@
  *   chat_server [--host ADDR] [--port N] [--threads N]
  *
  * Clients name themselves, join a room, say something, and everyone in the
- * room receives it; the protocol is in chat_proto.h, on the lecture's
- * packet header. Prints "listening on HOST:PORT" once ready. SIGINT or
- * SIGTERM stops it gracefully (every session flushed and closed, or cut off
- * after two seconds if its peer does not read), prints a summary line and
- * exits 0.
+ * room receives it; the protocol is in chat_proto.h, on cport's default
+ * packet header (2-byte size, 2-byte id). Prints "listening on HOST:PORT"
+ * once ready. SIGINT or SIGTERM stops it gracefully (every session flushed
+ * and closed, or cut off after two seconds if its peer does not read),
+ * prints a summary line and exits 0.
  *
  * Design notes. --threads N runs N loops, one loop thread each, and the
  * server spreads its sessions over them, so the members of one room live
@@ -453,6 +453,47 @@ static void on_disconnected(cport_session_t* s, int code, const char* cause) {
 }
 
 
+/* Listen, run until SIGINT or SIGTERM has stopped the service and the
+ * core, print the summary. Returns 0 or the first error. */
+static int serve(chat_t* chat, cport_addr_t* addr) {
+  cport_service_stats_t stats;
+  char text[CPORT_ADDR_STRLEN];
+  int rc = cport_service_start(chat->svc);
+  if (rc != 0) {
+    cport_addr_format(addr, text, sizeof(text));
+    fprintf(stderr, "chat_server: cannot listen on %s: %s\n", text,
+            cport_strerror(rc));
+    return rc;
+  }
+  /* Watch the signals first: whoever reads "listening on" may signal at
+   * once. SIGINT or SIGTERM stops the service gracefully, then the core. */
+  rc = cport_core_stop_on_signals(chat->core, STOP_DEADLINE_MS, NULL, NULL);
+  if (rc == 0)
+    rc = cport_service_local_addr(chat->svc, addr);
+  if (rc == 0) {
+    cport_addr_format(addr, text, sizeof(text));
+    printf("listening on %s\n", text);
+    fflush(stdout);
+  }
+  if (rc == 0)
+    rc = cport_core_run(chat->core);
+  if (rc == 0)
+    rc = cport_core_join(chat->core);
+  if (rc != 0) {
+    fprintf(stderr, "chat_server: %s\n", cport_strerror(rc));
+    return rc;
+  }
+  cport_service_stats(chat->svc, &stats);
+  printf(
+      "chat_server: served %llu sessions, %llu packets in, "
+      "%llu dropped for bad packets\n",
+      (unsigned long long)stats.connected, (unsigned long long)stats.packets_in,
+      (unsigned long long)stats.disconnects_protocol);
+  fflush(stdout);
+  return 0;
+}
+
+
 static void usage(FILE* out) {
   fprintf(out,
           "usage: chat_server [--host ADDR] [--port N] [--threads N]\n"
@@ -474,8 +515,6 @@ int main(int argc, char** argv) {
   cport_addr_t addr;
   cport_core_opts_t core_opts;
   cport_service_opts_t opts;
-  cport_service_stats_t stats;
-  char text[CPORT_ADDR_STRLEN];
   int i;
   int rc;
 
@@ -522,7 +561,7 @@ int main(int argc, char** argv) {
   opts.cbs.on_packet = on_packet;
   opts.cbs.on_disconnected = on_disconnected;
   opts.user_size = sizeof(member_t);
-  /* The lecture's header (the default), and no packet longer than the
+  /* The default header (2-byte size, 2-byte id), and no packet longer than the
    * protocol needs, so that a peer cannot make us buffer 64 KiB. */
   opts.packet.max_packet = CHAT_PACKET_MAX;
   opts.send_queue_policy = CPORT_SENDQ_DISCONNECT;
@@ -533,56 +572,15 @@ int main(int argc, char** argv) {
   chat.format = opts.packet;
   rc = cport_service_create(&chat.svc, chat.core, CPORT_SERVICE_SERVER, &addr,
                             &opts);
-  if (rc == 0)
-    rc = cport_service_start(chat.svc);
-  if (rc != 0) {
-    cport_addr_format(&addr, text, sizeof(text));
-    fprintf(stderr, "chat_server: cannot listen on %s: %s\n", text,
-            cport_strerror(rc));
-    cport_service_destroy(chat.svc);
-    cport_core_destroy(chat.core);
-    uv_mutex_destroy(&chat.lock);
-    return 1;
-  }
-  /* Watch the signals first: whoever reads "listening on" may signal at
-   * once. SIGINT or SIGTERM stops the service gracefully, then the core. */
-  rc = cport_core_stop_on_signals(chat.core, STOP_DEADLINE_MS, NULL, NULL);
-  if (rc == 0)
-    rc = cport_service_local_addr(chat.svc, &addr);
-  if (rc != 0) {
+  if (rc != 0)
     fprintf(stderr, "chat_server: %s\n", cport_strerror(rc));
-    cport_service_destroy(chat.svc);
-    cport_core_destroy(chat.core);
-    uv_mutex_destroy(&chat.lock);
-    return 1;
-  }
-  cport_addr_format(&addr, text, sizeof(text));
-  printf("listening on %s\n", text);
-  fflush(stdout);
-
-  rc = cport_core_run(chat.core);
-  if (rc == 0)
-    rc = cport_core_join(chat.core);
-  if (rc != 0) {
-    fprintf(stderr, "chat_server: %s\n", cport_strerror(rc));
-    cport_service_destroy(chat.svc);
-    cport_core_destroy(chat.core);
-    uv_mutex_destroy(&chat.lock);
-    return 1;
-  }
-
-  cport_service_stats(chat.svc, &stats);
-  printf(
-      "chat_server: served %llu sessions, %llu packets in, "
-      "%llu dropped for bad packets\n",
-      (unsigned long long)stats.connected, (unsigned long long)stats.packets_in,
-      (unsigned long long)stats.disconnects_protocol);
-  fflush(stdout);
+  else
+    rc = serve(&chat, &addr); /* reports its own errors */
   /* No room is left to free: the last member out closes a room, and
    * destroying the service ends every session still open (one the stop
    * deadline cut off). */
   cport_service_destroy(chat.svc);
   cport_core_destroy(chat.core);
   uv_mutex_destroy(&chat.lock);
-  return 0;
+  return rc == 0 ? 0 : 1;
 }

@@ -79,6 +79,57 @@ static size_t echo_on_recv(cport_session_t* s,
 }
 
 
+/* Listen, run until SIGINT or SIGTERM has stopped the service and the
+ * core, print the summary. Returns 0 or the first error, reported. */
+static int serve(server_t* server, cport_addr_t* addr, long stats_every) {
+  cport_service_stats_t stats;
+  char text[CPORT_ADDR_STRLEN];
+  int rc = cport_service_start(server->svc);
+  if (rc != 0) {
+    cport_addr_format(addr, text, sizeof(text));
+    fprintf(stderr, "echo_server: cannot listen on %s: %s\n", text,
+            cport_strerror(rc));
+    return rc;
+  }
+  /* Watch the signals first: whoever reads "listening on" may signal at
+   * once. The first SIGINT or SIGTERM stops the service gracefully (its
+   * sessions flushed, or cut off at the deadline), then the core; a
+   * second one stops the core at once. */
+  rc = cport_core_stop_on_signals(server->core, STOP_DEADLINE_MS, NULL, NULL);
+  if (rc == 0 && stats_every > 0)
+    rc = cport_timer_start(server->core, 0, (uint64_t)stats_every * 1000,
+                           (uint64_t)stats_every * 1000, on_stats_timer, server,
+                           &server->stats_timer);
+  if (rc == 0)
+    rc = cport_service_local_addr(server->svc, addr);
+  if (rc == 0) {
+    cport_addr_format(addr, text, sizeof(text));
+    printf("listening on %s\n", text);
+    if (cport_core_loops(server->core) > 1)
+      fprintf(stderr, "echo_server: %u threads\n",
+              cport_core_loops(server->core));
+    fflush(stdout);
+    /* Returns once a signal has stopped the service and the core. */
+    rc = cport_core_run_here(server->core);
+  }
+  if (server->stats_timer != NULL)
+    cport_timer_cancel(server->stats_timer);
+  if (rc != 0) {
+    fprintf(stderr, "echo_server: %s\n", cport_strerror(rc));
+    return rc;
+  }
+  if (cport_service_stats(server->svc, &stats) == 0)
+    printf(
+        "echo_server: served %llu sessions, echoed %llu bytes, "
+        "rejected %llu\n",
+        (unsigned long long)stats.connected,
+        (unsigned long long)stats.bytes_out,
+        (unsigned long long)stats.rejected);
+  print_stats(server->svc);
+  return 0;
+}
+
+
 static void usage(FILE* out) {
   fprintf(out,
           "usage: echo_server [--host ADDR] [--port N] [--threads N] "
@@ -108,8 +159,6 @@ int main(int argc, char** argv) {
   cport_addr_t addr;
   cport_core_opts_t core_opts;
   cport_service_opts_t opts;
-  cport_service_stats_t stats;
-  char text[CPORT_ADDR_STRLEN];
   int i;
   int rc;
 
@@ -158,59 +207,11 @@ int main(int argc, char** argv) {
   opts.idle_timeout_ms = (unsigned)idle_timeout;
   rc = cport_service_create(&server.svc, server.core, CPORT_SERVICE_SERVER,
                             &addr, &opts);
-  if (rc == 0)
-    rc = cport_service_start(server.svc);
-  if (rc != 0) {
-    cport_addr_format(&addr, text, sizeof(text));
-    fprintf(stderr, "echo_server: cannot listen on %s: %s\n", text,
-            cport_strerror(rc));
-    cport_service_destroy(server.svc);
-    cport_core_destroy(server.core);
-    return 1;
-  }
-  /* Watch the signals first: whoever reads "listening on" may signal at
-   * once. The first SIGINT or SIGTERM stops the service gracefully (its
-   * sessions flushed, or cut off at the deadline), then the core; a
-   * second one stops the core at once. */
-  rc = cport_core_stop_on_signals(server.core, STOP_DEADLINE_MS, NULL, NULL);
-  if (rc == 0 && stats_every > 0)
-    rc = cport_timer_start(server.core, 0, (uint64_t)stats_every * 1000,
-                           (uint64_t)stats_every * 1000, on_stats_timer,
-                           &server, &server.stats_timer);
-  if (rc == 0)
-    rc = cport_service_local_addr(server.svc, &addr);
-  if (rc != 0) {
+  if (rc != 0)
     fprintf(stderr, "echo_server: %s\n", cport_strerror(rc));
-    cport_service_destroy(server.svc);
-    cport_core_destroy(server.core);
-    return 1;
-  }
-  cport_addr_format(&addr, text, sizeof(text));
-  printf("listening on %s\n", text);
-  if (threads > 1)
-    fprintf(stderr, "echo_server: %ld threads\n", threads);
-  fflush(stdout);
-
-  /* Returns once a signal has stopped the service and the core. */
-  rc = cport_core_run_here(server.core);
-  if (server.stats_timer != NULL)
-    cport_timer_cancel(server.stats_timer);
-  if (rc != 0) {
-    fprintf(stderr, "echo_server: %s\n", cport_strerror(rc));
-    cport_service_destroy(server.svc);
-    cport_core_destroy(server.core);
-    return 1;
-  }
-
-  if (cport_service_stats(server.svc, &stats) == 0)
-    printf(
-        "echo_server: served %llu sessions, echoed %llu bytes, "
-        "rejected %llu\n",
-        (unsigned long long)stats.connected,
-        (unsigned long long)stats.bytes_out,
-        (unsigned long long)stats.rejected);
-  print_stats(server.svc);
+  else
+    rc = serve(&server, &addr, stats_every); /* reports its own errors */
   cport_service_destroy(server.svc);
   cport_core_destroy(server.core);
-  return 0;
+  return rc == 0 ? 0 : 1;
 }

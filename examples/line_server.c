@@ -94,6 +94,6 @@ int main(int argc, char** argv) {
   cport_addr_format(&addr, text, sizeof(text));
   printf("listening on %s\n", text);
   fflush(stdout);
-  for (;;) /* the lecture's Dispatch() loop, on this thread */
+  for (;;) /* one round of the loop at a time, on this thread */
     cport_core_dispatch(core, 0, -1);
 }

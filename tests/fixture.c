@@ -830,3 +830,24 @@ int log_capture_take(char* out, size_t cap) {
 void log_capture_end(void) {
   cport_set_log(NULL, NULL, CPORT_LOG_WARN);
 }
+
+
+/* ---- memory of tests without a fixture ---- */
+
+static long mem_baseline;
+
+int mem_setup(void** state) {
+  (void)state;
+  mem_baseline = cport__mem_live();
+  return 0;
+}
+
+int mem_teardown(void** state) {
+  (void)state;
+  assert_int_equal(cport__mem_live(), mem_baseline);
+  return 0;
+}
+
+long mem_live_since_setup(void) {
+  return cport__mem_live() - mem_baseline;
+}

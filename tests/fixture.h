@@ -95,6 +95,13 @@ struct fixture_s {
 int fixture_setup(void** state);
 int fixture_teardown(void** state);
 
+/* cmocka setup/teardown for tests that make their own cores: teardown
+ * fails if cport memory allocated since the setup is still live.
+ * mem_live_since_setup() tells a test how much is live now. */
+int mem_setup(void** state);
+int mem_teardown(void** state);
+long mem_live_since_setup(void);
+
 /* A cmocka test with the fixture as its state. */
 #define FIXTURE_TEST(name) \
   cmocka_unit_test_setup_teardown(name, fixture_setup, fixture_teardown)

@@ -153,25 +153,6 @@ static void probe_destroy(probe_t* p) {
 }
 
 
-/* ---- setup for tests that create their own cores ---- */
-
-static long mem_baseline;
-
-
-static int mem_setup(void** state) {
-  (void)state;
-  mem_baseline = cport__mem_live();
-  return 0;
-}
-
-
-static int mem_teardown(void** state) {
-  (void)state;
-  assert_int_equal(cport__mem_live(), mem_baseline);
-  return 0;
-}
-
-
 /* ---- creation and options ---- */
 
 static void test_core_create_with_null_opts_has_one_loop(void** state) {

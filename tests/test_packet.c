@@ -120,7 +120,7 @@ static void feed_in_steps(got_t* g,
 }
 
 
-static void test_packet_default_layout_is_the_lectures(void** state) {
+static void test_packet_default_layout_is_size_then_id(void** state) {
   cport_packet_format_t f;
   uint8_t hdr[CPORT__PACKET_HEADER_MAX];
   (void)state;
@@ -484,7 +484,7 @@ static int pred_arrived(void* arg) {
 
 static void test_packet_session_one_byte_at_a_time(void** state) {
   fixture_t* fx = *state;
-  cport_packet_format_t f = layout(8 | 4); /* the lecture's, max 4096 */
+  cport_packet_format_t f = layout(8 | 4); /* the default layout, max 4096 */
   pk_t pk = {0};
   cport_service_opts_t o = pk_opts(&pk, fx, &f);
   bytes_t stream = {0};
@@ -944,7 +944,7 @@ static void test_packet_service_options_are_checked(void** state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_packet_default_layout_is_the_lectures),
+      cmocka_unit_test(test_packet_default_layout_is_size_then_id),
       cmocka_unit_test(test_packet_header_bytes_of_each_layout),
       cmocka_unit_test(test_packet_format_check_rejects_bad_layouts),
       cmocka_unit_test(test_packet_send_side_refuses_what_it_cannot_frame),

@@ -20,23 +20,6 @@
 
 /* ---- helpers ---- */
 
-static long mem_baseline;
-
-
-static int mem_setup(void** state) {
-  (void)state;
-  mem_baseline = cport__mem_live();
-  return 0;
-}
-
-
-static int mem_teardown(void** state) {
-  (void)state;
-  assert_int_equal(cport__mem_live(), mem_baseline);
-  return 0;
-}
-
-
 static cport_core_t* core_new(void) {
   cport_core_t* core = NULL;
   assert_int_equal(cport_core_create(&core, NULL), 0);
@@ -490,7 +473,7 @@ static void test_timer_destroy_runs_no_pending_timer(void** state) {
   cport_core_destroy(core);
   assert_int_equal(atomic_load(&r.runs), 0);
   /* The kept handles hold the core's memory until they are given back. */
-  assert_true(cport__mem_live() > mem_baseline);
+  assert_true(mem_live_since_setup() > 0);
   assert_int_equal(cport_timer_cancel(every), 0);
   assert_int_equal(cport_timer_cancel(later), 0);
   assert_int_equal(cport_timer_cancel(fs.t), 0);

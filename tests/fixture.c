@@ -773,13 +773,13 @@ void spread_destroy(spread_t* sp,
 
 /* ---- log capture ---- */
 
+static uv_once_t log_cap_once = UV_ONCE_INIT;
 static struct {
-  uv_once_t once;
   uv_mutex_t lock;
   char text[8192];
   size_t len;
   int lines;
-} log_cap = {UV_ONCE_INIT};
+} log_cap;
 
 static void log_cap_init(void) {
   if (uv_mutex_init(&log_cap.lock) != 0)
@@ -802,7 +802,7 @@ static void log_cap_fn(cport_log_level_t level, const char* msg, void* arg) {
 }
 
 void log_capture_begin(cport_log_level_t level) {
-  uv_once(&log_cap.once, log_cap_init);
+  uv_once(&log_cap_once, log_cap_init);
   uv_mutex_lock(&log_cap.lock);
   log_cap.len = 0;
   log_cap.text[0] = '\0';

@@ -2284,7 +2284,10 @@ static void peer_connect_cb(uv_connect_t* req, int status) {
     return;
   }
   p->connected = 1;
-  if (p->kind != PK_MUTE)
+  /* A mute peer reads only once every session has ended (peer_finish);
+   * one whose connect completes after that, its callback delayed on a
+   * busy machine, reads at once, or it would never see its end. */
+  if (p->kind != PK_MUTE || p->pl->finishing)
     peer_read_start(p);
   switch (p->kind) {
     case PK_READER:

@@ -37,6 +37,10 @@ typedef struct cport__loop_s {
   /* Owner only: non-zero while the loop runs the entries it took, when an
    * owner's call acts in the place of the entry that made it. */
   int draining;
+  /* Owner only: non-zero while an entry runs application callbacks that
+   * the application did not post (cport__loop_callbacks_begin), when
+   * entries of the batch taken still wait behind it. */
+  int behind;
   /* Bounds cport_core_dispatch()'s wait. */
   uv_timer_t dispatch_timer;
   uv_thread_t thread;
@@ -70,11 +74,33 @@ int cport__loop_is_mine(cport__loop_t* lp);
  * call, which is where the call belongs). Otherwise the call must post
  * what it does, so that it happens after what was posted before it.
  * Thread: any. */
-/* The second half of cport__port_direct(), for a caller that knows it owns
+/* The second half of cport__loop_direct(), for a caller that knows it owns
  * the loop. */
 static inline int cport__loop_quiet(cport__loop_t* lp) {
   return lp->draining ||
-         atomic_load_explicit(&lp->mail, memory_order_acquire) == 0;
+         (!lp->behind &&
+          atomic_load_explicit(&lp->mail, memory_order_acquire) == 0);
+}
+
+/* Around application callbacks that a mailbox entry runs although the
+ * application did not post it (a session's packets held back by its
+ * packet_budget): the calls they make belong where they are made, as from
+ * an I/O callback, not in the entry's place, so they act at once only when
+ * nothing waits, in the mailbox or behind the entry (`next`, the entry
+ * that follows it in the batch). Returns what cport__loop_callbacks_end()
+ * restores. Thread: the loop's owner, inside the entry's run hook. */
+static inline int cport__loop_callbacks_begin(cport__loop_t* lp,
+                                              const void* next) {
+  int was_draining = lp->draining;
+  lp->draining = 0;
+  lp->behind = next != NULL;
+  return was_draining;
+}
+
+static inline void cport__loop_callbacks_end(cport__loop_t* lp,
+                                             int was_draining) {
+  lp->draining = was_draining;
+  lp->behind = 0;
 }
 
 static inline int cport__loop_direct(cport__loop_t* lp) {

@@ -808,8 +808,13 @@ static void session_msg_run(cport__msg_t* m, const cport__msg_t* next) {
       /* A send-queue pause holds the kept packets until its own resume. */
       if (s->state != S_CONNECTED || s->paused)
         break;
-      if (s->rbuf != NULL)
+      if (s->rbuf != NULL) {
+        /* The packets were held back, not posted: calls on_packet makes
+         * come after the sends other threads made before them. */
+        int was = cport__loop_callbacks_begin(VIEW(s)->lp, next);
         session_deliver(s, NULL, 0); /* may use up the budget again */
+        cport__loop_callbacks_end(VIEW(s)->lp, was);
+      }
       session_read_start(s);
       break;
   }

@@ -906,6 +906,62 @@ static void test_packet_session_budget_spreads_a_flood_over_rounds(
 }
 
 
+/* A thread other than the loop's sends to the session, and returns. */
+static void resume_sender(void* arg) {
+  (void)cport_session_send(arg, "W", 1);
+}
+
+static int resume_send_rc;
+
+/* The second packet, which the budget held back to a later round: another
+ * thread's send returns, then this callback disconnects. */
+static void resume_packet(cport_session_t* s,
+                          unsigned id,
+                          const uint8_t* payload,
+                          size_t len) {
+  pk_t* pk = pk_of(s);
+  uv_thread_t th;
+  pk_packet(s, id, payload, len);
+  if (pk->packets != 2)
+    return;
+  resume_send_rc = uv_thread_create(&th, resume_sender, s);
+  if (resume_send_rc == 0)
+    resume_send_rc = uv_thread_join(&th);
+  (void)cport_session_disconnect(s, "done");
+}
+
+/* Packets held back by packet_budget come from a mailbox entry, but what
+ * their on_packet does acts where it is done, as from any other callback:
+ * a send another thread made before the disconnect is flushed before it.
+ * (0.5.0 before this fix: the disconnect acted in the resume entry's
+ * place, ahead of the send, which was dropped.) */
+static void test_packet_budget_resume_keeps_call_order(void** state) {
+  fixture_t* fx = *state;
+  cport_packet_format_t f = layout(0);
+  pk_t pk = {0};
+  cport_service_opts_t o = pk_opts(&pk, fx, &f);
+  bytes_t stream = {0};
+  peer_t* p;
+  o.cbs.on_packet = resume_packet;
+  o.packet_budget = 1;
+  resume_send_rc = -1;
+  pk_start_server(fx, &o);
+  build_stream(&f, 2, &stream);
+  p = peer_connect(fx, &fx->server_addr, 0);
+  fixture_wait_int(fx, &pk.connected, 1, FIXTURE_TIMEOUT_MS);
+  peer_write(p, stream.data, stream.len); /* one read: the budget yields */
+  fixture_wait_int(fx, &pk.disconnected, 1, FIXTURE_TIMEOUT_MS);
+  assert_int_equal(resume_send_rc, 0);
+  assert_int_equal(pk.code, CPORT_ELOCAL);
+  fixture_wait_int(fx, &p->eof, 1, FIXTURE_TIMEOUT_MS);
+  assert_int_equal(p->received.len, 1);
+  assert_memory_equal(p->received.data, "W", 1);
+  peer_destroy(p);
+  pk_release(&pk);
+  bytes_free(&stream);
+}
+
+
 static void ignore_recv_cb(void) {
 }
 
@@ -962,6 +1018,7 @@ int main(void) {
       FIXTURE_TEST(test_packet_buf_broadcast_reaches_every_client_once),
       FIXTURE_TEST(test_packet_session_pause_holds_packets_back_in_order),
       FIXTURE_TEST(test_packet_session_budget_spreads_a_flood_over_rounds),
+      FIXTURE_TEST(test_packet_budget_resume_keeps_call_order),
       FIXTURE_TEST(test_packet_service_options_are_checked),
   };
   return cmocka_run_group_tests_name("packet", tests, NULL, NULL);

@@ -380,7 +380,7 @@ void cport_core_destroy(cport_core_t* core) {
 
 /* An owner no thread matches: while a loop thread starts or exits, calls
  * from every other thread are queued, never run beside it. */
-#define PORT_NO_OWNER ((uintptr_t)1)
+#define LOOP_NO_OWNER ((uintptr_t)1)
 
 static void loop_set_owner(cport__loop_t* lp, uintptr_t token) {
   atomic_store_explicit(&lp->owner, token, memory_order_release);
@@ -431,7 +431,7 @@ static void loop_thread_main(void* arg) {
   while (!atomic_load(&lp->core->stopping))
     uv_run(lp->loop, UV_RUN_DEFAULT);
   core_leave(NULL);
-  loop_set_owner(lp, PORT_NO_OWNER);
+  loop_set_owner(lp, LOOP_NO_OWNER);
 }
 
 
@@ -456,7 +456,7 @@ static int core_start(cport_core_t* core, unsigned first, const char* fn) {
   for (i = first; i < core->nloops; i++) {
     cport__loop_t* lp = &core->loops[i];
     uv_ref((uv_handle_t*)&lp->wakeup);
-    loop_set_owner(lp, PORT_NO_OWNER);
+    loop_set_owner(lp, LOOP_NO_OWNER);
     rc = uv_thread_create(&lp->thread, loop_thread_main, lp);
     if (rc != 0) {
       uv_unref((uv_handle_t*)&lp->wakeup);

@@ -27,6 +27,15 @@
 # Output: a Markdown table on stdout; the raw runs in build/bench/runs.tsv.
 set -euo pipefail
 
+# bash 4 or later, said plainly rather than by a bash 3.2 syntax error:
+# the tables are kept in associative arrays. (CPU per message also needs
+# Linux, see docs/benchmarks.md; elsewhere the table shows msg/s only.)
+if [ "${BASH_VERSINFO[0]}" -lt 4 ]; then
+  echo "bench/run.sh: needs bash 4 or later (macOS: brew install bash," \
+    "then run it with that bash)" >&2
+  exit 2
+fi
+
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=../scripts/common.sh
 . "$repo_root/scripts/common.sh"

@@ -20,6 +20,14 @@
 # as soon as the event happens, and still has a bound.
 set -u
 
+# Linux only (bench/CMakeLists.txt registers it there): it times reads with
+# bash 4's EPOCHREALTIME and {fd} redirections, and bench_load reads the
+# server's CPU time through clock_getcpuclockid.
+if [ "$(uname -s)" != Linux ] || [ "${BASH_VERSINFO[0]}" -lt 4 ]; then
+  echo "selftest.sh: runs on Linux with bash 4 or later only" >&2
+  exit 2
+fi
+
 if [ $# -ne 3 ]; then
   echo "usage: selftest.sh BENCH_LOAD FAULTY_ECHO ECHO_SERVER" >&2
   exit 2

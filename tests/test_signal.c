@@ -136,21 +136,32 @@ static int signal_disposition_is_default(int signum) {
 }
 
 
-static int sig_teardown(void** state) {
-  int rc = fixture_teardown(state);
+/* After a test's own teardown (`rc`): cport_core_destroy() closed the
+ * watch, so libuv gave the signals back. Whatever the test did, the next
+ * one starts from the defaults. */
+static int sig_defaults_back(int rc) {
   int int_default = signal_disposition_is_default(SIGINT);
   int term_default = signal_disposition_is_default(SIGTERM);
-  /* Whatever the test did, the next one starts from the defaults. */
   (void)signal(SIGINT, SIG_DFL);
   (void)signal(SIGTERM, SIG_DFL);
-  /* cport_core_destroy() closed the watch: libuv gave the signals back. */
   assert_true(int_default);
   assert_true(term_default);
   return rc;
 }
 
+static int sig_teardown(void** state) {
+  return sig_defaults_back(fixture_teardown(state));
+}
+
+/* For the tests that make their own cores. */
+static int sig_mem_teardown(void** state) {
+  return sig_defaults_back(mem_teardown(state));
+}
+
 #define SIG_TEST(name) \
   cmocka_unit_test_setup_teardown(name, fixture_setup, sig_teardown)
+#define SIG_CORE_TEST(name) \
+  cmocka_unit_test_setup_teardown(name, mem_setup, sig_mem_teardown)
 
 
 /* ---- arguments, and a watch that never fires ---- */
@@ -418,7 +429,6 @@ static void test_signal_stops_every_loop(void** state) {
   cport_service_t* client = NULL;
   killer_t k;
   multi_t m;
-  long baseline = cport__mem_live();
   int i;
   (void)state;
   memset(&m, 0, sizeof(m));
@@ -454,7 +464,6 @@ static void test_signal_stops_every_loop(void** state) {
   cport_service_destroy(client);
   cport_service_destroy(server);
   cport_core_destroy(core);
-  assert_int_equal(cport__mem_live(), baseline);
 }
 
 
@@ -526,7 +535,6 @@ static void test_signal_embedded_loop_ends(void** state) {
   cport_service_t* client = NULL;
   killer_t k;
   embed_t e;
-  long baseline = cport__mem_live();
   (void)state;
   memset(&e, 0, sizeof(e));
   e.k = &k;
@@ -570,9 +578,6 @@ static void test_signal_embedded_loop_ends(void** state) {
   uv_close((uv_handle_t*)&rescue, NULL);
   (void)uv_run(&loop, UV_RUN_DEFAULT);
   assert_int_equal(uv_loop_close(&loop), 0);
-  assert_int_equal(cport__mem_live(), baseline);
-  (void)signal(SIGINT, SIG_DFL);
-  (void)signal(SIGTERM, SIG_DFL);
 }
 
 
@@ -582,8 +587,8 @@ int main(void) {
       SIG_TEST(test_signal_destroyed_services),
       SIG_TEST(test_signal_sigterm_stops_gracefully),
       SIG_TEST(test_signal_second_signal_stops_at_once),
-      cmocka_unit_test(test_signal_stops_every_loop),
-      cmocka_unit_test(test_signal_embedded_loop_ends),
+      SIG_CORE_TEST(test_signal_stops_every_loop),
+      SIG_CORE_TEST(test_signal_embedded_loop_ends),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

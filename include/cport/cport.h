@@ -32,6 +32,7 @@
 #include "cport/session.h"
 #include "cport/service.h"
 #include "cport/timer.h"
+#include "cport/tls.h"
 
 #ifdef __cplusplus
 extern "C" {

@@ -28,7 +28,14 @@ extern "C" {
   XX(EPACKET, -5006, "malformed packet header")                            \
   XX(EPACKETSIZE, -5007, "packet too large")                               \
   XX(EWRONGTHREAD, -5008,                                                  \
-     "called from a thread that does not run the loop or own the core")
+     "called from a thread that does not run the loop or own the core")    \
+  XX(ENOTLS, -5009, "cport was built without TLS")                         \
+  XX(ETLS, -5010, "TLS handshake or protocol error")                       \
+  XX(ETLSVERIFY, -5011, "TLS peer certificate could not be verified")      \
+  XX(ETLSNAME, -5012, "TLS peer certificate does not match the host name") \
+  XX(ETLSCA, -5013, "TLS peer certificate not issued by a trusted CA")     \
+  XX(ETLSEXPIRED, -5014, "TLS peer certificate expired or not yet valid")  \
+  XX(ETLSTRUNCATED, -5015, "TLS peer closed without close_notify (truncated)")
 
 enum cport_errno_e {
 #define CPORT__ERRNO_ENUM(name, value, text) CPORT_##name = (value),

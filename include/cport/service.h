@@ -25,6 +25,7 @@
 #include "cport/export.h"
 #include "cport/packet.h"
 #include "cport/session.h"
+#include "cport/tls.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -99,9 +100,12 @@ typedef struct cport_session_cbs_s {
    * on_connected. `code` says why: UV_EOF (peer closed), UV_ECONNRESET and
    * other libuv codes, CPORT_ELOCAL (cport_session_disconnect), CPORT_ESTOPPED,
    * CPORT_ERECVFULL, CPORT_ESENDQ, CPORT_ECONSUMED, CPORT_EIDLE,
-   * CPORT_EPACKET, CPORT_EPACKETSIZE. `cause` is readable text
-   * (the string given to cport_session_disconnect for CPORT_ELOCAL), valid
-   * during the call. No callback of `s` runs after this one. */
+   * CPORT_EPACKET, CPORT_EPACKETSIZE; on TLS sessions also CPORT_ETLS (a
+   * TLS protocol error or fatal alert, with OpenSSL's reason in `cause`)
+   * and CPORT_ETLSTRUNCATED (the connection ended without the peer's
+   * close_notify; a peer's close_notify gives UV_EOF). `cause` is
+   * readable text (the string given to cport_session_disconnect for
+   * CPORT_ELOCAL), valid during the call. No callback of `s` runs after this one. */
   void (*on_disconnected)(cport_session_t* s, int code, const char* cause);
   /* Client services: one connect attempt failed with `code` (for example
    * UV_ECONNREFUSED, UV_ETIMEDOUT after connect_timeout_ms, or UV_ECANCELED
@@ -236,6 +240,23 @@ typedef struct cport_service_opts_s {
    * usually carries. 0: no limit. Default 1024 (a 64 KiB read of the
    * smallest packets of the default format holds 16 384). Since 0.5.0. */
   unsigned packet_budget;
+  /* TLS (tls.h): a context of the service's side (CPORT_TLS_SERVER for a
+   * server, CPORT_TLS_CLIENT for a client), or NULL (the default) for
+   * plain TCP. The service takes a reference. Sessions then report
+   * on_connected after the handshake; a server's connection whose
+   * handshake fails is closed unreported (stats.tls_failures), a client's
+   * is a failed connect attempt (on_connect_failed with CPORT_ETLS,
+   * CPORT_ETLSNAME, CPORT_ETLSCA, CPORT_ETLSEXPIRED, CPORT_ETLSVERIFY or
+   * UV_ETIMEDOUT) under the reconnect policy like any other. Since
+   * 0.5.0. */
+  cport_tls_t* tls;
+  /* Clients: the name sent by SNI and verified in the server's
+   * certificate; copied. Default NULL: the service's host name, or for a
+   * numeric address no SNI and the IP address verified. */
+  const char* tls_name;
+  /* A handshake not complete after this many milliseconds ends the
+   * connection (UV_ETIMEDOUT). 0: no limit. Default 10000. */
+  unsigned tls_handshake_timeout_ms;
 } cport_service_opts_t;
 
 typedef struct cport_service_stats_s {
@@ -277,6 +298,12 @@ typedef struct cport_service_stats_s {
                                         CPORT_EPACKET, CPORT_EPACKETSIZE */
   uint64_t disconnects_local;        /* CPORT_ELOCAL, CPORT_ESTOPPED */
   uint64_t disconnects_other;        /* anything else (UV_ENOMEM, ...) */
+  /* TLS services: handshakes completed (resumed ones included), those
+   * that resumed a session, and connections whose handshake failed or
+   * timed out. */
+  uint64_t tls_handshakes;
+  uint64_t tls_resumed;
+  uint64_t tls_failures;
 } cport_service_stats_t;
 
 /* Fill `opts` with the defaults listed above. Thread: any. */

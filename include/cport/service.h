@@ -105,7 +105,8 @@ typedef struct cport_session_cbs_s {
    * and CPORT_ETLSTRUNCATED (the connection ended without the peer's
    * close_notify; a peer's close_notify gives UV_EOF). `cause` is
    * readable text (the string given to cport_session_disconnect for
-   * CPORT_ELOCAL), valid during the call. No callback of `s` runs after this one. */
+   * CPORT_ELOCAL), valid during the call. No callback of `s` runs after
+   * this one. */
   void (*on_disconnected)(cport_session_t* s, int code, const char* cause);
   /* Client services: one connect attempt failed with `code` (for example
    * UV_ECONNREFUSED, UV_ETIMEDOUT after connect_timeout_ms, or UV_ECANCELED

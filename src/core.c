@@ -149,6 +149,7 @@ static void core_free(cport_core_t* core) {
   unsigned i;
   for (i = 0; i < core->nloops; i++) {
     cport__free(core->loops[i].read_chunk);
+    cport__free(core->loops[i].plain_chunk);
     cport__send_pool_clear(&core->loops[i].send_pool);
     uv_mutex_destroy(&core->loops[i].lock);
   }
@@ -657,6 +658,13 @@ char* cport__loop_read_chunk(cport__loop_t* lp) {
   if (lp->read_chunk == NULL)
     lp->read_chunk = cport__malloc(CPORT__READ_CHUNK);
   return lp->read_chunk;
+}
+
+
+char* cport__loop_plain_chunk(cport__loop_t* lp) {
+  if (lp->plain_chunk == NULL)
+    lp->plain_chunk = cport__malloc(CPORT__READ_CHUNK);
+  return lp->plain_chunk;
 }
 
 

@@ -52,6 +52,9 @@ typedef struct cport__loop_s {
    * exits. */
   atomic_uintptr_t owner;
   char* read_chunk;
+  /* TLS sessions' plaintext, decrypted from the read chunk: as large,
+   * allocated the first time one is needed. */
+  char* plain_chunk;
   /* Free send requests of this loop's sessions (send_req.h). */
   cport__send_pool_t send_pool;
   /* Host name lookups (uv_getaddrinfo) of client services still under way
@@ -174,6 +177,10 @@ int cport__core_embedded(const cport_core_t* core);
 /* The loop's shared receive chunk, allocated on first use.
  * Returns NULL on allocation failure. */
 CPORT__NODISCARD char* cport__loop_read_chunk(cport__loop_t* lp);
+
+/* The loop's plaintext chunk for TLS sessions (CPORT__READ_CHUNK bytes),
+ * allocated on first use. Returns NULL on allocation failure. */
+CPORT__NODISCARD char* cport__loop_plain_chunk(cport__loop_t* lp);
 
 /* The check of every loop-only public function, in every build: 0 when
  * the calling thread owns `lp`; otherwise one error line naming `fn`, the

@@ -30,6 +30,7 @@
 #include "listener_internal.h"
 #include "log_internal.h"
 #include "session_internal.h"
+#include "tls_internal.h"
 
 typedef enum {
   SVC_CREATED,    /* not started */
@@ -143,6 +144,7 @@ void cport_service_opts_init(cport_service_opts_t* opts) {
   opts->reconnect_reset_ms = 5000;
   cport_packet_format_init(&opts->packet);
   opts->packet_budget = 1024;
+  opts->tls_handshake_timeout_ms = 10000;
 }
 
 
@@ -220,6 +222,7 @@ static int service_timers_init(cport_service_t* svc) {
   ms[CPORT__TIMEOUT_CONNECT] = o->connect_timeout_ms;
   ms[CPORT__TIMEOUT_FLUSH] = o->disconnect_timeout_ms;
   ms[CPORT__TIMEOUT_IDLE] = o->idle_timeout_ms;
+  ms[CPORT__TIMEOUT_HANDSHAKE] = o->tls_handshake_timeout_ms;
   rc = cport__timeouts_init(&svc->view.timeouts, svc->view.lp->loop, ms,
                             service_timeout_expired, svc);
   if (rc != 0) {
@@ -282,6 +285,8 @@ static int service_create_parts(cport_service_t* root) {
 }
 
 
+static void service_tls_drop(cport_service_t* svc);
+
 /* Undo a creation that failed: nothing was posted or opened. */
 static void service_free_unused(cport_service_t* svc) {
   while (svc->nparts > 0) {
@@ -290,6 +295,7 @@ static void service_free_unused(cport_service_t* svc) {
     cport__free(part);
   }
   cport__free(svc->parts);
+  service_tls_drop(svc);
   cport__core_release(svc->core);
   cport__free(svc);
 }
@@ -346,7 +352,48 @@ static int service_check_opts(cport_service_kind_t kind,
         "be at most 4 GiB - 1",
         (unsigned long long)fmt->max_packet,
         fmt->length_size + (fmt->has_id ? 2u : 0u));
+  if (opts->tls != NULL &&
+      cport__tls_role(opts->tls) !=
+          (kind == CPORT_SERVICE_SERVER ? CPORT_TLS_SERVER : CPORT_TLS_CLIENT))
+    return SERVICE_EINVAL(
+        "opts.tls: a %s needs a context made with %s",
+        kind == CPORT_SERVICE_SERVER ? "server" : "client",
+        kind == CPORT_SERVICE_SERVER ? "CPORT_TLS_SERVER" : "CPORT_TLS_CLIENT");
+  if (opts->tls_name != NULL &&
+      (opts->tls_name[0] == '\0' || strlen(opts->tls_name) > 253))
+    return SERVICE_EINVAL("opts.tls_name \"%.40s\": must be 1 to 253 bytes",
+                          opts->tls_name);
   return 0;
+}
+
+
+/* What a root service owns of its TLS options: a reference to the
+ * context, its copy of tls_name and a client's last session. Parts share
+ * the root's. */
+static int service_tls_take(cport_service_t* svc) {
+  cport_service_opts_t* o = &svc->view.opts;
+  if (o->tls == NULL) {
+    o->tls_name = NULL;
+    return 0;
+  }
+  if (o->tls_name != NULL) {
+    o->tls_name = cport__strndup(o->tls_name, 253);
+    if (o->tls_name == NULL)
+      return UV_ENOMEM;
+  }
+  cport_tls_ref(o->tls);
+  cport__tls_freeze(o->tls);
+  return 0;
+}
+
+
+static void service_tls_drop(cport_service_t* svc) {
+  cport_service_opts_t* o = &svc->view.opts;
+  cport__tls_resume_free(svc->view.tls_resume);
+  cport__free((char*)o->tls_name);
+  cport_tls_unref(o->tls);
+  o->tls = NULL;
+  o->tls_name = NULL;
 }
 
 
@@ -389,6 +436,12 @@ int cport_service_create(cport_service_t** out,
   if (svc == NULL)
     return UV_ENOMEM;
   service_init(svc, core, lp, kind, addr, opts, &layout);
+  rc = service_tls_take(svc);
+  if (rc != 0) {
+    svc->view.opts.tls = NULL; /* nothing taken */
+    service_free_unused(svc);
+    return rc;
+  }
   rc = service_create_parts(svc);
   if (rc == 0)
     rc = service_timers_init(svc);
@@ -649,8 +702,10 @@ void cport__service_release(cport_service_t* svc) {
     return;
   root = svc->view.root;
   core = svc->core;
-  if (root == svc)
+  if (root == svc) {
     cport__free(svc->parts);
+    service_tls_drop(svc);
+  }
   cport__free(svc);
   /* A part holds its root, whose sessions' service it reports; every
    * service holds its core. */

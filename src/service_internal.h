@@ -16,11 +16,13 @@
 /* Where the parts of a session block lie: the struct, the idle entry when
  * idle_timeout_ms is set (at idle_off, else 0), the client area of a
  * client whose reconnect policy resets (reconnect_reset_ms; at client_off,
- * else 0), then the user area (at user_off, else 0), `footprint` bytes in
+ * else 0), the TLS part of a TLS service (at tls_off, else 0), then the
+ * user area (at user_off, else 0), `footprint` bytes in
  * all. */
 typedef struct cport__session_layout_s {
   size_t idle_off;
   size_t client_off;
+  size_t tls_off; /* TLS services' part (session.c), else 0 */
   size_t user_off;
   size_t footprint;
 } cport__session_layout_t;
@@ -40,6 +42,9 @@ typedef struct cport__service_view_s {
   cport__stats_t stats;
   /* The timeouts of the service's sessions on its loop; loop only. */
   cport__timeouts_t timeouts;
+  /* TLS clients: the last session a server gave, which the next connect
+   * offers (tls_internal.h); loop only. */
+  void* tls_resume;
   /* The service in its core's registry (core_internal.h): a service the
    * application created is registered from cport_service_create() to
    * cport_service_destroy(); a part never is. */

@@ -67,6 +67,7 @@
 #include "packet_internal.h"
 #include "recv_buf.h"
 #include "session_internal.h"
+#include "tls_internal.h"
 
 /* Longest cause text kept from cport_session_disconnect(). */
 #define SESSION_CAUSE_MAX 255
@@ -75,7 +76,16 @@
  * next one. libuv copies the array, so it can live on the stack. */
 #define SESSION_GATHER_MAX 64
 
-enum { S_INIT, S_CONNECTING, S_CONNECTED, S_FLUSHING, S_SHUTTING, S_CLOSED };
+/* HANDSHAKE: a TLS session whose connection is up, before on_connected. */
+enum {
+  S_INIT,
+  S_CONNECTING,
+  S_HANDSHAKE,
+  S_CONNECTED,
+  S_FLUSHING,
+  S_SHUTTING,
+  S_CLOSED
+};
 
 /* The flags of `pending`, above any byte count. CLOSED: sends are refused
  * with UV_ENOTCONN (before on_connected, and from the call that began a
@@ -168,8 +178,11 @@ static cport__send_req_t* req_of(cport__qnode_t* n) {
 }
 
 
+static cport__tls_conn_t* session_conn(const cport_session_t* s);
+
 static void session_free(cport_session_t* s) {
   cport_service_t* svc = SVC(s);
+  cport__tls_conn_free(session_conn(s));
   cport__recv_clear(&s->rbuf);
   cport__free(s->cause);
   cport__free(s);
@@ -197,6 +210,28 @@ typedef struct session_client_s {
   unsigned attempts;     /* failed attempts in a row before that connect */
 } session_client_t;
 
+/* A TLS session's part of the block (services with opts.tls): its
+ * connection's engine, made when the connection is up, and the handshake's
+ * timeout. */
+typedef struct session_tls_s {
+  cport__tls_conn_t* conn;
+  cport__timed_t timed; /* while tls_handshake_timeout_ms runs */
+  unsigned attempts;    /* client: failed attempts before its connect */
+  int handshaking;      /* begun, not completed */
+} session_tls_t;
+
+/* The session's TLS part, or NULL for a plain TCP service. */
+static session_tls_t* session_tls(const cport_session_t* s) {
+  size_t off = VIEW(s)->layout.tls_off;
+  return off == 0 ? NULL : (session_tls_t*)((char*)s + off);
+}
+
+/* The session's TLS engine, or NULL (plain TCP, or not up yet). */
+static cport__tls_conn_t* session_conn(const cport_session_t* s) {
+  session_tls_t* t = session_tls(s);
+  return t == NULL ? NULL : t->conn;
+}
+
 
 int cport__session_layout(cport_service_kind_t kind,
                           const cport_service_opts_t* opts,
@@ -217,6 +252,12 @@ int cport__session_layout(cport_service_kind_t kind,
     out->client_off = (end + _Alignof(session_client_t) - 1) /
                       _Alignof(session_client_t) * _Alignof(session_client_t);
     end = out->client_off + sizeof(session_client_t);
+  }
+  out->tls_off = 0;
+  if (opts->tls != NULL) {
+    out->tls_off = (end + _Alignof(session_tls_t) - 1) /
+                   _Alignof(session_tls_t) * _Alignof(session_tls_t);
+    end = out->tls_off + sizeof(session_tls_t);
   }
   out->user_off = 0;
   if (opts->user_size > 0) {
@@ -317,6 +358,64 @@ static void session_sendq_drop(cport_session_t* s) {
 
 
 static void session_write_cb(uv_write_t* req, int status);
+static void session_tls_write_cb(uv_write_t* req, int status);
+
+/* TLS: write the ciphertext the engine has made, as one block that
+ * completes `nplain` requests from the head of the send queue (0 for
+ * handshake records, tickets, KeyUpdate replies and close_notify). The
+ * block counts in `pending` until written, like the plaintext it carries.
+ * Blocks leave in the order they were made: libuv writes a stream's
+ * requests in order. Returns 0, or a libuv error (the session must then be
+ * closed). */
+static int session_tls_flush(cport_session_t* s, uint32_t nplain) {
+  cport__tls_out_t* o = cport__tls_conn_take(session_conn(s));
+  uv_buf_t buf;
+  int rc;
+  if (o == NULL)
+    return 0;
+  o->nplain = nplain;
+  atomic_fetch_add_explicit(&s->pending, o->len, memory_order_acq_rel);
+  CPORT__SVC_STAT_ADD(SVC(s), queued_bytes, o->len);
+  buf = uv_buf_init((char*)o->data, o->len);
+  cport_session_ref(s);
+  rc = uv_write(&o->req, (uv_stream_t*)&s->tcp, &buf, 1, session_tls_write_cb);
+  if (rc != 0) {
+    cport_session_unref(s);
+    session_unqueue(s, o->len);
+    CPORT__SVC_STAT_SUB(SVC(s), queued_bytes, o->len);
+    cport__tls_out_free(o);
+    return rc;
+  }
+  CPORT__SVC_STAT_ADD(SVC(s), writes, 1);
+  if (nplain > 0)
+    s->writing = 1;
+  return 0;
+}
+
+
+/* TLS: encrypt `count` queued requests from `n` on into one block and
+ * write it. Returns 0, or an error after which the session must be
+ * closed. */
+static int session_tls_write(cport_session_t* s,
+                             cport__qnode_t* n,
+                             uint32_t count) {
+  cport__tls_conn_t* conn = session_conn(s);
+  cport__qnode_t* m = n;
+  size_t total = 0;
+  uint32_t i;
+  for (i = 0; i < count; i++, m = m->next)
+    total += req_of(m)->len - req_of(m)->off;
+  cport__tls_conn_reserve(conn, total);
+  for (i = 0; i < count; i++, n = n->next) {
+    cport__send_req_t* r = req_of(n);
+    int rc = cport__tls_conn_write(conn, cport__send_req_bytes(r) + r->off,
+                                   r->len - r->off);
+    if (rc != 0)
+      return rc;
+  }
+  return session_tls_flush(s, count);
+}
+
 
 /* Hand libuv the queued requests from `n` on, SESSION_GATHER_MAX per
  * uv_write: one write, or with `all` every one of them. Returns 0, or a
@@ -324,6 +423,23 @@ static void session_write_cb(uv_write_t* req, int status);
  * drop. */
 static int session_write_from(cport_session_t* s, cport__qnode_t* n, int all) {
   uv_buf_t bufs[SESSION_GATHER_MAX];
+  while (n != NULL && session_conn(s) != NULL) {
+    cport__send_req_t* first = req_of(n);
+    uint32_t count = 0;
+    int rc;
+    cport__qnode_t* m = n;
+    while (m != NULL && count < SESSION_GATHER_MAX) {
+      count++;
+      m = m->next;
+    }
+    first->nbatch = count;
+    rc = session_tls_write(s, n, count);
+    if (rc != 0)
+      return rc;
+    n = m;
+    if (!all)
+      return 0;
+  }
   while (n != NULL) {
     cport__send_req_t* first = req_of(n);
     uint32_t count = 0;
@@ -380,21 +496,22 @@ static int session_push(cport_session_t* s, cport__send_req_t* r, int kick) {
 
 static void session_pause_if_over_limit(cport_session_t* s);
 static void session_read_start(cport_session_t* s);
+static void session_tls_drain(cport_session_t* s);
 static void session_deliver(cport_session_t* s,
                             const uint8_t* data,
                             size_t len);
 
-static void session_write_cb(uv_write_t* req, int status) {
-  cport__send_req_t* first = cport__container_of(req, cport__send_req_t, req);
-  cport_session_t* s = (cport_session_t*)req->handle;
+/* `n` requests from the head of the send queue have been written (or
+ * failed with `status`); n is 0 for a TLS block of the engine's own. */
+static void session_written(cport_session_t* s, uint32_t n, int status) {
   cport_service_t* svc = SVC(s);
   cport__service_view_t* v = cport__service_view(svc);
   cport__queue_t done = {NULL, NULL};
-  uint32_t n = first->nbatch;
   size_t bytes = 0;
   size_t charge = 0;
   cport__qnode_t* node;
   int report;
+  int data = n > 0;
   /* libuv completes a stream's writes in order, so this write's requests
    * are the oldest in the queue. They leave it before on_send runs: a send
    * made there joins the queue behind what is still unwritten. */
@@ -421,7 +538,8 @@ static void session_write_cb(uv_write_t* req, int status) {
       v->opts.cbs.on_send(s, r->len);
     cport__send_req_put(&v->lp->send_pool, r);
   }
-  s->writing = 0;
+  if (data)
+    s->writing = 0;
   if (status != 0 && status != UV_ECANCELED)
     cport__session_close(s, status, NULL, CPORT__CLOSE_FORCE);
   /* Sends made while this write was in flight (on_send's included) leave
@@ -439,7 +557,28 @@ static void session_write_cb(uv_write_t* req, int status) {
      * not wait for bytes the peer may never send. */
     if (s->reading && s->rbuf != NULL)
       session_deliver(s, NULL, 0);
+    /* Nor may the plaintext and ciphertext TLS still holds. */
+    session_tls_drain(s);
   }
+}
+
+
+static void session_write_cb(uv_write_t* req, int status) {
+  cport__send_req_t* first = cport__container_of(req, cport__send_req_t, req);
+  cport_session_t* s = (cport_session_t*)req->handle;
+  session_written(s, first->nbatch, status);
+  cport_session_unref(s);
+}
+
+
+static void session_tls_write_cb(uv_write_t* req, int status) {
+  cport__tls_out_t* o = cport__container_of(req, cport__tls_out_t, req);
+  cport_session_t* s = (cport_session_t*)req->handle;
+  uint32_t nplain = o->nplain;
+  session_unqueue(s, o->len);
+  CPORT__SVC_STAT_SUB(SVC(s), queued_bytes, o->len);
+  cport__tls_out_free(o);
+  session_written(s, nplain, status);
   cport_session_unref(s);
 }
 
@@ -490,6 +629,7 @@ static void session_count_disconnect(cport_service_t* svc, int code) {
     case CPORT_ECONSUMED:
     case CPORT_EPACKET:
     case CPORT_EPACKETSIZE:
+    case CPORT_ETLS:
       CPORT__SVC_STAT_ADD(svc, disconnects_protocol, 1);
       break;
     case CPORT_ELOCAL:
@@ -505,6 +645,7 @@ static void session_count_disconnect(cport_service_t* svc, int code) {
     case UV_EHOSTUNREACH:
     case UV_EHOSTDOWN:
     case UV_ECONNREFUSED:
+    case CPORT_ETLSTRUNCATED:
       CPORT__SVC_STAT_ADD(svc, disconnects_reset, 1);
       break;
     default:
@@ -531,6 +672,8 @@ static unsigned session_lost_attempts(const cport_session_t* s) {
 }
 
 
+static void session_tls_ended(cport_session_t* s);
+
 static void session_close_cb(uv_handle_t* handle) {
   cport_session_t* s = (cport_session_t*)handle;
   cport_service_t* svc = SVC(s);
@@ -550,6 +693,8 @@ static void session_close_cb(uv_handle_t* handle) {
     if (v->kind == CPORT_SERVICE_CLIENT && s->code != CPORT_ELOCAL &&
         s->code != CPORT_ESTOPPED)
       cport__service_reconnect_later(svc, session_lost_attempts(s));
+  } else if (session_tls(s) != NULL && session_tls(s)->handshaking) {
+    session_tls_ended(s);
   }
   cport__service_detach(svc, &s->link);
   cport_session_unref(s);
@@ -583,7 +728,12 @@ static int session_shutdown_now(cport_session_t* s, session_shutdown_t* d) {
     uint32_t skip = req_of(n)->nbatch;
     while (skip-- > 0) n = n->next;
   }
+  /* TLS: the peer learns the end is deliberate (close_notify) after the
+   * last byte, not from the FIN alone, which an attacker could forge. */
   if ((n != NULL && session_write_from(s, n, 1) != 0) ||
+      (session_conn(s) != NULL &&
+       (cport__tls_conn_close_notify(session_conn(s)) != 0 ||
+        session_tls_flush(s, 0) != 0)) ||
       uv_shutdown(&d->req, (uv_stream_t*)&s->tcp, session_shutdown_cb) != 0) {
     cport__timeouts_remove(t, CPORT__TIMEOUT_FLUSH, &d->timed);
     cport__free(d);
@@ -592,7 +742,8 @@ static int session_shutdown_now(cport_session_t* s, session_shutdown_t* d) {
   s->state = S_SHUTTING;
   cport_session_ref(s); /* the shutdown request's */
   /* Nothing to flush: the shutdown completes in the next round anyway. A
-   * flush that waited for the mailbox is timed from its start. */
+   * flush that waited for the mailbox is timed from its start. (A TLS
+   * session's close_notify is not waited for: it is one small record.) */
   if (cport__queue_empty(&s->sendq))
     cport__timeouts_remove(t, CPORT__TIMEOUT_FLUSH, &d->timed);
   else if (!cport__queue_linked(&t->lists[CPORT__TIMEOUT_FLUSH], &d->timed.node))
@@ -671,10 +822,14 @@ void cport__session_close(cport_session_t* s,
   }
   /* Sends fail from now on, on every thread. */
   atomic_fetch_or_explicit(&s->pending, SEND_CLOSED, memory_order_acq_rel);
-  /* A closing session is timed by its disconnect, no longer by silence. */
+  /* A closing session is timed by its disconnect, no longer by silence
+   * or its handshake. */
   if (v->layout.idle_off != 0)
     cport__timeouts_remove(&v->timeouts, CPORT__TIMEOUT_IDLE,
                            &session_idle(s)->timed);
+  if (v->layout.tls_off != 0)
+    cport__timeouts_remove(&v->timeouts, CPORT__TIMEOUT_HANDSHAKE,
+                           &session_tls(s)->timed);
   s->code = code;
   if (cause != NULL)
     s->cause = cport__strndup(cause, SESSION_CAUSE_MAX);
@@ -736,6 +891,16 @@ void cport__session_timed_out(cport_service_t* svc,
           unsent > 0 ? CPORT__CLOSE_RESET : CPORT__CLOSE_GRACEFUL);
       break;
     }
+    case CPORT__TIMEOUT_HANDSHAKE:
+      s = (cport_session_t*)((char*)cport__container_of(e, session_tls_t,
+                                                        timed) -
+                             v->layout.tls_off);
+      cport__log(CPORT_LOG_DEBUG,
+                 "session %llu: TLS handshake not complete after %u ms",
+                 (unsigned long long)s->id, v->opts.tls_handshake_timeout_ms);
+      cport__session_close(s, UV_ETIMEDOUT, "TLS handshake timed out",
+                           CPORT__CLOSE_FORCE);
+      break;
     default:
       break;
   }
@@ -745,7 +910,8 @@ void cport__session_timed_out(cport_service_t* svc,
 /* ---- requests through the mailbox ---- */
 
 static void session_disconnect_here(cport_session_t* s, const char* cause) {
-  if (s->state == S_CONNECTED || s->state == S_CONNECTING || s->state == S_INIT)
+  if (s->state == S_CONNECTED || s->state == S_HANDSHAKE ||
+      s->state == S_CONNECTING || s->state == S_INIT)
     cport__session_close(s, CPORT_ELOCAL,
                          cause != NULL ? cause : cport_strerror(CPORT_ELOCAL),
                          CPORT__CLOSE_GRACEFUL);
@@ -808,14 +974,16 @@ static void session_msg_run(cport__msg_t* m, const cport__msg_t* next) {
       /* A send-queue pause holds the kept packets until its own resume. */
       if (s->state != S_CONNECTED || s->paused)
         break;
-      if (s->rbuf != NULL) {
+      {
         /* The packets were held back, not posted: calls on_packet makes
          * come after the sends other threads made before them. */
         int was = cport__loop_callbacks_begin(VIEW(s)->lp, next);
-        session_deliver(s, NULL, 0); /* may use up the budget again */
+        if (s->rbuf != NULL)
+          session_deliver(s, NULL, 0); /* may use up the budget again */
+        session_read_start(s);
+        session_tls_drain(s); /* what TLS still holds, likewise */
         cport__loop_callbacks_end(VIEW(s)->lp, was);
       }
-      session_read_start(s);
       break;
   }
   cport_session_unref(s); /* the entry's */
@@ -1031,6 +1199,11 @@ static void session_deliver(cport_session_t* s,
 }
 
 
+static void session_tls_eof(cport_session_t* s);
+static void session_tls_input(cport_session_t* s,
+                              const uint8_t* data,
+                              size_t len);
+
 static void session_read_cb(uv_stream_t* stream,
                             ssize_t nread,
                             const uv_buf_t* buf) {
@@ -1040,9 +1213,17 @@ static void session_read_cb(uv_stream_t* stream,
   if (nread < 0) {
     /* A peer that closes its write side still gets every byte queued for
      * it: flush, then close. Any other error ends the session at once. */
-    cport__session_close(
-        s, (int)nread, NULL,
-        nread == UV_EOF ? CPORT__CLOSE_GRACEFUL : CPORT__CLOSE_FORCE);
+    if (nread == UV_EOF && session_conn(s) != NULL)
+      session_tls_eof(s);
+    else
+      cport__session_close(
+          s, (int)nread, NULL,
+          nread == UV_EOF ? CPORT__CLOSE_GRACEFUL : CPORT__CLOSE_FORCE);
+    return;
+  }
+  if (session_conn(s) != NULL) {
+    session_touch(s);
+    session_tls_input(s, (const uint8_t*)buf->base, (size_t)nread);
     return;
   }
   CPORT__SVC_STAT_ADD(SVC(s), bytes_in, (uint64_t)nread);
@@ -1076,7 +1257,8 @@ static void session_read_start(cport_session_t* s) {
   int rc;
   /* A session that used up its packet budget reads again when it comes
    * back for the packets it kept (CPORT__OP_RESUME). */
-  if (s->reading || s->yielded || s->state != S_CONNECTED)
+  if (s->reading || s->yielded ||
+      (s->state != S_CONNECTED && s->state != S_HANDSHAKE))
     return;
   rc = uv_read_start((uv_stream_t*)&s->tcp, session_alloc_cb, session_read_cb);
   if (rc != 0) {
@@ -1086,6 +1268,9 @@ static void session_read_start(cport_session_t* s) {
   s->reading = 1;
 }
 
+
+static void session_established(cport_session_t* s);
+static void session_tls_begin(cport_session_t* s);
 
 void cport__session_start(cport_session_t* s) {
   cport_service_t* svc = SVC(s);
@@ -1125,6 +1310,18 @@ void cport__session_start(cport_session_t* s) {
     (void)uv_tcp_nodelay(&s->tcp, 1); /* best effort, like libuv's own */
   if (v->opts.tcp_keepalive_s > 0)
     (void)uv_tcp_keepalive(&s->tcp, 1, v->opts.tcp_keepalive_s);
+  if (v->layout.tls_off != 0)
+    session_tls_begin(s);
+  else
+    session_established(s);
+}
+
+
+/* The session is up (after its TLS handshake, if any): report
+ * on_connected and read. */
+static void session_established(cport_session_t* s) {
+  cport_service_t* svc = SVC(s);
+  cport__service_view_t* v = cport__service_view(svc);
   if (v->layout.idle_off != 0)
     cport__timeouts_add(&v->timeouts, CPORT__TIMEOUT_IDLE,
                         &session_idle(s)->timed);
@@ -1137,6 +1334,192 @@ void cport__session_start(cport_session_t* s) {
   if (v->opts.cbs.on_connected != NULL)
     v->opts.cbs.on_connected(s);
   session_read_start(s);
+}
+
+
+/* ---- TLS ---- */
+
+/* Close a session whose TLS engine failed with `rc`, with the engine's
+ * reason as the cause. */
+static void session_tls_close(cport_session_t* s, int rc) {
+  const char* cause = cport__tls_conn_cause(session_conn(s));
+  if (s->state == S_HANDSHAKE)
+    cport__log(CPORT_LOG_DEBUG, "session %llu: TLS handshake failed: %s",
+               (unsigned long long)s->id,
+               cause != NULL ? cause : cport_strerror(rc));
+  cport__session_close(s, rc, rc == UV_ENOMEM ? NULL : cause,
+                       CPORT__CLOSE_FORCE);
+}
+
+
+/* The handshake has completed: on_connected, unless the service stopped
+ * meanwhile. */
+static void session_tls_done(cport_session_t* s) {
+  cport_service_t* svc = SVC(s);
+  session_tls_t* t = session_tls(s);
+  t->handshaking = 0;
+  cport__timeouts_remove(&VIEW(s)->timeouts, CPORT__TIMEOUT_HANDSHAKE,
+                         &t->timed);
+  CPORT__SVC_STAT_ADD(svc, tls_handshakes, 1);
+  if (cport__tls_conn_resumed(t->conn))
+    CPORT__SVC_STAT_ADD(svc, tls_resumed, 1);
+  if (!cport__service_admit(svc)) {
+    cport__session_close(s, CPORT_ESTOPPED, NULL, CPORT__CLOSE_FORCE);
+    return;
+  }
+  session_established(s);
+}
+
+
+/* Run the engine on what it holds: the handshake, then plaintext for the
+ * consumer for as long as the session reads (a send-queue pause or a used
+ * packet budget stops it; session_tls_drain goes on later), writing what
+ * the engine makes on the way (handshake records, KeyUpdate replies). */
+static void session_tls_pump(cport_session_t* s) {
+  cport__tls_conn_t* conn = session_conn(s);
+  uint8_t* chunk;
+  int rc, w;
+  if (s->state == S_HANDSHAKE) {
+    rc = cport__tls_conn_handshake(conn);
+    w = session_tls_flush(s, 0);
+    if (rc != 0 && rc != CPORT__TLS_WANT) {
+      session_tls_close(s, rc);
+      return;
+    }
+    if (w != 0) {
+      cport__session_close(s, w, NULL, CPORT__CLOSE_FORCE);
+      return;
+    }
+    if (rc == CPORT__TLS_WANT)
+      return;
+    session_tls_done(s);
+  }
+  chunk = (uint8_t*)cport__loop_plain_chunk(VIEW(s)->lp);
+  if (chunk == NULL && s->state == S_CONNECTED) {
+    cport__session_close(s, UV_ENOMEM, NULL, CPORT__CLOSE_FORCE);
+    return;
+  }
+  while (s->state == S_CONNECTED && s->reading) {
+    size_t got = 0;
+    size_t n;
+    /* Fill the chunk, record by record, so that on_recv sees what one
+     * read brought in one call, as over TCP. */
+    while (got < CPORT__READ_CHUNK &&
+           (rc = cport__tls_conn_read(conn, chunk + got,
+                                      CPORT__READ_CHUNK - got, &n)) == 0)
+      got += n;
+    w = session_tls_flush(s, 0);
+    if (got > 0) {
+      CPORT__SVC_STAT_ADD(SVC(s), bytes_in, (uint64_t)got);
+      session_deliver(s, chunk, got);
+    }
+    if (s->state != S_CONNECTED)
+      return;
+    if (w != 0) {
+      cport__session_close(s, w, NULL, CPORT__CLOSE_FORCE);
+      return;
+    }
+    if (rc == CPORT__TLS_WANT)
+      return;
+    if (rc == UV_EOF) {
+      /* close_notify: the peer's deliberate end, like a FIN over TCP. */
+      cport__session_close(s, UV_EOF, NULL, CPORT__CLOSE_GRACEFUL);
+      return;
+    }
+    if (rc != 0) {
+      session_tls_close(s, rc);
+      return;
+    }
+  }
+}
+
+
+/* The connection is up: start the handshake (a client sends its hello
+ * now), timed by tls_handshake_timeout_ms. */
+static void session_tls_begin(cport_session_t* s) {
+  cport__service_view_t* v = VIEW(s);
+  session_tls_t* t = session_tls(s);
+  char host[CPORT_ADDR_STRLEN];
+  const char* peer = NULL;
+  void** resume = NULL;
+  int rc;
+  if (v->kind == CPORT_SERVICE_CLIENT) {
+    const cport_addr_t* a = cport__service_addr(SVC(s));
+    peer = v->opts.tls_name;
+    if (peer == NULL && cport_addr_is_name(a))
+      peer = cport_addr_host(a);
+    else if (peer == NULL && cport_addr_format_host(a, host, sizeof(host)) == 0)
+      peer = host;
+    resume = &v->tls_resume;
+    (void)cport__tls_insecure(v->opts.tls); /* warns once per context */
+  }
+  /* From here on, an end before on_connected is a failed handshake. */
+  t->handshaking = 1;
+  s->state = S_HANDSHAKE;
+  rc = cport__tls_conn_new(&t->conn, v->opts.tls, peer, resume);
+  if (rc != 0) {
+    cport__session_close(s, rc, NULL, CPORT__CLOSE_FORCE);
+    return;
+  }
+  cport__timeouts_add(&v->timeouts, CPORT__TIMEOUT_HANDSHAKE, &t->timed);
+  session_read_start(s);
+  if (s->state == S_HANDSHAKE)
+    session_tls_pump(s);
+}
+
+
+/* Ciphertext `data` was read: run the engine on it, and keep what it
+ * could not take yet (the session paused) once `data` goes back to the
+ * loop's read chunk. */
+static void session_tls_input(cport_session_t* s,
+                              const uint8_t* data,
+                              size_t len) {
+  cport__tls_conn_t* conn = session_conn(s);
+  cport__tls_conn_input(conn, data, len);
+  session_tls_pump(s);
+  if (s->state != S_CONNECTED && s->state != S_HANDSHAKE) {
+    cport__tls_conn_input(conn, NULL, 0); /* ending: nobody reads it */
+    return;
+  }
+  if (cport__tls_conn_keep(conn) != 0)
+    cport__session_close(s, UV_ENOMEM, NULL, CPORT__CLOSE_FORCE);
+}
+
+
+/* Reading resumes: what the engine holds goes first, since the socket may
+ * have nothing more to wake the session with. */
+static void session_tls_drain(cport_session_t* s) {
+  cport__tls_conn_t* conn = session_conn(s);
+  if (conn != NULL && s->reading && cport__tls_conn_has_input(conn))
+    session_tls_pump(s);
+}
+
+
+/* The peer closed the TCP connection. After its close_notify the session
+ * is closing already; without one the data may have been cut short by
+ * anyone on the path, which the cause says. */
+static void session_tls_eof(cport_session_t* s) {
+  if (s->state == S_HANDSHAKE)
+    cport__session_close(s, CPORT_ETLS,
+                         "TLS: the peer closed during the handshake",
+                         CPORT__CLOSE_FORCE);
+  else
+    cport__session_close(s, CPORT_ETLSTRUNCATED, NULL, CPORT__CLOSE_GRACEFUL);
+}
+
+
+/* A session whose handshake began ended before on_connected: a client's
+ * connect attempt failed (a stop or destroy cancelled it); a server's
+ * connection goes unreported but counted. */
+static void session_tls_ended(cport_session_t* s) {
+  cport_service_t* svc = SVC(s);
+  int code = s->code;
+  if (code == CPORT_ESTOPPED || code == CPORT_ELOCAL)
+    code = UV_ECANCELED;
+  else
+    CPORT__SVC_STAT_ADD(svc, tls_failures, 1);
+  if (VIEW(s)->kind == CPORT_SERVICE_CLIENT)
+    cport__service_connect_failed(svc, session_tls(s)->attempts, code);
 }
 
 
@@ -1164,6 +1547,8 @@ static void session_connect_cb(uv_connect_t* req, int status) {
     }
     if (a != NULL)
       cport__attempt_connected(a);
+    if (session_tls(s) != NULL)
+      session_tls(s)->attempts = attempts;
     cport__session_start(s);
   } else {
     if (timed_out)
@@ -1373,7 +1758,9 @@ static int session_send_direct(cport_session_t* s, const session_bytes_t* b) {
   if (r == NULL)
     return UV_ENOMEM;
   CPORT__SVC_STAT_ADD(svc, sends, 1);
-  if ((pending & ~SEND_FLAGS) == 0 && v->opts.cbs.on_send == NULL) {
+  /* TLS sends are encrypted when their write starts: no direct write. */
+  if ((pending & ~SEND_FLAGS) == 0 && v->opts.cbs.on_send == NULL &&
+      v->layout.tls_off == 0) {
     /* Nothing queued: the kernel usually takes it all now. Bytes that lie
      * in the loop's read chunk (an echo or a relay from on_recv) are
      * cport's own shared buffer, which stays put for the whole call: the
@@ -1567,4 +1954,61 @@ size_t cport_session_pending_bytes(const cport_session_t* s) {
       cport__loop_check(VIEW(s)->lp, "cport_session_pending_bytes") != 0)
     return 0;
   return s->rbuf == NULL ? 0 : s->rbuf->len;
+}
+
+
+/* ---- TLS queries ---- */
+
+int cport_session_is_tls(const cport_session_t* s) {
+  return s != NULL && VIEW(s)->layout.tls_off != 0;
+}
+
+
+/* The engine of a TLS session; NULL for NULL, plain TCP, or before the
+ * connection was up. */
+static const cport__tls_conn_t* session_conn_of(const cport_session_t* s) {
+  return s == NULL ? NULL : session_conn(s);
+}
+
+
+const char* cport_session_tls_version(const cport_session_t* s) {
+  const cport__tls_conn_t* c = session_conn_of(s);
+  return c == NULL ? NULL : cport__tls_conn_version(c);
+}
+
+
+const char* cport_session_tls_cipher(const cport_session_t* s) {
+  const cport__tls_conn_t* c = session_conn_of(s);
+  return c == NULL ? NULL : cport__tls_conn_cipher(c);
+}
+
+
+const char* cport_session_tls_alpn(const cport_session_t* s) {
+  const cport__tls_conn_t* c = session_conn_of(s);
+  return c == NULL ? NULL : cport__tls_conn_alpn(c);
+}
+
+
+const char* cport_session_tls_sni(const cport_session_t* s) {
+  const cport__tls_conn_t* c = session_conn_of(s);
+  return c == NULL ? NULL : cport__tls_conn_sni(c);
+}
+
+
+int cport_session_tls_resumed(const cport_session_t* s) {
+  const cport__tls_conn_t* c = session_conn_of(s);
+  return c != NULL && cport__tls_conn_resumed(c);
+}
+
+
+int cport_session_tls_peer_subject(const cport_session_t* s,
+                                   char* out,
+                                   size_t len) {
+  const cport__tls_conn_t* c;
+  if (s == NULL || out == NULL || len == 0)
+    return UV_EINVAL;
+  if (!cport_session_is_tls(s))
+    return CPORT_ENOTLS;
+  c = session_conn(s);
+  return c == NULL ? UV_ENOTCONN : cport__tls_conn_peer_subject(c, out, len);
 }

@@ -32,7 +32,10 @@
   X(disconnects_backpressure) \
   X(disconnects_protocol)     \
   X(disconnects_local)        \
-  X(disconnects_other)
+  X(disconnects_other)        \
+  X(tls_handshakes)           \
+  X(tls_resumed)              \
+  X(tls_failures)
 
 /* Each counter is written by one thread only, its service's loop, with a
  * plain load and store (no locked instruction on the hot path), and read by

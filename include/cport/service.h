@@ -269,8 +269,8 @@ typedef struct cport_service_stats_s {
   uint64_t connect_failed; /* client: failed connect attempts */
   uint64_t active;         /* live sessions now (see session_count) */
   uint64_t peak;           /* most live sessions at once */
-  uint64_t bytes_in;       /* bytes received */
-  uint64_t bytes_out;      /* bytes of completed sends */
+  uint64_t bytes_in;       /* bytes received (TLS: plaintext) */
+  uint64_t bytes_out;      /* bytes of completed sends (TLS: plaintext) */
   uint64_t sends;          /* sends accepted by cport_session_send */
   uint64_t packets_in;     /* packet services: packets given to on_packet */
   /* Writes handed to the kernel: a direct write for a send made while
@@ -292,11 +292,13 @@ typedef struct cport_service_stats_s {
   /* Sessions that reached on_connected and ended, by their code: */
   uint64_t disconnects_peer;         /* UV_EOF: the peer closed */
   uint64_t disconnects_reset;        /* network errors: UV_ECONNRESET,
-                                        UV_EPIPE, UV_ETIMEDOUT, ... */
+                                        UV_EPIPE, UV_ETIMEDOUT, ...,
+                                        CPORT_ETLSTRUNCATED */
   uint64_t disconnects_idle;         /* CPORT_EIDLE */
   uint64_t disconnects_backpressure; /* CPORT_ESENDQ (CPORT_SENDQ_DISCONNECT) */
   uint64_t disconnects_protocol;     /* CPORT_ERECVFULL, CPORT_ECONSUMED,
-                                        CPORT_EPACKET, CPORT_EPACKETSIZE */
+                                        CPORT_EPACKET, CPORT_EPACKETSIZE,
+                                        CPORT_ETLS */
   uint64_t disconnects_local;        /* CPORT_ELOCAL, CPORT_ESTOPPED */
   uint64_t disconnects_other;        /* anything else (UV_ENOMEM, ...) */
   /* TLS services: handshakes completed (resumed ones included), those
@@ -321,6 +323,8 @@ CPORT_API void cport_service_opts_init(cport_service_opts_t* opts);
  *            reconnect policy, or one set with reconnect_delay_ms 0 or
  *            reconnect_jitter_pct above 100, both on_recv and on_packet
  *            set, an invalid opts.packet (cport_packet_format_check), a
+ *            TLS context of the other side (opts.tls), a tls_name empty
+ *            or over 253 bytes, a
  *            user_size too large for any session block (each logs one
  *            warn line naming the field, its value and the rule);
  *            CPORT_EWRONGTHREAD from a thread that does not run the loop

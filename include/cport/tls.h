@@ -167,22 +167,24 @@ CPORT_API const char* cport_tls_library(void);
 /* Non-zero if the session runs over TLS. Thread: any. */
 CPORT_API int cport_session_is_tls(const cport_session_t* s);
 
-/* The protocol version, "TLSv1.3" or "TLSv1.2" (static text). */
+/* The protocol version, "TLSv1.3" or "TLSv1.2" (static text).
+ * Thread: any. */
 CPORT_API const char* cport_session_tls_version(const cport_session_t* s);
 
-/* The cipher suite's name, "TLS_AES_128_GCM_SHA256" (static text). */
+/* The cipher suite's name, "TLS_AES_128_GCM_SHA256" (static text).
+ * Thread: any. */
 CPORT_API const char* cport_session_tls_cipher(const cport_session_t* s);
 
 /* The ALPN protocol both sides agreed on, or NULL when none was. Valid
- * while a reference to `s` is held. */
+ * while a reference to `s` is held. Thread: any. */
 CPORT_API const char* cport_session_tls_alpn(const cport_session_t* s);
 
 /* Servers: the host name the client asked for by SNI, or NULL. Clients:
- * the name sent. Valid while a reference to `s` is held. */
+ * the name sent. Valid while a reference to `s` is held. Thread: any. */
 CPORT_API const char* cport_session_tls_sni(const cport_session_t* s);
 
 /* Non-zero if the session resumed an earlier one (a ticket or a cached
- * session) instead of a full handshake. */
+ * session) instead of a full handshake. Thread: any. */
 CPORT_API int cport_session_tls_resumed(const cport_session_t* s);
 
 /* The peer certificate's subject, one line ("CN=example.com,O=Example"),

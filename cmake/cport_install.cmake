@@ -75,5 +75,11 @@ set(CPORT_PC_CFLAGS "")
 if(WIN32 AND (TARGET cport_shared OR BUILD_SHARED_LIBS))
   set(CPORT_PC_CFLAGS " -DCPORT_USING_SHARED")
 endif()
+# A static cport built with TLS needs OpenSSL on the link line
+# (pkg-config --static); the shared one links it itself.
+set(CPORT_PC_REQUIRES_PRIVATE "")
+if(CPORT_HAVE_TLS)
+  set(CPORT_PC_REQUIRES_PRIVATE "libssl libcrypto")
+endif()
 configure_file(cmake/cport.pc.in ${CMAKE_CURRENT_BINARY_DIR}/cport.pc @ONLY)
 install(FILES ${CMAKE_CURRENT_BINARY_DIR}/cport.pc DESTINATION ${cport_pc_dir})

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what building cport needs, when it is missing: a C compiler,
-# CMake, pkg-config, libuv and cmocka. Debian/Ubuntu use apt-get, macOS uses
+# CMake, pkg-config, libuv, cmocka and OpenSSL 3 (for TLS). Debian/Ubuntu use apt-get, macOS uses
 # Homebrew, Windows (Git Bash) uses vcpkg from $VCPKG_ROOT. Safe to run again:
 # it installs nothing that is already there.
 #
@@ -32,6 +32,7 @@ install_debian() {
   command -v pkg-config >/dev/null 2>&1 || pkgs+=(pkg-config)
   debian_has libuv1-dev || pkgs+=(libuv1-dev)
   debian_has libcmocka-dev || pkgs+=(libcmocka-dev)
+  debian_has libssl-dev || pkgs+=(libssl-dev)
   if [ "$bench" = 1 ]; then
     command -v c++ >/dev/null 2>&1 || pkgs+=(g++)
     debian_has libevent-dev || pkgs+=(libevent-dev)
@@ -77,7 +78,7 @@ install_macos() {
     log "Homebrew is needed on macOS"
     exit 1
   }
-  local want=(cmake pkg-config libuv cmocka)
+  local want=(cmake pkg-config libuv cmocka openssl@3)
   [ "$bench" = 1 ] && want+=(libevent boost)
   for p in "${want[@]}"; do
     brew list --versions "$p" >/dev/null 2>&1 || pkgs+=("$p")
@@ -93,7 +94,7 @@ install_windows() {
     log "set VCPKG_ROOT to a vcpkg checkout; libuv and cmocka come from vcpkg"
     exit 1
   fi
-  "$VCPKG_ROOT/vcpkg.exe" install libuv cmocka
+  "$VCPKG_ROOT/vcpkg.exe" install libuv cmocka openssl
 }
 
 case "$(uname -s)" in

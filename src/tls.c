@@ -4,7 +4,14 @@
  * A context is read-only once a service has it (cport__tls_freeze):
  * OpenSSL's SSL_CTX may then be used by many threads at once, and the SNI
  * map is read without a lock. The reference count is the only thing that
- * changes. */
+ * changes.
+ *
+ * Compiled to nothing without TLS (CPORT_HAVE_TLS unset; tls_none.c
+ * then stands in), so that every source builds whichever way cport is
+ * configured. */
+#include "tls_internal.h"
+
+#ifdef CPORT_HAVE_TLS
 #include <ctype.h>
 #include <stdatomic.h>
 #include <string.h>
@@ -15,7 +22,6 @@
 #include <openssl/x509v3.h>
 
 #include "log_internal.h"
-#include "tls_internal.h"
 
 /* Longest SNI name: a DNS name is at most 253 bytes. */
 #define TLS_NAME_MAX 253
@@ -452,3 +458,5 @@ int cport__tls_insecure(cport_tls_t* tls) {
                "can read and change the traffic");
   return 1;
 }
+
+#endif /* CPORT_HAVE_TLS */

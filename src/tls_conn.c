@@ -12,7 +12,14 @@
  * calls and again before it returns, so one session's failure never shows
  * in another's SSL_get_error() on the same thread, and the application's
  * own use of OpenSSL on a loop thread finds the queue as it left it
- * empty. */
+ * empty.
+ *
+ * Compiled to nothing without TLS (CPORT_HAVE_TLS unset; tls_none.c
+ * then stands in), so that every source builds whichever way cport is
+ * configured. */
+#include "tls_internal.h"
+
+#ifdef CPORT_HAVE_TLS
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
@@ -21,7 +28,6 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
-#include "tls_internal.h"
 
 /* Longest cause text kept. */
 #define CONN_CAUSE_MAX 200
@@ -531,3 +537,5 @@ int cport__tls_conn_peer_subject(const cport__tls_conn_t* c,
   ERR_clear_error();
   return rc;
 }
+
+#endif /* CPORT_HAVE_TLS */

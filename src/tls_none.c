@@ -1,10 +1,14 @@
 /* TLS when cport is built without OpenSSL (CPORT_WITH_TLS off): contexts
  * cannot be created, so no service has TLS and no session ever reaches
- * the connection functions, which are here only for the linker. */
+ * the connection functions, which are here only for the linker.
+ * Compiled to nothing when CPORT_HAVE_TLS is set, so that every source
+ * builds whichever way cport is configured. */
+#include "tls_internal.h"
+
+#ifndef CPORT_HAVE_TLS
 #include <string.h>
 
 #include "log_internal.h"
-#include "tls_internal.h"
 
 void cport_tls_opts_init(cport_tls_opts_t* opts) {
   if (opts == NULL)
@@ -210,3 +214,5 @@ int cport__tls_conn_peer_subject(const cport__tls_conn_t* c,
 void cport__tls_resume_free(void* resume) {
   (void)resume;
 }
+
+#endif /* !CPORT_HAVE_TLS */

@@ -1,5 +1,6 @@
 /* cport_version() and the version macros: the running library's text is
- * the header's, and the number and the text agree with the three parts. */
+ * the header's, and the number and the text agree with the three parts.
+ * Also what the build says of TLS (cport_tls_library). */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -41,11 +42,32 @@ static void test_version_hex_orders_the_parts(void** state) {
 }
 
 
+/* A build with TLS names its OpenSSL; one without refuses every TLS call
+ * with CPORT_ENOTLS (the MinGW build under wine has no OpenSSL). */
+static void test_version_tls_library_matches_the_build(void** state) {
+  cport_tls_opts_t o;
+  cport_tls_t* t = (cport_tls_t*)&o; /* must be reset to NULL */
+  (void)state;
+  cport_tls_opts_init(&o);
+  if (cport_tls_available()) {
+    assert_non_null(strstr(cport_tls_library(), "OpenSSL 3"));
+    return;
+  }
+  assert_string_equal(cport_tls_library(), "none");
+  assert_int_equal(cport_tls_create(&t, CPORT_TLS_SERVER, &o), CPORT_ENOTLS);
+  assert_null(t);
+  assert_int_equal(cport_tls_add_name(NULL, "x", NULL), CPORT_ENOTLS);
+  assert_string_equal(cport_strerror(CPORT_ENOTLS),
+                      "cport was built without TLS");
+}
+
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_version_text_matches_the_macros),
       cmocka_unit_test(test_version_text_is_static),
       cmocka_unit_test(test_version_hex_orders_the_parts),
+      cmocka_unit_test(test_version_tls_library_matches_the_build),
   };
   return cmocka_run_group_tests_name("version", tests, NULL, NULL);
 }

@@ -141,6 +141,8 @@ wineserver -w 2>/dev/null || true
 if command -v clang >/dev/null 2>&1; then
   log "checking the tests' Windows branches for code after skip()/fail()"
   for f in "$repo_root"/tests/test_*.c "$repo_root"/tests/fixture.c; do
+    # The cross build has no OpenSSL, so test_tls.c is not part of it.
+    [ "$(basename "$f")" = test_tls.c ] && continue
     clang --target=x86_64-w64-mingw32 -fsyntax-only -std=gnu11 \
       -I"$prefix/include" -I"$repo_root/include" -I"$repo_root/src" \
       -I"$repo_root/tests" \

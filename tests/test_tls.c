@@ -856,6 +856,15 @@ static void test_tls_eof_without_close_notify_is_truncated(void** state) {
 
 /* ---- closes during the handshake ---- */
 
+/* A client's ClientHello has reached the server; the relay holds the
+ * server's reply. */
+static relay_t* start_half_done(fixture_t* fx) {
+  relay_t* r = start_relayed(fx, server_ctx(certs.server, certs.server_key),
+                             client_ctx(), 0, 1);
+  fixture_wait_size(fx, &r->to_server, 1, FIXTURE_TIMEOUT_MS);
+  return r;
+}
+
 /* Handshakes held half done by the relay end by a destroy and a stop of
  * either side: no session callback runs, and the fixture's teardown
  * finds no cport allocation left (run under ASan as well). */
@@ -865,9 +874,7 @@ static void test_tls_close_during_handshake_leaks_nothing(void** state) {
   int failed;
 
   /* The server's service is destroyed while the relay holds its reply. */
-  r = start_relayed(fx, server_ctx(certs.server, certs.server_key),
-                    client_ctx(), 0, 1);
-  fixture_wait_size(fx, &r->to_server, 1, FIXTURE_TIMEOUT_MS);
+  r = start_half_done(fx);
   cport_service_destroy(fx->server);
   fx->server = NULL;
   relay_release(r); /* the client learns of it */
@@ -877,9 +884,7 @@ static void test_tls_close_during_handshake_leaks_nothing(void** state) {
   stop_pair(fx);
 
   /* The server's service is stopped with its handshake half done. */
-  r = start_relayed(fx, server_ctx(certs.server, certs.server_key),
-                    client_ctx(), 0, 1);
-  fixture_wait_size(fx, &r->to_server, 1, FIXTURE_TIMEOUT_MS);
+  r = start_half_done(fx);
   failed = fx->connect_failed;
   fixture_stop_service(fx, fx->server, 1000);
   relay_release(r);
@@ -888,9 +893,7 @@ static void test_tls_close_during_handshake_leaks_nothing(void** state) {
   stop_pair(fx);
 
   /* The client's service is stopped mid-handshake, then destroyed. */
-  r = start_relayed(fx, server_ctx(certs.server, certs.server_key),
-                    client_ctx(), 0, 1);
-  fixture_wait_size(fx, &r->to_server, 1, FIXTURE_TIMEOUT_MS);
+  r = start_half_done(fx);
   failed = fx->connect_failed;
   fixture_stop_service(fx, fx->client, 1000);
   fixture_wait_int(fx, &fx->connect_failed, failed + 1, FIXTURE_TIMEOUT_MS);

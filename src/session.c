@@ -1339,6 +1339,16 @@ static void session_established(cport_session_t* s) {
 
 /* ---- TLS ---- */
 
+/* Most plaintext one round of session_tls_pump() decrypts before it hands
+ * it on: the chunk, or less for tests (cport__session_test_tls_fill), so
+ * that a pause leaves plaintext in the engine without a 64 KiB read. */
+static size_t session_tls_fill = CPORT__READ_CHUNK;
+
+void cport__session_test_tls_fill(size_t n) {
+  session_tls_fill = n == 0 || n > CPORT__READ_CHUNK ? CPORT__READ_CHUNK : n;
+}
+
+
 /* Close a session whose TLS engine failed with `rc`, with the engine's
  * reason as the cause. */
 static void session_tls_close(cport_session_t* s, int rc) {
@@ -1404,9 +1414,9 @@ static void session_tls_pump(cport_session_t* s) {
     size_t n;
     /* Fill the chunk, record by record, so that on_recv sees what one
      * read brought in one call, as over TCP. */
-    while (got < CPORT__READ_CHUNK &&
+    while (got < session_tls_fill &&
            (rc = cport__tls_conn_read(conn, chunk + got,
-                                      CPORT__READ_CHUNK - got, &n)) == 0)
+                                      session_tls_fill - got, &n)) == 0)
       got += n;
     w = session_tls_flush(s, 0);
     if (got > 0) {

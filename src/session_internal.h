@@ -78,6 +78,12 @@ int cport__session_was_connected(const cport_session_t* s);
  * stats). */
 int cport__session_is_paused(const cport_session_t* s);
 
+/* Test hook: decrypt at most `n` bytes of plaintext per round of a TLS
+ * session's engine before handing them on (0: the whole chunk, the
+ * default), so that a pause leaves plaintext inside TLS. Thread: none may
+ * run a loop. */
+void cport__session_test_tls_fill(size_t n);
+
 /* Bytes one session of `svc` allocates while idle (for tests). */
 size_t cport__session_footprint(const cport_service_t* svc);
 

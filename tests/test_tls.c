@@ -18,6 +18,7 @@
 
 #include "common.h" /* cport__mem_live */
 #include "fixture.h"
+#include "session_internal.h" /* cport__session_test_tls_fill */
 #include "tls_certs.h"
 
 static tls_certs_t certs;
@@ -528,6 +529,9 @@ static void test_tls_on_recv_gets_plaintext(void** state) {
   cport_tls_unref(fx->opts.tls);
   fx->opts.tls = NULL;
   fixture_wait_int(fx, &fx->connected, 3, FIXTURE_TIMEOUT_MS);
+  /* A budget yield while TLS still holds plaintext: the resume must drain
+   * it, since the last read brought everything. */
+  cport__session_test_tls_fill(512);
   build_packets(PACKETS, &burst);
   assert_int_equal(cport_session_send(fx->last_client, burst.data, burst.len),
                    0);
@@ -537,8 +541,40 @@ static void test_tls_on_recv_gets_plaintext(void** state) {
   fixture_wait_size(fx, &rc->received.len, burst.len, FIXTURE_TIMEOUT_MS);
   assert_memory_equal(rc->received.data, burst.data, burst.len);
   assert_int_equal(stats_of(fx->server).packets_in, PACKETS);
+  cport__session_test_tls_fill(0);
   bytes_free(&burst);
   stop_pair(fx);
+}
+
+
+/* A session paused by its send queue (an echo to a peer, limit 1 byte)
+ * while TLS still holds decrypted plaintext reads it when the queue
+ * drains: the socket has nothing more to wake it with. */
+static void test_tls_pause_drains_what_tls_holds(void** state) {
+  fixture_t* fx = *state;
+  enum { N = 256 * 1024 };
+  uint8_t* data = malloc(N);
+  rec_session_t* rc;
+  assert_non_null(data);
+  fill_pattern(data, N, 29);
+  fx->opts.send_queue_limit = 1;
+  fx->opts.tls = server_ctx(certs.server, certs.server_key);
+  fixture_start_server(fx);
+  cport_tls_unref(fx->opts.tls);
+  fx->opts.send_queue_limit = 1024 * 1024;
+  fx->opts.tls = client_ctx();
+  fixture_start_client(fx, &fx->server_addr, 1);
+  cport_tls_unref(fx->opts.tls);
+  fx->opts.tls = NULL;
+  fixture_wait_int(fx, &fx->connected, 2, FIXTURE_TIMEOUT_MS);
+  cport__session_test_tls_fill(512);
+  assert_int_equal(cport_session_send(fx->last_client, data, N), 0);
+  rc = rec_of(fx->last_client);
+  fixture_wait_size(fx, &rc->received.len, N, FIXTURE_TIMEOUT_MS);
+  cport__session_test_tls_fill(0);
+  assert_memory_equal(rc->received.data, data, N);
+  assert_true(stats_of(fx->server).pauses > 0);
+  free(data);
 }
 
 
@@ -1512,6 +1548,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       FIXTURE_TEST(test_tls_handshake_then_on_connected),
       FIXTURE_TEST(test_tls_on_recv_gets_plaintext),
+      FIXTURE_TEST(test_tls_pause_drains_what_tls_holds),
       FIXTURE_TEST(test_tls_one_byte_relay_round_trips),
       FIXTURE_TEST(test_tls_on_send_after_ciphertext_written),
       FIXTURE_TEST(test_tls_backpressure_counts_ciphertext),

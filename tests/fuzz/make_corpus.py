@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
-"""Write the seed corpus of fuzz_packet into tests/fuzz/corpus/.
+"""Write the seed corpus of fuzz_packet into tests/fuzz/corpus/, and that
+of fuzz_tls into tests/fuzz/corpus-tls/.
 
 Each seed is one input in the layout fuzz_packet.c describes at its top:
 flags, size, the piece sizes, the consumer's answers, then the stream. The
 seeds start the fuzzer off in every header layout and at each error, so
-that it need not find them by chance; it mutates from there.
+that it need not find them by chance; it mutates from there. The TLS seeds
+follow fuzz_tls.c's layout: flags, read caps, corruption, then steps.
 
     python3 tests/fuzz/make_corpus.py
 
-The folder is emptied first, so a renamed seed leaves no stale copy.
+The folders are emptied first, so a renamed seed leaves no stale copy.
 Run the fuzz_replay ctest (or scripts/fuzz.sh) afterwards.
 """
 import os
@@ -16,6 +18,7 @@ import struct
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CORPUS = os.path.join(HERE, "corpus")
+CORPUS_TLS = os.path.join(HERE, "corpus-tls")
 
 # flags bits (fuzz_packet.c)
 LEN4, BIG, INCL, ID, RAW = 1, 2, 4, 8, 16
@@ -144,16 +147,95 @@ def seeds():
     return out
 
 
-def main():
-    os.makedirs(CORPUS, exist_ok=True)
-    for name in os.listdir(CORPUS):
-        os.remove(os.path.join(CORPUS, name))
-    all_seeds = seeds()
+# fuzz_tls.c: flags bits, and steps (an op byte: the side in bit 0, the
+# kind in bits 1-2, a write's size shift in bits 3-4).
+TLS12, CORRUPT, CORRUPT_SERVER = 1, 2, 4
+CLIENT, SERVER = 0, 1
+
+
+def tls_seed(flags=0, caps=(0, 0), at=None, xor=0, steps=b""):
+    if at is not None:
+        flags |= CORRUPT
+    return (bytes([flags, caps[0], caps[1]]) +
+            struct.pack(">H", at or 0) + bytes([xor]) + steps)
+
+
+def feed(side, size=0, budget=0):
+    return bytes([side | 0 << 1, size, budget])
+
+
+def drain(side, budget=0):
+    return bytes([side | 1 << 1, budget])
+
+
+def write(side, data=b"", size=None, shift=0):
+    """`data` (shift 0), or a pattern of size << 3 * shift bytes."""
+    if shift:
+        return bytes([side | 2 << 1 | shift << 3, size])
+    return bytes([side | 2 << 1, len(data)]) + data
+
+
+def close(side):
+    return bytes([side | 3 << 1])
+
+
+def tls_seeds():
+    out = {}
+    hello = write(CLIENT, b"hello from the client") + write(
+        SERVER, b"hello from the server")
+    out["whole"] = tls_seed(steps=hello)
+    out["tls12"] = tls_seed(TLS12, steps=hello)
+    # One byte at a time both ways, the handshake and the data too.
+    ones = (feed(SERVER, 1) + feed(CLIENT, 1)) * 400
+    out["one-byte-pieces"] = tls_seed(steps=hello + ones)
+    out["one-byte-pieces-tls12"] = tls_seed(TLS12, steps=hello + ones)
+    # Reads of 1 or 7 bytes that stop after one or two, so that ciphertext
+    # stays kept while more comes, and is drained later.
+    paused = (hello + feed(SERVER) + feed(CLIENT) + feed(SERVER) +
+              write(CLIENT, size=200, shift=1) + feed(SERVER, 100, 1) +
+              feed(SERVER, 100, 2) + drain(SERVER, 1) + feed(SERVER, 0, 1) +
+              drain(SERVER, 3) + write(SERVER, size=9, shift=2) +
+              feed(CLIENT, 33, 1) + feed(CLIENT, 200, 1) + drain(CLIENT, 2))
+    out["paused-reads"] = tls_seed(caps=(7, 1), steps=paused)
+    # Writes over one 16 KiB record, in pieces of mixed sizes.
+    big = (hello + write(CLIENT, size=255, shift=3) +
+           write(SERVER, size=100, shift=3) +
+           (feed(SERVER, 250, 3) + feed(CLIENT, 77, 0)) * 40)
+    out["big-writes"] = tls_seed(caps=(200, 0), steps=big)
+    # A side closes early; the other goes on writing, then closes too.
+    early = (feed(SERVER) + feed(CLIENT) + feed(SERVER) + close(CLIENT) +
+             write(SERVER, b"after your close") + feed(SERVER) +
+             feed(CLIENT, 5))
+    out["close-early"] = tls_seed(steps=hello + early)
+    # Corruption: in the client's hello, a record header's version, the
+    # server's certificate, the data.
+    out["corrupt-hello"] = tls_seed(at=40, xor=1, steps=hello)
+    out["corrupt-version"] = tls_seed(at=2, xor=1, steps=hello)
+    out["corrupt-server"] = tls_seed(CORRUPT_SERVER, at=300, steps=hello)
+    out["corrupt-data"] = tls_seed(at=20000, caps=(3, 3), steps=big)
+    out["corrupt-length"] = tls_seed(CORRUPT_SERVER, at=3, xor=0x10,
+                                     steps=hello)
+    # Out of memory: cport's first, second, fourth allocation fails.
+    for n in (1, 2, 4):
+        out["oom-%d" % n] = tls_seed(n << 3, caps=(5, 0),
+                                     steps=hello + paused)
+    return out
+
+
+def write_folder(folder, all_seeds):
+    os.makedirs(folder, exist_ok=True)
+    for name in os.listdir(folder):
+        os.remove(os.path.join(folder, name))
     for name, data in sorted(all_seeds.items()):
-        with open(os.path.join(CORPUS, name), "wb") as f:
+        with open(os.path.join(folder, name), "wb") as f:
             f.write(data)
     print("%d seeds, %d bytes, in %s" % (
-        len(all_seeds), sum(len(d) for d in all_seeds.values()), CORPUS))
+        len(all_seeds), sum(len(d) for d in all_seeds.values()), folder))
+
+
+def main():
+    write_folder(CORPUS, seeds())
+    write_folder(CORPUS_TLS, tls_seeds())
 
 
 if __name__ == "__main__":

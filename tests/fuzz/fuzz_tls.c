@@ -263,11 +263,12 @@ static void side_write(run_t* r, side_t* s, const uint8_t* p, size_t n) {
     return;
   rc = check(r, s, "write", cport__tls_conn_write(s->conn, p, n));
   take(r, s);
-  if (rc != 0) {
-    side_failed(s, rc);
-    return;
-  }
+  /* A write that failed may have made records for a part of it already
+   * (one record's room found, the next's not): the peer may read a
+   * prefix of it. */
   bytes_add(&s->wrote, p, n);
+  if (rc != 0)
+    side_failed(s, rc);
 }
 
 

@@ -55,10 +55,12 @@
  * exactly when a call left `limit` bytes or more unconsumed, and no call
  * may follow it. Every error must drop the kept bytes, and nothing may
  * leak. */
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#define FUZZ_NAME "fuzz_packet"
+#include "fuzz_common.h"
 
 #include "common.h"        /* cport__mem_* */
 #include "core_internal.h" /* CPORT__READ_CHUNK */
@@ -71,50 +73,6 @@ int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size);
 
 #define ACT_CLOSE 0xFF
 #define ACT_ALL 0xFE /* raw mode; in packet mode it closes too */
-
-
-/* MinGW names the printf dialect its stdio implements (log_internal.h). */
-#if defined(__MINGW_PRINTF_FORMAT)
-#define FUZZ_PRINTF(a, b) __attribute__((format(__MINGW_PRINTF_FORMAT, a, b)))
-#elif defined(__GNUC__)
-#define FUZZ_PRINTF(a, b) __attribute__((format(printf, a, b)))
-#else
-#define FUZZ_PRINTF(a, b)
-#endif
-
-static _Noreturn void fail(const char* fmt, ...) FUZZ_PRINTF(1, 2);
-
-static _Noreturn void fail(const char* fmt, ...) {
-  va_list ap;
-  fputs("fuzz_packet: ", stderr);
-  va_start(ap, fmt);
-  vfprintf(stderr, fmt, ap);
-  va_end(ap);
-  fputc('\n', stderr);
-  /* abort(), not a return: libFuzzer then saves the input as a crash. */
-  abort();
-}
-
-
-/* ---- the input ---- */
-
-typedef struct input_s {
-  const uint8_t* p;
-  size_t len;
-  size_t at;
-} input_t;
-
-static uint8_t input_byte(input_t* in) {
-  return in->at < in->len ? in->p[in->at++] : 0;
-}
-
-/* Up to `n` bytes from the cursor; `*got` says how many there were. */
-static const uint8_t* input_take(input_t* in, size_t n, size_t* got) {
-  const uint8_t* p = in->p + in->at;
-  *got = n < in->len - in->at ? n : in->len - in->at;
-  in->at += *got;
-  return p;
-}
 
 
 /* ---- the reference decoder ---- */

@@ -55,7 +55,6 @@
  * to run, so every decision comes from the input and none from the bytes
  * of the ciphertext (record lengths may still differ by a byte or two,
  * since ECDSA signatures do). */
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,6 +67,10 @@
 #include "core_internal.h" /* CPORT__READ_CHUNK */
 #include "tls_certs.h"
 #include "tls_internal.h"
+
+#define FUZZ_NAME "fuzz_tls"
+#define FUZZ_ON_FAIL() ERR_print_errors_fp(stderr)
+#include "fuzz_common.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size);
 
@@ -85,42 +88,6 @@ int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size);
 #define WRITE_MAX (64 * 1024)
 /* Rounds of the end, far more than a run needs. */
 #define FINISH_ROUNDS 64
-
-#if defined(__MINGW_PRINTF_FORMAT)
-#define FUZZ_PRINTF(a, b) __attribute__((format(__MINGW_PRINTF_FORMAT, a, b)))
-#elif defined(__GNUC__)
-#define FUZZ_PRINTF(a, b) __attribute__((format(printf, a, b)))
-#else
-#define FUZZ_PRINTF(a, b)
-#endif
-
-static _Noreturn void fail(const char* fmt, ...) FUZZ_PRINTF(1, 2);
-
-static _Noreturn void fail(const char* fmt, ...) {
-  va_list ap;
-  fputs("fuzz_tls: ", stderr);
-  va_start(ap, fmt);
-  vfprintf(stderr, fmt, ap);
-  va_end(ap);
-  fputc('\n', stderr);
-  ERR_print_errors_fp(stderr);
-  /* abort(), not a return: libFuzzer then saves the input as a crash. */
-  abort();
-}
-
-
-/* ---- the input ---- */
-
-typedef struct input_s {
-  const uint8_t* p;
-  size_t len;
-  size_t at;
-} input_t;
-
-static uint8_t input_byte(input_t* in) {
-  return in->at < in->len ? in->p[in->at++] : 0;
-}
-
 
 /* ---- byte strings ---- */
 

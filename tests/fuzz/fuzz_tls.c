@@ -35,8 +35,9 @@
  *          A budget is how many reads return plaintext before the side
  *          stops reading (a paused session); 0 means until it wants
  *          more ciphertext.
- *   When the steps run out, both sides flush, close_notify, and feed each
- *   other everything until both have read the other's close_notify.
+ *   When the steps run out, both sides are fed everything and drain
+ *   until nothing moves (all written must then have been read), then
+ *   close_notify, until both have read the other's close_notify.
  *
  * The oracle. Every engine call leaves OpenSSL's error queue empty. The
  * plaintext a side reads is always a prefix of what the other wrote, in
@@ -228,6 +229,10 @@ static void side_write(run_t* r, side_t* s, const uint8_t* p, size_t n) {
   int rc;
   if (n == 0)
     return;
+  /* As session_tls_write: room for the whole write first. */
+  cport__tls_conn_reserve(s->conn, n);
+  if (ERR_peek_error() != 0)
+    fail("%s: reserve left OpenSSL's error queue non-empty", s->name);
   rc = check(r, s, "write", cport__tls_conn_write(s->conn, p, n));
   take(r, s);
   /* A write that failed may have made records for a part of it already
@@ -379,10 +384,39 @@ static int run_failed(const run_t* r) {
 }
 
 
-/* Until both have read the other's close_notify: each side is fed all
- * that is pending, drains, closes once its handshake has completed. */
+static size_t progress(const run_t* r) {
+  return r->side[0].got + r->side[0].fed + r->side[0].wire.len +
+         r->side[1].got + r->side[1].fed + r->side[1].wire.len;
+}
+
+
+/* The end. First, without closing, each side is fed all that is pending
+ * and drains until nothing moves: then every byte written must have been
+ * read, since a side that stopped reading with input held must have said
+ * so (cport__tls_conn_has_input) to be drained, no more ciphertext coming
+ * to wake it. Then each side closes, until both have read the other's
+ * close_notify. */
 static void finish(run_t* r) {
   int round, k;
+  size_t before;
+  for (round = 0; round < FINISH_ROUNDS && !run_failed(r); round++) {
+    before = progress(r);
+    for (k = 0; k < 2; k++) {
+      drain(r, &r->side[k], 0);
+      feed(r, &r->side[k], 0, 0);
+    }
+    if (progress(r) == before)
+      break;
+  }
+  if (!run_failed(r) && !r->corrupt && !r->oom) {
+    for (k = 0; k < 2; k++) {
+      side_t* s = &r->side[k];
+      if (!s->done || s->got != peer_of(r, s)->wrote.len)
+        fail("%s: idle with the handshake %s and %lu of %lu bytes read",
+             s->name, s->done ? "done" : "not done", (unsigned long)s->got,
+             (unsigned long)peer_of(r, s)->wrote.len);
+    }
+  }
   for (round = 0; round < FINISH_ROUNDS && !run_failed(r); round++) {
     if (r->side[0].eof && r->side[1].eof)
       return;

@@ -197,6 +197,19 @@ def tls_seeds():
               drain(SERVER, 3) + write(SERVER, size=9, shift=2) +
               feed(CLIENT, 33, 1) + feed(CLIENT, 200, 1) + drain(CLIENT, 2))
     out["paused-reads"] = tls_seed(caps=(7, 1), steps=paused)
+    # Many records in one piece, a reader that stops after one read: the
+    # rest is kept, more comes while it is, and drains take it on.
+    records = b"".join(write(CLIENT, bytes([65 + i]) * 20) for i in range(12))
+    kept = (hello + feed(SERVER) + feed(CLIENT) + feed(SERVER) + records +
+            feed(SERVER, 0, 1) + records + feed(SERVER, 30, 1) +
+            drain(SERVER, 1) + feed(SERVER, 0, 2) + drain(SERVER, 1) +
+            records + feed(SERVER, 0, 1) + drain(SERVER, 3))
+    out["kept-while-more-comes"] = tls_seed(caps=(0, 5), steps=kept)
+    out["kept-while-more-comes-tls12"] = tls_seed(TLS12, caps=(0, 5),
+                                                  steps=kept)
+    # Whole-record reads: a pause between two records leaves nothing in
+    # OpenSSL, only the kept ciphertext, for has_input to report.
+    out["kept-whole-records"] = tls_seed(steps=kept)
     # Writes over one 16 KiB record, in pieces of mixed sizes.
     big = (hello + write(CLIENT, size=255, shift=3) +
            write(SERVER, size=100, shift=3) +

@@ -3,6 +3,8 @@
  *
  *   chat_client [--host ADDR] [--port N] [--name NAME] [--script FILE]
  *               [--timeout SECONDS]
+ *               [--tls | --tls-ca FILE | --tls-insecure] [--tls-name NAME]
+ *               [--tls-cert FILE --tls-key FILE]
  *
  * Reads lines from the terminal (or FILE) and sends them:
  *
@@ -27,6 +29,12 @@
  * Exits 0 once the input has ended and everything sent has been flushed to
  * the server; 1 if the connection cannot be made or ends unexpectedly, an
  * /expect times out, or a script line is bad; 2 on bad arguments.
+ *
+ * --tls talks TLS, verifying the server's certificate against the
+ * system's CAs and the name in --host (or --tls-name); --tls-ca FILE
+ * trusts those CAs instead; --tls-insecure verifies nothing (tests only).
+ * --tls-cert and --tls-key present a client certificate, for a server
+ * started with --tls-ca.
  *
  * Design notes. The core's one loop runs on a thread of cport_core_run(),
  * which prints what arrives. The input is read by a plain thread
@@ -118,7 +126,11 @@ static void keep_line(const char* line, size_t len) {
 
 
 static void on_connected(cport_session_t* s) {
-  fprintf(stderr, "chat_client: connected to %s\n", client.peer);
+  if (cport_session_is_tls(s))
+    fprintf(stderr, "chat_client: connected to %s over %s\n", client.peer,
+            cport_session_tls_version(s));
+  else
+    fprintf(stderr, "chat_client: connected to %s\n", client.peer);
   uv_mutex_lock(&client.lock);
   cport_session_ref(s); /* for the input thread */
   client.session = s;
@@ -384,6 +396,16 @@ static void usage(FILE* out) {
           "terminal\n"
           "  --timeout SECONDS  longest connect and /expect wait "
           "(default %d)\n"
+          "  --tls              TLS, the server verified against the "
+          "system's CAs\n"
+          "  --tls-ca FILE      TLS, the server verified against these "
+          "CAs (PEM)\n"
+          "  --tls-insecure     TLS, the server not verified at all "
+          "(tests only)\n"
+          "  --tls-name NAME    the name to send and verify (default: "
+          "--host)\n"
+          "  --tls-cert FILE    a client certificate chain (PEM), with\n"
+          "  --tls-key FILE     its private key (PEM)\n"
           "Lines: /join ROOM, /leave, /nick NAME, /quit, /expect TEXT, "
           "/raw HEX,\n"
           "//TEXT to say a line that starts with '/', anything else to "
@@ -401,17 +423,22 @@ int main(int argc, char** argv) {
   cport_addr_t addr;
   cport_service_opts_t opts;
   cport_session_t* s;
+  example_tls_t tls;
+  const char* err;
   uv_thread_t input_thread;
   int started = 0;
   int joined = 0;
   int status = 1;
   size_t k;
+  int taken;
   int i;
   int rc;
 
-  /* Every option takes a value, so options come in pairs. */
-  for (i = 1; i < argc; i += 2) {
+  memset(&tls, 0, sizeof(tls));
+  /* Options come in pairs, a name and its value, but for the TLS flags. */
+  for (i = 1; i < argc; i += taken) {
     const char* value = i + 1 < argc ? argv[i + 1] : NULL;
+    taken = 2;
     if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
       usage(stdout);
       return 0;
@@ -427,6 +454,8 @@ int main(int argc, char** argv) {
       script = value;
     } else if (strcmp(argv[i], "--timeout") == 0 &&
                example_parse_long(value, 1, 86400, &timeout_s) == 0) {
+    } else if ((taken = example_tls_option(&tls, CPORT_TLS_CLIENT, argv[i],
+                                           value)) > 0) {
     } else {
       fprintf(stderr, "chat_client: bad argument '%s'%s%s\n", argv[i],
               value != NULL ? " " : "", value != NULL ? value : "");
@@ -436,6 +465,11 @@ int main(int argc, char** argv) {
   }
   if (cport_addr_resolve(&addr, host, (int)port) != 0) {
     fprintf(stderr, "chat_client: bad address '%s'\n", host);
+    usage(stderr);
+    return 2;
+  }
+  if ((err = example_tls_check(&tls, CPORT_TLS_CLIENT)) != NULL) {
+    fprintf(stderr, "chat_client: %s\n", err);
     usage(stderr);
     return 2;
   }
@@ -466,8 +500,14 @@ int main(int argc, char** argv) {
     opts.connect_timeout_ms = (unsigned)client.timeout_ms;
     /* The final flush waits no longer than an /expect. */
     opts.disconnect_timeout_ms = (unsigned)client.timeout_ms;
-    rc = cport_service_create(&client.svc, client.core, CPORT_SERVICE_CLIENT,
-                              &addr, &opts);
+    opts.tls_name = tls.name;
+    /* opts.tls stays NULL without the TLS options: plain TCP. */
+    rc = example_tls_create(&tls, CPORT_TLS_CLIENT, "chat_client", &opts.tls);
+    if (rc == 0) {
+      rc = cport_service_create(&client.svc, client.core, CPORT_SERVICE_CLIENT,
+                                &addr, &opts);
+      cport_tls_unref(opts.tls); /* the service holds its own reference */
+    }
   }
   /* Until cport_core_run() this thread is the loop's: start from here. */
   if (rc == 0)
@@ -475,8 +515,8 @@ int main(int argc, char** argv) {
   if (rc == 0)
     rc = cport_core_run(client.core);
   if (rc != 0) {
-    fprintf(stderr, "chat_client: cannot connect to %s: %s\n", client.peer,
-            cport_strerror(rc));
+    fprintf(stderr, "chat_client: cannot connect to %s: %s (%s)\n", client.peer,
+            cport_strerror(rc), cport_err_name(rc));
     goto destroy;
   }
 
@@ -486,8 +526,8 @@ int main(int argc, char** argv) {
   rc = client.connect_error;
   uv_mutex_unlock(&client.lock);
   if (rc != 0) {
-    fprintf(stderr, "chat_client: cannot connect to %s: %s\n", client.peer,
-            cport_strerror(rc));
+    fprintf(stderr, "chat_client: cannot connect to %s: %s (%s)\n", client.peer,
+            cport_strerror(rc), cport_err_name(rc));
     goto stop;
   }
   /* Sent before the input thread starts, so before any of its lines. */

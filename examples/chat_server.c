@@ -1,13 +1,16 @@
 /* chat_server: chat rooms over cport packets.
  *
  *   chat_server [--host ADDR] [--port N] [--threads N]
+ *               [--tls-cert FILE --tls-key FILE [--tls-ca FILE]]
  *
  * Clients name themselves, join a room, say something, and everyone in the
  * room receives it; the protocol is in chat_proto.h, on cport's default
  * packet header (2-byte size, 2-byte id). Prints "listening on HOST:PORT"
  * once ready. SIGINT or SIGTERM stops it gracefully (every session flushed
  * and closed, or cut off after two seconds if its peer does not read),
- * prints a summary line and exits 0.
+ * prints a summary line and exits 0. --tls-cert and --tls-key serve TLS
+ * (tls.h) instead of plain TCP; --tls-ca then also requires a client
+ * certificate issued by one of those CAs.
  *
  * Design notes. --threads N runs N loops, one loop thread each, and the
  * server spreads its sessions over them, so the members of one room live
@@ -497,10 +500,17 @@ static int serve(chat_t* chat, cport_addr_t* addr) {
 static void usage(FILE* out) {
   fprintf(out,
           "usage: chat_server [--host ADDR] [--port N] [--threads N]\n"
-          "  --host ADDR   address to listen on (default 127.0.0.1)\n"
-          "  --port N      TCP port, 0 for any free one (default %d)\n"
-          "  --threads N   loops, one thread each (default 1, at most "
+          "                   [--tls-cert FILE --tls-key FILE "
+          "[--tls-ca FILE]]\n"
+          "  --host ADDR      address to listen on (default 127.0.0.1)\n"
+          "  --port N         TCP port, 0 for any free one (default %d)\n"
+          "  --threads N      loops, one thread each (default 1, at most "
           "%d)\n"
+          "  --tls-cert FILE  serve TLS with this certificate chain (PEM, "
+          "leaf first)\n"
+          "  --tls-key FILE   and its private key (PEM)\n"
+          "  --tls-ca FILE    require client certificates issued by these "
+          "CAs (PEM)\n"
           "The protocol is in examples/chat_proto.h; examples/chat_client "
           "speaks it.\n",
           DEFAULT_PORT, CPORT_CORE_MAX_LOOPS);
@@ -515,9 +525,12 @@ int main(int argc, char** argv) {
   cport_addr_t addr;
   cport_core_opts_t core_opts;
   cport_service_opts_t opts;
+  example_tls_t tls;
+  const char* err;
   int i;
   int rc;
 
+  memset(&tls, 0, sizeof(tls));
   /* Every option takes a value, so options come in pairs. */
   for (i = 1; i < argc; i += 2) {
     const char* value = i + 1 < argc ? argv[i + 1] : NULL;
@@ -531,6 +544,8 @@ int main(int argc, char** argv) {
     } else if (strcmp(argv[i], "--threads") == 0 &&
                example_parse_long(value, 1, CPORT_CORE_MAX_LOOPS, &threads) ==
                    0) {
+    } else if (example_tls_option(&tls, CPORT_TLS_SERVER, argv[i], value) ==
+               2) {
     } else {
       fprintf(stderr, "chat_server: bad argument '%s'%s%s\n", argv[i],
               value != NULL ? " " : "", value != NULL ? value : "");
@@ -540,6 +555,11 @@ int main(int argc, char** argv) {
   }
   if (cport_addr_resolve(&addr, host, (int)port) != 0) {
     fprintf(stderr, "chat_server: bad address '%s'\n", host);
+    usage(stderr);
+    return 2;
+  }
+  if ((err = example_tls_check(&tls, CPORT_TLS_SERVER)) != NULL) {
+    fprintf(stderr, "chat_server: %s\n", err);
     usage(stderr);
     return 2;
   }
@@ -570,12 +590,17 @@ int main(int argc, char** argv) {
   opts.packet_budget = 32;
   opts.data = &chat;
   chat.format = opts.packet;
-  rc = cport_service_create(&chat.svc, chat.core, CPORT_SERVICE_SERVER, &addr,
-                            &opts);
-  if (rc != 0)
-    fprintf(stderr, "chat_server: %s\n", cport_strerror(rc));
-  else
-    rc = serve(&chat, &addr); /* reports its own errors */
+  /* opts.tls stays NULL without --tls-cert: plain TCP. */
+  rc = example_tls_create(&tls, CPORT_TLS_SERVER, "chat_server", &opts.tls);
+  if (rc == 0) {
+    rc = cport_service_create(&chat.svc, chat.core, CPORT_SERVICE_SERVER, &addr,
+                              &opts);
+    cport_tls_unref(opts.tls); /* the service holds its own reference */
+    if (rc != 0)
+      fprintf(stderr, "chat_server: %s\n", cport_strerror(rc));
+    else
+      rc = serve(&chat, &addr); /* reports its own errors */
+  }
   /* No room is left to free: the last member out closes a room, and
    * destroying the service ends every session still open (one the stop
    * deadline cut off). */

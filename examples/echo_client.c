@@ -3,7 +3,9 @@
  *
  *   echo_client --host ADDR --port N [--sessions N] [--threads N]
  *               [--messages N | --seconds S] [--size BYTES]
- *               [--timeout SECONDS]
+ *               [--timeout SECONDS] [--text]
+ *               [--tls | --tls-ca FILE | --tls-insecure] [--tls-name NAME]
+ *               [--tls-cert FILE --tls-key FILE]
  *
  * Each session sends a message, waits for its whole echo, compares it byte
  * for byte, and repeats: --messages times, or with --seconds until S
@@ -18,6 +20,17 @@
  * percentiles come from a histogram (within about 3%), the maximum is exact.
  * Exits 0 only if every session connected and every echo matched, 1
  * otherwise, 2 on bad arguments.
+ *
+ * --text sends lines of letters and digits, each ending in '\n', instead
+ * of any bytes, for echo servers that work line by line (gnutls-serv
+ * --echo).
+ *
+ * --tls talks TLS, verifying the server's certificate against the
+ * system's CAs and the name in --host (or --tls-name); --tls-ca FILE
+ * trusts those CAs instead; --tls-insecure verifies nothing (tests only).
+ * --tls-cert and --tls-key present a client certificate. A failed connect
+ * prints the code's name and text, "ETLSNAME: TLS peer certificate does
+ * not match the host name" for a certificate for another name.
  *
  * Design notes. --threads N runs N loops, one loop thread each. A client
  * service's sessions all live on its own loop, so there is one service per
@@ -66,6 +79,7 @@ typedef struct client_s {
   cport_core_t* core;
   client_loop_t* loops;
   size_t size;
+  int text;             /* --text */
   long sessions;        /* in all */
   long messages;        /* per session; 0 with --seconds */
   uint64_t duration_ms; /* --seconds */
@@ -187,28 +201,32 @@ static int first_report(client_t* c) {
 
 
 /* Every message differs, so an echo from the wrong session or an old
- * message cannot pass the comparison. */
-static void fill_message(uint8_t* buf,
-                         size_t len,
-                         uint64_t session,
-                         uint64_t seq) {
+ * message cannot pass the comparison. With `text`, one line of letters and
+ * digits. */
+static void fill_message(
+    uint8_t* buf, size_t len, uint64_t session, uint64_t seq, int text) {
+  static const char alnum[] =
+      "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
   uint32_t x = (uint32_t)(session * 2654435761u) ^ (uint32_t)seq ^ 0x9e3779b9u;
   size_t i;
   for (i = 0; i < len; i++) {
     x = x * 1103515245u + 12345u;
-    buf[i] = (uint8_t)(x >> 16);
+    buf[i] = text ? (uint8_t)alnum[(x >> 16) % 62] : (uint8_t)(x >> 16);
   }
+  if (text)
+    buf[len - 1] = '\n';
 }
 
 
 static void send_next(cport_session_t* s) {
-  size_t size = loop_of(s)->c->size;
+  client_t* c = loop_of(s)->c;
   conn_t* conn = cport_session_user(s);
   int rc;
-  fill_message(conn->message, size, cport_session_id(s), conn->sent);
+  fill_message(conn->message, c->size, cport_session_id(s), conn->sent,
+               c->text);
   conn->matched = 0;
   conn->sent_ns = uv_hrtime();
-  rc = cport_session_send(s, conn->message, size);
+  rc = cport_session_send(s, conn->message, c->size);
   if (rc != 0) {
     cport_session_disconnect(s, cport_strerror(rc));
     return;
@@ -323,7 +341,8 @@ static void on_connect_failed(cport_service_t* svc, int code) {
   client_loop_t* p = cport_service_get_data(svc);
   p->errors++;
   if (first_report(p->c))
-    fprintf(stderr, "echo_client: connect failed: %s\n", cport_strerror(code));
+    fprintf(stderr, "echo_client: connect failed: %s: %s\n",
+            cport_err_name(code), cport_strerror(code));
   session_settled(p);
   session_finished(p);
 }
@@ -349,9 +368,22 @@ static void usage(FILE* out) {
           "finishes its\n"
           "                    message in flight\n"
           "  --size BYTES      bytes per message (default 64)\n"
+          "  --text            messages are lines of letters and digits "
+          "(for line\n"
+          "                    based echo servers)\n"
           "  --timeout SECONDS give up after this long from the start "
           "(default 60,\n"
           "                    or S + 60 with --seconds)\n"
+          "  --tls             TLS, the server verified against the "
+          "system's CAs\n"
+          "  --tls-ca FILE     TLS, the server verified against these CAs "
+          "(PEM)\n"
+          "  --tls-insecure    TLS, the server not verified at all (tests "
+          "only)\n"
+          "  --tls-name NAME   the name to send and verify (default: "
+          "--host)\n"
+          "  --tls-cert FILE   a client certificate chain (PEM), with\n"
+          "  --tls-key FILE    its private key (PEM)\n"
           "Prints one line: sessions= messages= bytes= seconds= msg/s= "
           "MiB/s= errors=\n"
           "threads= p50_us= p99_us= max_us= (a message's latency runs from "
@@ -380,6 +412,7 @@ int main(int argc, char** argv) {
   long timeout_s = 0;
   double seconds = 0; /* > 0: duration mode */
   int have_messages = 0;
+  int text = 0;
   uint64_t timeout_ms;
   client_t c;
   client_loop_t* loops = NULL;
@@ -387,6 +420,9 @@ int main(int argc, char** argv) {
   cport_addr_t addr;
   cport_core_opts_t core_opts;
   cport_service_opts_t opts;
+  example_tls_t tls;
+  cport_tls_t* tls_ctx;
+  const char* err;
   cport_timer_t* timer = NULL;
   uint64_t start_ns;
   uint64_t echoed = 0;
@@ -395,12 +431,16 @@ int main(int argc, char** argv) {
   double elapsed;
   unsigned n;
   unsigned j;
+  int taken;
   int i;
   int rc;
 
-  /* Every option takes a value, so options come in pairs. */
-  for (i = 1; i < argc; i += 2) {
+  memset(&tls, 0, sizeof(tls));
+  /* Options come in pairs, a name and its value, but for the flags
+   * --text, --tls and --tls-insecure. */
+  for (i = 1; i < argc; i += taken) {
     const char* value = i + 1 < argc ? argv[i + 1] : NULL;
+    taken = 2;
     if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
       usage(stdout);
       return 0;
@@ -423,6 +463,11 @@ int main(int argc, char** argv) {
                example_parse_long(value, 1, 64L * 1024 * 1024, &size) == 0) {
     } else if (strcmp(argv[i], "--timeout") == 0 &&
                example_parse_long(value, 1, 86400, &timeout_s) == 0) {
+    } else if (strcmp(argv[i], "--text") == 0) {
+      text = 1;
+      taken = 1;
+    } else if ((taken = example_tls_option(&tls, CPORT_TLS_CLIENT, argv[i],
+                                           value)) > 0) {
     } else {
       fprintf(stderr, "echo_client: bad argument '%s'%s%s\n", argv[i],
               value != NULL ? " " : "", value != NULL ? value : "");
@@ -446,16 +491,25 @@ int main(int argc, char** argv) {
     usage(stderr);
     return 2;
   }
+  if ((err = example_tls_check(&tls, CPORT_TLS_CLIENT)) != NULL) {
+    fprintf(stderr, "echo_client: %s\n", err);
+    usage(stderr);
+    return 2;
+  }
   if (cport_addr_resolve(&addr, host, (int)port) != 0) {
     fprintf(stderr, "echo_client: bad address '%s'\n", host);
     return 2;
   }
+  /* Says why on stderr if it fails. */
+  if (example_tls_create(&tls, CPORT_TLS_CLIENT, "echo_client", &tls_ctx) != 0)
+    return 1;
 
   memset(&c, 0, sizeof(c));
   atomic_init(&c.settled, 0);
   atomic_init(&c.ports_done, 0);
   atomic_init(&c.reported, 0);
   c.size = (size_t)size;
+  c.text = text;
   c.sessions = sessions;
   c.messages = seconds > 0 ? 0 : messages;
   c.duration_ms = (uint64_t)(seconds * 1000.0 + 0.5);
@@ -470,6 +524,7 @@ int main(int argc, char** argv) {
   loops = calloc(n, sizeof(*loops));
   if (loops == NULL) {
     fprintf(stderr, "echo_client: out of memory\n");
+    cport_tls_unref(tls_ctx);
     return 1;
   }
   c.loops = loops;
@@ -480,6 +535,7 @@ int main(int argc, char** argv) {
   if (rc != 0) {
     fprintf(stderr, "echo_client: %s\n", cport_strerror(rc));
     free(loops);
+    cport_tls_unref(tls_ctx);
     return 1;
   }
   /* Until cport_core_run() this thread owns every loop, so the services,
@@ -490,6 +546,8 @@ int main(int argc, char** argv) {
   opts.cbs.on_disconnected = on_disconnected;
   opts.cbs.on_connect_failed = on_connect_failed;
   opts.user_size = sizeof(conn_t);
+  opts.tls = tls_ctx; /* NULL: plain TCP */
+  opts.tls_name = tls.name;
   for (j = 0; j < n; j++) {
     client_loop_t* p = &loops[j];
     p->c = &c;
@@ -502,6 +560,7 @@ int main(int argc, char** argv) {
     rc = cport_service_create(&loops[j].svc, c.core, CPORT_SERVICE_CLIENT,
                               &addr, &opts);
   }
+  cport_tls_unref(tls_ctx); /* each service holds its own reference */
   start_ns = uv_hrtime();
   if (rc == 0)
     rc = cport_timer_start(c.core, 0, timeout_ms, 0, on_timeout, &c, &timer);

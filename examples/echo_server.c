@@ -2,6 +2,7 @@
  *
  *   echo_server [--host ADDR] [--port N] [--threads N] [--max-sessions N]
  *               [--idle-timeout MS] [--stats-every SECONDS]
+ *               [--tls-cert FILE --tls-key FILE [--tls-ca FILE]]
  *
  * Prints "listening on HOST:PORT" once ready. SIGINT or SIGTERM stops it
  * gracefully: no new connections, every session flushed and closed (or cut
@@ -16,7 +17,12 @@
  * the default single loop adds no thread. --idle-timeout MS disconnects
  * sessions that send nothing for that long (slow or dead peers). The service's
  * counters are printed as one "stats" line on exit, and every SECONDS with
- * --stats-every. */
+ * --stats-every.
+ *
+ * --tls-cert and --tls-key serve TLS instead of plain TCP: the echo is the
+ * same, cport does the handshake and the encryption (tls.h). --tls-ca
+ * then also requires each client to present a certificate issued by one
+ * of those CAs. */
 #include <stdio.h>
 #include <string.h>
 
@@ -143,7 +149,12 @@ static void usage(FILE* out) {
           "  --idle-timeout MS   disconnect a session silent for MS "
           "milliseconds, 0 = never (default 0)\n"
           "  --stats-every S     print the stats line every S seconds, "
-          "0 = only on exit (default 0)\n",
+          "0 = only on exit (default 0)\n"
+          "  --tls-cert FILE     serve TLS with this certificate chain "
+          "(PEM, leaf first)\n"
+          "  --tls-key FILE      and its private key (PEM)\n"
+          "  --tls-ca FILE       require client certificates issued by "
+          "these CAs (PEM)\n",
           CPORT_CORE_MAX_LOOPS);
 }
 
@@ -159,9 +170,12 @@ int main(int argc, char** argv) {
   cport_addr_t addr;
   cport_core_opts_t core_opts;
   cport_service_opts_t opts;
+  example_tls_t tls;
+  const char* err;
   int i;
   int rc;
 
+  memset(&tls, 0, sizeof(tls));
   /* Every option takes a value, so options come in pairs. */
   for (i = 1; i < argc; i += 2) {
     const char* value = i + 1 < argc ? argv[i + 1] : NULL;
@@ -181,6 +195,8 @@ int main(int argc, char** argv) {
                example_parse_long(value, 0, 86400000, &idle_timeout) == 0) {
     } else if (strcmp(argv[i], "--stats-every") == 0 &&
                example_parse_long(value, 0, 86400, &stats_every) == 0) {
+    } else if (example_tls_option(&tls, CPORT_TLS_SERVER, argv[i], value) ==
+               2) {
     } else {
       fprintf(stderr, "echo_server: bad argument '%s'%s%s\n", argv[i],
               value != NULL ? " " : "", value != NULL ? value : "");
@@ -190,6 +206,11 @@ int main(int argc, char** argv) {
   }
   if (cport_addr_resolve(&addr, host, (int)port) != 0) {
     fprintf(stderr, "echo_server: bad address '%s'\n", host);
+    usage(stderr);
+    return 2;
+  }
+  if ((err = example_tls_check(&tls, CPORT_TLS_SERVER)) != NULL) {
+    fprintf(stderr, "echo_server: %s\n", err);
     usage(stderr);
     return 2;
   }
@@ -205,12 +226,17 @@ int main(int argc, char** argv) {
   opts.cbs.on_recv = echo_on_recv;
   opts.max_sessions = (unsigned)max_sessions;
   opts.idle_timeout_ms = (unsigned)idle_timeout;
-  rc = cport_service_create(&server.svc, server.core, CPORT_SERVICE_SERVER,
-                            &addr, &opts);
-  if (rc != 0)
-    fprintf(stderr, "echo_server: %s\n", cport_strerror(rc));
-  else
-    rc = serve(&server, &addr, stats_every); /* reports its own errors */
+  /* opts.tls stays NULL without --tls-cert: plain TCP. */
+  rc = example_tls_create(&tls, CPORT_TLS_SERVER, "echo_server", &opts.tls);
+  if (rc == 0) {
+    rc = cport_service_create(&server.svc, server.core, CPORT_SERVICE_SERVER,
+                              &addr, &opts);
+    cport_tls_unref(opts.tls); /* the service holds its own reference */
+    if (rc != 0)
+      fprintf(stderr, "echo_server: %s\n", cport_strerror(rc));
+    else
+      rc = serve(&server, &addr, stats_every); /* reports its own errors */
+  }
   cport_service_destroy(server.svc);
   cport_core_destroy(server.core);
   return rc == 0 ? 0 : 1;

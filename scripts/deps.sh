@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what building cport needs, when it is missing: a C compiler,
-# CMake, pkg-config, libuv, cmocka and OpenSSL 3 (for TLS). Debian/Ubuntu use apt-get, macOS uses
-# Homebrew, Windows (Git Bash) uses vcpkg from $VCPKG_ROOT. Safe to run again:
-# it installs nothing that is already there.
+# CMake, pkg-config, libuv, cmocka and OpenSSL 3 (for TLS), and the tests'
+# TLS peers (OpenSSL's and GnuTLS's command-line tools). Debian/Ubuntu use
+# apt-get, macOS uses Homebrew, Windows (Git Bash) uses vcpkg from
+# $VCPKG_ROOT. Safe to run again: it installs nothing that is already there.
 #
 #   scripts/deps.sh           what the library, examples and tests need
 #   scripts/deps.sh --bench   also the benchmark's reference servers' libraries
@@ -33,6 +34,8 @@ install_debian() {
   debian_has libuv1-dev || pkgs+=(libuv1-dev)
   debian_has libcmocka-dev || pkgs+=(libcmocka-dev)
   debian_has libssl-dev || pkgs+=(libssl-dev)
+  command -v openssl >/dev/null 2>&1 || pkgs+=(openssl)
+  command -v gnutls-cli >/dev/null 2>&1 || pkgs+=(gnutls-bin)
   if [ "$bench" = 1 ]; then
     command -v c++ >/dev/null 2>&1 || pkgs+=(g++)
     debian_has libevent-dev || pkgs+=(libevent-dev)
@@ -78,7 +81,7 @@ install_macos() {
     log "Homebrew is needed on macOS"
     exit 1
   }
-  local want=(cmake pkg-config libuv cmocka openssl@3)
+  local want=(cmake pkg-config libuv cmocka openssl@3 gnutls)
   [ "$bench" = 1 ] && want+=(libevent boost)
   for p in "${want[@]}"; do
     brew list --versions "$p" >/dev/null 2>&1 || pkgs+=("$p")

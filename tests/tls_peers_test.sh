@@ -288,8 +288,13 @@ else
     "$(grep -E '^(New|Reused),' "$work/s_client_first.out" "$out")"
 fi
 if [ "$have_gnutls" = 1 ]; then
-  peer_start gnutls_resume gnutls-cli --resume --x509cafile "$ca" \
-    -p "$port" localhost
+  # Where there is --waitresumption, gnutls-cli waits for the ticket
+  # before it reconnects, rather than race it.
+  wait_ticket=
+  gnutls-cli --help 2>&1 | grep -q -e --waitresumption &&
+    wait_ticket=--waitresumption
+  peer_start gnutls_resume gnutls-cli ${wait_ticket:+"$wait_ticket"} \
+    --resume --x509cafile "$ca" -p "$port" localhost
   peer_send "ping"
   wait_until 10 line_or_gone ping
   peer_end 5

@@ -151,6 +151,7 @@ static void core_free(cport_core_t* core) {
     cport__free(core->loops[i].read_chunk);
     cport__free(core->loops[i].plain_chunk);
     cport__send_pool_clear(&core->loops[i].send_pool);
+    cport__tls_pool_clear(&core->loops[i].tls_pool);
     uv_mutex_destroy(&core->loops[i].lock);
   }
   uv_mutex_destroy(&core->registry_lock);

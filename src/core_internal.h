@@ -10,6 +10,7 @@
 #include "queue.h"
 #include "send_req.h"
 #include "timer_internal.h"
+#include "tls_internal.h"
 
 /* Size of the receive chunk shared by all sessions of a loop. libuv calls
  * alloc_cb right before each read and read_cb right after it, on the loop's
@@ -57,6 +58,8 @@ typedef struct cport__loop_s {
   char* plain_chunk;
   /* Free send requests of this loop's sessions (send_req.h). */
   cport__send_pool_t send_pool;
+  /* Free ciphertext blocks of its TLS sessions (tls_internal.h). */
+  cport__tls_pool_t tls_pool;
   /* Host name lookups (uv_getaddrinfo) of client services still under way
    * on this loop; loop only. libuv cannot interrupt one that has begun, so
    * cport_core_destroy() waits for them before it closes the loop. */

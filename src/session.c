@@ -362,28 +362,57 @@ static void session_tls_write_cb(uv_write_t* req, int status);
 
 /* TLS: write the ciphertext the engine has made, as one block that
  * completes `nplain` requests from the head of the send queue (0 for
- * handshake records, tickets, KeyUpdate replies and close_notify). The
+ * handshake records, tickets, KeyUpdate replies and close_notify), or
+ * carries `direct` bytes of a send that never queued. The
  * block counts in `pending` until written, like the plaintext it carries.
  * Blocks leave in the order they were made: libuv writes a stream's
  * requests in order. Returns 0, or a libuv error (the session must then be
  * closed). */
-static int session_tls_flush(cport_session_t* s, uint32_t nplain) {
+static int session_tls_flush(cport_session_t* s,
+                             uint32_t nplain,
+                             uint32_t direct) {
   cport__tls_out_t* o = cport__tls_conn_take(session_conn(s));
+  cport__tls_pool_t* pool = &VIEW(s)->lp->tls_pool;
+  size_t off = 0;
   uv_buf_t buf;
   int rc;
   if (o == NULL)
     return 0;
+  buf = uv_buf_init((char*)o->data, o->len);
+  if (nplain == 0) {
+    /* No send completes with this block, so no callback is owed: the
+     * kernel usually takes it now, and it goes straight back to the pool
+     * (libuv refuses with UV_EAGAIN while earlier writes wait, so the
+     * order holds). Left in flight, a block per session between a write
+     * and its callback made a busy loop hold one per session. */
+    rc = uv_try_write((uv_stream_t*)&s->tcp, &buf, 1);
+    if (rc < 0 && rc != UV_EAGAIN) {
+      cport__tls_out_put(pool, o);
+      return rc;
+    }
+    if (rc > 0) {
+      off = (size_t)rc;
+      session_touch(s);
+    }
+    if (off == o->len) {
+      CPORT__SVC_STAT_ADD(SVC(s), writes, 1);
+      CPORT__SVC_STAT_ADD(SVC(s), bytes_out, direct);
+      cport__tls_out_put(pool, o);
+      return 0;
+    }
+    buf = uv_buf_init((char*)o->data + off, (unsigned int)(o->len - off));
+  }
   o->nplain = nplain;
+  o->direct = direct;
   atomic_fetch_add_explicit(&s->pending, o->len, memory_order_acq_rel);
   CPORT__SVC_STAT_ADD(SVC(s), queued_bytes, o->len);
-  buf = uv_buf_init((char*)o->data, o->len);
   cport_session_ref(s);
   rc = uv_write(&o->req, (uv_stream_t*)&s->tcp, &buf, 1, session_tls_write_cb);
   if (rc != 0) {
     cport_session_unref(s);
     session_unqueue(s, o->len);
     CPORT__SVC_STAT_SUB(SVC(s), queued_bytes, o->len);
-    cport__tls_out_free(o);
+    cport__tls_out_put(pool, o);
     return rc;
   }
   CPORT__SVC_STAT_ADD(SVC(s), writes, 1);
@@ -403,17 +432,20 @@ static int session_tls_write(cport_session_t* s,
   cport__qnode_t* m = n;
   size_t total = 0;
   uint32_t i;
+  int rc;
   for (i = 0; i < count; i++, m = m->next)
     total += req_of(m)->len - req_of(m)->off;
-  cport__tls_conn_reserve(conn, total);
+  rc = cport__tls_conn_reserve(conn, total);
+  if (rc != 0)
+    return rc;
   for (i = 0; i < count; i++, n = n->next) {
     cport__send_req_t* r = req_of(n);
-    int rc = cport__tls_conn_write(conn, cport__send_req_bytes(r) + r->off,
-                                   r->len - r->off);
+    rc = cport__tls_conn_write(conn, cport__send_req_bytes(r) + r->off,
+                               r->len - r->off);
     if (rc != 0)
       return rc;
   }
-  return session_tls_flush(s, count);
+  return session_tls_flush(s, count, 0);
 }
 
 
@@ -577,7 +609,9 @@ static void session_tls_write_cb(uv_write_t* req, int status) {
   uint32_t nplain = o->nplain;
   session_unqueue(s, o->len);
   CPORT__SVC_STAT_SUB(SVC(s), queued_bytes, o->len);
-  cport__tls_out_free(o);
+  if (status == 0)
+    CPORT__SVC_STAT_ADD(SVC(s), bytes_out, o->direct);
+  cport__tls_out_put(&VIEW(s)->lp->tls_pool, o);
   session_written(s, nplain, status);
   cport_session_unref(s);
 }
@@ -733,7 +767,7 @@ static int session_shutdown_now(cport_session_t* s, session_shutdown_t* d) {
   if ((n != NULL && session_write_from(s, n, 1) != 0) ||
       (session_conn(s) != NULL &&
        (cport__tls_conn_close_notify(session_conn(s)) != 0 ||
-        session_tls_flush(s, 0) != 0)) ||
+        session_tls_flush(s, 0, 0) != 0)) ||
       uv_shutdown(&d->req, (uv_stream_t*)&s->tcp, session_shutdown_cb) != 0) {
     cport__timeouts_remove(t, CPORT__TIMEOUT_FLUSH, &d->timed);
     cport__free(d);
@@ -1391,7 +1425,7 @@ static void session_tls_pump(cport_session_t* s) {
   int rc, w;
   if (s->state == S_HANDSHAKE) {
     rc = cport__tls_conn_handshake(conn);
-    w = session_tls_flush(s, 0);
+    w = session_tls_flush(s, 0, 0);
     if (rc != 0 && rc != CPORT__TLS_WANT) {
       session_tls_close(s, rc);
       return;
@@ -1418,7 +1452,7 @@ static void session_tls_pump(cport_session_t* s) {
            (rc = cport__tls_conn_read(conn, chunk + got,
                                       session_tls_fill - got, &n)) == 0)
       got += n;
-    w = session_tls_flush(s, 0);
+    w = session_tls_flush(s, 0, 0);
     if (got > 0) {
       CPORT__SVC_STAT_ADD(SVC(s), bytes_in, (uint64_t)got);
       session_deliver(s, chunk, got);
@@ -1466,7 +1500,8 @@ static void session_tls_begin(cport_session_t* s) {
   /* From here on, an end before on_connected is a failed handshake. */
   t->handshaking = 1;
   s->state = S_HANDSHAKE;
-  rc = cport__tls_conn_new(&t->conn, v->opts.tls, peer, resume);
+  rc = cport__tls_conn_new(&t->conn, v->opts.tls, &v->lp->tls_pool, peer,
+                           resume);
   if (rc != 0) {
     cport__session_close(s, rc, NULL, CPORT__CLOSE_FORCE);
     return;
@@ -1750,6 +1785,45 @@ static cport__send_req_t* session_request(cport_session_t* s,
 }
 
 
+/* TLS's direct write: nothing is queued or in flight, so the bytes are
+ * encrypted now, straight from the caller's memory (a packet's header and
+ * payload from `r`, which holds no bytes otherwise), and their ciphertext
+ * written as a block of its own: no request waits in the queue, as over
+ * TCP when the kernel takes a send whole. Room for the ciphertext is made
+ * first, so that UV_ENOMEM leaves the session unharmed. Returns 0, or an
+ * error after which the session is being closed. */
+static int session_tls_send_direct(cport_session_t* s,
+                                   const session_bytes_t* b,
+                                   cport__send_req_t* r) {
+  cport__loop_t* lp = VIEW(s)->lp;
+  cport__tls_conn_t* conn = session_conn(s);
+  size_t len = session_bytes_len(b);
+  const void* src = b->data;
+  int rc = cport__tls_conn_reserve(conn, len);
+  if (rc != 0) {
+    cport__send_req_put(&lp->send_pool, r);
+    return rc;
+  }
+  if (b->hlen > 0) {
+    /* One record for header and payload, as the queued path makes. */
+    session_copy_parts(r->data, b->head, b->hlen, b->data, b->len);
+    src = r->data;
+  }
+  rc = cport__tls_conn_write(conn, src, len);
+  cport__send_req_put(&lp->send_pool, r);
+  if (rc == 0)
+    rc = session_tls_flush(s, 0, (uint32_t)len);
+  if (rc != 0) {
+    cport__session_close(s, rc, cport__tls_conn_cause(conn),
+                         CPORT__CLOSE_FORCE);
+    return rc;
+  }
+  session_touch(s);
+  session_pause_if_over_limit(s);
+  return 0;
+}
+
+
 /* A send made where it may act at once (cport__port_direct). Into an empty
  * queue the bytes are first offered to the kernel during the call. */
 static int session_send_direct(cport_session_t* s, const session_bytes_t* b) {
@@ -1768,9 +1842,10 @@ static int session_send_direct(cport_session_t* s, const session_bytes_t* b) {
   if (r == NULL)
     return UV_ENOMEM;
   CPORT__SVC_STAT_ADD(svc, sends, 1);
-  /* TLS sends are encrypted when their write starts: no direct write. */
   if ((pending & ~SEND_FLAGS) == 0 && v->opts.cbs.on_send == NULL &&
-      v->layout.tls_off == 0) {
+      v->layout.tls_off != 0)
+    return session_tls_send_direct(s, b, r);
+  if ((pending & ~SEND_FLAGS) == 0 && v->opts.cbs.on_send == NULL) {
     /* Nothing queued: the kernel usually takes it all now. Bytes that lie
      * in the loop's read chunk (an echo or a relay from on_recv) are
      * cport's own shared buffer, which stays put for the whole call: the

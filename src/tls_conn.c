@@ -42,9 +42,9 @@ struct cport__tls_conn_s {
   uint8_t* kept;
   size_t kept_off;
   size_t kept_len;
-  /* Ciphertext made and not taken yet, and room to ask for the next. */
+  /* Ciphertext made and not taken yet, in a block from `pool`. */
   cport__tls_out_t* out;
-  size_t reserve;
+  cport__tls_pool_t* pool;
   char* cause;
   /* Settled by the handshake. */
   const char* version;
@@ -63,7 +63,77 @@ struct cport__tls_conn_s {
 static BIO_METHOD* conn_bio_method;
 static uv_once_t conn_bio_once = UV_ONCE_INIT;
 
-/* Grow `out` to hold `more` bytes more. Returns 0 or UV_ENOMEM. */
+/* The room of each pool class: the largest holds the records of a 64 KiB
+ * send (cport__tls_conn_reserve's bound), each other a quarter of the
+ * next. */
+static const uint32_t conn_class_cap[CPORT__TLS_POOL_CLASSES] = {
+    1056, 4224, 16896, 65536 + 5 * 128};
+
+/* The class whose room is at least `want`, or CPORT__TLS_POOL_CLASSES. */
+static unsigned conn_class_of(size_t want) {
+  unsigned i;
+  for (i = 0; i < CPORT__TLS_POOL_CLASSES; i++)
+    if (want <= conn_class_cap[i])
+      return i;
+  return CPORT__TLS_POOL_CLASSES;
+}
+
+
+/* A block with room for `want` bytes: a pool class's, reused when one is
+ * free, or one of exactly that room above the classes. */
+static cport__tls_out_t* conn_block(cport__tls_pool_t* pool, size_t want) {
+  unsigned cls = conn_class_of(want);
+  cport__tls_out_t* o;
+  if (cls < CPORT__TLS_POOL_CLASSES) {
+    cport__qnode_t* n =
+        pool != NULL ? cport__queue_pop(&pool->free[cls]) : NULL;
+    if (n != NULL) {
+      pool->bytes[cls] -= conn_class_cap[cls];
+      o = cport__container_of(n, cport__tls_out_t, node);
+      o->len = 0;
+      return o;
+    }
+    want = conn_class_cap[cls];
+  }
+  o = cport__malloc(sizeof(*o) + want);
+  if (o == NULL)
+    return NULL;
+  o->len = 0;
+  o->cap = (uint32_t)want;
+  return o;
+}
+
+
+void cport__tls_out_put(cport__tls_pool_t* pool, cport__tls_out_t* o) {
+  unsigned cls;
+  if (o == NULL)
+    return;
+  cls = conn_class_of(o->cap);
+  if (pool == NULL || cls == CPORT__TLS_POOL_CLASSES ||
+      o->cap != conn_class_cap[cls] ||
+      pool->bytes[cls] + o->cap > CPORT__TLS_POOL_BYTES) {
+    cport__free(o);
+    return;
+  }
+  pool->bytes[cls] += o->cap;
+  cport__queue_push(&pool->free[cls], &o->node);
+}
+
+
+void cport__tls_pool_clear(cport__tls_pool_t* pool) {
+  unsigned i;
+  cport__qnode_t* n;
+  for (i = 0; i < CPORT__TLS_POOL_CLASSES; i++) {
+    while ((n = cport__queue_pop(&pool->free[i])) != NULL)
+      cport__free(cport__container_of(n, cport__tls_out_t, node));
+    pool->bytes[i] = 0;
+  }
+}
+
+
+/* Make `out` hold `more` bytes more: a block of the next size up (at
+ * least twice the room, so that a record at a time stays linear), the
+ * bytes so far copied over. Returns 0 or UV_ENOMEM. */
 static int conn_out_room(cport__tls_conn_t* c, size_t more) {
   size_t len = c->out != NULL ? c->out->len : 0;
   size_t cap = c->out != NULL ? c->out->cap : 0;
@@ -74,24 +144,18 @@ static int conn_out_room(cport__tls_conn_t* c, size_t more) {
   if (more > UINT32_MAX - len)
     return UV_ENOMEM;
   want = len + more;
-  /* Doubling keeps a record at a time linear; the reserve asks for a
-   * whole gather at once. */
-  if (want < c->reserve)
-    want = c->reserve;
   if (want < 2 * cap)
     want = 2 * cap;
-  if (want < 512)
-    want = 512;
   if (want > UINT32_MAX)
     want = UINT32_MAX;
-  grown = cport__realloc(c->out, sizeof(*grown) + want);
+  grown = conn_block(c->pool, want);
   if (grown == NULL)
     return UV_ENOMEM;
-  if (c->out == NULL)
-    grown->len = 0;
-  grown->cap = (uint32_t)want;
+  if (len > 0)
+    memcpy(grown->data, c->out->data, len);
+  grown->len = (uint32_t)len;
+  cport__tls_out_put(c->pool, c->out);
   c->out = grown;
-  c->reserve = 0;
   return 0;
 }
 
@@ -203,6 +267,7 @@ void cport__tls_resume_free(void* resume) {
 
 int cport__tls_conn_new(cport__tls_conn_t** out,
                         cport_tls_t* tls,
+                        cport__tls_pool_t* pool,
                         const char* peer,
                         void** resume) {
   cport__tls_conn_t* c;
@@ -215,6 +280,7 @@ int cport__tls_conn_new(cport__tls_conn_t** out,
   c = cport__calloc(1, sizeof(*c));
   if (c == NULL)
     return UV_ENOMEM;
+  c->pool = pool;
   ERR_clear_error();
   c->ssl = SSL_new(cport__tls_ctx(tls));
   bio = BIO_new(conn_bio_method);
@@ -425,14 +491,14 @@ int cport__tls_conn_read(cport__tls_conn_t* c,
 }
 
 
-void cport__tls_conn_reserve(cport__tls_conn_t* c, size_t len) {
-  /* A record carries at most 16 KiB and costs at most a few dozen bytes
-   * more (AES-GCM: 22 in TLS 1.3, 29 in 1.2). */
-  size_t need = len + (len / 16384 + 1) * 64;
-  if (c->out == NULL)
-    c->reserve = need;
-  else
-    (void)conn_out_room(c, need);
+int cport__tls_conn_reserve(cport__tls_conn_t* c, size_t len) {
+  /* A record carries at most 16 KiB and costs at most 128 bytes more
+   * (AES-GCM: 22 in TLS 1.3, 29 in 1.2; a CBC suite with SHA-384 and its
+   * padding: 85). */
+  size_t records = len / 16384 + 1;
+  if (len > SIZE_MAX / 2 || records > (SIZE_MAX / 2 - len) / 128)
+    return UV_ENOMEM;
+  return conn_out_room(c, len + records * 128);
 }
 
 
@@ -466,11 +532,6 @@ cport__tls_out_t* cport__tls_conn_take(cport__tls_conn_t* c) {
     return NULL;
   c->out = NULL;
   return o;
-}
-
-
-void cport__tls_out_free(cport__tls_out_t* o) {
-  cport__free(o);
 }
 
 

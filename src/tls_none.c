@@ -80,9 +80,11 @@ int cport__tls_insecure(cport_tls_t* tls) {
 
 int cport__tls_conn_new(cport__tls_conn_t** out,
                         cport_tls_t* tls,
+                        cport__tls_pool_t* pool,
                         const char* peer,
                         void** resume) {
   (void)tls;
+  (void)pool;
   (void)peer;
   (void)resume;
   *out = NULL;
@@ -134,9 +136,10 @@ int cport__tls_conn_read(cport__tls_conn_t* c,
 }
 
 
-void cport__tls_conn_reserve(cport__tls_conn_t* c, size_t len) {
+int cport__tls_conn_reserve(cport__tls_conn_t* c, size_t len) {
   (void)c;
   (void)len;
+  return CPORT_ENOTLS;
 }
 
 
@@ -160,8 +163,14 @@ cport__tls_out_t* cport__tls_conn_take(cport__tls_conn_t* c) {
 }
 
 
-void cport__tls_out_free(cport__tls_out_t* o) {
+void cport__tls_out_put(cport__tls_pool_t* pool, cport__tls_out_t* o) {
+  (void)pool;
   (void)o;
+}
+
+
+void cport__tls_pool_clear(cport__tls_pool_t* pool) {
+  (void)pool;
 }
 
 

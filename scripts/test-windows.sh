@@ -8,21 +8,24 @@
 #
 #   ./scripts/test-windows.sh
 #
-# libuv and cmocka are cross-built once from Debian's own source packages
-# into build/win-deps (reused when present; delete it to rebuild). The
-# source packages come through a temporary deb-src entry derived from the
-# machine's apt source definition, removed again straight after.
+# libuv, cmocka and OpenSSL (for the TLS sessions and their tests) are
+# cross-built once from Debian's own source packages into build/win-deps,
+# or into $CPORT_WIN_DEPS when set (a folder outside the clone that a CI
+# machine keeps between runs); reused when present, delete it to rebuild.
+# The source packages come through a temporary deb-src entry derived from
+# the machine's apt source definition, removed again straight after.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=scripts/common.sh
 . "$here/common.sh"
 
-cache="$repo_root/build/win-deps"
+cache="${CPORT_WIN_DEPS:-$repo_root/build/win-deps}"
 prefix="$cache/prefix"
 toolchain="$repo_root/cmake/mingw-w64-x86_64.cmake"
 build="$repo_root/build/test-windows"
 export WINEDEBUG=-all
 export WINEPREFIX="$cache/wineprefix"
+# libuv.dll, cmocka.dll, libssl-3-x64.dll and libcrypto-3-x64.dll.
 export WINEPATH="$prefix/bin"
 
 log() { echo "test-windows: $*" >&2; }
@@ -42,7 +45,7 @@ if [ ${#need[@]} -gt 0 ]; then
     --no-install-recommends "${need[@]}" >/dev/null
 fi
 
-# ---- libuv and cmocka sources, from Debian ----
+# ---- libuv, cmocka and OpenSSL sources, from Debian ----
 src_entry=""
 remove_src_entry() {
   if [ -n "$src_entry" ]; then
@@ -68,7 +71,8 @@ fetch_sources() {
   local f
   mkdir -p "$cache/src"
   if [ -n "$(orig_tarball libuv1 2>/dev/null)" ] &&
-    [ -n "$(orig_tarball cmocka 2>/dev/null)" ]; then
+    [ -n "$(orig_tarball cmocka 2>/dev/null)" ] &&
+    [ -n "$(orig_tarball openssl 2>/dev/null)" ]; then
     return 0
   fi
   # The same archive the machine already uses, with the type changed to
@@ -95,9 +99,27 @@ fetch_sources() {
     log "no apt source definition found to derive a deb-src entry from"
     exit 1
   fi
-  log "fetching the libuv1 and cmocka source packages"
   $sudo apt-get update -qq
-  (cd "$cache/src" && apt-get source --download-only -qq libuv1 cmocka)
+  for pkg in libuv1 cmocka openssl; do
+    [ -n "$(orig_tarball "$pkg" 2>/dev/null)" ] && continue
+    log "fetching the $pkg source package"
+    (cd "$cache/src" && apt-get source --download-only -qq "$pkg") &&
+      continue
+    # Only the upstream tarball is used: enough when it came although the
+    # .dsc did not. An archive's index can also name a version its pool
+    # does not serve (seen with bookworm-security's openssl); then the
+    # other versions the indexes list, newest first.
+    [ -n "$(orig_tarball "$pkg" 2>/dev/null)" ] && continue
+    for v in $(apt-cache showsrc "$pkg" | sed -n 's/^Version: //p' |
+      sort -rV); do
+      log "trying $pkg $v"
+      (cd "$cache/src" && apt-get source --download-only -qq "$pkg=$v") &&
+        continue 2
+      [ -n "$(orig_tarball "$pkg" 2>/dev/null)" ] && continue 2
+    done
+    log "no source package of $pkg could be fetched"
+    exit 1
+  done
   remove_src_entry
 }
 
@@ -125,6 +147,36 @@ if [ ! -f "$prefix/bin/libuv.dll" ] || [ ! -f "$prefix/bin/cmocka.dll" ]; then
     -DWITH_EXAMPLES=OFF -DUNIT_TESTING=OFF
 fi
 
+# OpenSSL's own Configure, then only its two DLLs (with their import
+# libraries) and headers: its make's build_libs also compiles every source
+# a second time for the static libraries, twice the time for nothing used
+# here; no tests, no legacy provider. The DLLs are libcrypto-3-x64.dll and
+# libssl-3-x64.dll, in $prefix/bin.
+if [ ! -f "$prefix/bin/libssl-3-x64.dll" ]; then
+  fetch_sources
+  started=$SECONDS
+  dir="$cache/openssl"
+  rm -rf "$dir"
+  mkdir -p "$dir"
+  tar -xf "$(orig_tarball openssl)" -C "$dir" --strip-components=1
+  log "cross-building openssl (some minutes, once)"
+  (cd "$dir" &&
+    ./Configure mingw64 --cross-compile-prefix=x86_64-w64-mingw32- \
+      --prefix="$prefix" --libdir=lib shared no-tests no-legacy \
+      -static-libgcc >configure.log &&
+    make build_generated >build.log 2>&1 &&
+    make -j"$(cport_jobs)" libcrypto-3-x64.dll libssl-3-x64.dll \
+      >>build.log 2>&1) || {
+    log "the openssl cross build failed: see $dir/*.log"
+    exit 1
+  }
+  mkdir -p "$prefix/bin" "$prefix/lib" "$prefix/include/openssl"
+  cp "$dir"/include/openssl/*.h "$prefix/include/openssl/"
+  cp "$dir/libcrypto.dll.a" "$dir/libssl.dll.a" "$prefix/lib/"
+  cp "$dir/libcrypto-3-x64.dll" "$dir/libssl-3-x64.dll" "$prefix/bin/"
+  log "openssl cross-built in $((SECONDS - started)) s"
+fi
+
 # ---- wine: boot the private prefix once, before ctest runs tests in
 # parallel (two first boots at once would race) ----
 if [ ! -f "$WINEPREFIX/system.reg" ]; then
@@ -141,8 +193,6 @@ wineserver -w 2>/dev/null || true
 if command -v clang >/dev/null 2>&1; then
   log "checking the tests' Windows branches for code after skip()/fail()"
   for f in "$repo_root"/tests/test_*.c "$repo_root"/tests/fixture.c; do
-    # The cross build has no OpenSSL, so test_tls.c is not part of it.
-    [ "$(basename "$f")" = test_tls.c ] && continue
     clang --target=x86_64-w64-mingw32 -fsyntax-only -std=gnu11 \
       -I"$prefix/include" -I"$repo_root/include" -I"$repo_root/src" \
       -I"$repo_root/tests" \
@@ -158,6 +208,7 @@ fi
 export PKG_CONFIG_LIBDIR="$prefix/lib/pkgconfig"
 cport_configure "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DCMAKE_TOOLCHAIN_FILE="$toolchain" -DCMAKE_PREFIX_PATH="$prefix" \
+  "-UOPENSSL_*" -DOPENSSL_ROOT_DIR="$prefix" -DCPORT_WITH_TLS=ON \
   -DCPORT_WERROR=ON -DCPORT_BUILD_TESTS=ON -DCPORT_BUILD_EXAMPLES=ON \
   "-DCMAKE_CROSSCOMPILING_EMULATOR=wine"
 cport_build "$build"

@@ -9,7 +9,8 @@
  * Every function is static inline, so a program that needs only part of it
  * (faulty_echo has a command line of its own) builds without unused-function
  * warnings. The libuv part exists only where <uv.h> was included first,
- * because bench_libevent does not link libuv. */
+ * because bench_libevent does not link libuv; likewise the TLS part
+ * (--tls-cert, --tls-key) only where <openssl/ssl.h> was. */
 #ifndef CPORT_BENCH_SERVER_COMMON_H
 #define CPORT_BENCH_SERVER_COMMON_H
 
@@ -56,6 +57,9 @@ static inline void server_announce(const struct sockaddr* bound) {
 static inline void server_usage(const char* prog, FILE* out) {
   fprintf(out,
           "usage: %s [--host ADDR] [--port N] [--threads N]"
+#ifdef OPENSSL_SSL_H
+          " --tls-cert FILE --tls-key FILE"
+#endif
 #ifdef UV_VERSION_MAJOR
           " [--loop-thread 0|1]"
 #endif
@@ -63,6 +67,10 @@ static inline void server_usage(const char* prog, FILE* out) {
           "  --host ADDR       address to listen on (default 127.0.0.1)\n"
           "  --port N          TCP port, 0 for any free one (default 7777)\n"
           "  --threads N       accepted for a common command line; runs 1\n"
+#ifdef OPENSSL_SSL_H
+          "  --tls-cert FILE   certificate chain (PEM, leaf first), required\n"
+          "  --tls-key FILE    its private key (PEM), required\n"
+#endif
 #ifdef UV_VERSION_MAJOR
           "  --loop-thread 1   run the loop on a second thread while main\n"
           "                    waits to join it, as cport_core_run() and\n"
@@ -75,6 +83,12 @@ static inline void server_usage(const char* prog, FILE* out) {
 #ifdef UV_VERSION_MAJOR
 /* --loop-thread: the libuv servers' loop runs on a thread of its own. */
 static int server_loop_thread;
+#endif
+
+#ifdef OPENSSL_SSL_H
+/* --tls-cert and --tls-key, both required where TLS is compiled in. */
+static const char* server_tls_cert;
+static const char* server_tls_key;
 #endif
 
 
@@ -115,6 +129,12 @@ static inline struct addrinfo* server_parse_args(const char* prog,
                example_parse_long(value, 0, 1, &number) == 0) {
       server_loop_thread = (int)number;
 #endif
+#ifdef OPENSSL_SSL_H
+    } else if (strcmp(argv[i], "--tls-cert") == 0 && value != NULL) {
+      server_tls_cert = value;
+    } else if (strcmp(argv[i], "--tls-key") == 0 && value != NULL) {
+      server_tls_key = value;
+#endif
     } else {
       fprintf(stderr, "%s: bad argument '%s'%s%s\n", prog, argv[i],
               value != NULL ? " " : "", value != NULL ? value : "");
@@ -122,6 +142,13 @@ static inline struct addrinfo* server_parse_args(const char* prog,
       exit(2);
     }
   }
+#ifdef OPENSSL_SSL_H
+  if (server_tls_cert == NULL || server_tls_key == NULL) {
+    fprintf(stderr, "%s: --tls-cert and --tls-key are required\n", prog);
+    server_usage(prog, stderr);
+    exit(2);
+  }
+#endif
   memset(&hints, 0, sizeof(hints));
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
@@ -134,6 +161,37 @@ static inline struct addrinfo* server_parse_args(const char* prog,
   }
   return ai;
 }
+
+
+#ifdef OPENSSL_SSL_H
+
+/* The TLS servers' context: TLS 1.3 only, with TLS_AES_128_GCM_SHA256 so
+ * that every server of the benchmark runs the same cipher, and otherwise
+ * OpenSSL's defaults (session tickets on, SSL_MODE_RELEASE_BUFFERS off).
+ * Returns: the context, which lives as long as the process; NULL after
+ *          printing why not. */
+static inline SSL_CTX* server_tls_context(const char* prog) {
+  SSL_CTX* ctx = SSL_CTX_new(TLS_server_method());
+  if (ctx == NULL ||
+      SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION) != 1 ||
+      SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION) != 1 ||
+      SSL_CTX_set_ciphersuites(ctx, "TLS_AES_128_GCM_SHA256") != 1) {
+    fprintf(stderr, "%s: cannot set up TLS 1.3 with AES-128-GCM\n", prog);
+    return NULL;
+  }
+  if (SSL_CTX_use_certificate_chain_file(ctx, server_tls_cert) != 1 ||
+      SSL_CTX_use_PrivateKey_file(ctx, server_tls_key, SSL_FILETYPE_PEM) !=
+          1 ||
+      SSL_CTX_check_private_key(ctx) != 1) {
+    fprintf(stderr, "%s: cannot load %s and %s\n", prog, server_tls_cert,
+            server_tls_key);
+    SSL_CTX_free(ctx);
+    return NULL;
+  }
+  return ctx;
+}
+
+#endif /* OPENSSL_SSL_H */
 
 
 #ifdef UV_VERSION_MAJOR

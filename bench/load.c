@@ -2,9 +2,11 @@
  *
  *   load --port P [--host ADDR] [--conns N] [--size S] [--pipeline K]
  *        [--seconds D | --messages M] [--warmup W] [--server-pid PID]
- *        [--idle [--hold SECONDS]]
+ *        [--idle [--hold SECONDS]] [--tls [--handshakes [--resume]]]
  *
  * Builds on its own: cc -std=c11 -O2 bench/load.c -o load
+ * and with TLS:      cc -std=c11 -O2 -DLOAD_TLS=1 bench/load.c -o load -lssl
+ *                    -lcrypto
  *
  * Design notes
  *
@@ -42,7 +44,27 @@
  * never answers, or stops answering, then shows up as errors, not as a
  * quiet low rate. A tighter
  * limit would flag working servers: 1000 connections x 16 x 64 KiB start
- * with a 1 GiB burst whose slowest echo took ~5 s against echo_server. */
+ * with a 1 GiB burst whose slowest echo took ~5 s against echo_server.
+ *
+ * TLS (--tls, compiled in with LOAD_TLS and OpenSSL 3). The same sockets,
+ * poller and checks, with an OpenSSL client on each socket (SSL_set_fd):
+ * TLS 1.3 only, TLS_AES_128_GCM_SHA256, no certificate verification (the
+ * server's certificate is a throw-away one), SNI "localhost". The handshake
+ * runs non-blocking from the poller and counts as connecting, so the limit
+ * on connects in flight bounds handshakes too. SSL_write takes one message
+ * (or its unsent rest) at a time, with partial writes on; reads use
+ * OpenSSL's read-ahead, so one recv() can bring several records, and the
+ * records already read are drained before waiting again. The client's CPU
+ * is not measured, only the server's.
+ *
+ * --handshakes: each of the N connection slots connects, completes a full
+ * handshake, echoes one message of S bytes, sends close_notify and closes,
+ * then starts again at once. A cycle counts when its echo completes inside
+ * the window; the latency shown is the whole cycle's, from connect(). With
+ * --resume each slot offers the session ticket its previous connection
+ * received (SSL_set_session; tickets arrive after a TLS 1.3 handshake, so
+ * the new-session callback keeps the latest), and the summary says how many
+ * handshakes the server resumed (SSL_session_reused). */
 #if defined(__linux__)
 #define _GNU_SOURCE
 #endif
@@ -66,6 +88,14 @@
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
+
+#ifndef LOAD_TLS
+#define LOAD_TLS 0
+#endif
+#if LOAD_TLS
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#endif
 
 #if defined(__linux__) && !defined(LOAD_USE_POLL)
 #define LOAD_EPOLL 1
@@ -121,6 +151,9 @@
 #define IDLE_SETUP_NS (60 * NS_PER_S)
 #define STALL_NS (10 * NS_PER_S)
 #define STALL_DEAD_NS (2 * NS_PER_S)
+/* OpenSSL's read-ahead buffer outside --idle: a 64 KiB message's four
+ * records in one recv(). */
+#define TLS_READ_BUF (64 * 1024 + 1024)
 
 /* Log-linear latency histogram in nanoseconds: values below 64 are exact,
  * above that each power of two splits into 64 buckets (1.6% wide). */
@@ -140,11 +173,12 @@ enum {
   ERR_DATA,
   ERR_STALLED,
   ERR_UNFINISHED,
+  ERR_TLS,
   ERR_KINDS
 };
 
 static const char* const error_names[ERR_KINDS] = {
-    "connect", "closed", "io", "data", "stalled", "unfinished"};
+    "connect", "closed", "io", "data", "stalled", "unfinished", "tls"};
 
 #define SIGNAL_ID UINT32_MAX
 
@@ -162,6 +196,9 @@ typedef struct opts_s {
   int idle;
   double hold;
   int hold_set;
+  int tls;
+  int handshakes;
+  int resume;
 } opts_t;
 
 typedef struct conn_s {
@@ -174,6 +211,11 @@ typedef struct conn_s {
   uint8_t watch; /* WANT_* currently registered with the poller */
   uint64_t next; /* messages wholly sent */
   uint64_t done; /* messages wholly echoed and checked */
+#if LOAD_TLS
+  SSL* ssl;           /* NULL without --tls, and until connect() completes */
+  SSL_SESSION* sess;  /* --resume: the latest ticket of this slot */
+  uint64_t started;   /* --handshakes: when this cycle's connect began */
+#endif
 } conn_t;
 
 typedef struct hist_s {
@@ -235,6 +277,10 @@ typedef struct run_s {
 #endif
   uint64_t cpu_start;
   uint64_t cpu_stop;
+#if LOAD_TLS
+  SSL_CTX* tls_ctx;  /* NULL without --tls */
+  uint64_t resumed;  /* --handshakes: measured cycles that resumed */
+#endif
 } run_t;
 
 static volatile sig_atomic_t got_signal;
@@ -572,6 +618,12 @@ static uint64_t* ring_slot(const run_t* r, const conn_t* c, uint64_t m) {
 
 
 static void conn_close(run_t* r, conn_t* c) {
+#if LOAD_TLS
+  if (c->ssl != NULL) {
+    SSL_free(c->ssl);
+    c->ssl = NULL;
+  }
+#endif
   if (c->fd >= 0) {
     poller_forget(r, c);
     close(c->fd);
@@ -611,6 +663,23 @@ static void conn_error(run_t* r, conn_t* c, int kind, const char* fmt, ...) {
 
 
 static void conn_send(run_t* r, conn_t* c);
+#if LOAD_TLS
+static void tls_send(run_t* r, conn_t* c);
+static void tls_begin(run_t* r, conn_t* c);
+static int cycle_done(run_t* r, conn_t* c, uint64_t now);
+#endif
+
+
+/* conn_send(), or its TLS twin on a TLS connection. */
+static void conn_send_any(run_t* r, conn_t* c) {
+#if LOAD_TLS
+  if (c->ssl != NULL) {
+    tls_send(r, c);
+    return;
+  }
+#endif
+  conn_send(r, c);
+}
 
 
 static void conn_up(run_t* r, conn_t* c) {
@@ -622,7 +691,20 @@ static void conn_up(run_t* r, conn_t* c) {
     return;
   }
   if (r->sending)
-    conn_send(r, c);
+    conn_send_any(r, c);
+}
+
+
+/* The TCP connection is up: with --tls the handshake starts, which counts
+ * as connecting until it completes. */
+static void conn_established(run_t* r, conn_t* c) {
+#if LOAD_TLS
+  if (r->tls_ctx != NULL) {
+    tls_begin(r, c);
+    return;
+  }
+#endif
+  conn_up(r, c);
 }
 
 
@@ -637,6 +719,9 @@ static void conn_start(run_t* r, conn_t* c) {
   c->fd = fd;
   c->state = CONN_CONNECTING;
   r->connecting++;
+#if LOAD_TLS
+  c->started = now_ns();
+#endif
   flags = fcntl(fd, F_GETFL);
   if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0 ||
       setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) != 0) {
@@ -650,7 +735,7 @@ static void conn_start(run_t* r, conn_t* c) {
   }
 #endif
   if (connect(fd, (const struct sockaddr*)&r->addr, r->addrlen) == 0) {
-    conn_up(r, c);
+    conn_established(r, c);
     return;
   }
   /* After EINTR a non-blocking connect carries on asynchronously. */
@@ -672,7 +757,7 @@ static void conn_connected(run_t* r, conn_t* c) {
     conn_error(r, c, ERR_CONNECT, "connect: %s", strerror(err));
     return;
   }
-  conn_up(r, c);
+  conn_established(r, c);
 }
 
 
@@ -767,6 +852,10 @@ static int conn_complete(run_t* r, conn_t* c, uint64_t now) {
   uint64_t sent_at = *ring_slot(r, c, c->done);
   c->done++;
   c->recv_off = 0;
+#if LOAD_TLS
+  if (r->o->handshakes)
+    return cycle_done(r, c, now);
+#endif
   if (r->o->idle) {
     if (c->done == 1)
       r->echoed++;
@@ -783,28 +872,15 @@ static int conn_complete(run_t* r, conn_t* c, uint64_t now) {
 }
 
 
-/* Returns non-zero when the connection died or the run is over. */
-static int conn_recv(run_t* r, conn_t* c) {
+/* Checks `len` echoed bytes at `p` against what was sent and completes the
+ * messages they end.
+ * Returns non-zero when the connection died or the run is over. */
+static int conn_check(run_t* r, conn_t* c, const uint8_t* p, size_t len) {
   const uint32_t size = r->size;
   uint64_t sent_pos = c->next * size + c->send_off;
   uint64_t recv_pos = c->done * size + c->recv_off;
   uint64_t now = 0;
-  const uint8_t* p = r->rbuf;
-  size_t len;
-  ssize_t n = recv(c->fd, r->rbuf, RECV_BUF_SIZE, 0);
 
-  if (n < 0) {
-    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
-      return 0;
-    conn_error(r, c, ERR_IO, "recv: %s", strerror(errno));
-    return 1;
-  }
-  if (n == 0) {
-    conn_error(r, c, ERR_CLOSED,
-               "closed by the server after %" PRIu64 " messages", c->done);
-    return 1;
-  }
-  len = (size_t)n;
   r->rx_bytes += len;
   if (recv_pos + len > sent_pos) {
     conn_error(r, c, ERR_DATA,
@@ -841,17 +917,276 @@ static int conn_recv(run_t* r, conn_t* c) {
 }
 
 
+/* Returns non-zero when the connection died or the run is over. */
+static int conn_recv(run_t* r, conn_t* c) {
+  ssize_t n = recv(c->fd, r->rbuf, RECV_BUF_SIZE, 0);
+  if (n < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+      return 0;
+    conn_error(r, c, ERR_IO, "recv: %s", strerror(errno));
+    return 1;
+  }
+  if (n == 0) {
+    conn_error(r, c, ERR_CLOSED,
+               "closed by the server after %" PRIu64 " messages", c->done);
+    return 1;
+  }
+  return conn_check(r, c, r->rbuf, (size_t)n);
+}
+
+
+/* ---- TLS ---- */
+
+#if LOAD_TLS
+
+/* What OpenSSL's error queue says, or errno's text; clears the queue. */
+static const char* tls_why(int saved_errno) {
+  static char text[256];
+  unsigned long e = ERR_get_error();
+  if (e != 0) {
+    ERR_error_string_n(e, text, sizeof(text));
+    ERR_clear_error();
+    return text;
+  }
+  return saved_errno != 0 ? strerror(saved_errno) : "connection closed";
+}
+
+
+/* Tickets arrive after a TLS 1.3 handshake; each replaces the last. */
+static int tls_new_session(SSL* ssl, SSL_SESSION* sess) {
+  conn_t* c = SSL_get_app_data(ssl);
+  if (c->sess != NULL)
+    SSL_SESSION_free(c->sess);
+  c->sess = sess;
+  return 1; /* the slot keeps the reference */
+}
+
+
+static int tls_setup(run_t* r) {
+  SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
+  long mode = SSL_MODE_ENABLE_PARTIAL_WRITE |
+              SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER;
+  if (ctx == NULL)
+    return -1;
+  r->tls_ctx = ctx;
+  if (SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION) != 1 ||
+      SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION) != 1 ||
+      SSL_CTX_set_ciphersuites(ctx, "TLS_AES_128_GCM_SHA256") != 1)
+    return -1;
+  SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+  /* A server that closes without close_notify reads as a plain EOF. */
+  SSL_CTX_set_options(ctx, SSL_OP_IGNORE_UNEXPECTED_EOF);
+  SSL_CTX_set_read_ahead(ctx, 1);
+  if (r->o->idle)
+    /* 10 000 held connections would otherwise keep 34 KiB each here. */
+    mode |= SSL_MODE_RELEASE_BUFFERS;
+  else
+    SSL_CTX_set_default_read_buffer_len(ctx, TLS_READ_BUF);
+  SSL_CTX_set_mode(ctx, mode);
+  if (r->o->resume) {
+    SSL_CTX_set_session_cache_mode(
+        ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+    SSL_CTX_sess_set_new_cb(ctx, tls_new_session);
+  }
+  return 0;
+}
+
+
+static void tls_cleanup(run_t* r) {
+  uint32_t i;
+  for (i = 0; i < r->nconns && r->conns != NULL; i++)
+    if (r->conns[i].sess != NULL)
+      SSL_SESSION_free(r->conns[i].sess);
+  SSL_CTX_free(r->tls_ctx);
+}
+
+
+/* Drives the handshake as far as the socket allows. */
+static void tls_handshake(run_t* r, conn_t* c) {
+  int rc = SSL_do_handshake(c->ssl);
+  int saved = errno;
+  unsigned want;
+  if (rc == 1) {
+    conn_up(r, c);
+    return;
+  }
+  switch (SSL_get_error(c->ssl, rc)) {
+    case SSL_ERROR_WANT_READ:
+      want = WANT_READ;
+      break;
+    case SSL_ERROR_WANT_WRITE:
+      want = WANT_READ | WANT_WRITE;
+      break;
+    default:
+      conn_error(r, c, ERR_TLS, "handshake: %s", tls_why(saved));
+      return;
+  }
+  if (poller_watch(r, c, want) != 0)
+    conn_error(r, c, ERR_IO, "poller: %s", strerror(errno));
+}
+
+
+static void tls_begin(run_t* r, conn_t* c) {
+  c->ssl = SSL_new(r->tls_ctx);
+  if (c->ssl == NULL || SSL_set_fd(c->ssl, c->fd) != 1 ||
+      SSL_set_tlsext_host_name(c->ssl, "localhost") != 1) {
+    conn_error(r, c, ERR_TLS, "SSL_new: %s", tls_why(errno));
+    return;
+  }
+  SSL_set_app_data(c->ssl, c);
+  SSL_set_connect_state(c->ssl);
+  if (r->o->resume && c->sess != NULL)
+    SSL_set_session(c->ssl, c->sess);
+  tls_handshake(r, c);
+}
+
+
+/* conn_send() over TLS: one message, or its unsent rest, per SSL_write.
+ * A write that would block is retried with the same bytes, as OpenSSL
+ * requires. */
+static void tls_send(run_t* r, conn_t* c) {
+  const uint32_t size = r->size;
+  unsigned want = WANT_READ;
+  for (;;) {
+    uint64_t m = c->next;
+    uint32_t off = c->send_off;
+    uint64_t now;
+    int n;
+    if (off == 0 && (m - c->done >= r->depth || m >= r->msg_limit))
+      break;
+    now = now_ns();
+    n = SSL_write(c->ssl, message_bytes(r, c, m) + off, (int)(size - off));
+    if (n <= 0) {
+      int saved = errno;
+      int e = SSL_get_error(c->ssl, n);
+      if (e == SSL_ERROR_WANT_WRITE) {
+        want = WANT_READ | WANT_WRITE;
+        break;
+      }
+      if (e == SSL_ERROR_WANT_READ)
+        break;
+      conn_error(r, c, ERR_IO, "TLS write: %s", tls_why(saved));
+      return;
+    }
+    if (off == 0)
+      *ring_slot(r, c, m) = now;
+    c->send_off += (uint32_t)n;
+    if (c->send_off == size) {
+      c->next++;
+      c->send_off = 0;
+    }
+  }
+  if (poller_watch(r, c, want) != 0)
+    conn_error(r, c, ERR_IO, "poller: %s", strerror(errno));
+}
+
+
+/* conn_recv() over TLS: reads until OpenSSL holds nothing more, so records
+ * that one read-ahead brought in are not left waiting for the socket.
+ * Returns non-zero when the connection died or the run is over. */
+static int tls_recv(run_t* r, conn_t* c) {
+  for (;;) {
+    int n = SSL_read(c->ssl, r->rbuf, RECV_BUF_SIZE);
+    if (n <= 0) {
+      int saved = errno;
+      int e = SSL_get_error(c->ssl, n);
+      /* WANT_WRITE (a key update blocked on a full socket) is picked up by
+       * the next SSL_write, which tls_send() makes right after. */
+      if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
+        return 0;
+      if (e == SSL_ERROR_ZERO_RETURN ||
+          (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0 && saved == 0)) {
+        conn_error(r, c, ERR_CLOSED,
+                   "closed by the server after %" PRIu64 " messages",
+                   c->done);
+        return 1;
+      }
+      conn_error(r, c, ERR_IO, "TLS read: %s", tls_why(saved));
+      return 1;
+    }
+    if (conn_check(r, c, r->rbuf, (size_t)n) != 0)
+      return 1;
+    if (!SSL_has_pending(c->ssl))
+      return 0;
+  }
+}
+
+
+/* --handshakes: a slot's echo came back; counts the cycle, closes with
+ * close_notify and starts the slot's next connection.
+ * Returns non-zero: this connection is gone either way. */
+static int cycle_done(run_t* r, conn_t* c, uint64_t now) {
+  int reused = SSL_session_reused(c->ssl);
+  tick(r, now);
+  if (r->phase == PHASE_MEASURE) {
+    hist_record(&r->hist, now - c->started);
+    r->measured++;
+    if (reused)
+      r->resumed++;
+    if (r->o->messages != 0 && r->measured >= r->o->messages)
+      finish(r, now);
+  }
+  /* Queues close_notify without waiting for the server's. */
+  SSL_shutdown(c->ssl);
+  ERR_clear_error();
+  conn_close(r, c);
+  c->next = 0;
+  c->done = 0;
+  c->send_off = 0;
+  c->recv_off = 0;
+  if (r->phase != PHASE_DONE)
+    conn_start(r, c);
+  return 1;
+}
+
+
+/* Cycles that began more than STALL_NS ago (2 s when none completed, or
+ * the server fell silent) at a normal end: a server that accepts but never
+ * finishes a handshake shows up as errors. */
+static void fail_stalled_cycles(run_t* r, uint64_t now) {
+  uint64_t limit = r->measured == 0 || now - r->last_rx > STALL_DEAD_NS
+                       ? STALL_DEAD_NS
+                       : STALL_NS;
+  uint32_t i;
+  for (i = 0; i < r->nconns; i++) {
+    conn_t* c = &r->conns[i];
+    if (c->state == CONN_DEAD || c->state == CONN_NEW)
+      continue;
+    if (now - c->started > limit)
+      conn_error(r, c, ERR_STALLED, "cycle unfinished for %.1f s",
+                 (double)(now - c->started) / 1e9);
+  }
+}
+
+#endif /* LOAD_TLS */
+
+
 static void on_event(run_t* r, uint32_t id, unsigned ev) {
   conn_t* c = &r->conns[id];
   if (r->phase == PHASE_DONE)
     return;
   if (c->state == CONN_CONNECTING) {
+#if LOAD_TLS
+    if (c->ssl != NULL) {
+      tls_handshake(r, c);
+      return;
+    }
+#endif
     conn_connected(r, c);
     return;
   }
   /* A connection that died earlier in this batch. */
   if (c->state != CONN_UP)
     return;
+#if LOAD_TLS
+  if (c->ssl != NULL) {
+    if ((ev & (EV_READ | EV_ERROR)) != 0 && tls_recv(r, c) != 0)
+      return;
+    if (r->sending)
+      tls_send(r, c);
+    return;
+  }
+#endif
   if ((ev & (EV_READ | EV_ERROR)) != 0 && conn_recv(r, c) != 0)
     return;
   if (r->sending)
@@ -917,7 +1252,7 @@ static void start_run(run_t* r, uint64_t now) {
   }
   for (i = 0; i < r->nconns && r->phase != PHASE_DONE; i++)
     if (r->conns[i].state == CONN_UP)
-      conn_send(r, &r->conns[i]);
+      conn_send_any(r, &r->conns[i]);
 }
 
 
@@ -1018,6 +1353,64 @@ static void run_idle(run_t* r) {
 }
 
 
+#if LOAD_TLS
+/* --handshakes: every slot cycles from the start; the warm-up and the
+ * window are as in run_load(). */
+static void run_handshakes(run_t* r) {
+  uint64_t now = now_ns();
+  r->hard_deadline =
+      r->t_start +
+      (r->o->messages != 0
+           ? MESSAGES_LIMIT_NS
+           : seconds_to_ns(r->o->warmup + r->o->seconds) + HARD_EXTRA_NS);
+  r->sending = 1;
+  r->last_rx = now;
+  if (r->o->warmup > 0) {
+    r->phase = PHASE_WARMUP;
+    r->warm_end = now + seconds_to_ns(r->o->warmup);
+  } else {
+    start_measure(r, now);
+  }
+  for (;;) {
+    uint64_t wake;
+    now = now_ns();
+    if (got_signal) {
+      r->interrupted = 1;
+      finish(r, now);
+      break;
+    }
+    tick(r, now);
+    if (r->rx_bytes != r->rx_seen) {
+      r->rx_seen = r->rx_bytes;
+      r->last_rx = now;
+    }
+    if (r->phase == PHASE_DONE)
+      break;
+    launch_connects(r);
+    if (r->launched == r->nconns && r->alive == 0 && r->connecting == 0) {
+      fprintf(stderr, "load: every connection is closed\n");
+      finish(r, now);
+      break;
+    }
+    wake = r->hard_deadline;
+    if (r->phase == PHASE_WARMUP && r->warm_end < wake)
+      wake = r->warm_end;
+    if (r->phase == PHASE_MEASURE && r->meas_end < wake)
+      wake = r->meas_end;
+    poller_wait(r, timeout_until(now, wake));
+  }
+  if (r->interrupted)
+    fprintf(stderr, "load: interrupted\n");
+  if (r->timed_out) {
+    fprintf(stderr, "load: hard time limit reached\n");
+    fail_unfinished(r, 0);
+  } else {
+    fail_stalled_cycles(r, now_ns());
+  }
+}
+#endif
+
+
 /* ---- setup ---- */
 
 static void usage(FILE* out) {
@@ -1027,12 +1420,17 @@ static void usage(FILE* out) {
       "[--pipeline K]\n"
       "            [--seconds D | --messages M] [--warmup W] "
       "[--server-pid PID]\n"
-      "            [--idle [--hold SECONDS]]\n"
+      "            [--idle [--hold SECONDS]] [--tls [--handshakes "
+      "[--resume]]]\n"
       "Loads a TCP echo server and checks every echoed byte. Prints one "
       "line:\n"
       "  conns= size= pipeline= seconds= msgs= msg/s= MiB/s= p50_us= "
       "p99_us= max_us=\n"
       "  errors= [server_cpu_s= cpu_us_per_msg=]\n"
+      "or with --handshakes:\n"
+      "  conns= size= seconds= handshakes= hs/s= resumed= p50_us= p99_us= "
+      "max_us=\n"
+      "  errors= [server_cpu_s= cpu_us_per_handshake=]\n"
       "  --port P          server port (required)\n"
       "  --host ADDR       server IPv4 or IPv6 address (default 127.0.0.1)\n"
       "  --conns N         connections, 1 to 200000 (default 1)\n"
@@ -1049,6 +1447,15 @@ static void usage(FILE* out) {
       "                    \"ready conns=N\" and hold them until SIGINT or "
       "SIGTERM\n"
       "  --hold SECONDS    with --idle: hold this long at most\n"
+      "  --tls             TLS 1.3 (TLS_AES_128_GCM_SHA256) on every "
+      "connection,\n"
+      "                    the server's certificate not verified\n"
+      "  --handshakes      with --tls: each connection connects, "
+      "handshakes, echoes\n"
+      "                    S bytes once, closes, and starts again; "
+      "counts cycles\n"
+      "  --resume          with --handshakes: resume the previous "
+      "connection's session\n"
       "  --help            show this and exit\n"
       "A run stops after W + D + 10 s whatever happens (60 s with "
       "--messages);\n"
@@ -1058,7 +1465,7 @@ static void usage(FILE* out) {
       "window).\n"
       "SIGINT or SIGTERM ends a run early; the line then covers what was "
       "measured.\n"
-      "--idle uses only --port, --host, --conns and --size.\n"
+      "--idle uses only --port, --host, --conns, --size and --tls.\n"
       "Exit status: 0 with no errors and (unless --idle) at least one "
       "message,\n"
       "1 otherwise, 2 on bad arguments.\n");
@@ -1144,6 +1551,18 @@ static int parse_args(int argc, char** argv, opts_t* o) {
       o->idle = 1;
       continue;
     }
+    if (strcmp(a, "--tls") == 0) {
+      o->tls = 1;
+      continue;
+    }
+    if (strcmp(a, "--handshakes") == 0) {
+      o->handshakes = 1;
+      continue;
+    }
+    if (strcmp(a, "--resume") == 0) {
+      o->resume = 1;
+      continue;
+    }
     if (strcmp(a, "--port") != 0 && strcmp(a, "--host") != 0 &&
         strcmp(a, "--conns") != 0 && strcmp(a, "--size") != 0 &&
         strcmp(a, "--pipeline") != 0 && strcmp(a, "--seconds") != 0 &&
@@ -1192,6 +1611,19 @@ static int parse_args(int argc, char** argv, opts_t* o) {
     return bad_usage("%s only goes with --idle", "--hold");
   if (!o->idle && o->conns * o->pipeline > MAX_RING_SLOTS)
     return bad_usage("%s: conns x pipeline is over 16777216", "--pipeline");
+#if !LOAD_TLS
+  if (o->tls)
+    return bad_usage("%s: this bench_load was built without OpenSSL 3 "
+                     "(install libssl-dev and build it again)",
+                     "--tls");
+#endif
+  if (o->handshakes && !o->tls)
+    return bad_usage("%s only goes with --tls", "--handshakes");
+  if (o->handshakes && (o->idle || o->pipeline != 1))
+    return bad_usage("%s goes with neither --idle nor --pipeline",
+                     "--handshakes");
+  if (o->resume && !o->handshakes)
+    return bad_usage("%s only goes with --handshakes", "--resume");
   return -1;
 }
 
@@ -1305,6 +1737,32 @@ static void print_summary(const run_t* r) {
 }
 
 
+#if LOAD_TLS
+static void print_handshakes(const run_t* r) {
+  double secs =
+      r->measured_window ? (double)(r->meas_stop - r->meas_start) / 1e9 : 0.0;
+  printf("conns=%" PRIu32 " size=%" PRIu32
+         " seconds=%.2f handshakes=%" PRIu64 " hs/s=%.0f resumed=%" PRIu64
+         " p50_us=%.1f p99_us=%.1f max_us=%.1f errors=%" PRIu64,
+         r->nconns, r->size, secs, r->measured,
+         secs > 0 ? (double)r->measured / secs : 0.0, r->resumed,
+         (double)hist_quantile(&r->hist, 0.50) / 1e3,
+         (double)hist_quantile(&r->hist, 0.99) / 1e3, (double)r->hist.max / 1e3,
+         r->errors);
+  if (r->cpu_ok && r->measured_window) {
+    double cpu = (double)(r->cpu_stop - r->cpu_start) / 1e9;
+    if (r->measured > 0)
+      printf(" server_cpu_s=%.3f cpu_us_per_handshake=%.2f", cpu,
+             cpu * 1e6 / (double)r->measured);
+    else
+      printf(" server_cpu_s=%.3f cpu_us_per_handshake=nan", cpu);
+  }
+  printf("\n");
+  fflush(stdout);
+}
+#endif
+
+
 static void print_errors(const run_t* r) {
   int k;
   if (r->errors == 0)
@@ -1341,7 +1799,7 @@ int main(int argc, char** argv) {
   r->nconns = (uint32_t)o.conns;
   r->size = (uint32_t)o.size;
   r->depth = o.idle ? 1 : (uint32_t)o.pipeline;
-  r->msg_limit = o.idle ? 1 : UINT64_MAX;
+  r->msg_limit = o.idle || o.handshakes ? 1 : UINT64_MAX;
   ring_slots = (size_t)r->nconns * r->depth;
   pattern_len = (size_t)r->size + PATTERN_SPAN;
   r->conns = calloc(r->nconns, sizeof(*r->conns));
@@ -1365,6 +1823,13 @@ int main(int argc, char** argv) {
   }
   if (o.server_pid != 0 && !o.idle)
     cpu_open(r);
+#if LOAD_TLS
+  if (o.tls && tls_setup(r) != 0) {
+    fprintf(stderr, "load: TLS setup: %s\n", tls_why(errno));
+    status = 1;
+    goto done;
+  }
+#endif
 
   r->t_start = now_ns();
   r->phase = PHASE_CONNECT;
@@ -1376,6 +1841,18 @@ int main(int argc, char** argv) {
     close_all(r);
     print_errors(r);
     status = r->errors == 0 && !r->interrupted ? 0 : 1;
+#if LOAD_TLS
+  } else if (o.handshakes) {
+    fprintf(stderr,
+            "load: %" PRIu32 " connections to %s port %ld, %s handshakes, "
+            "%" PRIu32 " bytes each\n",
+            r->nconns, o.host, o.port, o.resume ? "resumed" : "full", r->size);
+    run_handshakes(r);
+    close_all(r);
+    print_handshakes(r);
+    print_errors(r);
+    status = r->errors == 0 && r->measured > 0 ? 0 : 1;
+#endif
   } else {
     fprintf(stderr,
             "load: %" PRIu32 " connections to %s port %ld, %" PRIu32
@@ -1389,6 +1866,10 @@ int main(int argc, char** argv) {
   }
 
 done:
+#if LOAD_TLS
+  if (r->tls_ctx != NULL)
+    tls_cleanup(r);
+#endif
   poller_close(r);
   free(r->conns);
   free(r->ring);

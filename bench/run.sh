@@ -7,6 +7,8 @@
 #   bench/run.sh --smoke         one short row and a small idle run (CI)
 #   bench/run.sh --seconds 3 --reps 5 --idle 20000 --servers cport,uv-trywrite
 #   bench/run.sh --fresh --reps 15 --conns 1 --sizes 64 --idle 0 --servers cport,asio
+#   bench/run.sh --tls           the same over TLS 1.3, about ten minutes
+#   bench/run.sh --smoke --tls   the TLS variant of --smoke (CI, ~15 s)
 #
 # Every server is started once, pinned to core 0; the client is pinned to
 # core 1 (when the machine has two cores and taskset). Rows are connections
@@ -24,7 +26,18 @@
 # of cport's CPU per message divided by each other server's in the same
 # repetition (paired ratios), the finest comparison this machine allows.
 #
-# Output: a Markdown table on stdout; the raw runs in build/bench/runs.tsv.
+# --tls runs the matrix over TLS 1.3 (TLS_AES_128_GCM_SHA256) against the
+# TLS servers cport (echo_server --tls-cert --tls-key), asio and libevent
+# (bench_asio_tls, bench_libevent_tls), with a P-256 certificate made for
+# the run in a temporary directory. It adds handshake rows (64 connections
+# in flight, each connecting, handshaking, echoing 64 bytes once and
+# closing; full, then resuming the previous connection's session ticket:
+# server CPU per handshake), holds the idle connections over TLS, and
+# shows per size what the cipher alone needs per echoed message (one
+# decrypt and one encrypt, from `openssl speed`): a floor no server beats.
+#
+# Output: a Markdown table on stdout; the raw runs in build/bench/runs.tsv
+# (with --tls: runs-tls.tsv and handshakes.tsv).
 set -euo pipefail
 
 # bash 4 or later, said plainly rather than by a bash 3.2 syntax error:
@@ -52,10 +65,12 @@ sizes_list="64 4096 65536"
 pipeline=1
 smoke=0
 fresh=0
+tls=0
+servers_set=0
 
 usage() {
   sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'
-  echo "options: --smoke --fresh --seconds S --reps N --idle N --servers LIST"
+  echo "options: --smoke --fresh --tls --seconds S --reps N --idle N --servers LIST"
   echo "         --conns 'LIST' --sizes 'LIST' --pipeline K --build DIR"
 }
 
@@ -69,7 +84,7 @@ while [ $# -gt 0 ]; do
     --smoke)
       smoke=1
       # Every server, the loop-thread variant included, starts and echoes.
-      servers_wanted="$bench_all_servers,uv-trywrite-lt"
+      [ "$servers_set" = 1 ] || servers_wanted="$bench_all_servers,uv-trywrite-lt"
       seconds=0.3
       warmup=0.1
       reps=1
@@ -84,7 +99,10 @@ while [ $# -gt 0 ]; do
         --seconds) seconds=$2 ;;
         --reps) reps=$2 ;;
         --idle) idle=$2 ;;
-        --servers) servers_wanted=$2 ;;
+        --servers)
+          servers_wanted=$2
+          servers_set=1
+          ;;
         --conns) conns_list=$2 ;;
         --sizes) sizes_list=$2 ;;
         --pipeline) pipeline=$2 ;;
@@ -94,6 +112,10 @@ while [ $# -gt 0 ]; do
       ;;
     --fresh)
       fresh=1
+      shift
+      ;;
+    --tls)
+      tls=1
       shift
       ;;
     -h | --help)
@@ -106,6 +128,9 @@ done
 [[ "$reps" =~ ^[1-9][0-9]*$ ]] || die "--reps must be a positive integer"
 [[ "$idle" =~ ^[0-9]+$ ]] || die "--idle must be a number"
 [[ "$seconds" =~ ^[0-9]*\.?[0-9]+$ ]] || die "--seconds must be a number"
+if [ "$tls" = 1 ] && [ "$servers_set" = 0 ]; then
+  servers_wanted=$bench_tls_servers
+fi
 
 [ "$(uname -s)" = Linux ] ||
   echo "run.sh: CPU per message needs Linux (/proc, clock_getcpuclockid)" >&2
@@ -118,13 +143,43 @@ cport_build "$bench_build_dir" >/dev/null
 
 load="$bench_build_dir/bench/bench_load"
 [ -x "$load" ] || die "bench_load was not built"
+tls_args=()
+if [ "$tls" = 1 ]; then
+  tls_args=(--tls)
+  # bench_load refuses --tls with status 2 when built without OpenSSL.
+  # (--resume alone is refused either way, before anything connects.)
+  probe=$("$load" --tls --resume --port 1 2>&1 || true)
+  case "$probe" in
+    *"without OpenSSL"*) die "bench_load was built without OpenSSL 3 (libssl-dev)" ;;
+  esac
+  command -v openssl >/dev/null 2>&1 ||
+    die "--tls needs the openssl command, for the certificate"
+fi
 
+# server_line NAME: the command line of server NAME in this mode; with
+# --tls, $cert and $key are made before any server starts.
+server_line() {
+  if [ "$tls" = 1 ]; then
+    echo "$(server_tls_cmd "$1") --tls-cert $cert --tls-key $key"
+  else
+    server_cmd "$1"
+  fi
+}
 
 servers=()
 IFS=, read -r -a wanted <<<"$servers_wanted"
 for s in "${wanted[@]}"; do
-  cmd=$(server_cmd "$s") || die "unknown server '$s'"
-  if [ -x "${cmd%% *}" ]; then
+  if [ "$tls" = 1 ]; then
+    cmd=$(server_tls_cmd "$s") || die "unknown TLS server '$s' (the TLS servers: $bench_tls_servers)"
+  else
+    cmd=$(server_cmd "$s") || die "unknown server '$s'"
+  fi
+  if [ "$tls" = 1 ] && [ "$s" = cport ] && [ -x "${cmd%% *}" ] &&
+    ! "${cmd%% *}" --help 2>&1 | grep -q -- --tls-cert; then
+    # Only until echo_server has its TLS flags: then it is measured, and in
+    # --smoke must start like every other server.
+    echo "run.sh: skipping cport: ${cmd%% *} has no --tls-cert" >&2
+  elif [ -x "${cmd%% *}" ]; then
     servers+=("$s")
   elif [ "$smoke" = 1 ]; then
     # The smoke run guards the benchmark itself: every server must build.
@@ -166,11 +221,20 @@ cleanup() {
 }
 trap cleanup EXIT
 
+if [ "$tls" = 1 ]; then
+  # Valid for two days and gone with $work: nothing outlives the run.
+  cert="$work/cert.pem"
+  key="$work/key.pem"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+    -subj /CN=localhost -days 2 -keyout "$key" -out "$cert" 2>"$work/openssl.err" ||
+    die "cannot make a certificate: $(cat "$work/openssl.err")"
+fi
+
 # start_server NAME: start it on a free port, set pid_of/port_of.
 start_server() {
   local name=$1 out="$work/$1.out" port
   # shellcheck disable=SC2046
-  "${pin_server[@]}" $(server_cmd "$name") --host 127.0.0.1 --port 0 \
+  "${pin_server[@]}" $(server_line "$name") --host 127.0.0.1 --port 0 \
     >"$out" 2>"$work/$name.err" &
   pid_of[$name]=$!
   port=$(cport_listening_port "$out" "${pid_of[$name]}") ||
@@ -208,6 +272,8 @@ median() {
 }
 
 nrows=$(($(wc -w <<<"$conns_list") * $(wc -w <<<"$sizes_list")))
+# --tls adds the two handshake rows.
+[ "$tls" = 0 ] || nrows=$((nrows + 2))
 est=$(awk -v r="$nrows" -v s="${#servers[@]}" -v n="$reps" \
   -v d="$seconds" -v w="$warmup" 'BEGIN { printf "%.0f", r*s*n*(d+w+0.3) }')
 {
@@ -228,6 +294,7 @@ if [ "$fresh" = 0 ]; then
 fi
 
 runs="$bench_build_dir/runs.tsv"
+[ "$tls" = 0 ] || runs="$bench_build_dir/runs-tls.tsv"
 printf 'server\tconns\tsize\trep\tmsgs_per_s\tcpu_us_per_msg\tp99_us\terrors\n' >"$runs"
 failed=0
 for conns in $conns_list; do
@@ -238,7 +305,7 @@ for conns in $conns_list; do
       for k in $(seq 0 $((n - 1))); do
         s=${servers[$(((k + rep) % n))]}
         [ "$fresh" = 0 ] || start_server "$s"
-        line=$("${pin_client[@]}" "$load" --port "${port_of[$s]}" \
+        line=$("${pin_client[@]}" "$load" "${tls_args[@]}" --port "${port_of[$s]}" \
           --conns "$conns" --size "$size" --pipeline "$pipeline" \
           --seconds "$seconds" --warmup "$warmup" \
           --server-pid "${pid_of[$s]}" 2>>"$work/load.err") || true
@@ -259,10 +326,62 @@ for conns in $conns_list; do
   done
 done
 
+# ---- TLS handshakes: full, then resumed ----
+hs_runs="$bench_build_dir/handshakes.tsv"
+hs_conns=64
+if [ "$tls" = 1 ]; then
+  printf 'server\tmode\trep\thandshakes_per_s\tcpu_us_per_handshake\tresumed\thandshakes\terrors\n' >"$hs_runs"
+  for mode in full resume; do
+    mode_args=(--handshakes)
+    [ "$mode" = full ] || mode_args+=(--resume)
+    for rep in $(seq 1 "$reps"); do
+      n=${#servers[@]}
+      for k in $(seq 0 $((n - 1))); do
+        s=${servers[$(((k + rep) % n))]}
+        [ "$fresh" = 0 ] || start_server "$s"
+        line=$("${pin_client[@]}" "$load" --tls "${mode_args[@]}" \
+          --port "${port_of[$s]}" --conns "$hs_conns" --size 64 \
+          --seconds "$seconds" --warmup "$warmup" \
+          --server-pid "${pid_of[$s]}" 2>>"$work/load.err") || true
+        errors=$(value errors "$line")
+        resumed=$(value resumed "$line")
+        count=$(value handshakes "$line")
+        if [ -z "$line" ] || [ "${errors:-1}" != 0 ]; then
+          echo "run.sh: $s $mode handshakes: ${line:-no summary}" >&2
+          failed=1
+        elif [ "$mode" = resume ] && [ "$resumed" != "$count" ]; then
+          # Each slot's first handshake is full; those fall in the warm-up.
+          echo "run.sh: $s: $resumed of $count handshakes resumed" >&2
+        fi
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$s" "$mode" "$rep" \
+          "$(value hs/s "$line")" "$(value cpu_us_per_handshake "$line")" \
+          "$resumed" "$count" "${errors:-1}" >>"$hs_runs"
+        if [ "$fresh" = 1 ]; then
+          note_peak "$s"
+          stop_server "$s"
+        fi
+      done
+    done
+  done
+fi
+
 if [ "$fresh" = 0 ]; then
   for s in "${servers[@]}"; do
     note_peak "$s"
     stop_server "$s"
+  done
+fi
+
+# ---- TLS: what the cipher alone needs per echoed message ----
+# One decrypt and one encrypt of the message, at `openssl speed`'s rate for
+# that size on the server's core: the floor under any server's CPU/msg.
+declare -A cipher_us # portable: bash 4; run.sh measures on Linux (/proc)
+if [ "$tls" = 1 ]; then
+  for size in $sizes_list; do
+    bps=$("${pin_server[@]}" openssl speed -evp aes-128-gcm -bytes "$size" \
+      -seconds 1 -mr 2>/dev/null | awk -F: '$1 == "+F" { print $4 }' | tail -n 1)
+    cipher_us[$size]=$(awk -v b="${bps:-0}" -v z="$size" 'BEGIN {
+      if (b > 0) print 2 * z / b * 1e6; else print "nan" }')
   done
 fi
 
@@ -272,7 +391,7 @@ if [ "$idle" -gt 0 ]; then
   for s in "${servers[@]}"; do
     start_server "$s"
     before=$(status_kb "${pid_of[$s]}" VmRSS)
-    "${pin_client[@]}" "$load" --idle --port "${port_of[$s]}" \
+    "${pin_client[@]}" "$load" "${tls_args[@]}" --idle --port "${port_of[$s]}" \
       --conns "$idle" --size 64 >"$work/idle.out" 2>>"$work/load.err" &
     client=$!
     ready=0
@@ -311,13 +430,27 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN {
   if (a == "nan" || b == "nan" || b == 0) print "-"; else printf "%.2fx", a/b }'; }
 
 echo
-echo "Ping-pong echo, pipeline $pipeline, ${seconds}s x $reps (median); $pinning."
+if [ "$tls" = 1 ]; then
+  echo "Ping-pong echo over TLS 1.3 (TLS_AES_128_GCM_SHA256), pipeline $pipeline,"
+  echo "${seconds}s x $reps (median); $pinning."
+else
+  echo "Ping-pong echo, pipeline $pipeline, ${seconds}s x $reps (median); $pinning."
+fi
 echo "Each cell: messages per second / server CPU microseconds per message."
 echo "vs libuv: cport against the best raw libuv server of the row (msg/s; CPU/msg);"
 echo "vs asio: cport against Boost.Asio, likewise."
+[ "$tls" = 0 ] || {
+  echo "vs libevent: cport against libevent, likewise."
+  echo "cipher: microseconds the cipher alone needs per message (one decrypt,"
+  echo "one encrypt; openssl speed -evp aes-128-gcm), the floor under CPU/msg."
+}
 echo
 header="| conns | size |"
 rule="|---:|---:|"
+if [ "$tls" = 1 ]; then
+  header+=" cipher |"
+  rule+="---:|"
+fi
 for s in "${servers[@]}"; do
   header+=" $s |"
   rule+="---:|"
@@ -338,11 +471,18 @@ if [ "$has_asio" = 1 ] && [ "$has_cport" = 1 ]; then
   header+=" cport vs asio |"
   rule+="---:|"
 fi
+has_libevent=0
+for s in "${servers[@]}"; do [ "$s" = libevent ] && has_libevent=1; done
+if [ "$tls" = 1 ] && [ "$has_libevent" = 1 ] && [ "$has_cport" = 1 ]; then
+  header+=" cport vs libevent |"
+  rule+="---:|"
+fi
 echo "$header"
 echo "$rule"
 for conns in $conns_list; do
   for size in $sizes_list; do
     row="| $conns | $size |"
+    [ "$tls" = 0 ] || row+=" $(fmt_num "${cipher_us[$size]:-nan}") |"
     best_rate=nan
     best_cpu=nan
     for s in "${servers[@]}"; do
@@ -364,6 +504,10 @@ for conns in $conns_list; do
           asio_rate=$rate
           asio_cpu=$cpu
           ;;
+        libevent)
+          libevent_rate=$rate
+          libevent_cpu=$cpu
+          ;;
       esac
     done
     if [ "$has_uv" = 1 ] && [ "$has_cport" = 1 ]; then
@@ -371,6 +515,9 @@ for conns in $conns_list; do
     fi
     if [ "$has_asio" = 1 ] && [ "$has_cport" = 1 ]; then
       row+=" $(ratio "$cport_rate" "$asio_rate"); $(ratio "$cport_cpu" "$asio_cpu") |"
+    fi
+    if [ "$tls" = 1 ] && [ "$has_libevent" = 1 ] && [ "$has_cport" = 1 ]; then
+      row+=" $(ratio "$cport_rate" "$libevent_rate"); $(ratio "$cport_cpu" "$libevent_cpu") |"
     fi
     echo "$row"
   done
@@ -409,8 +556,63 @@ if [ "$has_cport" = 1 ] && [ "$reps" -ge 2 ] && [ ${#servers[@]} -ge 2 ]; then
   done
 fi
 
+if [ "$tls" = 1 ]; then
+  # hs_cell SERVER MODE COLUMN: median of a handshakes.tsv column over reps
+  hs_cell() {
+    awk -F'\t' -v s="$1" -v m="$2" -v col="$3" \
+      'NR > 1 && $1 == s && $2 == m && $col != "" { print $col }' \
+      "$hs_runs" | median
+  }
+  echo
+  echo "Handshakes: $hs_conns connections in flight, each connecting, completing a"
+  echo "handshake (P-256 certificate), echoing 64 bytes once and closing"
+  echo "(close_notify); resumed: offering the previous connection's session"
+  echo "ticket. Each cell: handshakes per second / server CPU microseconds per"
+  echo "handshake (median of $reps); resumed also shows how many of the measured"
+  echo "handshakes the server resumed."
+  echo
+  header="| handshake |"
+  rule="|---|"
+  for s in "${servers[@]}"; do
+    header+=" $s |"
+    rule+="---:|"
+  done
+  for s in "${servers[@]}"; do
+    [ "$s" = cport ] && continue
+    [ "$has_cport" = 1 ] || continue
+    header+=" cport / $s (CPU) |"
+    rule+="---:|"
+  done
+  echo "$header"
+  echo "$rule"
+  for mode in full resume; do
+    row="| $([ "$mode" = full ] && echo full || echo resumed) |"
+    declare -A hs_cpu=() # portable: bash 4; run.sh measures on Linux (/proc)
+    for s in "${servers[@]}"; do
+      rate=$(hs_cell "$s" "$mode" 4)
+      hs_cpu[$s]=$(hs_cell "$s" "$mode" 5)
+      cell="$(fmt_rate "$rate") / $(fmt_num "${hs_cpu[$s]}")"
+      if [ "$mode" = resume ]; then
+        cell+=" ($(hs_cell "$s" "$mode" 6 | awk '{ printf "%.0f", $1 }') of"
+        cell+=" $(hs_cell "$s" "$mode" 7 | awk '{ printf "%.0f", $1 }'))"
+      fi
+      row+=" $cell |"
+    done
+    for s in "${servers[@]}"; do
+      [ "$s" = cport ] && continue
+      [ "$has_cport" = 1 ] || continue
+      row+=" $(ratio "${hs_cpu[cport]}" "${hs_cpu[$s]}") |"
+    done
+    echo "$row"
+  done
+fi
+
 echo
-echo "Memory: $idle idle connections (one 64-byte echo each, then held)."
+if [ "$tls" = 1 ]; then
+  echo "Memory: $idle idle TLS connections (handshake and one 64-byte echo each, then held)."
+else
+  echo "Memory: $idle idle connections (one 64-byte echo each, then held)."
+fi
 echo
 echo "| server | RSS bytes per idle connection | peak RSS during the matrix |"
 echo "|---|---:|---:|"
@@ -418,5 +620,5 @@ for s in "${servers[@]}"; do
   echo "| $s | ${idle_bytes[$s]:--} | $(awk -v k="${peak_kb[$s]:-0}" 'BEGIN { printf "%.1f MiB", k/1024 }') |"
 done
 echo
-echo "raw runs: $runs" >&2
+echo "raw runs: $runs$([ "$tls" = 0 ] || echo " $hs_runs")" >&2
 exit "$failed"

@@ -23,3 +23,17 @@ server_cmd() {
 }
 
 bench_all_servers="cport,uv-trywrite,uv-write,libevent,asio"
+
+# server_tls_cmd NAME: the command line of the TLS echo server NAME, without
+# its certificate: the caller appends --tls-cert FILE --tls-key FILE. Fails
+# for an unknown name.
+server_tls_cmd() {
+  case "$1" in
+    cport) echo "$bench_build_dir/examples/echo_server --max-sessions 0" ;;
+    asio) echo "$bench_build_dir/bench/bench_asio_tls --threads 1" ;;
+    libevent) echo "$bench_build_dir/bench/bench_libevent_tls" ;;
+    *) return 1 ;;
+  esac
+}
+
+bench_tls_servers="cport,asio,libevent"

@@ -7,7 +7,8 @@
 #   bench/selftest.sh BENCH_LOAD FAULTY_ECHO ECHO_SERVER
 #
 # Prints "ok - ..." or "not ok - ..." per check and exits 1 if any failed.
-# ctest runs it as bench_selftest. It takes about 8 s, more than half of it
+# ctest runs it as bench_selftest. It takes about 8 s (and 2 s more for
+# the TLS checks, run when bench_load has --tls), more than half of it
 # in the two stall checks: bench_load calls a waiting connection stalled once
 # the server has sent nothing on any connection for 2 s, so those runs are
 # the shortest past 2 s. Its other rule, 10 s of waiting while the server
@@ -347,6 +348,79 @@ if start_server echo_server "$echo_server" --port 0; then
 else
   verdict "echo_server starts" "no 'listening on' line" \
     "$work/echo_server.err"
+fi
+
+# ---- TLS (bench_load --tls) ----
+# Against cport's echo_server once it takes --tls-cert, else against
+# bench_libevent_tls, built next to bench_load; skipped when bench_load has
+# no TLS, or there is no TLS server or openssl command.
+tls_server=""
+if "$echo_server" --help 2>&1 | grep -q -- --tls-cert; then
+  tls_server=$echo_server
+elif [ -x "$(dirname "$load")/bench_libevent_tls" ]; then
+  tls_server="$(dirname "$load")/bench_libevent_tls"
+fi
+tls_probe=$("$load" --tls --resume --port 1 2>&1)
+if [[ $tls_probe == *"without OpenSSL"* ]] || [ -z "$tls_server" ] ||
+  ! command -v openssl >/dev/null 2>&1; then
+  echo "ok - TLS checks # SKIP no TLS in bench_load, no TLS server or no openssl"
+elif ! openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 \
+  -nodes -subj /CN=localhost -days 2 -keyout "$work/key.pem" \
+  -out "$work/cert.pem" 2>"$work/openssl.err"; then
+  line=""
+  verdict "a certificate for the TLS checks" "openssl req failed" \
+    "$work/openssl.err"
+elif start_server tls_server "$tls_server" --port 0 \
+  --tls-cert "$work/cert.pem" --tls-key "$work/key.pem"; then
+  server_pid=$pid
+  server_port=$port
+  run_load --tls --port "$server_port" "${run_args[@]}" --pipeline 4 \
+    --server-pid "$server_pid"
+  verdict "--tls, pipeline 4: exit 0, errors=0, msgs>0, keys in order" \
+    "$(clean_run "$summary_keys server_cpu_s cpu_us_per_msg")" \
+    "$work/load.err"
+
+  run_load --tls --handshakes --resume --port "$server_port" --conns 4 \
+    --warmup 0.1 --seconds 0.5 --server-pid "$server_pid"
+  problem=""
+  if [ "$rc" != 0 ] || [ "$(value errors)" != 0 ]; then
+    problem="exit status $rc, errors=$(value errors), expected 0 and 0"
+  elif [ "$(keys)" != "conns size seconds handshakes hs/s resumed p50_us p99_us max_us errors server_cpu_s cpu_us_per_handshake" ]; then
+    problem="summary keys are '$(keys)'"
+  elif ! all_numbers || [ "$(value handshakes)" -eq 0 ]; then
+    problem="no handshakes counted"
+  elif [ "$(value resumed)" -eq 0 ] ||
+    [ "$(value resumed)" -lt $(($(value handshakes) - 4)) ]; then
+    # Only each slot's first handshake may be full.
+    problem="resumed=$(value resumed) of handshakes=$(value handshakes)"
+  fi
+  verdict "--tls --handshakes --resume: exit 0, all but each slot's first resumed" \
+    "$problem" "$work/load.err"
+
+  line=""
+  problem=""
+  spawn tls_idle "$load" --tls --idle --conns 20 --size 64 --port "$server_port"
+  idle_pid=$pid
+  if ! expect_line "$idle_pid" '^ready' 20; then
+    problem="no 'ready' line within 20 s"
+  elif [ "$line" != "ready conns=20" ]; then
+    problem="printed '$line', expected 'ready conns=20'"
+  fi
+  stop "$idle_pid"
+  if [ -z "$problem" ] && [ "$status" != 0 ]; then
+    problem="exit status $status after SIGTERM, expected 0"
+  fi
+  verdict "--tls --idle --conns 20: 'ready conns=20', then exit 0" \
+    "$problem" "$work/tls_idle.err"
+
+  # Plain bytes to a TLS server: the handshake fails, and that is caught.
+  run_load --port "$server_port" "${run_args[@]}"
+  verdict "plain load against a TLS server: exit 1, errors>0" \
+    "$(caught_fault $((run_ms + slack_ms)))" "$work/load.err"
+  stop_server tls_server "$server_pid"
+else
+  verdict "$(basename "$tls_server") starts" "no 'listening on' line" \
+    "$work/tls_server.err"
 fi
 
 line=""

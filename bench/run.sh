@@ -69,7 +69,7 @@ tls=0
 servers_set=0
 
 usage() {
-  sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,40p' "$0" | sed 's/^# \{0,1\}//'
   echo "options: --smoke --fresh --tls --seconds S --reps N --idle N --servers LIST"
   echo "         --conns 'LIST' --sizes 'LIST' --pipeline K --build DIR"
 }
@@ -233,6 +233,9 @@ fi
 # start_server NAME: start it on a free port, set pid_of/port_of.
 start_server() {
   local name=$1 out="$work/$1.out" port
+  # Created here, so that cport_listening_port never reads a file the
+  # background job has not opened yet.
+  : >"$out"
   # shellcheck disable=SC2046
   "${pin_server[@]}" $(server_line "$name") --host 127.0.0.1 --port 0 \
     >"$out" 2>"$work/$name.err" &

@@ -1240,8 +1240,10 @@ static void close_all(run_t* r) {
 
 static void start_run(run_t* r, uint64_t now) {
   uint32_t i;
-  fprintf(stderr, "load: %" PRIu32 " of %" PRIu32 " connections up in %.3f s\n",
-          r->alive, r->nconns, (double)(now - r->t_start) / 1e9);
+  if (!r->o->handshakes)
+    fprintf(stderr,
+            "load: %" PRIu32 " of %" PRIu32 " connections up in %.3f s\n",
+            r->alive, r->nconns, (double)(now - r->t_start) / 1e9);
   r->sending = 1;
   r->last_rx = now;
   if (r->o->warmup > 0) {
@@ -1256,12 +1258,17 @@ static void start_run(run_t* r, uint64_t now) {
 }
 
 
+/* Ping-pong once every connection is up; with --handshakes every slot
+ * cycles from the start instead, and is started again as each cycle ends. */
 static void run_load(run_t* r) {
+  const int cycles = r->o->handshakes;
   r->hard_deadline =
       r->t_start +
       (r->o->messages != 0
            ? MESSAGES_LIMIT_NS
            : seconds_to_ns(r->o->warmup + r->o->seconds) + HARD_EXTRA_NS);
+  if (cycles)
+    start_run(r, r->t_start);
   for (;;) {
     uint64_t now = now_ns();
     uint64_t wake;
@@ -1279,8 +1286,13 @@ static void run_load(run_t* r) {
       launch_connects(r);
       if (r->launched == r->nconns && r->connecting == 0)
         start_run(r, now);
+    } else if (cycles) {
+      launch_connects(r);
     }
-    if (r->phase != PHASE_CONNECT && r->phase != PHASE_DONE && r->alive == 0) {
+    /* Cycling slots are between connections, not closed, while any
+     * connects. */
+    if (r->phase != PHASE_CONNECT && r->phase != PHASE_DONE && r->alive == 0 &&
+        (!cycles || (r->launched == r->nconns && r->connecting == 0))) {
       fprintf(stderr, "load: every connection is closed\n");
       finish(r, now);
     }
@@ -1298,6 +1310,10 @@ static void run_load(run_t* r) {
   if (r->timed_out) {
     fprintf(stderr, "load: hard time limit reached\n");
     fail_unfinished(r, 0);
+  } else if (cycles) {
+#if LOAD_TLS
+    fail_stalled_cycles(r, now_ns());
+#endif
   } else {
     fail_stalled(r, now_ns());
   }
@@ -1351,64 +1367,6 @@ static void run_idle(run_t* r) {
     poller_wait(r, timeout);
   }
 }
-
-
-#if LOAD_TLS
-/* --handshakes: every slot cycles from the start; the warm-up and the
- * window are as in run_load(). */
-static void run_handshakes(run_t* r) {
-  uint64_t now = now_ns();
-  r->hard_deadline =
-      r->t_start +
-      (r->o->messages != 0
-           ? MESSAGES_LIMIT_NS
-           : seconds_to_ns(r->o->warmup + r->o->seconds) + HARD_EXTRA_NS);
-  r->sending = 1;
-  r->last_rx = now;
-  if (r->o->warmup > 0) {
-    r->phase = PHASE_WARMUP;
-    r->warm_end = now + seconds_to_ns(r->o->warmup);
-  } else {
-    start_measure(r, now);
-  }
-  for (;;) {
-    uint64_t wake;
-    now = now_ns();
-    if (got_signal) {
-      r->interrupted = 1;
-      finish(r, now);
-      break;
-    }
-    tick(r, now);
-    if (r->rx_bytes != r->rx_seen) {
-      r->rx_seen = r->rx_bytes;
-      r->last_rx = now;
-    }
-    if (r->phase == PHASE_DONE)
-      break;
-    launch_connects(r);
-    if (r->launched == r->nconns && r->alive == 0 && r->connecting == 0) {
-      fprintf(stderr, "load: every connection is closed\n");
-      finish(r, now);
-      break;
-    }
-    wake = r->hard_deadline;
-    if (r->phase == PHASE_WARMUP && r->warm_end < wake)
-      wake = r->warm_end;
-    if (r->phase == PHASE_MEASURE && r->meas_end < wake)
-      wake = r->meas_end;
-    poller_wait(r, timeout_until(now, wake));
-  }
-  if (r->interrupted)
-    fprintf(stderr, "load: interrupted\n");
-  if (r->timed_out) {
-    fprintf(stderr, "load: hard time limit reached\n");
-    fail_unfinished(r, 0);
-  } else {
-    fail_stalled_cycles(r, now_ns());
-  }
-}
-#endif
 
 
 /* ---- setup ---- */
@@ -1715,52 +1673,39 @@ static void print_summary(const run_t* r) {
   double rate = secs > 0 ? (double)r->measured / secs : 0.0;
   double mib =
       secs > 0 ? (double)r->measured * (double)r->size / 1048576.0 / secs : 0.0;
-  printf("conns=%" PRIu32 " size=%" PRIu32
-         " pipeline=%ld seconds=%.2f"
-         " msgs=%" PRIu64
-         " msg/s=%.0f MiB/s=%.2f p50_us=%.1f p99_us=%.1f"
-         " max_us=%.1f errors=%" PRIu64,
-         r->nconns, r->size, r->o->pipeline, secs, r->measured, rate, mib,
-         (double)hist_quantile(&r->hist, 0.50) / 1e3,
-         (double)hist_quantile(&r->hist, 0.99) / 1e3, (double)r->hist.max / 1e3,
-         r->errors);
-  if (r->cpu_ok && r->measured_window) {
-    double cpu = (double)(r->cpu_stop - r->cpu_start) / 1e9;
-    if (r->measured > 0)
-      printf(" server_cpu_s=%.3f cpu_us_per_msg=%.2f", cpu,
-             cpu * 1e6 / (double)r->measured);
-    else
-      printf(" server_cpu_s=%.3f cpu_us_per_msg=nan", cpu);
-  }
-  printf("\n");
-  fflush(stdout);
-}
-
-
+  const char* per = "msg";
+  if (r->o->handshakes) {
+    per = "handshake";
+    printf("conns=%" PRIu32 " size=%" PRIu32 " seconds=%.2f handshakes=%" PRIu64
+           " hs/s=%.0f resumed=%" PRIu64,
+           r->nconns, r->size, secs, r->measured, rate,
 #if LOAD_TLS
-static void print_handshakes(const run_t* r) {
-  double secs =
-      r->measured_window ? (double)(r->meas_stop - r->meas_start) / 1e9 : 0.0;
-  printf("conns=%" PRIu32 " size=%" PRIu32
-         " seconds=%.2f handshakes=%" PRIu64 " hs/s=%.0f resumed=%" PRIu64
-         " p50_us=%.1f p99_us=%.1f max_us=%.1f errors=%" PRIu64,
-         r->nconns, r->size, secs, r->measured,
-         secs > 0 ? (double)r->measured / secs : 0.0, r->resumed,
+           r->resumed
+#else
+           UINT64_C(0)
+#endif
+    );
+  } else {
+    printf("conns=%" PRIu32 " size=%" PRIu32
+           " pipeline=%ld seconds=%.2f"
+           " msgs=%" PRIu64 " msg/s=%.0f MiB/s=%.2f",
+           r->nconns, r->size, r->o->pipeline, secs, r->measured, rate, mib);
+  }
+  printf(" p50_us=%.1f p99_us=%.1f max_us=%.1f errors=%" PRIu64,
          (double)hist_quantile(&r->hist, 0.50) / 1e3,
          (double)hist_quantile(&r->hist, 0.99) / 1e3, (double)r->hist.max / 1e3,
          r->errors);
   if (r->cpu_ok && r->measured_window) {
     double cpu = (double)(r->cpu_stop - r->cpu_start) / 1e9;
     if (r->measured > 0)
-      printf(" server_cpu_s=%.3f cpu_us_per_handshake=%.2f", cpu,
+      printf(" server_cpu_s=%.3f cpu_us_per_%s=%.2f", cpu, per,
              cpu * 1e6 / (double)r->measured);
     else
-      printf(" server_cpu_s=%.3f cpu_us_per_handshake=nan", cpu);
+      printf(" server_cpu_s=%.3f cpu_us_per_%s=nan", cpu, per);
   }
   printf("\n");
   fflush(stdout);
 }
-#endif
 
 
 static void print_errors(const run_t* r) {
@@ -1841,23 +1786,18 @@ int main(int argc, char** argv) {
     close_all(r);
     print_errors(r);
     status = r->errors == 0 && !r->interrupted ? 0 : 1;
-#if LOAD_TLS
-  } else if (o.handshakes) {
-    fprintf(stderr,
-            "load: %" PRIu32 " connections to %s port %ld, %s handshakes, "
-            "%" PRIu32 " bytes each\n",
-            r->nconns, o.host, o.port, o.resume ? "resumed" : "full", r->size);
-    run_handshakes(r);
-    close_all(r);
-    print_handshakes(r);
-    print_errors(r);
-    status = r->errors == 0 && r->measured > 0 ? 0 : 1;
-#endif
   } else {
-    fprintf(stderr,
-            "load: %" PRIu32 " connections to %s port %ld, %" PRIu32
-            " bytes, pipeline %" PRIu32 "\n",
-            r->nconns, o.host, o.port, r->size, r->depth);
+    if (o.handshakes)
+      fprintf(stderr,
+              "load: %" PRIu32 " connections to %s port %ld, %s handshakes, "
+              "%" PRIu32 " bytes each\n",
+              r->nconns, o.host, o.port, o.resume ? "resumed" : "full",
+              r->size);
+    else
+      fprintf(stderr,
+              "load: %" PRIu32 " connections to %s port %ld, %" PRIu32
+              " bytes, pipeline %" PRIu32 "\n",
+              r->nconns, o.host, o.port, r->size, r->depth);
     run_load(r);
     close_all(r);
     print_summary(r);

@@ -300,6 +300,28 @@ runs="$bench_build_dir/runs.tsv"
 [ "$tls" = 0 ] || runs="$bench_build_dir/runs-tls.tsv"
 printf 'server\tconns\tsize\trep\tmsgs_per_s\tcpu_us_per_msg\tp99_us\terrors\n' >"$runs"
 failed=0
+
+# measure NAME ARGS...: one bench_load run with ARGS against server NAME
+# (started for it alone with --fresh) for the window, reading its CPU time;
+# sets `line` and `errors`, and `failed` when the run had errors.
+measure() {
+  local s=$1
+  shift
+  [ "$fresh" = 0 ] || start_server "$s"
+  line=$("${pin_client[@]}" "$load" "$@" --port "${port_of[$s]}" \
+    --seconds "$seconds" --warmup "$warmup" \
+    --server-pid "${pid_of[$s]}" 2>>"$work/load.err") || true
+  errors=$(value errors "$line")
+  if [ -z "$line" ] || [ "${errors:-1}" != 0 ]; then
+    echo "run.sh: $s $*: ${line:-no summary}" >&2
+    failed=1
+  fi
+  if [ "$fresh" = 1 ]; then
+    note_peak "$s"
+    stop_server "$s"
+  fi
+}
+
 for conns in $conns_list; do
   for size in $sizes_list; do
     for rep in $(seq 1 "$reps"); do
@@ -307,23 +329,11 @@ for conns in $conns_list; do
       n=${#servers[@]}
       for k in $(seq 0 $((n - 1))); do
         s=${servers[$(((k + rep) % n))]}
-        [ "$fresh" = 0 ] || start_server "$s"
-        line=$("${pin_client[@]}" "$load" "${tls_args[@]}" --port "${port_of[$s]}" \
-          --conns "$conns" --size "$size" --pipeline "$pipeline" \
-          --seconds "$seconds" --warmup "$warmup" \
-          --server-pid "${pid_of[$s]}" 2>>"$work/load.err") || true
-        errors=$(value errors "$line")
-        if [ -z "$line" ] || [ "${errors:-1}" != 0 ]; then
-          echo "run.sh: $s conns=$conns size=$size: ${line:-no summary}" >&2
-          failed=1
-        fi
+        measure "$s" "${tls_args[@]}" --conns "$conns" --size "$size" \
+          --pipeline "$pipeline"
         printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$s" "$conns" "$size" \
           "$rep" "$(value msg/s "$line")" "$(value cpu_us_per_msg "$line")" \
           "$(value p99_us "$line")" "${errors:-1}" >>"$runs"
-        if [ "$fresh" = 1 ]; then
-          note_peak "$s"
-          stop_server "$s"
-        fi
       done
     done
   done
@@ -341,28 +351,16 @@ if [ "$tls" = 1 ]; then
       n=${#servers[@]}
       for k in $(seq 0 $((n - 1))); do
         s=${servers[$(((k + rep) % n))]}
-        [ "$fresh" = 0 ] || start_server "$s"
-        line=$("${pin_client[@]}" "$load" --tls "${mode_args[@]}" \
-          --port "${port_of[$s]}" --conns "$hs_conns" --size 64 \
-          --seconds "$seconds" --warmup "$warmup" \
-          --server-pid "${pid_of[$s]}" 2>>"$work/load.err") || true
-        errors=$(value errors "$line")
+        measure "$s" --tls "${mode_args[@]}" --conns "$hs_conns" --size 64
         resumed=$(value resumed "$line")
         count=$(value handshakes "$line")
-        if [ -z "$line" ] || [ "${errors:-1}" != 0 ]; then
-          echo "run.sh: $s $mode handshakes: ${line:-no summary}" >&2
-          failed=1
-        elif [ "$mode" = resume ] && [ "$resumed" != "$count" ]; then
+        if [ -n "$line" ] && [ "$mode" = resume ] && [ "$resumed" != "$count" ]; then
           # Each slot's first handshake is full; those fall in the warm-up.
           echo "run.sh: $s: $resumed of $count handshakes resumed" >&2
         fi
         printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$s" "$mode" "$rep" \
           "$(value hs/s "$line")" "$(value cpu_us_per_handshake "$line")" \
           "$resumed" "$count" "${errors:-1}" >>"$hs_runs"
-        if [ "$fresh" = 1 ]; then
-          note_peak "$s"
-          stop_server "$s"
-        fi
       done
     done
   done

@@ -253,6 +253,27 @@ load_mode() {
   stop_server "faulty_$mode" "$pid"
 }
 
+# check_idle NAME CONNS ARGS...: bench_load --idle --conns CONNS ARGS must
+# print "ready conns=CONNS", then exit 0 on SIGTERM; NAME names its files.
+check_idle() {
+  local name=$1 n=$2 idle_pid problem=""
+  shift 2
+  line=""
+  spawn "$name" "$load" --idle --conns "$n" --size 64 "$@"
+  idle_pid=$pid
+  if ! expect_line "$idle_pid" '^ready' 20; then
+    problem="no 'ready' line within 20 s"
+  elif [ "$line" != "ready conns=$n" ]; then
+    problem="printed '$line', expected 'ready conns=$n'"
+  fi
+  stop "$idle_pid"
+  if [ -z "$problem" ] && [ "$status" != 0 ]; then
+    problem="exit status $status after SIGTERM, expected 0"
+  fi
+  verdict "$([ "$name" = idle ] || echo "--tls ")--idle --conns $n: 'ready conns=$n', then exit 0 on SIGTERM" \
+    "$problem" "$work/$name.err"
+}
+
 t_start=$(now_us)
 
 # ---- each mode of faulty_echo ----
@@ -324,21 +345,7 @@ fi
 if start_server echo_server "$echo_server" --port 0; then
   server_pid=$pid
   server_port=$port
-  line=""
-  problem=""
-  spawn idle "$load" --idle --conns 50 --size 64 --port "$server_port"
-  idle_pid=$pid
-  if ! expect_line "$idle_pid" '^ready' 20; then
-    problem="no 'ready' line within 20 s"
-  elif [ "$line" != "ready conns=50" ]; then
-    problem="printed '$line', expected 'ready conns=50'"
-  fi
-  stop "$idle_pid"
-  if [ -z "$problem" ] && [ "$status" != 0 ]; then
-    problem="exit status $status after SIGTERM, expected 0"
-  fi
-  verdict "--idle --conns 50: 'ready conns=50', then exit 0 on SIGTERM" \
-    "$problem" "$work/idle.err"
+  check_idle idle 50 --port "$server_port"
 
   run_load --port "$server_port" "${run_args[@]}" --server-pid "$server_pid"
   verdict "--server-pid: exit 0, server_cpu_s= and cpu_us_per_msg= last" \
@@ -397,21 +404,7 @@ elif start_server tls_server "$tls_server" --port 0 \
   verdict "--tls --handshakes --resume: exit 0, all but each slot's first resumed" \
     "$problem" "$work/load.err"
 
-  line=""
-  problem=""
-  spawn tls_idle "$load" --tls --idle --conns 20 --size 64 --port "$server_port"
-  idle_pid=$pid
-  if ! expect_line "$idle_pid" '^ready' 20; then
-    problem="no 'ready' line within 20 s"
-  elif [ "$line" != "ready conns=20" ]; then
-    problem="printed '$line', expected 'ready conns=20'"
-  fi
-  stop "$idle_pid"
-  if [ -z "$problem" ] && [ "$status" != 0 ]; then
-    problem="exit status $status after SIGTERM, expected 0"
-  fi
-  verdict "--tls --idle --conns 20: 'ready conns=20', then exit 0" \
-    "$problem" "$work/tls_idle.err"
+  check_idle tls_idle 20 --tls --port "$server_port"
 
   # Plain bytes to a TLS server: the handshake fails, and that is caught.
   run_load --port "$server_port" "${run_args[@]}"

@@ -13,7 +13,9 @@
 // strand: their handlers never run concurrently. Nothing is read while a
 // write is pending, so a peer that never reads costs one buffer, no more.
 // Handler memory comes from Asio's per-thread recycling allocator, so the
-// steady state does not call malloc.
+// steady state does not call malloc. asio_tls_echo.cpp builds this file
+// again with BENCH_TLS: the socket is then an ssl::stream, and a handshake
+// comes before the first read.
 #include <array>
 #include <csignal>
 #include <cstdio>
@@ -24,10 +26,16 @@
 #include <vector>
 
 #include <boost/asio.hpp>
+#ifdef BENCH_TLS
+#include <boost/asio/ssl.hpp>
+#include <openssl/ssl.h>
+#endif
 
 #include "example_args.h"
 
+#ifndef PROG
 #define PROG "bench_asio"
+#endif
 
 namespace asio = boost::asio;
 using asio::ip::tcp;
@@ -35,6 +43,21 @@ using boost::system::error_code;
 
 namespace {
 
+#ifdef BENCH_TLS
+namespace ssl = boost::asio::ssl;
+
+struct session {
+  // Declared so that buf stays uninitialised: value-initialising it would
+  // touch all 64 KiB of every idle session. Asio's engine sets
+  // SSL_MODE_RELEASE_BUFFERS on every stream; it is cleared so that every
+  // server keeps OpenSSL's default buffers.
+  session(tcp::socket s, ssl::context& ctx) : socket(std::move(s), ctx) {
+    SSL_clear_mode(socket.native_handle(), SSL_MODE_RELEASE_BUFFERS);
+  }
+  ssl::stream<tcp::socket> socket;
+  std::array<char, 64 * 1024> buf;
+};
+#else
 struct session {
   // Declared so that buf stays uninitialised: value-initialising it would
   // touch all 64 KiB of every idle session.
@@ -43,6 +66,7 @@ struct session {
   tcp::socket socket;
   std::array<char, 64 * 1024> buf;
 };
+#endif
 
 void session_read(std::unique_ptr<session> s);
 
@@ -68,6 +92,49 @@ void session_read(std::unique_ptr<session> s) {
 }
 
 
+#ifdef BENCH_TLS
+ssl::context tls_ctx(ssl::context::tls_server);
+
+
+void session_start(tcp::socket socket) {
+  auto s = std::make_unique<session>(std::move(socket), tls_ctx);
+  session& r = *s;
+  r.socket.async_handshake(ssl::stream_base::server,
+                           [s = std::move(s)](error_code ec) mutable {
+                             if (!ec)
+                               session_read(std::move(s));
+                           });
+}
+
+
+// TLS 1.3 with one cipher suite, the certificate and its key; false after
+// printing why not.
+bool setup_tls(const char* cert, const char* key) {
+  SSL_CTX* native = tls_ctx.native_handle();
+  error_code ec;
+  if (SSL_CTX_set_min_proto_version(native, TLS1_3_VERSION) != 1 ||
+      SSL_CTX_set_max_proto_version(native, TLS1_3_VERSION) != 1 ||
+      SSL_CTX_set_ciphersuites(native, "TLS_AES_128_GCM_SHA256") != 1) {
+    std::fprintf(stderr, PROG ": cannot set up TLS 1.3 with AES-128-GCM\n");
+    return false;
+  }
+  tls_ctx.use_certificate_chain_file(cert, ec);
+  if (!ec)
+    tls_ctx.use_private_key_file(key, ssl::context::pem, ec);
+  if (ec) {
+    std::fprintf(stderr, PROG ": cannot load %s and %s: %s\n", cert, key,
+                 ec.message().c_str());
+    return false;
+  }
+  return true;
+}
+#else
+void session_start(tcp::socket socket) {
+  session_read(std::make_unique<session>(std::move(socket)));
+}
+#endif
+
+
 void accept(tcp::acceptor& acceptor) {
   acceptor.async_accept([&acceptor](error_code ec, tcp::socket socket) {
     if (ec == asio::error::operation_aborted)
@@ -75,7 +142,7 @@ void accept(tcp::acceptor& acceptor) {
     if (!ec) {
       error_code ignored;
       socket.set_option(tcp::no_delay(true), ignored);
-      session_read(std::make_unique<session>(std::move(socket)));
+      session_start(std::move(socket));
     }
     // Other errors (EMFILE, ECONNABORTED) leave the acceptor usable.
     accept(acceptor);
@@ -94,7 +161,15 @@ std::string format_endpoint(const tcp::endpoint& ep) {
 
 void usage(FILE* out) {
   std::fprintf(out,
-               "usage: %s [--host ADDR] [--port N] [--threads N]\n"
+               "usage: %s [--host ADDR] [--port N] [--threads N]"
+#ifdef BENCH_TLS
+               " --tls-cert FILE --tls-key FILE"
+#endif
+               "\n"
+#ifdef BENCH_TLS
+               "  --tls-cert FILE  certificate chain (PEM, leaf first)\n"
+               "  --tls-key FILE   its private key (PEM)\n"
+#endif
                "  --host ADDR   address to listen on (default 127.0.0.1)\n"
                "  --port N      TCP port, 0 for any free one (default 7777)\n"
                "  --threads N   threads running the io_context (default 1)\n",
@@ -107,6 +182,8 @@ void usage(FILE* out) {
 int main(int argc, char** argv) {
   const char* host = "127.0.0.1";
   const char* port = "7777";
+  [[maybe_unused]] const char* cert = nullptr;
+  [[maybe_unused]] const char* key = nullptr;
   long threads = 1;
   long number;
 
@@ -124,6 +201,12 @@ int main(int argc, char** argv) {
       port = value;
     } else if (std::strcmp(argv[i], "--threads") == 0 &&
                example_parse_long(value, 1, 1024, &threads) == 0) {
+#ifdef BENCH_TLS
+    } else if (std::strcmp(argv[i], "--tls-cert") == 0 && value != nullptr) {
+      cert = value;
+    } else if (std::strcmp(argv[i], "--tls-key") == 0 && value != nullptr) {
+      key = value;
+#endif
     } else {
       std::fprintf(stderr, PROG ": bad argument '%s'%s%s\n", argv[i],
                    value != nullptr ? " " : "", value != nullptr ? value : "");
@@ -131,6 +214,16 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
+
+#ifdef BENCH_TLS
+  if (cert == nullptr || key == nullptr) {
+    std::fprintf(stderr, PROG ": --tls-cert and --tls-key are required\n");
+    usage(stderr);
+    return 2;
+  }
+  if (!setup_tls(cert, key))
+    return 1;
+#endif
 
   // A peer that resets while a write is in flight must not kill us.
   std::signal(SIGPIPE, SIG_IGN);

@@ -10,7 +10,9 @@
  * Reading is disabled while a megabyte is queued to the peer; a write
  * callback, installed only for that pause so that ordinary writes pay no
  * callback, enables it again when the output drains to half a megabyte
- * (the write low watermark). These are the thresholds cport uses. */
+ * (the write low watermark). These are the thresholds cport uses.
+ * libevent_tls_echo.c builds this file again with BENCH_TLS: each socket
+ * is then wrapped in an OpenSSL bufferevent, and nothing else changes. */
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -22,22 +24,33 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/listener.h>
+#ifdef BENCH_TLS
+#include <event2/bufferevent_ssl.h>
+#include <openssl/ssl.h>
+#endif
 
 #include "server_common.h"
 
+#ifndef PROG
 #define PROG "bench_libevent"
+#endif
 #define PAUSE_BYTES (1024 * 1024)
 #define RESUME_BYTES (PAUSE_BYTES / 2)
 #define IO_CHUNK (64 * 1024)
 
-/* Static so that what it owns stays reachable for leak checkers at exit. */
+/* Static so that what they own stays reachable for leak checkers at exit. */
 static struct event_base* base;
+#ifdef BENCH_TLS
+static SSL_CTX* tls_ctx;
+#endif
 
 
 static void event_cb(struct bufferevent* bev, short what, void* arg) {
-  /* Only EOF and errors get here: no timeouts are set. */
-  (void)what;
+  /* Only EOF and errors get here: no timeouts are set. Over TLS, also the
+   * completed handshake, as BEV_EVENT_CONNECTED, which ends nothing. */
   (void)arg;
+  if (what & BEV_EVENT_CONNECTED)
+    return;
   bufferevent_free(bev);
 }
 
@@ -67,6 +80,34 @@ static void read_cb(struct bufferevent* bev, void* arg) {
 }
 
 
+/* A bufferevent that owns `fd` (and over TLS an SSL in the accepting
+ * state); NULL, with `fd` closed, when there is none. */
+static struct bufferevent* new_bufferevent(evutil_socket_t fd) {
+  struct bufferevent* bev;
+#ifdef BENCH_TLS
+  SSL* ssl = SSL_new(tls_ctx);
+  if (ssl == NULL) {
+    evutil_closesocket(fd);
+    return NULL;
+  }
+  bev = bufferevent_openssl_socket_new(base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                       BEV_OPT_CLOSE_ON_FREE);
+  if (bev == NULL) {
+    SSL_free(ssl);
+    evutil_closesocket(fd);
+    return NULL;
+  }
+  /* A peer that closes without close_notify just ends its connection. */
+  bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+#else
+  bev = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE);
+  if (bev == NULL)
+    evutil_closesocket(fd);
+#endif
+  return bev;
+}
+
+
 static void accept_cb(struct evconnlistener* listener,
                       evutil_socket_t fd,
                       struct sockaddr* sa,
@@ -79,11 +120,9 @@ static void accept_cb(struct evconnlistener* listener,
   (void)socklen;
   (void)arg;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-  bev = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE);
-  if (bev == NULL) {
-    evutil_closesocket(fd);
+  bev = new_bufferevent(fd);
+  if (bev == NULL)
     return;
-  }
   /* Bufferevents move at most 16 KiB per write and per read by default.
    * Raising both to 64 KiB matches the other servers' buffer; it takes
    * effect on writes, but in 2.1 every read stays capped at 4 KiB by
@@ -115,6 +154,13 @@ int main(int argc, char** argv) {
 
   /* A peer that resets while a write is in flight must not kill us. */
   signal(SIGPIPE, SIG_IGN);
+#ifdef BENCH_TLS
+  tls_ctx = server_tls_context(PROG);
+  if (tls_ctx == NULL) {
+    freeaddrinfo(ai);
+    return 1;
+  }
+#endif
   base = event_base_new();
   if (base == NULL) {
     fprintf(stderr, PROG ": cannot create an event base\n");

@@ -64,7 +64,8 @@
  * --resume each slot offers the session ticket its previous connection
  * received (SSL_set_session; tickets arrive after a TLS 1.3 handshake, so
  * the new-session callback keeps the latest), and the summary says how many
- * handshakes the server resumed (SSL_session_reused). */
+ * handshakes the server resumed (SSL_session_reused). The window then opens
+ * only once every slot has completed its first, full cycle. */
 #if defined(__linux__)
 #define _GNU_SOURCE
 #endif
@@ -214,6 +215,7 @@ typedef struct conn_s {
 #if LOAD_TLS
   SSL* ssl;           /* NULL without --tls, and until connect() completes */
   SSL_SESSION* sess;  /* --resume: the latest ticket of this slot */
+  uint8_t cycled;     /* --handshakes: a cycle of this slot has completed */
   uint64_t started;   /* --handshakes: when this cycle's connect began */
 #endif
 } conn_t;
@@ -280,6 +282,7 @@ typedef struct run_s {
 #if LOAD_TLS
   SSL_CTX* tls_ctx;  /* NULL without --tls */
   uint64_t resumed;  /* --handshakes: measured cycles that resumed */
+  uint32_t cycled;   /* --handshakes: slots with a completed cycle */
 #endif
 } run_t;
 
@@ -577,8 +580,20 @@ static void finish(run_t* r, uint64_t now) {
 }
 
 
+/* With --resume the window waits until every slot has had its one full
+ * handshake, so that every handshake it counts can resume. */
+static int warmed_up(const run_t* r) {
+#if LOAD_TLS
+  return !r->o->resume || r->cycled == r->nconns;
+#else
+  (void)r;
+  return 1;
+#endif
+}
+
+
 static void tick(run_t* r, uint64_t now) {
-  if (r->phase == PHASE_WARMUP && now >= r->warm_end)
+  if (r->phase == PHASE_WARMUP && now >= r->warm_end && warmed_up(r))
     start_measure(r, now);
   if (r->phase == PHASE_MEASURE && now >= r->meas_end)
     finish(r, now);
@@ -1117,6 +1132,10 @@ static int tls_recv(run_t* r, conn_t* c) {
  * Returns non-zero: this connection is gone either way. */
 static int cycle_done(run_t* r, conn_t* c, uint64_t now) {
   int reused = SSL_session_reused(c->ssl);
+  if (!c->cycled) {
+    c->cycled = 1;
+    r->cycled++;
+  }
   tick(r, now);
   if (r->phase == PHASE_MEASURE) {
     hist_record(&r->hist, now - c->started);

@@ -355,7 +355,7 @@ if [ "$tls" = 1 ]; then
         resumed=$(value resumed "$line")
         count=$(value handshakes "$line")
         if [ -n "$line" ] && [ "$mode" = resume ] && [ "$resumed" != "$count" ]; then
-          # Each slot's first handshake is full; those fall in the warm-up.
+          # Each slot's first handshake is full, before the window.
           echo "run.sh: $s: $resumed of $count handshakes resumed" >&2
         fi
         printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$s" "$mode" "$rep" \

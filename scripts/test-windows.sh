@@ -9,9 +9,10 @@
 #   ./scripts/test-windows.sh
 #
 # libuv, cmocka and OpenSSL (for the TLS sessions and their tests) are
-# cross-built once from Debian's own source packages into build/win-deps,
-# or into $CPORT_WIN_DEPS when set (a folder outside the clone that a CI
-# machine keeps between runs); reused when present, delete it to rebuild.
+# cross-built once from Debian's own source packages into a cache outside
+# the clone, so that a new clone on the same machine reuses them (OpenSSL
+# takes 5 to 10 minutes): $CPORT_WIN_DEPS, else ~/.cache/cport/win-deps;
+# reused when present, delete it to rebuild.
 # The source packages come through a temporary deb-src entry derived from
 # the machine's apt source definition, removed again straight after.
 set -euo pipefail
@@ -19,7 +20,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=scripts/common.sh
 . "$here/common.sh"
 
-cache="${CPORT_WIN_DEPS:-$repo_root/build/win-deps}"
+cache="${CPORT_WIN_DEPS:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/cport/win-deps}"
 prefix="$cache/prefix"
 toolchain="$repo_root/cmake/mingw-w64-x86_64.cmake"
 build="$repo_root/build/test-windows"

@@ -642,7 +642,8 @@ static void test_tls_on_send_after_ciphertext_written(void** state) {
     fixture_wait_size(fx, &srv->received.len, (size_t)i * 4,
                       FIXTURE_TIMEOUT_MS);
   }
-  print_message("on_send %zu of %u bytes while held\n", srv->sent, HELD_BYTES);
+  print_message("on_send %llu of %u bytes while held\n",
+                (unsigned long long)srv->sent, HELD_BYTES);
   assert_true(srv->sent < HELD_BYTES);
   assert_true(cport_session_queued_bytes(fx->last_server) > 0);
   relay_release(r);
@@ -713,8 +714,9 @@ static void test_tls_backpressure_counts_ciphertext(void** state) {
   assert_int_equal(rc, CPORT_ESENDQ);
   queued = cport_session_queued_bytes(fx->last_server);
   unsent = accepted - srv->sent;
-  print_message("refused after %zu bytes: %zu unsent, %zu queued\n", accepted,
-                unsent, queued);
+  print_message("refused after %llu bytes: %llu unsent, %llu queued\n",
+                (unsigned long long)accepted, (unsigned long long)unsent,
+                (unsigned long long)queued);
   assert_true(queued >= LIMIT);
   /* The block in flight carries at least one send: its ciphertext counts
    * on top of the plaintext requests (each charged at least its
@@ -756,9 +758,10 @@ static void test_tls_backpressure_counts_ciphertext(void** state) {
   /* The server reads until its echo fills the queue, then pauses. */
   assert_true(fixture_run_until(fx, server_paused, fx, FIXTURE_TIMEOUT_MS));
   print_message(
-      "server paused after %zu bytes (queue %zu), queue at most %zu\n",
-      srv->received.len, cport_session_queued_bytes(fx->last_server),
-      watched_max);
+      "server paused after %llu bytes (queue %llu), queue at most %llu\n",
+      (unsigned long long)srv->received.len,
+      (unsigned long long)cport_session_queued_bytes(fx->last_server),
+      (unsigned long long)watched_max);
   assert_true(srv->received.len < ECHOED);
   assert_true(watched_max <= 2 * (256 * 1024 + 64 * 1024) + 64 * 1024);
   relay_release(r);

@@ -679,6 +679,62 @@ static int server_paused(void* arg) {
  * plaintext it carries; send_queue_limit still refuses sends
  * (CPORT_ESENDQ); and an echo to a reader that reads nothing keeps the
  * server's queue bounded (its reading pauses). */
+/* Without on_send a send into an idle TLS session is encrypted at once
+ * and offered to the kernel (no request queued); what the kernel leaves
+ * goes through uv_write, and the sends behind it queue as usual. Held by
+ * the relay, nothing may be lost or reordered, and bytes_out counts every
+ * byte once written. */
+static void test_tls_direct_writes_keep_order_when_the_kernel_is_full(
+    void** state) {
+  fixture_t* fx = *state;
+  enum { SENDS = 48, EACH = HELD_BYTES / SENDS };
+  uint8_t* data = malloc(HELD_BYTES);
+  rec_session_t* cli;
+  relay_t* r;
+  int i;
+  FIXTURE_SKIP_UNDER_WINE(FIXTURE_WINE_DRAINS_STUCK_WRITES);
+  assert_non_null(data);
+  fill_pattern(data, HELD_BYTES, 41);
+  fx->mode = RECV_CONSUME;
+  fx->no_on_send = 1;
+  fx->opts.send_queue_limit = 2 * HELD_BYTES;
+  r = start_relayed(fx, server_ctx(certs.server, certs.server_key),
+                    client_ctx(), 0, 0);
+  fixture_wait_int(fx, &fx->connected, 2, FIXTURE_TIMEOUT_MS);
+  cli = rec_of(fx->last_client);
+  r->hold = 1;
+  relay_read(&r->up, 0);
+  for (i = 0; i < SENDS; i++)
+    assert_int_equal(
+        cport_session_send(fx->last_server, data + (size_t)i * EACH, EACH), 0);
+  /* The kernel's buffers hold less than this: some of it waits in cport. */
+  assert_true(cport_session_queued_bytes(fx->last_server) > 0);
+  relay_release(r);
+  fixture_wait_size(fx, &cli->received.len, (size_t)SENDS * EACH,
+                    FIXTURE_TIMEOUT_MS);
+  assert_memory_equal(cli->received.data, data, (size_t)SENDS * EACH);
+  assert_int_equal(cport_session_queued_bytes(fx->last_server), 0);
+  assert_int_equal(stats_of(fx->server).bytes_out, (uint64_t)SENDS * EACH);
+  free(data);
+  relay_destroy(r);
+  stop_pair(fx);
+}
+
+
+/* The tests below again without on_send, where sends into an idle
+ * session take the direct path instead of the queue. */
+static void test_tls_on_recv_gets_plaintext_direct(void** state) {
+  ((fixture_t*)*state)->no_on_send = 1;
+  test_tls_on_recv_gets_plaintext(state);
+}
+
+
+static void test_tls_one_byte_relay_round_trips_direct(void** state) {
+  ((fixture_t*)*state)->no_on_send = 1;
+  test_tls_one_byte_relay_round_trips(state);
+}
+
+
 static void test_tls_backpressure_counts_ciphertext(void** state) {
   fixture_t* fx = *state;
   enum { EACH = 64 * 1024, LIMIT = 1 << 20, ECHOED = 12 << 20 };
@@ -1552,6 +1608,10 @@ int main(void) {
       FIXTURE_TEST(test_tls_handshake_then_on_connected),
       FIXTURE_TEST(test_tls_on_recv_gets_plaintext),
       FIXTURE_TEST(test_tls_pause_drains_what_tls_holds),
+      FIXTURE_TEST(test_tls_on_recv_gets_plaintext_direct),
+      FIXTURE_TEST(test_tls_one_byte_relay_round_trips_direct),
+      FIXTURE_TEST(
+          test_tls_direct_writes_keep_order_when_the_kernel_is_full),
       FIXTURE_TEST(test_tls_one_byte_relay_round_trips),
       FIXTURE_TEST(test_tls_on_send_after_ciphertext_written),
       FIXTURE_TEST(test_tls_backpressure_counts_ciphertext),

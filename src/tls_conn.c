@@ -471,6 +471,10 @@ int cport__tls_conn_read(cport__tls_conn_t* c,
                          size_t* n) {
   int err;
   *n = 0;
+  /* Nothing to read from and nothing buffered: OpenSSL could only say
+   * so, at the price of a call and an error to clear, once per read. */
+  if (!cport__tls_conn_has_input(c))
+    return CPORT__TLS_WANT;
   ERR_clear_error();
   if (SSL_read_ex(c->ssl, buf, cap, n) == 1) {
     ERR_clear_error();

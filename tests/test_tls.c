@@ -72,6 +72,15 @@ static void start_pair(fixture_t* fx, cport_tls_t* srv, cport_tls_t* cli) {
 }
 
 
+/* One client of fx->opts and a client context to the fixture's server. */
+static void start_tls_client(fixture_t* fx) {
+  fx->opts.tls = client_ctx();
+  fixture_start_client(fx, &fx->server_addr, 1);
+  cport_tls_unref(fx->opts.tls);
+  fx->opts.tls = NULL;
+}
+
+
 /* A client context with `alpn` (or NULL) and `verify`, trusting the test
  * CA unless `verify` is CPORT_TLS_VERIFY_NONE. */
 static cport_tls_t* client_ctx_with(const char* alpn,
@@ -524,10 +533,7 @@ static void test_tls_on_recv_gets_plaintext(void** state) {
   cport_tls_unref(o.tls);
   assert_int_equal(cport_service_start(fx->server), 0);
   assert_int_equal(cport_service_local_addr(fx->server, &fx->server_addr), 0);
-  fx->opts.tls = client_ctx();
-  fixture_start_client(fx, &fx->server_addr, 1);
-  cport_tls_unref(fx->opts.tls);
-  fx->opts.tls = NULL;
+  start_tls_client(fx);
   fixture_wait_int(fx, &fx->connected, 3, FIXTURE_TIMEOUT_MS);
   /* A budget yield while TLS still holds plaintext: the resume must drain
    * it, since the last read brought everything. */
@@ -562,10 +568,7 @@ static void test_tls_pause_drains_what_tls_holds(void** state) {
   fixture_start_server(fx);
   cport_tls_unref(fx->opts.tls);
   fx->opts.send_queue_limit = 1024 * 1024;
-  fx->opts.tls = client_ctx();
-  fixture_start_client(fx, &fx->server_addr, 1);
-  cport_tls_unref(fx->opts.tls);
-  fx->opts.tls = NULL;
+  start_tls_client(fx);
   fixture_wait_int(fx, &fx->connected, 2, FIXTURE_TIMEOUT_MS);
   cport__session_test_tls_fill(512);
   assert_int_equal(cport_session_send(fx->last_client, data, N), 0);

@@ -82,13 +82,13 @@ void cport__tls_out_put(cport__tls_pool_t* pool, cport__tls_out_t* o);
 
 /* A new connection over `tls`, whose blocks come from `pool` (NULL: from
  * malloc alone) while it runs; cport__tls_conn_free() never touches the
- * pool. Clients: `peer` (or NULL) is the server's name, sent by SNI and verified in its certificate, or its IP address
- * (as text), verified and not sent. `resume` (or NULL) is a client
- * service's slot for the last session it was given, offered by this
- * connection and replaced when a newer one arrives
- * (cport__tls_resume_free frees it); it must outlive the connection, and
- * only the thread that runs the connection may use it. Returns 0,
- * UV_ENOMEM or CPORT_ETLS. */
+ * pool. Clients: `peer` (or NULL) is the server's name, sent by SNI and
+ * verified in its certificate, or its IP address (as text), verified and
+ * not sent. `resume` (or NULL) is a client service's slot for the last
+ * session it was given, offered by this connection and replaced when a
+ * newer one arrives (cport__tls_resume_free frees it); it must outlive
+ * the connection, and only the thread that runs the connection may use
+ * it. Returns 0, UV_ENOMEM or CPORT_ETLS. */
 CPORT__NODISCARD int cport__tls_conn_new(cport__tls_conn_t** out,
                                          cport_tls_t* tls,
                                          cport__tls_pool_t* pool,

@@ -112,7 +112,7 @@ fetch_sources() {
     # other versions the indexes list, newest first.
     [ -n "$(orig_tarball "$pkg" 2>/dev/null)" ] && continue
     for v in $(apt-cache showsrc "$pkg" | sed -n 's/^Version: //p' |
-      sort -rV); do
+      sort -rV); do # portable: this script runs on Debian only (GNU sort)
       log "trying $pkg $v"
       (cd "$cache/src" && apt-get source --download-only -qq "$pkg=$v") &&
         continue 2

@@ -38,6 +38,8 @@ need=()
 command -v x86_64-w64-mingw32-gcc >/dev/null 2>&1 || need+=(gcc-mingw-w64-x86-64)
 command -v wine >/dev/null 2>&1 || need+=(wine wine64)
 command -v xz >/dev/null 2>&1 || need+=(xz-utils)
+# OpenSSL builds with make (and Perl, which comes with the compiler).
+command -v make >/dev/null 2>&1 || need+=(make)
 command -v cmake >/dev/null 2>&1 || need+=(cmake)
 if [ ${#need[@]} -gt 0 ]; then
   log "installing ${need[*]} with apt-get"

@@ -1787,30 +1787,33 @@ static cport__send_req_t* session_request(cport_session_t* s,
 
 /* TLS's direct write: nothing is queued or in flight, so the bytes are
  * encrypted now, straight from the caller's memory (a packet's header and
- * payload from `r`, which holds no bytes otherwise), and their ciphertext
- * written as a block of its own: no request waits in the queue, as over
- * TCP when the kernel takes a send whole. Room for the ciphertext is made
- * first, so that UV_ENOMEM leaves the session unharmed. Returns 0, or an
- * error after which the session is being closed. */
+ * payload copied into one pooled request first, so that they make one
+ * record as on the queued path), and their ciphertext written as a block
+ * of its own: no request waits in the queue, as over TCP when the kernel
+ * takes a send whole. Room for the ciphertext (and the header's copy) is
+ * made before any byte is encrypted, so that UV_ENOMEM leaves the session
+ * unharmed. Returns 0, or an error after which the session is being
+ * closed. */
 static int session_tls_send_direct(cport_session_t* s,
-                                   const session_bytes_t* b,
-                                   cport__send_req_t* r) {
+                                   const session_bytes_t* b) {
   cport__loop_t* lp = VIEW(s)->lp;
   cport__tls_conn_t* conn = session_conn(s);
   size_t len = session_bytes_len(b);
   const void* src = b->data;
+  cport__send_req_t* r = NULL;
   int rc = cport__tls_conn_reserve(conn, len);
-  if (rc != 0) {
-    cport__send_req_put(&lp->send_pool, r);
+  if (rc != 0)
     return rc;
-  }
   if (b->hlen > 0) {
-    /* One record for header and payload, as the queued path makes. */
-    session_copy_parts(r->data, b->head, b->hlen, b->data, b->len);
+    r = session_request(s, b, 1, 1);
+    if (r == NULL)
+      return UV_ENOMEM;
     src = r->data;
   }
+  CPORT__SVC_STAT_ADD(SVC(s), sends, 1);
   rc = cport__tls_conn_write(conn, src, len);
-  cport__send_req_put(&lp->send_pool, r);
+  if (r != NULL)
+    cport__send_req_put(&lp->send_pool, r);
   if (rc == 0)
     rc = session_tls_flush(s, 0, (uint32_t)len);
   if (rc != 0) {
@@ -1835,6 +1838,9 @@ static int session_send_direct(cport_session_t* s, const session_bytes_t* b) {
   int rc = session_admit(s, pending);
   if (rc != 0)
     return rc == CPORT_ESENDQ ? session_refuse(s, 1) : rc;
+  if ((pending & ~SEND_FLAGS) == 0 && v->opts.cbs.on_send == NULL &&
+      v->layout.tls_off != 0)
+    return session_tls_send_direct(s, b);
   /* The request comes first, even when a direct write may not need it: a
    * send that cannot get one must fail before any byte has left, so that
    * UV_ENOMEM queues nothing and leaves the session unharmed. */
@@ -1842,9 +1848,6 @@ static int session_send_direct(cport_session_t* s, const session_bytes_t* b) {
   if (r == NULL)
     return UV_ENOMEM;
   CPORT__SVC_STAT_ADD(svc, sends, 1);
-  if ((pending & ~SEND_FLAGS) == 0 && v->opts.cbs.on_send == NULL &&
-      v->layout.tls_off != 0)
-    return session_tls_send_direct(s, b, r);
   if ((pending & ~SEND_FLAGS) == 0 && v->opts.cbs.on_send == NULL) {
     /* Nothing queued: the kernel usually takes it all now. Bytes that lie
      * in the loop's read chunk (an echo or a relay from on_recv) are

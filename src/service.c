@@ -145,6 +145,9 @@ void cport_service_opts_init(cport_service_opts_t* opts) {
   cport_packet_format_init(&opts->packet);
   opts->packet_budget = 1024;
   opts->tls_handshake_timeout_ms = 10000;
+  opts->proxy_timeout_ms = 3000;
+  opts->proxy_max_header = 4096;
+  opts->listen_fd = -1;
 }
 
 

@@ -35,7 +35,10 @@
   X(disconnects_other)        \
   X(tls_handshakes)           \
   X(tls_resumed)              \
-  X(tls_failures)
+  X(tls_failures)             \
+  X(proxy_headers)            \
+  X(proxy_errors)             \
+  X(proxy_untrusted)
 
 /* Each counter is written by one thread only, its service's loop, with a
  * plain load and store (no locked instruction on the hot path), and read by

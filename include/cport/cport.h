@@ -29,6 +29,7 @@
 #include "cport/core.h"
 #include "cport/log.h"
 #include "cport/packet.h"
+#include "cport/proxy.h"
 #include "cport/session.h"
 #include "cport/service.h"
 #include "cport/timer.h"

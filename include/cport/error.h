@@ -35,7 +35,12 @@ extern "C" {
   XX(ETLSNAME, -5012, "TLS peer certificate does not match the host name") \
   XX(ETLSCA, -5013, "TLS peer certificate not issued by a trusted CA")     \
   XX(ETLSEXPIRED, -5014, "TLS peer certificate expired or not yet valid")  \
-  XX(ETLSTRUNCATED, -5015, "TLS peer closed without close_notify (truncated)")
+  XX(ETLSTRUNCATED, -5015, "TLS peer closed without close_notify (truncated)") \
+  XX(EPROXY, -5016, "malformed PROXY protocol header")                     \
+  XX(EPROXYSIZE, -5017, "PROXY protocol header too long")                  \
+  XX(EPROXYUNTRUSTED, -5018,                                               \
+     "PROXY protocol header from an address not trusted to send one")      \
+  XX(EDRAINED, -5019, "service drained: still open at the drain deadline")
 
 enum cport_errno_e {
 #define CPORT__ERRNO_ENUM(name, value, text) CPORT_##name = (value),
@@ -54,7 +59,8 @@ enum cport_errno_e {
  *   CPORT_ECONNREFUSED  nothing listens at the address connected to
  *   CPORT_ECANCELED     a connect cut short by a stop or destroy
  * and those cport's functions return: CPORT_EINVAL, CPORT_ENOMEM,
- * CPORT_ENOTCONN, CPORT_EADDRINUSE, CPORT_EBUSY, CPORT_EALREADY. */
+ * CPORT_ENOTCONN, CPORT_EADDRINUSE, CPORT_EBUSY, CPORT_EALREADY,
+ * CPORT_ENOENT. */
 #if defined(_WIN32)
 #define CPORT__UV_CODE(posix, windows) (windows)
 #else
@@ -78,6 +84,7 @@ enum cport_errno_e {
 #define CPORT_EINVAL CPORT__UV_CODE(EINVAL, -4071)
 #define CPORT_EMFILE CPORT__UV_CODE(EMFILE, -4066)
 #define CPORT_ENETUNREACH CPORT__UV_CODE(ENETUNREACH, -4062)
+#define CPORT_ENOENT CPORT__UV_CODE(ENOENT, -4058)
 #define CPORT_ENOMEM CPORT__UV_CODE(ENOMEM, -4057)
 #define CPORT_ENOTCONN CPORT__UV_CODE(ENOTCONN, -4053)
 #define CPORT_EPIPE CPORT__UV_CODE(EPIPE, -4047)

@@ -24,6 +24,7 @@
 #include "cport/core.h"
 #include "cport/export.h"
 #include "cport/packet.h"
+#include "cport/proxy.h"
 #include "cport/session.h"
 #include "cport/tls.h"
 
@@ -258,6 +259,55 @@ typedef struct cport_service_opts_s {
   /* A handshake not complete after this many milliseconds ends the
    * connection (UV_ETIMEDOUT). 0: no limit. Default 10000. */
   unsigned tls_handshake_timeout_ms;
+  /* Servers behind a load balancer: every connection must begin with a
+   * PROXY protocol header (proxy.h) of this version (CPORT_PROXY_ANY:
+   * either), read before anything else, TLS included; on_connected
+   * follows it, and cport_session_peer_addr() then gives the client's
+   * address from the header (cport_session_proxy_addr() the balancer's,
+   * cport_session_proxy() the rest). A connection whose header is
+   * malformed (stats.proxy_errors), longer than proxy_max_header, late
+   * (proxy_timeout_ms), or that comes from an address proxy_trusted does
+   * not list (stats.proxy_untrusted) is closed unreported, before any of
+   * its bytes reach on_recv or on_packet, with a debug log line giving
+   * the cause. Never guessed: with CPORT_PROXY_OFF (the default) bytes
+   * that look like a header are the application's. Since 0.5.0. */
+  cport_proxy_t proxy_protocol;
+  /* The balancers allowed to send headers: a comma-separated list of
+   * addresses and networks, "10.0.0.0/8, 127.0.0.1, fd00::/8" (copied).
+   * A connection from any other address is closed at once (it may be a
+   * client trying to forge its address). NULL (the default): any source,
+   * for servers that only a balancer can reach. */
+  const char* proxy_trusted;
+  /* The header must be complete within this many milliseconds of the
+   * accept (UV_ETIMEDOUT). 0: no limit. Default 3000. */
+  unsigned proxy_timeout_ms;
+  /* The longest header taken, TLVs included (v1 lines are at most 107
+   * bytes whatever this says); a longer one is CPORT_EPROXYSIZE. At
+   * least 16. Default 4096. */
+  size_t proxy_max_header;
+  /* Clients: send a PROXY header of this version (CPORT_PROXY_V1 or V2)
+   * as each connection's first bytes, before TLS, naming the
+   * connection's own source and destination, for a server or balancer
+   * that expects one. Default CPORT_PROXY_OFF. Since 0.5.0. */
+  cport_proxy_t proxy_send;
+  /* Servers: adopt this already-listening socket (a file descriptor; on
+   * Windows a SOCKET) instead of binding an address: one inherited from
+   * systemd socket activation (cport_listen_fds()) or from a parent
+   * process, which may share it with other processes serving the same
+   * port. `addr` must then be NULL or unset. cport_service_start()
+   * checks it is a listening IPv4 or IPv6 stream socket and makes it
+   * non-blocking and not inherited; from then on the service owns it and
+   * closes it when it stops (other processes' copies stay open). -1 (the
+   * default): bind `addr`. Since 0.5.0. */
+  int64_t listen_fd;
+  /* Servers: non-zero sets SO_REUSEPORT before binding, so that several
+   * processes (or services) that all set it may listen on one address
+   * and port, and the kernel spreads new connections over them (Linux,
+   * FreeBSD's SO_REUSEPORT_LB; on macOS the last to bind gets them).
+   * Default 0: a second bind of a port in use fails with
+   * UV_EADDRINUSE. Windows has no such option: UV_ENOTSUP there.
+   * Since 0.5.0. */
+  int reuse_port;
 } cport_service_opts_t;
 
 typedef struct cport_service_stats_s {
@@ -307,6 +357,12 @@ typedef struct cport_service_stats_s {
   uint64_t tls_handshakes;
   uint64_t tls_resumed;
   uint64_t tls_failures;
+  /* PROXY protocol servers: headers accepted; connections closed for a
+   * malformed, oversize or late header; connections from an address
+   * proxy_trusted does not list. */
+  uint64_t proxy_headers;
+  uint64_t proxy_errors;
+  uint64_t proxy_untrusted;
 } cport_service_stats_t;
 
 /* Fill `opts` with the defaults listed above. Thread: any. */
@@ -317,12 +373,17 @@ CPORT_API void cport_service_opts_init(cport_service_opts_t* opts);
  * Ownership: `addr` and `opts` are copied; `*out` is the caller's, released
  *            with cport_service_destroy(); `core` must outlive the service.
  * Thread:    the loop's thread (or, while no thread runs the loop, the owner).
- * Returns:   0; UV_EINVAL for NULL arguments or an unset address, an unknown
+ * Returns:   0; UV_EINVAL for NULL arguments or an unset address (unless
+ *            opts.listen_fd gives the socket), an unknown
  *            kind or send_queue_policy, a bad loop index, zero limits, a
  *            backlog below 1, a client with connect_count 0, an unknown
  *            reconnect policy, or one set with reconnect_delay_ms 0 or
  *            reconnect_jitter_pct above 100, both on_recv and on_packet
- *            set, an invalid opts.packet (cport_packet_format_check), a
+ *            set, an unknown proxy_protocol or proxy_send (or one set on
+ *            the wrong kind: proxy_protocol, listen_fd and reuse_port
+ *            are for servers, proxy_send for clients, and CPORT_PROXY_ANY
+ *            is not sent), a proxy_trusted list that does not parse,
+ *            proxy_max_header below 16, listen_fd with a set `addr`, an invalid opts.packet (cport_packet_format_check), a
  *            TLS context of the other side (opts.tls), a tls_name empty
  *            or over 253 bytes, a
  *            user_size too large for any session block (each logs one
@@ -356,7 +417,12 @@ CPORT_API int cport_service_create(cport_service_t** out,
  *          for a server on a host name, the lookup's UV_EAI_* code;
  *          for a server, UV_EADDRINUSE, UV_EACCES, UV_EADDRNOTAVAIL and other
  *          bind or listen errors (then nothing is left open and start may be
- *          called again); for a client, as cport_service_connect() returns
+ *          called again); for opts.listen_fd, UV_EBADF or UV_ENOTSOCK
+ *          for a descriptor that is no socket, UV_EINVAL for one that is
+ *          not listening or not a stream, UV_EAFNOSUPPORT for a family
+ *          other than IPv4 and IPv6 (the descriptor then stays the
+ *          caller's); UV_ENOTSUP for reuse_port where the system has no
+ *          SO_REUSEPORT; for a client, as cport_service_connect() returns
  *          for connect_count connects (the service then counts as started
  *          all the same); UV_ENOMEM. */
 CPORT_API int cport_service_start(cport_service_t* svc);
@@ -399,6 +465,49 @@ CPORT_API int cport_service_connect(cport_service_t* svc, unsigned n);
 CPORT_API int cport_service_stop(cport_service_t* svc,
                                  int deadline_ms,
                                  void (*on_stopped)(cport_service_t* svc));
+
+/* Drain: stop taking new connections while the sessions already up go
+ * on, then end them at a deadline. A server closes its listener at once
+ * (its own copy of an inherited socket: other processes sharing it keep
+ * accepting), so a balancer's health check finds it down from this call
+ * on, and connections accepted before it are still served; a client
+ * cancels its pending connects and reconnects and makes no more. Once
+ * every session has ended by itself, `on_drained` (may be NULL) runs
+ * once, later, on the service's loop thread, as on_stopped would, and
+ * the service counts as stopped. Sessions still open `deadline_ms` after
+ * this call (on the monotonic clock, on every loop at once) are
+ * disconnected gracefully with CPORT_EDRAINED ("drained"): their queued
+ * sends still leave, bounded by disconnect_timeout_ms, then on_drained.
+ * A cport_service_stop() during a drain takes over (its code, deadline
+ * and callback; on_drained is not called); a destroy ends it as usual.
+ * Thread:  loop.
+ * Returns: 0; UV_EINVAL for NULL, a negative deadline or a service never
+ *          started; CPORT_EWRONGTHREAD from another thread (logged);
+ *          UV_EALREADY when a drain or stop is already under way or
+ *          done. */
+CPORT_API int cport_service_drain(cport_service_t* svc,
+                                  int deadline_ms,
+                                  void (*on_drained)(cport_service_t* svc));
+
+/* Non-zero from cport_service_drain() until the drain completes (or a stop
+ * takes over). Thread: any. Returns 0 for NULL. */
+CPORT_API int cport_service_is_draining(const cport_service_t* svc);
+
+/* The first descriptor systemd socket activation passes. */
+#define CPORT_LISTEN_FDS_START 3
+
+/* systemd socket activation (and the same protocol from any launcher):
+ * how many sockets this process was given, descriptors
+ * CPORT_LISTEN_FDS_START on, to set as opts.listen_fd. Reads LISTEN_FDS,
+ * and counts only when LISTEN_PID names this process (the variables were
+ * meant for it, not inherited from a parent). Those descriptors are
+ * marked not to be inherited by child processes. With `unset_env`
+ * non-zero the variables are removed, so that children do not see them.
+ * Thread:  any, but `unset_env` changes the environment: call it before
+ *          starting threads.
+ * Returns: the count; 0 when none were passed (and always on Windows);
+ *          UV_EINVAL when LISTEN_FDS is not a number. */
+CPORT_API int cport_listen_fds(int unset_env);
 
 /* Destroy the service. Accepts NULL. If it is still running, its sessions
  * are closed at once (no flush); their on_disconnected still runs during the

@@ -38,6 +38,7 @@
 #include "cport/addr.h"
 #include "cport/buf.h"
 #include "cport/export.h"
+#include "cport/proxy.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -163,10 +164,43 @@ CPORT_API unsigned cport_session_loop(const cport_session_t* s);
  * outdated by the time it is read). */
 CPORT_API int cport_session_is_connected(const cport_session_t* s);
 
-/* The peer's address. Thread: any, while a reference is held.
+/* The peer's address: for a session whose PROXY protocol header named a
+ * client (opts.proxy_protocol), the client's, from the header.
+ * Thread: any, while a reference is held.
  * Returns: 0; UV_EINVAL for NULL; UV_ENOTCONN before the connection is up. */
 CPORT_API int cport_session_peer_addr(const cport_session_t* s,
                                       cport_addr_t* out);
+
+/* The address the peer connected to: for a session whose PROXY header
+ * named a client, the destination it gives (the balancer's front end, as
+ * the client saw it), else the socket's own local address.
+ * Thread:  any, while a reference is held.
+ * Returns: 0; UV_EINVAL for NULL; UV_ENOTCONN before on_connected; a
+ *          libuv error when the system cannot tell (the socket is
+ *          gone). */
+CPORT_API int cport_session_local_addr(const cport_session_t* s,
+                                       cport_addr_t* out);
+
+/* The address at the other end of the TCP connection itself: the
+ * balancer's for a session whose PROXY header named a client, else the
+ * same as cport_session_peer_addr().
+ * Thread:  any, while a reference is held.
+ * Returns: as cport_session_peer_addr(). */
+CPORT_API int cport_session_proxy_addr(const cport_session_t* s,
+                                       cport_addr_t* out);
+
+/* The PROXY protocol header the session began with (opts.proxy_protocol):
+ * its version, whether it was a LOCAL one (a health check: the real
+ * endpoints hold), the addresses it gave, and its TLVs, to read with
+ * cport_proxy_tlv() (the ALPN and host name the balancer's TLS saw, its
+ * client certificate's CN, a unique id, custom ones).
+ * Ownership: `out->tlvs` points into the session: valid while a reference
+ *            is held.
+ * Thread:    any, while a reference is held, from on_connected on.
+ * Returns:   0; UV_EINVAL for NULL; CPORT_ENOENT for a session of a
+ *            service without opts.proxy_protocol (or not connected). */
+CPORT_API int cport_session_proxy(const cport_session_t* s,
+                                  cport_proxy_header_t* out);
 
 /* Memory held by the sends accepted and not yet written, those other
  * threads sent included: what send_queue_limit is compared with. Each send

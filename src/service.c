@@ -36,8 +36,9 @@ typedef enum {
   SVC_CREATED,    /* not started */
   SVC_STARTING,   /* a part whose start message has not run yet */
   SVC_RUNNING,    /* listening, or connecting and connected */
+  SVC_DRAINING,   /* drain called: sessions go on, on_stopped to come */
   SVC_STOPPING,   /* stop called: sessions flushing, on_stopped to come */
-  SVC_STOPPED,    /* on_stopped reported */
+  SVC_STOPPED,    /* on_stopped (or a drain's callback) reported */
   SVC_DESTROYING  /* destroy called: closing, memory to be released */
 } svc_state_t;
 
@@ -62,6 +63,7 @@ struct cport_service_s {
   /* svc_state_t. Written on the service's loop only; atomic because the
    * parts of a spreading server read their root's. */
   atomic_int state;
+  /* The stop's callback, or the drain's until a stop takes over. */
   void (*on_stopped)(cport_service_t* svc);
   int released; /* the service's own hold is gone */
   cport__listener_t* listener;
@@ -99,6 +101,7 @@ struct cport_service_s {
   unsigned turn;
   /* A part's messages (part_msg_t). */
   part_msg_t msg_start;   /* root -> part */
+  part_msg_t msg_drain;   /* root -> part, with the deadline */
   part_msg_t msg_stop;    /* root -> part, with the deadline */
   part_msg_t msg_destroy; /* root -> part */
   part_msg_t msg_stopped; /* part -> root */
@@ -183,7 +186,7 @@ static void service_check_done(cport_service_t* svc) {
   svc_state_t state = service_state(svc);
   if (!service_is_idle(svc))
     return;
-  if (state == SVC_STOPPING) {
+  if (state == SVC_STOPPING || state == SVC_DRAINING) {
     service_set_state(svc, SVC_STOPPED);
     if (svc->handles > 0)
       uv_timer_stop(&svc->stop_timer);
@@ -500,7 +503,23 @@ static void part_stopped(cport_service_t* part) {
 static void part_stop_run(cport__msg_t* m, const cport__msg_t* next) {
   part_msg_t* pm = cport__container_of(m, part_msg_t, msg);
   (void)next;
+  /* A part that drained empty before the stop came has reported: its one
+   * msg_stopped may not be posted twice. */
+  if (service_state(pm->part) == SVC_STOPPED)
+    return;
   if (service_stop_here(pm->part, pm->deadline, part_stopped) != 0)
+    part_stopped(pm->part);
+}
+
+
+static int service_drain_here(cport_service_t* svc,
+                              uint64_t deadline,
+                              void (*on_drained)(cport_service_t* svc));
+
+static void part_drain_run(cport__msg_t* m, const cport__msg_t* next) {
+  part_msg_t* pm = cport__container_of(m, part_msg_t, msg);
+  (void)next;
+  if (service_drain_here(pm->part, pm->deadline, part_stopped) != 0)
     part_stopped(pm->part);
 }
 
@@ -617,7 +636,8 @@ int cport_service_connect(cport_service_t* svc, unsigned n) {
     return rc;
   if (service_state(svc) != SVC_RUNNING)
     return cport__einval("cport_service_connect",
-                         "the service is not running (start it first)");
+                         "the service is not running (start it first; a "
+                         "draining one connects no more)");
   for (i = 0; i < n; i++) {
     rc = service_connect_one(svc, 0);
     /* Under a policy a connect that cannot start fails like any other,
@@ -660,7 +680,9 @@ void cport__service_detach(cport_service_t* svc, cport__qnode_t* node) {
 int cport__service_admit(cport_service_t* svc) {
   /* A part's root may be stopped on another thread at any moment; its
    * state is read last thing before on_connected. */
-  return service_state(svc) == SVC_RUNNING &&
+  svc_state_t state = service_state(svc);
+  /* A draining service still serves the connections it had accepted. */
+  return (state == SVC_RUNNING || state == SVC_DRAINING) &&
          cport__service_phase(svc) == CPORT__PHASE_RUNNING;
 }
 
@@ -1238,6 +1260,28 @@ static void service_deadline_cb(uv_timer_t* timer) {
 }
 
 
+/* Run `cb` on the stop timer at `deadline` (cport__clock_ms time), or in
+ * the loop's next round when nothing is open any more: the callbacks a
+ * stop or drain reports never run inside the call that began it. */
+static void service_deadline_at(cport_service_t* svc,
+                                uint64_t deadline,
+                                uv_timer_cb cb) {
+  uint64_t now;
+  if (svc->handles == 0) {
+    service_check_done(svc);
+    return;
+  }
+  /* libuv's timers count from the loop's cached time, which lags after a
+   * long callback: brought up to date, so that the deadline is not cut
+   * short by the lag. */
+  now = cport__clock_ms();
+  uv_update_time(svc->view.lp->loop);
+  uv_timer_start(&svc->stop_timer, cb,
+                 service_is_idle(svc) || deadline <= now ? 0 : deadline - now,
+                 0);
+}
+
+
 /* Stop `svc` on its own loop (a root, or a part by its root's message),
  * cutting off what still flushes at `deadline` (cport__clock_ms time): the
  * root's deadline, counted from its stop call, for every part alike. */
@@ -1245,7 +1289,6 @@ static int service_stop_here(cport_service_t* svc,
                              uint64_t deadline,
                              void (*on_stopped)(cport_service_t* svc)) {
   svc_state_t was = service_state(svc);
-  uint64_t now;
   if (was == SVC_STOPPING || was == SVC_STOPPED || was == SVC_DESTROYING)
     return UV_EALREADY;
   service_set_state(svc, SVC_STOPPING);
@@ -1257,21 +1300,77 @@ static int service_stop_here(cport_service_t* svc,
   if (was != SVC_CREATED)
     service_post_parts(svc, offsetof(cport_service_t, msg_stop), part_stop_run,
                        deadline);
-  /* With nothing open, the timer's first tick reports on_stopped, so the
-   * callback never runs inside this call. */
-  if (svc->handles > 0) {
-    /* libuv's timers count from the loop's cached time, which lags after a
-     * long callback: brought up to date, so that the deadline is not cut
-     * short by the lag. */
-    now = cport__clock_ms();
-    uv_update_time(svc->view.lp->loop);
-    uv_timer_start(&svc->stop_timer, service_deadline_cb,
-                   service_is_idle(svc) || deadline <= now ? 0 : deadline - now,
-                   0);
-  } else {
-    service_check_done(svc);
-  }
+  service_deadline_at(svc, deadline, service_deadline_cb);
   return 0;
+}
+
+
+/* The drain's deadline: whatever is still open ends, gracefully, as
+ * drained (flushing bounded by disconnect_timeout_ms). */
+static void service_drain_deadline_cb(uv_timer_t* timer) {
+  cport_service_t* svc = timer->data;
+  service_close_sessions(svc, CPORT_EDRAINED, CPORT__CLOSE_GRACEFUL);
+  service_check_done(svc);
+}
+
+
+/* Client connects not through yet: cancelled, since a draining service
+ * makes no new sessions (their attempts report UV_ECANCELED). */
+static void service_close_connecting(cport_service_t* svc) {
+  cport__qnode_t* n = cport__queue_head(&svc->sessions);
+  while (n != NULL) {
+    cport__qnode_t* next = n->next;
+    cport_session_t* s = cport__session_of(n);
+    if (!cport__session_was_connected(s))
+      cport__session_close(s, CPORT_ESTOPPED, NULL, CPORT__CLOSE_FORCE);
+    n = next;
+  }
+}
+
+
+/* Drain `svc` on its own loop (a root, or a part by its root's message):
+ * nothing new, the sessions left alone until `deadline`. */
+static int service_drain_here(cport_service_t* svc,
+                              uint64_t deadline,
+                              void (*on_drained)(cport_service_t* svc)) {
+  if (service_state(svc) != SVC_RUNNING)
+    return UV_EALREADY;
+  service_set_state(svc, SVC_DRAINING);
+  svc->on_stopped = on_drained;
+  cport__listener_close(svc->listener);
+  service_cancel_reconnects(svc);
+  service_cancel_attempts(svc);
+  if (svc->view.kind == CPORT_SERVICE_CLIENT)
+    service_close_connecting(svc);
+  service_post_parts(svc, offsetof(cport_service_t, msg_drain), part_drain_run,
+                     deadline);
+  service_deadline_at(svc, deadline, service_drain_deadline_cb);
+  return 0;
+}
+
+
+int cport_service_drain(cport_service_t* svc,
+                        int deadline_ms,
+                        void (*on_drained)(cport_service_t* svc)) {
+  int rc;
+  if (svc == NULL || service_is_part(svc))
+    return cport__einval("cport_service_drain", "svc is NULL");
+  if (deadline_ms < 0)
+    return cport__einval("cport_service_drain",
+                         "deadline_ms %d: must be 0 or more", deadline_ms);
+  rc = cport__loop_check(svc->view.lp, "cport_service_drain");
+  if (rc != 0)
+    return rc;
+  if (service_state(svc) == SVC_CREATED)
+    return cport__einval("cport_service_drain",
+                         "the service was never started");
+  return service_drain_here(svc, cport__clock_ms() + (uint64_t)deadline_ms,
+                            on_drained);
+}
+
+
+int cport_service_is_draining(const cport_service_t* svc) {
+  return svc != NULL && service_state(svc->view.root) == SVC_DRAINING;
 }
 
 

@@ -668,6 +668,7 @@ static void session_count_disconnect(cport_service_t* svc, int code) {
       break;
     case CPORT_ELOCAL:
     case CPORT_ESTOPPED:
+    case CPORT_EDRAINED:
       CPORT__SVC_STAT_ADD(svc, disconnects_local, 1);
       break;
     case UV_ECONNRESET:

@@ -2123,6 +2123,192 @@ static void test_service_server_on_unknown_name_fails_start(void** state) {
 }
 
 
+/* ---- draining ---- */
+
+static void drained_cb(cport_service_t* svc) {
+  fixture_t* fx = cport_service_get_data(svc);
+  fx->stopped += 100; /* told apart from fixture_stop_service's +1 */
+}
+
+
+static void test_service_drain_serves_open_sessions_and_refuses_new_ones(
+    void** state) {
+  fixture_t* fx = *state;
+  peer_t* p[2];
+  peer_t* late;
+  int i;
+  fx->opts.data = fx;
+  fixture_start_server(fx);
+  for (i = 0; i < 2; i++) p[i] = peer_connect(fx, &fx->server_addr, 0);
+  fixture_wait_int(fx, &fx->connected, 2, FIXTURE_TIMEOUT_MS);
+  assert_int_equal(cport_service_is_draining(fx->server), 0);
+  assert_int_equal(cport_service_drain(fx->server, 60000, drained_cb), 0);
+  assert_int_equal(cport_service_is_draining(fx->server), 1);
+  assert_int_equal(cport_service_drain(fx->server, 0, drained_cb),
+                   UV_EALREADY);
+  settle(fx);
+  /* The listener is closed at once: a health check finds it down. */
+  late = peer_connect(fx, &fx->server_addr, 1);
+  assert_int_equal(late->connect_error, UV_ECONNREFUSED);
+  peer_destroy(late);
+  /* The sessions already up go on, both ways. */
+  for (i = 0; i < 2; i++) {
+    peer_write(p[i], "ping", 4);
+    fixture_wait_size(fx, &p[i]->received.len, 4, FIXTURE_TIMEOUT_MS);
+  }
+  assert_int_equal(fx->stopped, 0);
+  peer_destroy(p[0]);
+  fixture_wait_int(fx, &fx->disconnected, 1, FIXTURE_TIMEOUT_MS);
+  settle(fx);
+  assert_int_equal(fx->stopped, 0); /* one session is still open */
+  peer_destroy(p[1]);
+  fixture_wait_int(fx, &fx->stopped, 100, FIXTURE_TIMEOUT_MS);
+  /* Drained by themselves: the peers' own ends, not the deadline. */
+  assert_int_equal(fx->last_code, UV_EOF);
+  assert_int_equal(cport_service_is_draining(fx->server), 0);
+  assert_int_equal(cport_service_stop(fx->server, 0, NULL), UV_EALREADY);
+  settle(fx);
+  assert_int_equal(fx->stopped, 100);
+}
+
+
+static void test_service_drain_deadline_ends_sessions_as_drained(
+    void** state) {
+  fixture_t* fx = *state;
+  const size_t len = 256 * 1024;
+  uint8_t* payload = malloc(len);
+  cport_service_stats_t st;
+  peer_t* p;
+  assert_non_null(payload);
+  fill_pattern(payload, len, 3);
+  fx->opts.data = fx;
+  fx->opts.send_queue_limit = 2 * len;
+  fixture_start_server(fx);
+  p = peer_connect(fx, &fx->server_addr, 0);
+  fixture_wait_int(fx, &fx->connected, 1, FIXTURE_TIMEOUT_MS);
+  assert_int_equal(cport_service_drain(fx->server, 50, drained_cb), 0);
+  /* Still served during the drain: a send goes out in full before the
+   * drained session's graceful end. */
+  assert_int_equal(cport_session_send(fx->last_server, payload, len), 0);
+  fixture_wait_int(fx, &fx->stopped, 100, FIXTURE_TIMEOUT_MS);
+  assert_int_equal(fx->disconnected, 1);
+  assert_int_equal(fx->last_code, CPORT_EDRAINED);
+  assert_string_equal(fx->last_cause, cport_strerror(CPORT_EDRAINED));
+  fixture_wait_int(fx, &p->eof, 1, FIXTURE_TIMEOUT_MS);
+  assert_int_equal(p->error, 0); /* a FIN, not a reset */
+  assert_int_equal(p->received.len, len);
+  assert_memory_equal(p->received.data, payload, len);
+  assert_int_equal(cport_service_stats(fx->server, &st), 0);
+  assert_int_equal(st.disconnects_local, 1);
+  peer_destroy(p);
+  free(payload);
+}
+
+
+static void test_service_stop_takes_over_a_drain(void** state) {
+  fixture_t* fx = *state;
+  peer_t* p;
+  fx->opts.data = fx;
+  fixture_start_server(fx);
+  p = peer_connect(fx, &fx->server_addr, 0);
+  fixture_wait_int(fx, &fx->connected, 1, FIXTURE_TIMEOUT_MS);
+  assert_int_equal(cport_service_drain(fx->server, 60000, drained_cb), 0);
+  settle(fx);
+  fixture_stop_service(fx, fx->server, 1000);
+  assert_int_equal(fx->stopped, 1); /* on_stopped, not the drain's */
+  assert_int_equal(fx->last_code, CPORT_ESTOPPED);
+  settle(fx);
+  assert_int_equal(fx->stopped, 1);
+  peer_destroy(p);
+}
+
+
+static void test_service_drain_refuses_bad_calls(void** state) {
+  fixture_t* fx = *state;
+  cport_service_t* svc =
+      fixture_create_service(fx, CPORT_SERVICE_SERVER, "127.0.0.1", NULL);
+  assert_int_equal(cport_service_drain(NULL, 0, NULL), UV_EINVAL);
+  assert_int_equal(cport_service_drain(svc, -1, NULL), UV_EINVAL);
+  /* Never started: nothing to drain. */
+  assert_int_equal(cport_service_drain(svc, 0, NULL), UV_EINVAL);
+  assert_int_equal(cport_service_is_draining(NULL), 0);
+  cport_service_destroy(svc);
+}
+
+
+static void test_service_drained_client_makes_no_new_connects(void** state) {
+  fixture_t* fx = *state;
+  cport_service_stats_t st;
+  fx->opts.data = fx;
+  fx->opts.reconnect = CPORT_RECONNECT_FIXED;
+  fx->opts.reconnect_delay_ms = 1;
+  fx->opts.reconnect_reset_ms = 0;
+  fixture_start_server(fx);
+  fixture_start_client(fx, &fx->server_addr, 1);
+  fixture_wait_int(fx, &fx->connected, 2, FIXTURE_TIMEOUT_MS);
+  assert_int_equal(cport_service_drain(fx->client, 60000, drained_cb), 0);
+  assert_int_equal(cport_service_connect(fx->client, 1), UV_EINVAL);
+  /* The server ends the client's session: no reconnect follows it, and
+   * the client's drain is complete. */
+  assert_int_equal(cport_session_disconnect(fx->last_server, "bye"), 0);
+  fixture_wait_int(fx, &fx->stopped, 100, FIXTURE_TIMEOUT_MS);
+  settle(fx);
+  assert_int_equal(cport_service_stats(fx->client, &st), 0);
+  assert_int_equal(st.reconnects, 0);
+  assert_int_equal(fx->connect_failed, 0);
+}
+
+
+static void test_service_drain_spread_server_ends_every_loop_once(
+    void** state) {
+  spread_t sp;
+  cport_service_t* server = NULL;
+  cport_service_t* client = NULL;
+  cport_service_stats_t st;
+  (void)state;
+  spread_start(&sp, &server, &client, 0, 8, 1);
+  assert_true(spread_drive(&sp, &sp.received, 8 * 4));
+  assert_int_equal(cport_service_drain(server, 100, spread_stopped), 0);
+  assert_true(spread_drive(&sp, &sp.stopped, 1));
+  assert_int_equal(atomic_load(&sp.disconnected), 8);
+  assert_int_equal(cport_service_stats(server, &st), 0);
+  assert_int_equal(st.disconnects_local, 8);
+  assert_int_equal(cport_service_stop(server, 0, NULL), UV_EALREADY);
+  spread_destroy(&sp, server, client);
+}
+
+
+static void test_service_stop_after_parts_drained_reports_once(void** state) {
+  spread_t sp;
+  cport_service_t* server = NULL;
+  cport_service_t* client = NULL;
+  int i;
+  (void)state;
+  /* One connection, on the root's loop: the three other loops drain empty
+   * at once and report to the root, whose loop does not run meanwhile, so
+   * their reports still wait in its mailbox when the stop reaches them. A
+   * second report would post the same message again. */
+  spread_start(&sp, &server, &client, 0, 1, 1);
+  assert_true(spread_drive(&sp, &sp.received, 4));
+  assert_int_equal(cport_service_drain(server, 60000, spread_stopped), 0);
+  for (i = 0; i < 100; i++) {
+    unsigned l;
+    for (l = 1; l < SPREAD_PORTS; l++) cport_core_dispatch(sp.core, l, 0);
+    if (i == 49)
+      assert_int_equal(cport_service_stop(server, 1000, spread_stopped), 0);
+  }
+  assert_int_equal(atomic_load(&sp.stopped), 0);
+  assert_true(spread_drive(&sp, &sp.stopped, 1));
+  for (i = 0; i < 50; i++) {
+    unsigned l;
+    for (l = 0; l < SPREAD_PORTS; l++) cport_core_dispatch(sp.core, l, 0);
+  }
+  assert_int_equal(atomic_load(&sp.stopped), 1);
+  assert_int_equal(atomic_load(&sp.disconnected), 1);
+  spread_destroy(&sp, server, client);
+}
+
+
 int main(void) {
   const struct CMUnitTest tests[] = {
 #define T FIXTURE_TEST
@@ -2169,6 +2355,13 @@ int main(void) {
       T(test_service_core_destroy_waits_for_a_lookup),
       T(test_service_server_on_localhost_accepts),
       T(test_service_server_on_unknown_name_fails_start),
+      T(test_service_drain_serves_open_sessions_and_refuses_new_ones),
+      T(test_service_drain_deadline_ends_sessions_as_drained),
+      T(test_service_stop_takes_over_a_drain),
+      T(test_service_drain_refuses_bad_calls),
+      T(test_service_drained_client_makes_no_new_connects),
+      T(test_service_drain_spread_server_ends_every_loop_once),
+      T(test_service_stop_after_parts_drained_reports_once),
 #undef T
   };
   return cmocka_run_group_tests_name("service", tests, NULL, NULL);

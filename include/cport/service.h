@@ -101,7 +101,8 @@ typedef struct cport_session_cbs_s {
    * on_connected. `code` says why: UV_EOF (peer closed), UV_ECONNRESET and
    * other libuv codes, CPORT_ELOCAL (cport_session_disconnect), CPORT_ESTOPPED,
    * CPORT_ERECVFULL, CPORT_ESENDQ, CPORT_ECONSUMED, CPORT_EIDLE,
-   * CPORT_EPACKET, CPORT_EPACKETSIZE; on TLS sessions also CPORT_ETLS (a
+   * CPORT_EPACKET, CPORT_EPACKETSIZE, CPORT_EDRAINED (open at the
+   * deadline of cport_service_drain); on TLS sessions also CPORT_ETLS (a
    * TLS protocol error or fatal alert, with OpenSSL's reason in `cause`)
    * and CPORT_ETLSTRUNCATED (the connection ended without the peer's
    * close_notify; a peer's close_notify gives UV_EOF). `cause` is
@@ -349,7 +350,8 @@ typedef struct cport_service_stats_s {
   uint64_t disconnects_protocol;     /* CPORT_ERECVFULL, CPORT_ECONSUMED,
                                         CPORT_EPACKET, CPORT_EPACKETSIZE,
                                         CPORT_ETLS */
-  uint64_t disconnects_local;        /* CPORT_ELOCAL, CPORT_ESTOPPED */
+  uint64_t disconnects_local;        /* CPORT_ELOCAL, CPORT_ESTOPPED,
+                                        CPORT_EDRAINED */
   uint64_t disconnects_other;        /* anything else (UV_ENOMEM, ...) */
   /* TLS services: handshakes completed (resumed ones included), those
    * that resumed a session, and connections whose handshake failed or

@@ -67,11 +67,21 @@ int cport__platform_if_index(const char* name, size_t len, uint32_t* out);
  * (listener.c says why). Non-blocking,
  * not inherited by child processes, SO_REUSEADDR on Unix as libuv sets it
  * (on Windows that option would let a second server share the port), and
- * SO_EXCLUSIVEADDRUSE on Windows, so that no other socket can share it.
+ * SO_EXCLUSIVEADDRUSE on Windows, so that no other socket can share it,
+ * unless `reuse_port` asks for SO_REUSEPORT (UV_ENOTSUP without one).
  * Returns 0 or a libuv error (UV_EADDRINUSE, UV_EACCES, ...). */
 int cport__socket_listen(const struct sockaddr* addr,
                          int backlog,
+                         int reuse_port,
                          uv_os_sock_t* out);
+/* Take over `fd`, a listening socket some other process made (systemd, a
+ * parent): checked to be a listening IPv4 or IPv6 stream socket, then made
+ * non-blocking and not inherited. Returns 0; UV_EBADF, UV_ENOTSOCK,
+ * UV_EINVAL (not a stream, or not listening), UV_EAFNOSUPPORT (not IPv4 or
+ * IPv6); on error nothing was changed. */
+int cport__socket_adopt(int64_t fd, uv_os_sock_t* out);
+/* systemd's LISTEN_FDS for this process (cport_listen_fds()). */
+int cport__platform_listen_fds(int unset_env);
 /* Accept one connection from `listener`: a socket that is not inherited,
  * for uv_tcp_open to adopt (which makes it non-blocking). Returns 0, UV_EAGAIN
  * when none is waiting, or another libuv error (UV_EMFILE, ...). */

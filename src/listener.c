@@ -21,7 +21,12 @@
  * drop the waiting connections, and once another thread of the process
  * has taken that descriptor in between, it retries accept() inside one
  * callback for as long as descriptors stay short, starving the loop. This
- * listener pauses instead (LISTENER_BACKOFF_MS). */
+ * listener pauses instead (LISTENER_BACKOFF_MS).
+ *
+ * The same plain socket is what makes inherited sockets easy: one that
+ * systemd or a parent process made and listens on already is adopted as
+ * it is (opts.listen_fd), and SO_REUSEPORT is one more option before the
+ * bind. */
 #include <stdio.h>
 
 #include "listener_internal.h"
@@ -35,6 +40,7 @@ struct cport__listener_s {
   uv_timer_t backoff;
   int open_handles; /* poll and backoff until their close callbacks */
   int closing;
+  int keep_sock; /* an inherited socket whose start failed: the caller's */
   /* Accept failures are logged at most once a second (EMFILE comes in
    * floods); the ones in between are counted into the next line. */
   uint64_t warned_ms;
@@ -85,7 +91,8 @@ static void listener_handle_closed(cport__listener_t* l) {
   if (--l->open_handles > 0)
     return;
   /* The watcher is closed: the socket may go. */
-  cport__socket_close(l->sock);
+  if (!l->keep_sock)
+    cport__socket_close(l->sock);
   cport__free(l);
   if (svc != NULL)
     cport__service_listener_closed(svc);
@@ -158,16 +165,24 @@ int cport__listener_start(cport_service_t* svc, cport__listener_t** out) {
     return UV_ENOMEM;
   l->svc = svc;
   /* On Unix a bind error such as EADDRINUSE may only show at listen(); both
-   * come back to the caller. */
-  rc = cport__socket_listen(cport_addr_sockaddr(cport__service_addr(svc)),
-                            v->opts.backlog, &l->sock);
+   * come back to the caller. An inherited socket is bound and listening
+   * already (its backlog is its maker's). */
+  if (v->opts.listen_fd != -1)
+    rc = cport__socket_adopt(v->opts.listen_fd, &l->sock);
+  else
+    rc = cport__socket_listen(cport_addr_sockaddr(cport__service_addr(svc)),
+                              v->opts.backlog, v->opts.reuse_port, &l->sock);
   if (rc != 0) {
     cport__free(l);
     return rc;
   }
+  /* Until the start has succeeded an inherited socket stays the
+   * caller's, who may try again. */
+  l->keep_sock = v->opts.listen_fd != -1;
   rc = uv_poll_init_socket(v->lp->loop, &l->poll, l->sock);
   if (rc != 0) {
-    cport__socket_close(l->sock);
+    if (!l->keep_sock)
+      cport__socket_close(l->sock);
     cport__free(l);
     return rc;
   }
@@ -183,8 +198,14 @@ int cport__listener_start(cport_service_t* svc, cport__listener_t** out) {
     cport__listener_close(l);
     return rc;
   }
+  l->keep_sock = 0;
   *out = l;
   return 0;
+}
+
+
+int cport_listen_fds(int unset_env) {
+  return cport__platform_listen_fds(unset_env);
 }
 
 

@@ -29,6 +29,7 @@
 #include "addr_internal.h"
 #include "listener_internal.h"
 #include "log_internal.h"
+#include "proxy_internal.h"
 #include "session_internal.h"
 #include "tls_internal.h"
 
@@ -229,6 +230,7 @@ static int service_timers_init(cport_service_t* svc) {
   ms[CPORT__TIMEOUT_FLUSH] = o->disconnect_timeout_ms;
   ms[CPORT__TIMEOUT_IDLE] = o->idle_timeout_ms;
   ms[CPORT__TIMEOUT_HANDSHAKE] = o->tls_handshake_timeout_ms;
+  ms[CPORT__TIMEOUT_PROXY] = o->proxy_timeout_ms;
   rc = cport__timeouts_init(&svc->view.timeouts, svc->view.lp->loop, ms,
                             service_timeout_expired, svc);
   if (rc != 0) {
@@ -309,6 +311,44 @@ static void service_free_unused(cport_service_t* svc) {
 
 #define SERVICE_EINVAL(...) cport__einval("cport_service_create", __VA_ARGS__)
 
+/* The options for running behind a balancer: the PROXY protocol, an
+ * inherited socket, SO_REUSEPORT. */
+static int service_check_deploy(cport_service_kind_t kind,
+                                const cport_service_opts_t* opts) {
+  int server = kind == CPORT_SERVICE_SERVER;
+  if ((unsigned)opts->proxy_protocol > CPORT_PROXY_ANY)
+    return SERVICE_EINVAL("opts.proxy_protocol %d: must be CPORT_PROXY_OFF, "
+                          "_V1, _V2 or _ANY",
+                          (int)opts->proxy_protocol);
+  if ((unsigned)opts->proxy_send > CPORT_PROXY_V2)
+    return SERVICE_EINVAL("opts.proxy_send %d: must be CPORT_PROXY_OFF, _V1 "
+                          "or _V2",
+                          (int)opts->proxy_send);
+  if (!server && opts->proxy_protocol != CPORT_PROXY_OFF)
+    return SERVICE_EINVAL("opts.proxy_protocol: only servers read PROXY "
+                          "headers (clients send them: opts.proxy_send)");
+  if (server && opts->proxy_send != CPORT_PROXY_OFF)
+    return SERVICE_EINVAL("opts.proxy_send: only clients send PROXY headers "
+                          "(servers read them: opts.proxy_protocol)");
+  if (opts->proxy_trusted != NULL && opts->proxy_protocol == CPORT_PROXY_OFF)
+    return SERVICE_EINVAL("opts.proxy_trusted is set but opts.proxy_protocol "
+                          "is CPORT_PROXY_OFF");
+  if (opts->proxy_max_header < 16)
+    return SERVICE_EINVAL("opts.proxy_max_header %llu: must be at least 16",
+                          (unsigned long long)opts->proxy_max_header);
+  if (opts->listen_fd < -1)
+    return SERVICE_EINVAL("opts.listen_fd %lld: must be a descriptor or -1",
+                          (long long)opts->listen_fd);
+  if (!server && (opts->listen_fd != -1 || opts->reuse_port))
+    return SERVICE_EINVAL("opts.%s: only servers listen",
+                          opts->reuse_port ? "reuse_port" : "listen_fd");
+  if (opts->listen_fd != -1 && opts->reuse_port)
+    return SERVICE_EINVAL("opts.reuse_port applies to a socket cport binds, "
+                          "not to opts.listen_fd's");
+  return 0;
+}
+
+
 /* The first option that cport_service_create() refuses, logged and
  * returned as UV_EINVAL, or 0. */
 static int service_check_opts(cport_service_kind_t kind,
@@ -369,7 +409,7 @@ static int service_check_opts(cport_service_kind_t kind,
       (opts->tls_name[0] == '\0' || strlen(opts->tls_name) > 253))
     return SERVICE_EINVAL("opts.tls_name \"%.40s\": must be 1 to 253 bytes",
                           opts->tls_name);
-  return 0;
+  return service_check_deploy(kind, opts);
 }
 
 
@@ -400,6 +440,30 @@ static void service_tls_drop(cport_service_t* svc) {
   cport_tls_unref(o->tls);
   o->tls = NULL;
   o->tls_name = NULL;
+  cport__free((void*)svc->view.proxy_nets);
+  svc->view.proxy_nets = NULL;
+}
+
+
+/* A root's list of trusted balancers, parsed once; the text is not kept
+ * (it is the caller's). */
+static int service_proxy_take(cport_service_t* svc) {
+  cport_service_opts_t* o = &svc->view.opts;
+  cport__proxy_net_t* nets;
+  const char* cause = NULL;
+  int rc;
+  if (o->proxy_trusted == NULL)
+    return 0;
+  rc = cport__proxy_nets_parse(o->proxy_trusted, &nets,
+                               &svc->view.proxy_nnets, &cause);
+  if (rc == UV_EINVAL)
+    return SERVICE_EINVAL("opts.proxy_trusted \"%.80s\": %s",
+                          o->proxy_trusted, cause != NULL ? cause : "invalid");
+  if (rc != 0)
+    return rc;
+  svc->view.proxy_nets = nets;
+  o->proxy_trusted = NULL;
+  return 0;
 }
 
 
@@ -412,6 +476,10 @@ int cport_service_create(cport_service_t** out,
   cport_service_t* svc;
   cport__loop_t* lp;
   int rc;
+  static const cport_addr_t unset; /* an adopted socket's: none */
+  int adopt = opts != NULL && opts->listen_fd != -1;
+  if (addr == NULL && adopt)
+    addr = &unset;
   if (out == NULL || core == NULL || addr == NULL || opts == NULL)
     return SERVICE_EINVAL("%s is NULL", out == NULL    ? "out"
                                         : core == NULL ? "core"
@@ -421,7 +489,10 @@ int cport_service_create(cport_service_t** out,
     return SERVICE_EINVAL(
         "kind %d: must be CPORT_SERVICE_SERVER or CPORT_SERVICE_CLIENT",
         (int)kind);
-  if (cport_addr_sockaddr(addr) == NULL && !cport_addr_is_name(addr))
+  if (adopt && (cport_addr_sockaddr(addr) != NULL || cport_addr_is_name(addr)))
+    return SERVICE_EINVAL("addr: set together with opts.listen_fd (give "
+                          "one: the socket is already bound)");
+  if (!adopt && cport_addr_sockaddr(addr) == NULL && !cport_addr_is_name(addr))
     return SERVICE_EINVAL("addr: not set (fill it with cport_addr_parse())");
   rc = service_check_opts(kind, opts);
   if (rc != 0)
@@ -445,6 +516,11 @@ int cport_service_create(cport_service_t** out,
   rc = service_tls_take(svc);
   if (rc != 0) {
     svc->view.opts.tls = NULL; /* nothing taken */
+    service_free_unused(svc);
+    return rc;
+  }
+  rc = service_proxy_take(svc);
+  if (rc != 0) {
     service_free_unused(svc);
     return rc;
   }

@@ -16,13 +16,15 @@
 /* Where the parts of a session block lie: the struct, the idle entry when
  * idle_timeout_ms is set (at idle_off, else 0), the client area of a
  * client whose reconnect policy resets (reconnect_reset_ms; at client_off,
- * else 0), the TLS part of a TLS service (at tls_off, else 0), then the
+ * else 0), the TLS part of a TLS service (at tls_off, else 0), the PROXY
+ * part of a server reading PROXY headers (at proxy_off, else 0), then the
  * user area (at user_off, else 0), `footprint` bytes in
  * all. */
 typedef struct cport__session_layout_s {
   size_t idle_off;
   size_t client_off;
-  size_t tls_off; /* TLS services' part (session.c), else 0 */
+  size_t tls_off;   /* TLS services' part (session.c), else 0 */
+  size_t proxy_off; /* PROXY protocol servers' part (session.c), else 0 */
   size_t user_off;
   size_t footprint;
 } cport__session_layout_t;
@@ -45,6 +47,11 @@ typedef struct cport__service_view_s {
   /* TLS clients: the last session a server gave, which the next connect
    * offers (tls_internal.h); loop only. */
   void* tls_resume;
+  /* PROXY protocol servers: the balancers trusted to send headers
+   * (opts.proxy_trusted, parsed; NULL: any), the root's, shared by its
+   * parts; fixed at creation. */
+  const struct cport__proxy_net_s* proxy_nets;
+  size_t proxy_nnets;
   /* The service in its core's registry (core_internal.h): a service the
    * application created is registered from cport_service_create() to
    * cport_service_destroy(); a part never is. */

@@ -1,7 +1,8 @@
 /* Timeouts of one service's sessions on one loop: connects
  * (connect_timeout_ms), graceful disconnects still flushing
- * (disconnect_timeout_ms), silent sessions (idle_timeout_ms) and TLS
- * handshakes (tls_handshake_timeout_ms).
+ * (disconnect_timeout_ms), silent sessions (idle_timeout_ms), TLS
+ * handshakes (tls_handshake_timeout_ms) and PROXY protocol headers
+ * (proxy_timeout_ms).
  *
  * One timer serves any number of sessions. Each kind has one timeout for
  * the whole service, so a list kept in start order is also in deadline
@@ -27,6 +28,7 @@ typedef enum {
   CPORT__TIMEOUT_FLUSH,
   CPORT__TIMEOUT_IDLE,
   CPORT__TIMEOUT_HANDSHAKE,
+  CPORT__TIMEOUT_PROXY,
   CPORT__TIMEOUT_KINDS
 } cport__timeout_kind_t;
 

@@ -118,7 +118,7 @@ static void test_listener_port_is_not_shared_with_reuseaddr(void** state) {
     BOOL exclusive = FALSE;
     int len = (int)sizeof(exclusive);
     assert_int_equal(uv_ip4_addr("127.0.0.1", 0, &any), 0);
-    assert_int_equal(cport__socket_listen((const struct sockaddr*)&any, 1, &l),
+    assert_int_equal(cport__socket_listen((const struct sockaddr*)&any, 1, 0, &l),
                      0);
     rc =
         getsockopt(l, SOL_SOCKET, SO_EXCLUSIVEADDRUSE, (char*)&exclusive, &len);

@@ -628,7 +628,7 @@ static void deaf_start(fixture_t* fx, deaf_t* d, cport_addr_t* addr) {
   memset(d, 0, sizeof(*d));
   assert_int_equal(cport_addr_parse(addr, "127.0.0.1", 0), 0);
   assert_int_equal(
-      cport__socket_listen(cport_addr_sockaddr(addr), 0, &d->listener), 0);
+      cport__socket_listen(cport_addr_sockaddr(addr), 0, 0, &d->listener), 0);
   assert_int_equal(cport__socket_name(d->listener, &ss), 0);
   assert_int_equal(cport_addr_from_sockaddr(addr, (struct sockaddr*)&ss), 0);
   for (i = 0; i < 2; i++) {

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <net/if.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -47,19 +48,38 @@ int cport__platform_if_index(const char* name, size_t len, uint32_t* out) {
 }
 
 
+/* FreeBSD's SO_REUSEPORT only lets sockets share a port; its _LB variant
+ * also spreads the connections over them, as Linux's does. */
+#if defined(SO_REUSEPORT_LB)
+#define UNIX_REUSEPORT SO_REUSEPORT_LB
+#elif defined(SO_REUSEPORT)
+#define UNIX_REUSEPORT SO_REUSEPORT
+#endif
+
+
 int cport__socket_listen(const struct sockaddr* addr,
                          int backlog,
+                         int reuse_port,
                          uv_os_sock_t* out) {
   socklen_t len = addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
                                               : sizeof(struct sockaddr_in);
   int on = 1;
-  int fd = socket(addr->sa_family, SOCK_STREAM, 0);
+  int fd;
   int rc;
+#if !defined(UNIX_REUSEPORT)
+  if (reuse_port)
+    return UV_ENOTSUP;
+#endif
+  fd = socket(addr->sa_family, SOCK_STREAM, 0);
   if (fd < 0)
     return UV__ERR_FROM_ERRNO();
   if (fcntl(fd, F_SETFD, FD_CLOEXEC) != 0 ||
       fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) != 0 ||
       setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) != 0 ||
+#if defined(UNIX_REUSEPORT)
+      (reuse_port &&
+       setsockopt(fd, SOL_SOCKET, UNIX_REUSEPORT, &on, sizeof(on)) != 0) ||
+#endif
       bind(fd, addr, len) != 0 || listen(fd, backlog) != 0) {
     rc = UV__ERR_FROM_ERRNO();
     close(fd);
@@ -67,6 +87,70 @@ int cport__socket_listen(const struct sockaddr* addr,
   }
   *out = fd;
   return 0;
+}
+
+
+int cport__socket_adopt(int64_t fd64, uv_os_sock_t* out) {
+  struct sockaddr_storage ss;
+  socklen_t len = sizeof(ss);
+  int fd = (int)fd64;
+  int type = 0;
+  int listening = 0;
+  socklen_t optlen = sizeof(type);
+  int flags;
+  if (fd64 < 0 || fd64 > INT32_MAX || fcntl(fd, F_GETFD) == -1)
+    return UV_EBADF;
+  if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &optlen) != 0)
+    return UV__ERR_FROM_ERRNO(); /* ENOTSOCK for a file or a pipe */
+  if (type != SOCK_STREAM)
+    return UV_EINVAL;
+#if defined(SO_ACCEPTCONN)
+  optlen = sizeof(listening);
+  if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &optlen) == 0 &&
+      !listening)
+    return UV_EINVAL;
+#endif
+  if (getsockname(fd, (struct sockaddr*)&ss, &len) != 0)
+    return UV__ERR_FROM_ERRNO();
+  if (ss.ss_family != AF_INET && ss.ss_family != AF_INET6)
+    return UV_EAFNOSUPPORT;
+  flags = fcntl(fd, F_GETFL);
+  if (flags == -1 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0 ||
+      fcntl(fd, F_SETFD, FD_CLOEXEC) != 0)
+    return UV__ERR_FROM_ERRNO();
+  *out = fd;
+  return 0;
+}
+
+
+/* sd_listen_fds()'s protocol, read by hand: libsystemd is not a
+ * dependency, and any launcher may speak it. */
+int cport__platform_listen_fds(int unset_env) {
+  const char* pid_text = getenv("LISTEN_PID");
+  const char* fds_text = getenv("LISTEN_FDS");
+  char* end;
+  long pid, n, i;
+  int rc = 0;
+  if (pid_text == NULL || fds_text == NULL)
+    goto done;
+  pid = strtol(pid_text, &end, 10);
+  if (*pid_text == '\0' || *end != '\0' || pid != (long)getpid())
+    goto done; /* meant for another process (our parent, say) */
+  n = strtol(fds_text, &end, 10);
+  if (*fds_text == '\0' || *end != '\0' || n < 0 || n > 4096) {
+    rc = UV_EINVAL;
+    goto done;
+  }
+  for (i = 0; i < n; i++)
+    (void)fcntl(3 + (int)i, F_SETFD, FD_CLOEXEC);
+  rc = (int)n;
+done:
+  if (unset_env) {
+    unsetenv("LISTEN_PID");
+    unsetenv("LISTEN_FDS");
+    unsetenv("LISTEN_FDNAMES");
+  }
+  return rc;
 }
 
 

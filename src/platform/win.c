@@ -29,6 +29,7 @@ static int socket_error(void) {
  * server bind the same port. */
 int cport__socket_listen(const struct sockaddr* addr,
                          int backlog,
+                         int reuse_port,
                          uv_os_sock_t* out) {
   int len = addr->sa_family == AF_INET6 ? (int)sizeof(struct sockaddr_in6)
                                         : (int)sizeof(struct sockaddr_in);
@@ -37,9 +38,14 @@ int cport__socket_listen(const struct sockaddr* addr,
    * bind this address and port too and take some of the connections; Unix
    * refuses that for a listening socket by itself. */
   BOOL exclusive = TRUE;
-  SOCKET s = WSASocketW(addr->sa_family, SOCK_STREAM, IPPROTO_TCP, NULL, 0,
-                        WSA_FLAG_OVERLAPPED | WSA_FLAG_NO_HANDLE_INHERIT);
+  SOCKET s;
   int rc;
+  /* Windows has no SO_REUSEPORT; SO_REUSEADDR would let any socket steal
+   * the port, which is not the same promise. */
+  if (reuse_port)
+    return UV_ENOTSUP;
+  s = WSASocketW(addr->sa_family, SOCK_STREAM, IPPROTO_TCP, NULL, 0,
+                 WSA_FLAG_OVERLAPPED | WSA_FLAG_NO_HANDLE_INHERIT);
   if (s == INVALID_SOCKET)
     return socket_error();
   if (ioctlsocket(s, FIONBIO, &nonblocking) != 0 ||
@@ -51,6 +57,44 @@ int cport__socket_listen(const struct sockaddr* addr,
     return rc;
   }
   *out = s;
+  return 0;
+}
+
+
+int cport__socket_adopt(int64_t fd, uv_os_sock_t* out) {
+  SOCKET s = (SOCKET)fd;
+  struct sockaddr_storage ss;
+  int len = (int)sizeof(ss);
+  int type = 0;
+  BOOL listening = FALSE;
+  int optlen = (int)sizeof(type);
+  u_long nonblocking = 1;
+  if (fd < 0)
+    return UV_EBADF;
+  if (getsockopt(s, SOL_SOCKET, SO_TYPE, (char*)&type, &optlen) != 0)
+    return socket_error(); /* WSAENOTSOCK */
+  if (type != SOCK_STREAM)
+    return UV_EINVAL;
+  optlen = (int)sizeof(listening);
+  if (getsockopt(s, SOL_SOCKET, SO_ACCEPTCONN, (char*)&listening, &optlen) ==
+          0 &&
+      !listening)
+    return UV_EINVAL;
+  if (getsockname(s, (struct sockaddr*)&ss, &len) != 0)
+    return socket_error();
+  if (ss.ss_family != AF_INET && ss.ss_family != AF_INET6)
+    return UV_EAFNOSUPPORT;
+  if (ioctlsocket(s, FIONBIO, &nonblocking) != 0)
+    return socket_error();
+  SetHandleInformation((HANDLE)s, HANDLE_FLAG_INHERIT, 0);
+  *out = s;
+  return 0;
+}
+
+
+/* Socket activation is systemd's: nothing is ever passed here. */
+int cport__platform_listen_fds(int unset_env) {
+  (void)unset_env;
   return 0;
 }
 

@@ -12,8 +12,8 @@
  * touches freed memory. The block holds its service, which holds its core,
  * so a reference kept past cport_core_destroy() still finds its loop.
  *
- * States. INIT -> (CONNECTING ->) CONNECTED -> (FLUSHING ->) SHUTTING ->
- * CLOSED. FLUSHING means a graceful disconnect waits for its turn in the
+ * States. INIT -> (CONNECTING ->) (PROXY ->) (HANDSHAKE ->) CONNECTED ->
+ * (FLUSHING ->) SHUTTING -> CLOSED. FLUSHING means a graceful disconnect waits for its turn in the
  * loop's mailbox, behind sends posted before it began (session_shutdown).
  * SHUTTING means a uv_shutdown is pending: libuv completes it after every
  * queued write has reached the kernel, which gives the graceful flush for
@@ -65,6 +65,7 @@
 
 #include "log_internal.h"
 #include "packet_internal.h"
+#include "proxy_internal.h"
 #include "recv_buf.h"
 #include "session_internal.h"
 #include "tls_internal.h"
@@ -76,10 +77,13 @@
  * next one. libuv copies the array, so it can live on the stack. */
 #define SESSION_GATHER_MAX 64
 
-/* HANDSHAKE: a TLS session whose connection is up, before on_connected. */
+/* PROXY: an accepted connection whose PROXY protocol header is not read
+ * yet. HANDSHAKE: a TLS session whose connection is up, before
+ * on_connected. */
 enum {
   S_INIT,
   S_CONNECTING,
+  S_PROXY,
   S_HANDSHAKE,
   S_CONNECTED,
   S_FLUSHING,
@@ -179,10 +183,12 @@ static cport__send_req_t* req_of(cport__qnode_t* n) {
 
 
 static cport__tls_conn_t* session_conn(const cport_session_t* s);
+static void session_proxy_free(cport_session_t* s);
 
 static void session_free(cport_session_t* s) {
   cport_service_t* svc = SVC(s);
   cport__tls_conn_free(session_conn(s));
+  session_proxy_free(s);
   cport__recv_clear(&s->rbuf);
   cport__free(s->cause);
   cport__free(s);
@@ -233,6 +239,29 @@ static cport__tls_conn_t* session_conn(const cport_session_t* s) {
 }
 
 
+/* The PROXY part of a server's session block (opts.proxy_protocol): the
+ * header while it arrives, then what it said. Written before on_connected
+ * and never after, so any thread holding a reference may read it. */
+typedef struct session_proxy_s {
+  cport__timed_t timed; /* while proxy_timeout_ms runs */
+  uint8_t* partial;     /* a header's first bytes, while incomplete */
+  size_t have;          /* bytes in `partial` */
+  uint8_t* tlvs;        /* the v2 TLVs, copied */
+  size_t tlvs_len;
+  /* The TCP peer (the balancer) when the header named a client, whose
+   * address then replaces it in `peer`; and the header's destination. */
+  uint32_t via[7];
+  uint32_t dst[7];
+  uint8_t version; /* 1 or 2 once read; 0 before */
+  uint8_t local;   /* a LOCAL or UNKNOWN header: the real endpoints hold */
+} session_proxy_t;
+
+static session_proxy_t* session_proxy(const cport_session_t* s) {
+  size_t off = VIEW(s)->layout.proxy_off;
+  return off == 0 ? NULL : (session_proxy_t*)((char*)s + off);
+}
+
+
 int cport__session_layout(cport_service_kind_t kind,
                           const cport_service_opts_t* opts,
                           cport__session_layout_t* out) {
@@ -258,6 +287,12 @@ int cport__session_layout(cport_service_kind_t kind,
     out->tls_off = (end + _Alignof(session_tls_t) - 1) /
                    _Alignof(session_tls_t) * _Alignof(session_tls_t);
     end = out->tls_off + sizeof(session_tls_t);
+  }
+  out->proxy_off = 0;
+  if (kind == CPORT_SERVICE_SERVER && opts->proxy_protocol != CPORT_PROXY_OFF) {
+    out->proxy_off = (end + _Alignof(session_proxy_t) - 1) /
+                     _Alignof(session_proxy_t) * _Alignof(session_proxy_t);
+    end = out->proxy_off + sizeof(session_proxy_t);
   }
   out->user_off = 0;
   if (opts->user_size > 0) {
@@ -865,6 +900,9 @@ void cport__session_close(cport_session_t* s,
   if (v->layout.tls_off != 0)
     cport__timeouts_remove(&v->timeouts, CPORT__TIMEOUT_HANDSHAKE,
                            &session_tls(s)->timed);
+  if (v->layout.proxy_off != 0)
+    cport__timeouts_remove(&v->timeouts, CPORT__TIMEOUT_PROXY,
+                           &session_proxy(s)->timed);
   s->code = code;
   if (cause != NULL)
     s->cause = cport__strndup(cause, SESSION_CAUSE_MAX);
@@ -878,6 +916,10 @@ void cport__session_close(cport_session_t* s,
   session_close_handle(s, mode);
 }
 
+
+static void session_proxy_refuse(cport_session_t* s,
+                                 int code,
+                                 const char* cause);
 
 void cport__session_timed_out(cport_service_t* svc,
                               cport__timeout_kind_t kind,
@@ -936,6 +978,12 @@ void cport__session_timed_out(cport_service_t* svc,
       cport__session_close(s, UV_ETIMEDOUT, "TLS handshake timed out",
                            CPORT__CLOSE_FORCE);
       break;
+    case CPORT__TIMEOUT_PROXY:
+      s = (cport_session_t*)((char*)cport__container_of(e, session_proxy_t,
+                                                        timed) -
+                             v->layout.proxy_off);
+      session_proxy_refuse(s, UV_ETIMEDOUT, "PROXY header not complete in time");
+      break;
     default:
       break;
   }
@@ -946,7 +994,7 @@ void cport__session_timed_out(cport_service_t* svc,
 
 static void session_disconnect_here(cport_session_t* s, const char* cause) {
   if (s->state == S_CONNECTED || s->state == S_HANDSHAKE ||
-      s->state == S_CONNECTING || s->state == S_INIT)
+      s->state == S_PROXY || s->state == S_CONNECTING || s->state == S_INIT)
     cport__session_close(s, CPORT_ELOCAL,
                          cause != NULL ? cause : cport_strerror(CPORT_ELOCAL),
                          CPORT__CLOSE_GRACEFUL);
@@ -1238,6 +1286,9 @@ static void session_tls_eof(cport_session_t* s);
 static void session_tls_input(cport_session_t* s,
                               const uint8_t* data,
                               size_t len);
+static void session_proxy_input(cport_session_t* s,
+                                const uint8_t* data,
+                                size_t len);
 
 static void session_read_cb(uv_stream_t* stream,
                             ssize_t nread,
@@ -1254,6 +1305,10 @@ static void session_read_cb(uv_stream_t* stream,
       cport__session_close(
           s, (int)nread, NULL,
           nread == UV_EOF ? CPORT__CLOSE_GRACEFUL : CPORT__CLOSE_FORCE);
+    return;
+  }
+  if (s->state == S_PROXY) {
+    session_proxy_input(s, (const uint8_t*)buf->base, (size_t)nread);
     return;
   }
   if (session_conn(s) != NULL) {
@@ -1293,7 +1348,8 @@ static void session_read_start(cport_session_t* s) {
   /* A session that used up its packet budget reads again when it comes
    * back for the packets it kept (CPORT__OP_RESUME). */
   if (s->reading || s->yielded ||
-      (s->state != S_CONNECTED && s->state != S_HANDSHAKE))
+      (s->state != S_CONNECTED && s->state != S_HANDSHAKE &&
+       s->state != S_PROXY))
     return;
   rc = uv_read_start((uv_stream_t*)&s->tcp, session_alloc_cb, session_read_cb);
   if (rc != 0) {
@@ -1306,6 +1362,9 @@ static void session_read_start(cport_session_t* s) {
 
 static void session_established(cport_session_t* s);
 static void session_tls_begin(cport_session_t* s);
+static void session_up(cport_session_t* s);
+static void session_proxy_begin(cport_session_t* s);
+static int session_proxy_send(cport_session_t* s);
 
 void cport__session_start(cport_session_t* s) {
   cport_service_t* svc = SVC(s);
@@ -1345,7 +1404,20 @@ void cport__session_start(cport_session_t* s) {
     (void)uv_tcp_nodelay(&s->tcp, 1); /* best effort, like libuv's own */
   if (v->opts.tcp_keepalive_s > 0)
     (void)uv_tcp_keepalive(&s->tcp, 1, v->opts.tcp_keepalive_s);
-  if (v->layout.tls_off != 0)
+  if (v->layout.proxy_off != 0) {
+    session_proxy_begin(s);
+    return;
+  }
+  if (v->opts.proxy_send != CPORT_PROXY_OFF && session_proxy_send(s) != 0)
+    return;
+  session_up(s);
+}
+
+
+/* The connection is ready for the application's protocol: TLS's
+ * handshake first, or on_connected at once. */
+static void session_up(cport_session_t* s) {
+  if (VIEW(s)->layout.tls_off != 0)
     session_tls_begin(s);
   else
     session_established(s);
@@ -1566,6 +1638,248 @@ static void session_tls_ended(cport_session_t* s) {
     CPORT__SVC_STAT_ADD(svc, tls_failures, 1);
   if (VIEW(s)->kind == CPORT_SERVICE_CLIENT)
     cport__service_connect_failed(svc, session_tls(s)->attempts, code);
+}
+
+
+/* ---- the PROXY protocol ---- */
+
+static void session_proxy_free(cport_session_t* s) {
+  session_proxy_t* p = session_proxy(s);
+  if (p == NULL)
+    return;
+  cport__free(p->partial);
+  cport__free(p->tlvs);
+  p->partial = NULL;
+  p->tlvs = NULL;
+}
+
+
+/* A connection whose header was refused, or did not come in time: closed
+ * before on_connected, counted, and logged for whoever debugs a balancer's
+ * configuration. */
+static void session_proxy_refuse(cport_session_t* s,
+                                 int code,
+                                 const char* cause) {
+  char from[CPORT_ADDR_STRLEN] = "?";
+  cport_addr_t a;
+  if (code == CPORT_EPROXYUNTRUSTED)
+    CPORT__SVC_STAT_ADD(SVC(s), proxy_untrusted, 1);
+  else
+    CPORT__SVC_STAT_ADD(SVC(s), proxy_errors, 1);
+  if (cport__log_enabled(CPORT_LOG_DEBUG) &&
+      cport_session_peer_addr(s, &a) == 0)
+    (void)cport_addr_format(&a, from, sizeof(from));
+  cport__log(CPORT_LOG_DEBUG, "session %llu from %s: %s: %s",
+             (unsigned long long)s->id, from, cport_strerror(code), cause);
+  cport__session_close(s, code, cause, CPORT__CLOSE_FORCE);
+}
+
+
+/* The most bytes a header may take before it is complete: a v1 line is
+ * bounded by its own rule whatever proxy_max_header says. */
+static size_t session_proxy_cap(const cport_service_opts_t* o) {
+  return o->proxy_max_header > CPORT_PROXY_V1_MAX ? o->proxy_max_header
+                                                  : CPORT_PROXY_V1_MAX;
+}
+
+
+/* An accepted connection of a PROXY server: refused at once from an
+ * address not trusted to send headers, else read for its header, timed by
+ * proxy_timeout_ms. */
+static void session_proxy_begin(cport_session_t* s) {
+  cport__service_view_t* v = VIEW(s);
+  const cport__service_view_t* root = cport__service_view(v->root);
+  struct sockaddr_storage peer;
+  s->state = S_PROXY;
+  memset(&peer, 0, sizeof(peer));
+  memcpy(&peer, s->peer, sizeof(s->peer));
+  if (root->proxy_nets != NULL &&
+      !cport__proxy_nets_match(root->proxy_nets, root->proxy_nnets,
+                               (const struct sockaddr*)&peer)) {
+    session_proxy_refuse(s, CPORT_EPROXYUNTRUSTED,
+                         "PROXY header from an address not in "
+                         "opts.proxy_trusted");
+    return;
+  }
+  cport__timeouts_add(&v->timeouts, CPORT__TIMEOUT_PROXY,
+                      &session_proxy(s)->timed);
+  session_read_start(s);
+}
+
+
+/* Keep what header `h` says. The client's address takes the TCP peer's
+ * place, which stays available as the balancer's. */
+static int session_proxy_apply(cport_session_t* s,
+                               const cport_proxy_header_t* h) {
+  session_proxy_t* p = session_proxy(s);
+  if (h->tlvs_len > 0) {
+    p->tlvs = cport__malloc(h->tlvs_len);
+    if (p->tlvs == NULL)
+      return UV_ENOMEM;
+    memcpy(p->tlvs, h->tlvs, h->tlvs_len);
+    p->tlvs_len = h->tlvs_len;
+  }
+  p->version = (uint8_t)h->version;
+  p->local = h->local != 0;
+  if (!p->local) {
+    const struct sockaddr* src = cport_addr_sockaddr(&h->src);
+    const struct sockaddr* dst = cport_addr_sockaddr(&h->dst);
+    size_t len = src->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                            : sizeof(struct sockaddr_in);
+    memcpy(p->via, s->peer, sizeof(p->via));
+    memset(s->peer, 0, sizeof(s->peer));
+    memcpy(s->peer, src, len);
+    memcpy(p->dst, dst, len);
+  }
+  return 0;
+}
+
+
+/* Bytes arrived before the header was complete. Nothing reaches TLS or
+ * the application before it is: what follows it in the same read goes on
+ * from there once the session is up. */
+static void session_proxy_input(cport_session_t* s,
+                                const uint8_t* data,
+                                size_t len) {
+  const cport_service_opts_t* o = &VIEW(s)->opts;
+  session_proxy_t* p = session_proxy(s);
+  size_t cap = session_proxy_cap(o);
+  size_t before = p->have;
+  const uint8_t* bytes = data;
+  size_t avail = len;
+  cport_proxy_header_t h;
+  const char* cause = NULL;
+  size_t used = 0;
+  int rc;
+  if (before > 0) {
+    /* The header's first bytes came in earlier reads. */
+    size_t take = len < cap - before ? len : cap - before;
+    memcpy(p->partial + before, data, take);
+    p->have += take;
+    bytes = p->partial;
+    avail = p->have;
+  }
+  rc = cport_proxy_parse(bytes, avail, o->proxy_protocol, o->proxy_max_header,
+                         &h, &used, &cause);
+  if (rc == CPORT_EAGAIN && avail >= cap)
+    rc = CPORT_EPROXYSIZE; /* cannot happen while the parser keeps `max` */
+  if (rc == CPORT_EAGAIN) {
+    if (before == 0) {
+      p->partial = cport__malloc(cap);
+      if (p->partial == NULL) {
+        cport__session_close(s, UV_ENOMEM, NULL, CPORT__CLOSE_FORCE);
+        return;
+      }
+      memcpy(p->partial, data, len);
+      p->have = len;
+    }
+    return;
+  }
+  if (rc != 0) {
+    session_proxy_refuse(s, rc, cause != NULL ? cause : cport_strerror(rc));
+    return;
+  }
+  rc = session_proxy_apply(s, &h);
+  cport__free(p->partial); /* h.tlvs may point into it: applied first */
+  p->partial = NULL;
+  p->have = 0;
+  if (rc != 0) {
+    cport__session_close(s, rc, NULL, CPORT__CLOSE_FORCE);
+    return;
+  }
+  cport__timeouts_remove(&VIEW(s)->timeouts, CPORT__TIMEOUT_PROXY, &p->timed);
+  CPORT__SVC_STAT_ADD(SVC(s), proxy_headers, 1);
+  /* The header was complete with this read, so it ends inside it. */
+  data += used - before;
+  len -= used - before;
+  session_up(s);
+  if (len == 0)
+    return;
+  if (session_conn(s) != NULL) {
+    if (s->state == S_HANDSHAKE || s->state == S_CONNECTED) {
+      session_touch(s);
+      session_tls_input(s, data, len);
+    }
+  } else if (s->state == S_CONNECTED) {
+    CPORT__SVC_STAT_ADD(SVC(s), bytes_in, (uint64_t)len);
+    session_touch(s);
+    session_deliver(s, data, len);
+  }
+}
+
+
+/* A client's header, written before anything else (TLS's hello
+ * included) when the kernel cannot take it at once. */
+typedef struct session_proxy_out_s {
+  uv_write_t req;
+  uint8_t bytes[CPORT_PROXY_V1_MAX];
+} session_proxy_out_t;
+
+static void session_proxy_sent_cb(uv_write_t* req, int status) {
+  cport_session_t* s = req->data;
+  cport__free(cport__container_of(req, session_proxy_out_t, req));
+  if (status < 0 && status != UV_ECANCELED)
+    cport__session_close(s, status, NULL, CPORT__CLOSE_FORCE);
+  cport_session_unref(s);
+}
+
+
+/* Clients with opts.proxy_send: a header naming the connection's own
+ * endpoints. libuv refuses uv_try_write while a write is queued, so
+ * whatever the session writes next leaves after it. Returns 0, or the
+ * error the attempt failed with (the session is then closed and the
+ * attempt reported). */
+static int session_proxy_send(cport_session_t* s) {
+  const cport__service_view_t* v = VIEW(s);
+  struct sockaddr_storage local;
+  struct sockaddr_storage peer;
+  int namelen = (int)sizeof(local);
+  cport_addr_t src;
+  cport_addr_t dst;
+  session_proxy_out_t* out;
+  uint8_t hdr[CPORT_PROXY_V1_MAX];
+  uv_buf_t buf;
+  int n;
+  int rc = uv_tcp_getsockname(&s->tcp, (struct sockaddr*)&local, &namelen);
+  memset(&peer, 0, sizeof(peer));
+  memcpy(&peer, s->peer, sizeof(s->peer));
+  if (rc == 0)
+    rc = cport_addr_from_sockaddr(&src, (const struct sockaddr*)&local);
+  if (rc == 0)
+    rc = cport_addr_from_sockaddr(&dst, (const struct sockaddr*)&peer);
+  n = rc != 0 ? rc
+              : cport_proxy_encode(hdr, sizeof(hdr), v->opts.proxy_send, &src,
+                                   &dst, NULL, 0, 0);
+  if (n > 0) {
+    buf = uv_buf_init((char*)hdr, (unsigned)n);
+    rc = uv_try_write((uv_stream_t*)&s->tcp, &buf, 1);
+    if (rc == n)
+      return 0;
+    if (rc >= 0 || rc == UV_EAGAIN) {
+      size_t done = rc > 0 ? (size_t)rc : 0;
+      out = cport__malloc(sizeof(*out));
+      rc = UV_ENOMEM;
+      if (out != NULL) {
+        memcpy(out->bytes, hdr + done, (size_t)n - done);
+        buf = uv_buf_init((char*)out->bytes, (unsigned)((size_t)n - done));
+        out->req.data = s;
+        rc = uv_write(&out->req, (uv_stream_t*)&s->tcp, &buf, 1,
+                      session_proxy_sent_cb);
+        if (rc == 0) {
+          cport_session_ref(s); /* the request's */
+          return 0;
+        }
+        cport__free(out);
+      }
+    }
+  } else {
+    rc = n;
+  }
+  cport__session_close(s, rc, "could not send the PROXY header",
+                       CPORT__CLOSE_FORCE);
+  /* Not up yet: a failed attempt of its connect. */
+  cport__service_connect_failed(SVC(s), 0, rc);
+  return rc;
 }
 
 
@@ -2029,6 +2343,73 @@ int cport_session_peer_addr(const cport_session_t* s, cport_addr_t* out) {
   memcpy(&peer, s->peer, sizeof(s->peer));
   if (cport_addr_from_sockaddr(out, (struct sockaddr*)&peer) != 0)
     return UV_ENOTCONN;
+  return 0;
+}
+
+
+/* The kept sockaddr at `kept` (4-byte aligned, maybe all zero). */
+static int session_addr_of(const uint32_t kept[7], cport_addr_t* out) {
+  struct sockaddr_storage ss;
+  memset(&ss, 0, sizeof(ss));
+  memcpy(&ss, kept, 7 * sizeof(uint32_t));
+  return cport_addr_from_sockaddr(out, (struct sockaddr*)&ss) != 0
+             ? UV_ENOTCONN
+             : 0;
+}
+
+
+/* A session whose PROXY header named a client, or NULL. */
+static const session_proxy_t* session_proxied(const cport_session_t* s) {
+  const session_proxy_t* p = session_proxy(s);
+  return p != NULL && p->version != 0 && !p->local ? p : NULL;
+}
+
+
+int cport_session_local_addr(const cport_session_t* s, cport_addr_t* out) {
+  struct sockaddr_storage ss;
+  int len = (int)sizeof(ss);
+  int rc;
+  if (s == NULL || out == NULL)
+    return UV_EINVAL;
+  rc = cport__loop_check(VIEW(s)->lp, "cport_session_local_addr");
+  if (rc != 0)
+    return rc;
+  if (!s->reported_connected)
+    return UV_ENOTCONN;
+  if (session_proxied(s) != NULL)
+    return session_addr_of(session_proxied(s)->dst, out);
+  rc = uv_tcp_getsockname(&s->tcp, (struct sockaddr*)&ss, &len);
+  if (rc != 0)
+    return rc;
+  return cport_addr_from_sockaddr(out, (struct sockaddr*)&ss);
+}
+
+
+int cport_session_proxy_addr(const cport_session_t* s, cport_addr_t* out) {
+  if (s == NULL || out == NULL)
+    return UV_EINVAL;
+  if (session_proxied(s) != NULL)
+    return session_addr_of(session_proxied(s)->via, out);
+  return cport_session_peer_addr(s, out);
+}
+
+
+int cport_session_proxy(const cport_session_t* s, cport_proxy_header_t* out) {
+  const session_proxy_t* p;
+  if (s == NULL || out == NULL)
+    return UV_EINVAL;
+  p = session_proxy(s);
+  if (p == NULL || p->version == 0)
+    return CPORT_ENOENT;
+  memset(out, 0, sizeof(*out));
+  out->version = p->version;
+  out->local = p->local;
+  if (!p->local) {
+    (void)session_addr_of(s->peer, &out->src);
+    (void)session_addr_of(p->dst, &out->dst);
+  }
+  out->tlvs = p->tlvs;
+  out->tlvs_len = p->tlvs_len;
   return 0;
 }
 

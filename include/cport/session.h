@@ -173,8 +173,9 @@ CPORT_API int cport_session_peer_addr(const cport_session_t* s,
 
 /* The address the peer connected to: for a session whose PROXY header
  * named a client, the destination it gives (the balancer's front end, as
- * the client saw it), else the socket's own local address.
- * Thread:  any, while a reference is held.
+ * the client saw it), else the socket's own local address (asked of the
+ * system: the socket belongs to the loop).
+ * Thread:  loop (from another thread: CPORT_EWRONGTHREAD, logged).
  * Returns: 0; UV_EINVAL for NULL; UV_ENOTCONN before on_connected; a
  *          libuv error when the system cannot tell (the socket is
  *          gone). */

@@ -258,9 +258,12 @@ void fixture_start_server_at(fixture_t* fx, const cport_addr_t* addr) {
   cport_addr_t any;
   fixture_apply_callbacks(fx, &o);
   assert_int_equal(cport_addr_parse(&any, "127.0.0.1", 0), 0);
+  /* An inherited socket (opts.listen_fd) comes with its address. */
+  if (addr == NULL && o.listen_fd == -1)
+    addr = &any;
   assert_int_equal(
-      cport_service_create(&fx->server, fx->core, CPORT_SERVICE_SERVER,
-                           addr != NULL ? addr : &any, &o),
+      cport_service_create(&fx->server, fx->core, CPORT_SERVICE_SERVER, addr,
+                           &o),
       0);
   assert_int_equal(cport_service_start(fx->server), 0);
   assert_int_equal(cport_service_local_addr(fx->server, &fx->server_addr), 0);

@@ -117,7 +117,8 @@ cport_service_t* fixture_create_service(fixture_t* fx,
 /* Create and start a server service with fx->opts and the recorder
  * callbacks on 127.0.0.1 loop 0; fx->server_addr gets the real port. */
 void fixture_start_server(fixture_t* fx);
-/* The same on `addr` (NULL: 127.0.0.1 loop 0). */
+/* The same on `addr` (NULL: 127.0.0.1 loop 0, or no address at all with
+ * fx->opts.listen_fd). */
 void fixture_start_server_at(fixture_t* fx, const cport_addr_t* addr);
 /* Same for a client service of `n` sessions to `addr`. */
 void fixture_start_client(fixture_t* fx, const cport_addr_t* addr, unsigned n);

@@ -7,7 +7,10 @@
 #include <string.h>
 
 #ifndef _WIN32
+#include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -17,6 +20,12 @@
 #endif
 
 #include "common.h" /* cport__mem_fail_after, cport__mem_live, sockets */
+
+
+static void settle_loop(fixture_t* fx) {
+  int i;
+  for (i = 0; i < 20; i++) cport_core_dispatch(fx->core, 0, 1);
+}
 
 
 static int pred_peer_done(void* arg) {
@@ -1539,6 +1548,212 @@ static void raise_nofile(void) {
 #endif
 
 
+/* ---- inherited and shared sockets ---- */
+
+/* A listening socket on 127.0.0.1, made the way a parent process would;
+ * `addr` gets its address. */
+static uv_os_sock_t inherited_socket(cport_addr_t* addr) {
+  struct sockaddr_storage ss;
+  uv_os_sock_t sock;
+  assert_int_equal(cport_addr_parse(addr, "127.0.0.1", 0), 0);
+  assert_int_equal(
+      cport__socket_listen(cport_addr_sockaddr(addr), 16, 0, &sock), 0);
+  assert_int_equal(cport__socket_name(sock, &ss), 0);
+  assert_int_equal(cport_addr_from_sockaddr(addr, (struct sockaddr*)&ss), 0);
+  return sock;
+}
+
+
+static void test_listener_adopts_an_inherited_socket(void** state) {
+  fixture_t* fx = *state;
+  cport_addr_t addr;
+  cport_addr_t bound;
+  uv_os_sock_t sock = inherited_socket(&addr);
+  peer_t* early;
+  peer_t* p;
+  /* A connection that came while nobody accepted waits in the socket's
+   * queue, as during a restart: the new server takes it. */
+  early = peer_connect(fx, &addr, 0);
+  fx->opts.listen_fd = (int64_t)sock;
+  fixture_start_server_at(fx, NULL);
+  assert_int_equal(cport_service_local_addr(fx->server, &bound), 0);
+  assert_int_equal(cport_addr_port(&bound), cport_addr_port(&addr));
+  fixture_wait_int(fx, &fx->connected, 1, FIXTURE_TIMEOUT_MS);
+  p = peer_connect(fx, &addr, 0);
+  peer_write(p, "ping", 4);
+  fixture_wait_size(fx, &p->received.len, 4, FIXTURE_TIMEOUT_MS);
+  peer_write(early, "pong", 4);
+  fixture_wait_size(fx, &early->received.len, 4, FIXTURE_TIMEOUT_MS);
+  peer_destroy(p);
+  peer_destroy(early);
+  /* The service owned it: stopping closed it. */
+  fixture_stop_service(fx, fx->server, 1000);
+  p = peer_connect(fx, &addr, 1);
+  assert_int_equal(p->connect_error, UV_ECONNREFUSED);
+  peer_destroy(p);
+}
+
+
+static void test_listener_refuses_what_is_no_listening_socket(void** state) {
+  fixture_t* fx = *state;
+  cport_service_opts_t o;
+  cport_service_t* svc = NULL;
+  cport_addr_t addr;
+  uv_os_sock_t sock = inherited_socket(&addr);
+  cport_service_opts_init(&o);
+  /* An address as well as a socket: which one? */
+  o.listen_fd = (int64_t)sock;
+  assert_int_equal(cport_service_create(&svc, fx->core, CPORT_SERVICE_SERVER,
+                                        &addr, &o),
+                   UV_EINVAL);
+  o.listen_fd = -2;
+  assert_int_equal(cport_service_create(&svc, fx->core, CPORT_SERVICE_SERVER,
+                                        NULL, &o),
+                   UV_EINVAL);
+  o.listen_fd = (int64_t)sock;
+  o.reuse_port = 1;
+  assert_int_equal(cport_service_create(&svc, fx->core, CPORT_SERVICE_SERVER,
+                                        NULL, &o),
+                   UV_EINVAL);
+  o.reuse_port = 0;
+  assert_int_equal(cport_service_create(&svc, fx->core, CPORT_SERVICE_CLIENT,
+                                        NULL, &o),
+                   UV_EINVAL);
+  assert_null(svc);
+  cport__socket_close(sock);
+#ifndef _WIN32
+  {
+    int fds[2];
+    int bound;
+    struct sockaddr_in sin;
+    /* A pipe, then a socket that is bound but not listening: refused at
+     * start, and left open for the caller. */
+    assert_int_equal(pipe(fds), 0);
+    o.listen_fd = fds[0];
+    assert_int_equal(cport_service_create(&svc, fx->core, CPORT_SERVICE_SERVER,
+                                          NULL, &o),
+                     0);
+    assert_int_equal(cport_service_start(svc), UV_ENOTSOCK);
+    assert_true(fcntl(fds[0], F_GETFD) != -1);
+    cport_service_destroy(svc);
+    close(fds[0]);
+    close(fds[1]);
+    bound = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(bound >= 0);
+    memset(&sin, 0, sizeof(sin));
+    sin.sin_family = AF_INET;
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(bind(bound, (struct sockaddr*)&sin, sizeof(sin)), 0);
+    o.listen_fd = bound;
+    assert_int_equal(cport_service_create(&svc, fx->core, CPORT_SERVICE_SERVER,
+                                          NULL, &o),
+                     0);
+    assert_int_equal(cport_service_start(svc), UV_EINVAL);
+    assert_true(fcntl(bound, F_GETFD) != -1);
+    /* Listening now: the same service starts on it. */
+    assert_int_equal(listen(bound, 4), 0);
+    assert_int_equal(cport_service_start(svc), 0);
+    cport_service_destroy(svc);
+    o.listen_fd = 100000; /* no such descriptor */
+    assert_int_equal(cport_service_create(&svc, fx->core, CPORT_SERVICE_SERVER,
+                                          NULL, &o),
+                     0);
+    assert_int_equal(cport_service_start(svc), UV_EBADF);
+    cport_service_destroy(svc);
+  }
+#endif
+}
+
+
+static void test_listener_reuse_port_is_opt_in(void** state) {
+  fixture_t* fx = *state;
+  cport_service_opts_t o;
+  cport_service_t* second = NULL;
+  int rc;
+  fx->opts.reuse_port = 1;
+  cport_service_opts_init(&o);
+  o.reuse_port = 1;
+#ifdef _WIN32
+  {
+    cport_addr_t addr;
+    assert_int_equal(cport_addr_parse(&addr, "127.0.0.1", 0), 0);
+    rc = cport_service_create(&second, fx->core, CPORT_SERVICE_SERVER, &addr,
+                              &o);
+    assert_int_equal(rc, 0);
+    assert_int_equal(cport_service_start(second), UV_ENOTSUP);
+    cport_service_destroy(second);
+  }
+#else
+  (void)rc;
+  {
+    cport_service_stats_t a;
+    cport_service_stats_t b;
+    peer_t* peers[32];
+    int i;
+    fixture_start_server(fx);
+    /* A second server that also asks: the same port. */
+    o.user_size = sizeof(rec_session_t);
+    assert_int_equal(cport_service_create(&second, fx->core,
+                                          CPORT_SERVICE_SERVER,
+                                          &fx->server_addr, &o),
+                     0);
+    assert_int_equal(cport_service_start(second), 0);
+    for (i = 0; i < 32; i++) peers[i] = peer_connect(fx, &fx->server_addr, 0);
+    assert_int_equal(cport_service_stats(fx->server, &a), 0);
+    assert_int_equal(cport_service_stats(second, &b), 0);
+    /* Every connection was taken by one of the two (Linux spreads them;
+     * macOS gives them to one). */
+    for (i = 0; i < 32 && a.connected + b.connected < 32; i++) {
+      settle_loop(fx);
+      assert_int_equal(cport_service_stats(fx->server, &a), 0);
+      assert_int_equal(cport_service_stats(second, &b), 0);
+    }
+    assert_int_equal(a.connected + b.connected, 32);
+#ifdef __linux__
+    assert_true(a.connected > 0 && b.connected > 0);
+#endif
+    for (i = 0; i < 32; i++) peer_destroy(peers[i]);
+    cport_service_destroy(second);
+    second = NULL;
+    /* One that does not ask is refused, as always. */
+    o.reuse_port = 0;
+    assert_int_equal(cport_service_create(&second, fx->core,
+                                          CPORT_SERVICE_SERVER,
+                                          &fx->server_addr, &o),
+                     0);
+    assert_int_equal(cport_service_start(second), UV_EADDRINUSE);
+    cport_service_destroy(second);
+  }
+#endif
+}
+
+
+#ifndef _WIN32
+static void test_listener_listen_fds_reads_systemd_variables(void** state) {
+  char pid[32];
+  (void)state;
+  snprintf(pid, sizeof(pid), "%ld", (long)getpid());
+  /* Meant for this process. */
+  assert_int_equal(setenv("LISTEN_PID", pid, 1), 0);
+  assert_int_equal(setenv("LISTEN_FDS", "2", 1), 0);
+  assert_int_equal(cport_listen_fds(0), 2);
+  assert_non_null(getenv("LISTEN_FDS"));
+  assert_int_equal(cport_listen_fds(1), 2);
+  assert_null(getenv("LISTEN_FDS"));
+  assert_null(getenv("LISTEN_PID"));
+  assert_int_equal(cport_listen_fds(0), 0);
+  /* Meant for the parent that passed the variables down. */
+  assert_int_equal(setenv("LISTEN_PID", "1", 1), 0);
+  assert_int_equal(setenv("LISTEN_FDS", "1", 1), 0);
+  assert_int_equal(cport_listen_fds(1), 0);
+  assert_int_equal(setenv("LISTEN_PID", pid, 1), 0);
+  assert_int_equal(setenv("LISTEN_FDS", "two", 1), 0);
+  assert_int_equal(cport_listen_fds(1), UV_EINVAL);
+  assert_null(getenv("LISTEN_FDS"));
+}
+#endif
+
+
 int main(int argc, char** argv) {
 #ifndef _WIN32
   if (argc == 3 && strcmp(argv[1], "--child-emfile") == 0)
@@ -1568,6 +1783,12 @@ int main(int argc, char** argv) {
       T(test_listener_out_of_descriptors_one_loop_recovers),
       T(test_listener_out_of_descriptors_spread_backs_off),
       T(test_listener_one_loop_backs_off_beside_a_loop_taking_descriptors),
+      T(test_listener_adopts_an_inherited_socket),
+      T(test_listener_refuses_what_is_no_listening_socket),
+      T(test_listener_reuse_port_is_opt_in),
+#ifndef _WIN32
+      T(test_listener_listen_fds_reads_systemd_variables),
+#endif
 #undef T
   };
   return cmocka_run_group_tests_name("listener", tests, NULL, NULL);

@@ -2175,10 +2175,341 @@ static void test_audit_session_reference_outlives_the_core(void** state) {
 }
 
 
+/* ---- the PROXY protocol ---- */
+
+/* A v1 header for `src`..`dst` into `buf`; returns its length. */
+static size_t proxy_v1(char* buf, size_t size, const char* line) {
+  int n = snprintf(buf, size, "%s", line);
+  assert_true(n > 0 && (size_t)n < size);
+  return (size_t)n;
+}
+
+
+static void assert_addr_text(const cport_addr_t* a, const char* want) {
+  char text[CPORT_ADDR_STRLEN];
+  assert_int_equal(cport_addr_format(a, text, sizeof(text)), 0);
+  assert_string_equal(text, want);
+}
+
+
+static void test_session_proxy_v1_gives_the_client_address(void** state) {
+  fixture_t* fx = *state;
+  char buf[256];
+  size_t n;
+  cport_addr_t a;
+  cport_proxy_header_t h;
+  cport_service_stats_t st;
+  peer_t* p;
+  fx->opts.proxy_protocol = CPORT_PROXY_ANY;
+  fixture_start_server(fx);
+  p = peer_connect(fx, &fx->server_addr, 0);
+  /* The header and the first bytes in one segment: the bytes go on to
+   * on_recv once the session is up, the header never does. */
+  n = proxy_v1(buf, sizeof(buf),
+               "PROXY TCP4 203.0.113.7 198.51.100.1 4242 443\r\nhello");
+  peer_write(p, buf, n);
+  fixture_wait_size(fx, &p->received.len, 5, FIXTURE_TIMEOUT_MS);
+  assert_memory_equal(p->received.data, "hello", 5);
+  assert_int_equal(fx->connected, 1);
+  assert_int_equal(cport_session_peer_addr(fx->last_server, &a), 0);
+  assert_addr_text(&a, "203.0.113.7:4242");
+  assert_int_equal(cport_session_local_addr(fx->last_server, &a), 0);
+  assert_addr_text(&a, "198.51.100.1:443");
+  assert_int_equal(cport_session_proxy_addr(fx->last_server, &a), 0);
+  assert_int_equal(cport_addr_family(&a), 4);
+  assert_string_equal(cport_addr_format_host(&a, buf, sizeof(buf)) == 0
+                          ? buf
+                          : "?",
+                      "127.0.0.1");
+  assert_int_equal(cport_session_proxy(fx->last_server, &h), 0);
+  assert_int_equal(h.version, 1);
+  assert_int_equal(h.local, 0);
+  assert_int_equal(h.tlvs_len, 0);
+  assert_int_equal(cport_service_stats(fx->server, &st), 0);
+  assert_int_equal(st.proxy_headers, 1);
+  assert_int_equal(st.bytes_in, 5); /* the header is not the application's */
+  peer_destroy(p);
+}
+
+
+/* A v2 PROXY header for IPv6 with `tlv_bytes` of TLVs: an authority, a
+ * unique id, then NOOP padding. Returns its length. */
+static size_t proxy_v2_with_tlvs(uint8_t* b, size_t tlv_bytes) {
+  static const uint8_t sig[12] = {0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D,
+                                  0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A};
+  size_t len = 36 + tlv_bytes;
+  size_t at = 16;
+  size_t i;
+  memcpy(b, sig, 12);
+  b[12] = 0x21; /* v2, PROXY */
+  b[13] = 0x21; /* TCP over IPv6 */
+  b[14] = (uint8_t)(len >> 8);
+  b[15] = (uint8_t)len;
+  memset(b + at, 0, 32);
+  b[at + 0] = 0x20; /* 2001:db8::5 */
+  b[at + 1] = 0x01;
+  b[at + 2] = 0x0d;
+  b[at + 3] = 0xb8;
+  b[at + 15] = 0x05;
+  b[at + 16 + 15] = 0x01; /* ::1 */
+  b[at + 32] = 0x1f;      /* port 8080 */
+  b[at + 33] = 0x90;
+  b[at + 34] = 0x01;      /* port 443 */
+  b[at + 35] = 0xbb;
+  at += 36;
+  memcpy(b + at, "\x02\x00\x0b" "example.org", 14);
+  at += 14;
+  memcpy(b + at, "\x05\x00\x04" "id42", 7);
+  at += 7;
+  assert_true(tlv_bytes >= 21 + 3);
+  i = tlv_bytes - 21 - 3;
+  b[at++] = 0x04; /* NOOP over the rest */
+  b[at++] = (uint8_t)(i >> 8);
+  b[at++] = (uint8_t)i;
+  memset(b + at, 0, i);
+  return 16 + len;
+}
+
+
+static void test_session_proxy_v2_split_byte_by_byte_with_tlvs(
+    void** state) {
+  fixture_t* fx = *state;
+  uint8_t hdr[512];
+  size_t n = proxy_v2_with_tlvs(hdr, 200);
+  size_t i;
+  const uint8_t* v;
+  size_t vlen;
+  cport_addr_t a;
+  cport_proxy_header_t h;
+  peer_t* p;
+  fx->opts.proxy_protocol = CPORT_PROXY_V2;
+  fixture_start_server(fx);
+  p = peer_connect(fx, &fx->server_addr, 0);
+  for (i = 0; i < n; i++) {
+    peer_write(p, hdr + i, 1);
+    fixture_wait_size(fx, &p->written, i + 1, FIXTURE_TIMEOUT_MS);
+    cport_core_dispatch(fx->core, 0, 0);
+    /* Nothing is reported before the header's last byte. */
+    if (i + 1 < n)
+      assert_int_equal(fx->connected, 0);
+  }
+  fixture_wait_int(fx, &fx->connected, 1, FIXTURE_TIMEOUT_MS);
+  peer_write(p, "x", 1);
+  fixture_wait_size(fx, &p->received.len, 1, FIXTURE_TIMEOUT_MS);
+  assert_int_equal(rec_of(fx->last_server)->received.len, 1);
+  assert_int_equal(cport_session_peer_addr(fx->last_server, &a), 0);
+  assert_addr_text(&a, "[2001:db8::5]:8080");
+  assert_int_equal(cport_session_proxy(fx->last_server, &h), 0);
+  assert_int_equal(h.version, 2);
+  assert_int_equal(h.tlvs_len, 200);
+  assert_int_equal(cport_proxy_tlv(&h, CPORT_PROXY_TLV_AUTHORITY, &v, &vlen),
+                   0);
+  assert_int_equal(vlen, 11);
+  assert_memory_equal(v, "example.org", 11);
+  assert_int_equal(cport_proxy_tlv(&h, CPORT_PROXY_TLV_UNIQUE_ID, &v, &vlen),
+                   0);
+  assert_memory_equal(v, "id42", 4);
+  peer_destroy(p);
+}
+
+
+static int pred_peer_gone(void* arg) {
+  peer_t* p = arg;
+  return p->eof || p->error != 0;
+}
+
+
+/* The peer sends `bytes` and must be closed without a session. */
+static void proxy_refused(fixture_t* fx,
+                          const void* bytes,
+                          size_t len,
+                          uint64_t* counter_of_stats) {
+  cport_service_stats_t st;
+  peer_t* p = peer_connect(fx, &fx->server_addr, 0);
+  if (len > 0)
+    peer_write(p, bytes, len);
+  assert_true(fixture_run_until(fx, pred_peer_gone, p, FIXTURE_TIMEOUT_MS));
+  assert_int_equal(fx->connected, 0);
+  assert_int_equal(cport_service_stats(fx->server, &st), 0);
+  assert_int_equal(st.bytes_in, 0);
+  *counter_of_stats = st.proxy_errors + 1000 * st.proxy_untrusted;
+  peer_destroy(p);
+}
+
+
+static void test_session_proxy_refuses_hostile_headers(void** state) {
+  fixture_t* fx = *state;
+  static const uint8_t huge[16] = {0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D,
+                                   0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A,
+                                   0x21, 0x11, 0xFF, 0xFF};
+  char no_crlf[200];
+  uint64_t count = 0;
+  fx->opts.proxy_protocol = CPORT_PROXY_ANY;
+  fixture_start_server(fx);
+  /* Plain TCP on a PROXY service: refused at its first bytes. */
+  proxy_refused(fx, "GET / HTTP/1.1\r\n\r\n", 18, &count);
+  assert_int_equal(count, 1);
+  /* A v2 header that claims 64 KiB: refused at its 16th byte, without
+   * waiting for a body that never comes. */
+  proxy_refused(fx, huge, sizeof(huge), &count);
+  assert_int_equal(count, 2);
+  /* A v1 line without CRLF in its 107 bytes. */
+  memset(no_crlf, 'A', sizeof(no_crlf));
+  memcpy(no_crlf, "PROXY TCP4 ", 11);
+  proxy_refused(fx, no_crlf, sizeof(no_crlf), &count);
+  assert_int_equal(count, 3);
+  /* A TLS ClientHello's first bytes where a header must be. */
+  proxy_refused(fx, "\x16\x03\x01\x02\x00\x01", 6, &count);
+  assert_int_equal(count, 4);
+}
+
+
+static void test_session_proxy_header_has_its_own_timeout(void** state) {
+  fixture_t* fx = *state;
+  uint64_t count = 0;
+  fx->opts.proxy_protocol = CPORT_PROXY_V1;
+  fx->opts.proxy_timeout_ms = 50;
+  fixture_start_server(fx);
+  proxy_refused(fx, "PROXY TCP4 ", 11, &count); /* and then nothing */
+  assert_int_equal(count, 1);
+  proxy_refused(fx, NULL, 0, &count); /* nothing at all */
+  assert_int_equal(count, 2);
+}
+
+
+static void test_session_proxy_refuses_untrusted_sources(void** state) {
+  fixture_t* fx = *state;
+  uint64_t count = 0;
+  char buf[128];
+  size_t n = proxy_v1(buf, sizeof(buf),
+                      "PROXY TCP4 203.0.113.7 198.51.100.1 4242 443\r\n");
+  fx->opts.proxy_protocol = CPORT_PROXY_V1;
+  fx->opts.proxy_trusted = "10.0.0.0/8, fd00::/8";
+  fixture_start_server(fx);
+  proxy_refused(fx, buf, n, &count);
+  assert_int_equal(count, 1000);
+}
+
+
+static void test_session_proxy_local_keeps_the_real_endpoints(void** state) {
+  fixture_t* fx = *state;
+  static const uint8_t local[16] = {0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D,
+                                    0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A,
+                                    0x20, 0x00, 0x00, 0x00};
+  cport_proxy_header_t h;
+  cport_addr_t a;
+  cport_addr_t via;
+  peer_t* p;
+  fx->opts.proxy_protocol = CPORT_PROXY_V2;
+  fx->opts.proxy_trusted = "127.0.0.0/8";
+  fixture_start_server(fx);
+  p = peer_connect(fx, &fx->server_addr, 0);
+  peer_write(p, local, sizeof(local));
+  fixture_wait_int(fx, &fx->connected, 1, FIXTURE_TIMEOUT_MS);
+  assert_int_equal(cport_session_proxy(fx->last_server, &h), 0);
+  assert_int_equal(h.local, 1);
+  assert_int_equal(cport_session_peer_addr(fx->last_server, &a), 0);
+  assert_int_equal(cport_session_proxy_addr(fx->last_server, &via), 0);
+  assert_int_equal(cport_addr_port(&a), cport_addr_port(&via));
+  assert_int_equal(cport_session_local_addr(fx->last_server, &a), 0);
+  assert_int_equal(cport_addr_port(&a), cport_addr_port(&fx->server_addr));
+  peer_destroy(p);
+}
+
+
+static void test_session_proxy_send_from_a_client(void** state) {
+  fixture_t* fx = *state;
+  cport_addr_t client_side;
+  cport_addr_t server_side;
+  cport_proxy_header_t h;
+  int v;
+  for (v = CPORT_PROXY_V1; v <= CPORT_PROXY_V2; v++) {
+    fx->opts.proxy_protocol = (cport_proxy_t)v;
+    fx->opts.proxy_send = CPORT_PROXY_OFF;
+    fixture_start_server(fx);
+    fx->opts.proxy_protocol = CPORT_PROXY_OFF;
+    fx->opts.proxy_send = (cport_proxy_t)v;
+    fixture_start_client(fx, &fx->server_addr, 1);
+    fixture_wait_int(fx, &fx->connected, 2 * v, FIXTURE_TIMEOUT_MS);
+    assert_int_equal(cport_session_send(fx->last_client, "ping", 4), 0);
+    fixture_wait_size(fx, &rec_of(fx->last_client)->received.len, 4,
+                      FIXTURE_TIMEOUT_MS);
+    /* The header named the client's own endpoints. */
+    assert_int_equal(cport_session_proxy(fx->last_server, &h), 0);
+    assert_int_equal(h.version, v);
+    assert_int_equal(cport_session_local_addr(fx->last_client, &client_side),
+                     0);
+    assert_int_equal(cport_session_peer_addr(fx->last_server, &server_side), 0);
+    assert_int_equal(cport_addr_port(&client_side),
+                     cport_addr_port(&server_side));
+    fixture_stop_service(fx, fx->client, 1000);
+    fixture_stop_service(fx, fx->server, 1000);
+    cport_service_destroy(fx->client);
+    cport_service_destroy(fx->server);
+    fx->client = NULL;
+    fx->server = NULL;
+  }
+}
+
+
+static void test_session_proxy_options_are_checked(void** state) {
+  fixture_t* fx = *state;
+  cport_service_opts_t o;
+  cport_service_t* svc = NULL;
+  cport_addr_t addr;
+  (void)fx;
+  assert_int_equal(cport_addr_parse(&addr, "127.0.0.1", 0), 0);
+  cport_service_opts_init(&o);
+  assert_int_equal(o.proxy_protocol, CPORT_PROXY_OFF);
+  assert_int_equal(o.proxy_timeout_ms, 3000);
+  o.proxy_protocol = (cport_proxy_t)4;
+  assert_int_equal(cport_service_create(&svc, fx->core, CPORT_SERVICE_SERVER,
+                                        &addr, &o),
+                   UV_EINVAL);
+  o.proxy_protocol = CPORT_PROXY_V1;
+  o.proxy_trusted = "10.0.0.0/33";
+  assert_int_equal(cport_service_create(&svc, fx->core, CPORT_SERVICE_SERVER,
+                                        &addr, &o),
+                   UV_EINVAL);
+  o.proxy_trusted = "10.0.0.0/8";
+  o.proxy_max_header = 15;
+  assert_int_equal(cport_service_create(&svc, fx->core, CPORT_SERVICE_SERVER,
+                                        &addr, &o),
+                   UV_EINVAL);
+  o.proxy_max_header = 4096;
+  assert_int_equal(cport_service_create(&svc, fx->core, CPORT_SERVICE_CLIENT,
+                                        &addr, &o),
+                   UV_EINVAL); /* clients do not read headers */
+  cport_service_opts_init(&o);
+  o.proxy_send = CPORT_PROXY_ANY;
+  assert_int_equal(cport_service_create(&svc, fx->core, CPORT_SERVICE_CLIENT,
+                                        &addr, &o),
+                   UV_EINVAL); /* ANY is no version to send */
+  o.proxy_send = CPORT_PROXY_V2;
+  assert_int_equal(cport_service_create(&svc, fx->core, CPORT_SERVICE_SERVER,
+                                        &addr, &o),
+                   UV_EINVAL);
+  o.proxy_send = CPORT_PROXY_OFF;
+  o.proxy_trusted = "127.0.0.1"; /* without proxy_protocol: a mistake */
+  assert_int_equal(cport_service_create(&svc, fx->core, CPORT_SERVICE_SERVER,
+                                        &addr, &o),
+                   UV_EINVAL);
+  assert_null(svc);
+}
+
+
 int main(int argc, char** argv) {
   const struct CMUnitTest tests[] = {
 #define T FIXTURE_TEST
       T(test_session_echo_roundtrip),
+      T(test_session_proxy_v1_gives_the_client_address),
+      T(test_session_proxy_v2_split_byte_by_byte_with_tlvs),
+      T(test_session_proxy_refuses_hostile_headers),
+      T(test_session_proxy_header_has_its_own_timeout),
+      T(test_session_proxy_refuses_untrusted_sources),
+      T(test_session_proxy_local_keeps_the_real_endpoints),
+      T(test_session_proxy_send_from_a_client),
+      T(test_session_proxy_options_are_checked),
       T(test_session_echo_through_client_service),
       T(test_session_partial_consumption_presents_rest_first),
       T(test_session_idle_session_holds_no_receive_buffer),

@@ -1609,6 +1609,69 @@ static void test_tls_insecure_client_warns(void** state) {
 }
 
 
+/* PROXY protocol and TLS: the header comes first, outside TLS, and what
+ * follows it in the same segment is the ClientHello. */
+static void test_tls_behind_a_proxy_header(void** state) {
+  fixture_t* fx = *state;
+  uint8_t* first;
+  size_t first_len;
+  cport_addr_t a;
+  cport_addr_t client_side;
+  peer_t* p;
+  /* 1. What a TLS client with proxy_send sends first, caught by a plain
+   * server: the header, then the ClientHello. */
+  fx->mode = RECV_CONSUME;
+  fixture_start_server(fx);
+  fx->opts.proxy_send = CPORT_PROXY_V2;
+  start_tls_client(fx);
+  fixture_wait_int(fx, &fx->connected, 1, FIXTURE_TIMEOUT_MS);
+  while (rec_of(fx->last_server)->received.len < 16 + 12 + 5)
+    assert_true(cport_core_dispatch(fx->core, 0, FIXTURE_TIMEOUT_MS) >= 0);
+  first_len = rec_of(fx->last_server)->received.len;
+  first = malloc(first_len);
+  assert_non_null(first);
+  memcpy(first, rec_of(fx->last_server)->received.data, first_len);
+  assert_int_equal(first[12], 0x21); /* v2 PROXY */
+  assert_int_equal(first[16 + 12], 0x16); /* a TLS handshake record */
+  stop_pair(fx);
+  fx->connected = 0;
+  fx->mode = RECV_ECHO;
+
+  /* 2. Those bytes in one segment to a TLS server reading PROXY headers:
+   * its TLS answers the hello, so nothing of it was lost behind the
+   * header. */
+  fx->opts.proxy_send = CPORT_PROXY_OFF;
+  fx->opts.proxy_protocol = CPORT_PROXY_V2;
+  fx->opts.tls = server_ctx(certs.server, certs.server_key);
+  fixture_start_server(fx);
+  cport_tls_unref(fx->opts.tls);
+  fx->opts.tls = NULL;
+  p = peer_connect(fx, &fx->server_addr, 0);
+  peer_write(p, first, first_len);
+  fixture_wait_size(fx, &p->received.len, 5, FIXTURE_TIMEOUT_MS);
+  assert_int_equal(p->received.data[0], 0x16); /* the ServerHello's record */
+  peer_destroy(p);
+  free(first);
+
+  /* 3. End to end: a TLS client with proxy_send to it. */
+  fx->opts.proxy_protocol = CPORT_PROXY_OFF;
+  fx->opts.proxy_send = CPORT_PROXY_V2;
+  start_tls_client(fx);
+  fx->opts.proxy_send = CPORT_PROXY_OFF;
+  fixture_wait_int(fx, &fx->connected, 2, FIXTURE_TIMEOUT_MS);
+  assert_int_equal(cport_session_send(fx->last_client, "secret", 6), 0);
+  fixture_wait_size(fx, &rec_of(fx->last_client)->received.len, 6,
+                    FIXTURE_TIMEOUT_MS);
+  assert_memory_equal(rec_of(fx->last_client)->received.data, "secret", 6);
+  assert_int_equal(cport_session_is_tls(fx->last_server), 1);
+  assert_int_equal(cport_session_peer_addr(fx->last_server, &a), 0);
+  assert_int_equal(cport_session_local_addr(fx->last_client, &client_side),
+                   0);
+  assert_int_equal(cport_addr_port(&a), cport_addr_port(&client_side));
+  stop_pair(fx);
+}
+
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       FIXTURE_TEST(test_tls_handshake_then_on_connected),
@@ -1634,6 +1697,7 @@ int main(void) {
       FIXTURE_TEST(test_tls_alpn_and_sni),
       FIXTURE_TEST(test_tls_context_options_refused),
       FIXTURE_TEST(test_tls_insecure_client_warns),
+      FIXTURE_TEST(test_tls_behind_a_proxy_header),
   };
   return cmocka_run_group_tests(tests, certs_setup, certs_teardown);
 }

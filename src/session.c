@@ -1678,8 +1678,9 @@ static void session_proxy_refuse(cport_session_t* s,
 /* The most bytes a header may take before it is complete: a v1 line is
  * bounded by its own rule whatever proxy_max_header says. */
 static size_t session_proxy_cap(const cport_service_opts_t* o) {
-  return o->proxy_max_header > CPORT_PROXY_V1_MAX ? o->proxy_max_header
-                                                  : CPORT_PROXY_V1_MAX;
+  size_t cap = o->proxy_max_header > CPORT_PROXY_V1_MAX ? o->proxy_max_header
+                                                        : CPORT_PROXY_V1_MAX;
+  return cap < CPORT_PROXY_V2_MAX ? cap : CPORT_PROXY_V2_MAX;
 }
 
 
@@ -1789,6 +1790,11 @@ static void session_proxy_input(cport_session_t* s,
   }
   cport__timeouts_remove(&VIEW(s)->timeouts, CPORT__TIMEOUT_PROXY, &p->timed);
   CPORT__SVC_STAT_ADD(SVC(s), proxy_headers, 1);
+  if (!cport__service_admit(SVC(s))) {
+    /* Stopped on another loop while the header came: never reported. */
+    cport__session_close(s, CPORT_ESTOPPED, NULL, CPORT__CLOSE_FORCE);
+    return;
+  }
   /* The header was complete with this read, so it ends inside it. */
   data += used - before;
   len -= used - before;

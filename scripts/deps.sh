@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Installs what building cport needs, when it is missing: a C compiler,
-# CMake, pkg-config, libuv, cmocka and OpenSSL 3 (for TLS), and the tests'
-# TLS peers (OpenSSL's and GnuTLS's command-line tools). Debian/Ubuntu use
-# apt-get, macOS uses Homebrew, Windows (Git Bash) uses vcpkg from
+# CMake, pkg-config, libuv, cmocka and OpenSSL 3 (for TLS), the tests'
+# TLS peers (OpenSSL's and GnuTLS's command-line tools) and the balancers
+# and tools of tests/proxy_peers_test.sh (HAProxy, nginx with its stream
+# module, curl, socat, and systemd's systemd-socket-activate on Linux; the
+# test runs its own instances, on loopback). Debian/Ubuntu use apt-get,
+# macOS uses Homebrew, Windows (Git Bash) uses vcpkg from
 # $VCPKG_ROOT. Safe to run again: it installs nothing that is already there.
 #
 #   scripts/deps.sh           what the library, examples and tests need
@@ -36,6 +39,13 @@ install_debian() {
   debian_has libssl-dev || pkgs+=(libssl-dev)
   command -v openssl >/dev/null 2>&1 || pkgs+=(openssl)
   command -v gnutls-cli >/dev/null 2>&1 || pkgs+=(gnutls-bin)
+  # The balancers are in /usr/sbin, which a user's PATH may lack.
+  debian_has haproxy || pkgs+=(haproxy)
+  debian_has nginx || pkgs+=(nginx)
+  debian_has libnginx-mod-stream || pkgs+=(libnginx-mod-stream)
+  command -v curl >/dev/null 2>&1 || pkgs+=(curl)
+  command -v socat >/dev/null 2>&1 || pkgs+=(socat)
+  command -v systemd-socket-activate >/dev/null 2>&1 || pkgs+=(systemd)
   if [ "$bench" = 1 ]; then
     command -v c++ >/dev/null 2>&1 || pkgs+=(g++)
     debian_has libevent-dev || pkgs+=(libevent-dev)
@@ -81,7 +91,9 @@ install_macos() {
     log "Homebrew is needed on macOS"
     exit 1
   }
-  local want=(cmake pkg-config libuv cmocka openssl@3 gnutls)
+  # No systemd on macOS: proxy_peers_test.sh skips its socket activation.
+  local want=(cmake pkg-config libuv cmocka openssl@3 gnutls haproxy nginx
+    curl socat)
   [ "$bench" = 1 ] && want+=(libevent boost)
   for p in "${want[@]}"; do
     brew list --versions "$p" >/dev/null 2>&1 || pkgs+=("$p")

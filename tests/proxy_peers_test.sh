@@ -15,6 +15,7 @@
 # are skipped.
 #
 #   proxy_peers_test.sh ECHO_SERVER TCP_PEER DEPLOY_MD
+# shellcheck disable=SC2154 # start_named sets NAME_pid, _port, _out, _err
 set -u
 server_bin=$1
 peer_bin=$2
@@ -35,22 +36,6 @@ command -v openssl >/dev/null 2>&1 || skip "no openssl"
 [ -f "$deploy_md" ] || { bad "no $deploy_md"; exit 1; }
 
 # ---- helpers ----
-# wait_until SECONDS COMMAND...: poll COMMAND every 0.1 s until it succeeds
-# (return 0) or SECONDS have passed (return 1).
-wait_until() {
-  local limit=$1 _
-  shift
-  for _ in $(seq 1 $((limit * 10))); do
-    "$@" && return 0
-    sleep 0.1
-  done
-  "$@"
-}
-# Stop pid $1 with SIGTERM, or SIGKILL after 5 s; sets exit_code.
-stop_pid() {
-  kill -TERM "$1" 2>/dev/null
-  wait_exit "$1" 5 || { kill -KILL "$1" 2>/dev/null; wait "$1" 2>/dev/null; }
-}
 # A port below the ephemeral ranges (Linux 32768-, macOS 49152-) that
 # nothing listens on now.
 free_port() {

@@ -78,3 +78,21 @@ wait_exit() {
   exit_code=timeout
   return 1
 }
+
+# wait_until SECONDS COMMAND...: poll COMMAND every 0.1 s until it succeeds
+# (return 0) or SECONDS have passed (return 1).
+wait_until() {
+  local limit=$1 _
+  shift
+  for _ in $(seq 1 $((limit * 10))); do
+    "$@" && return 0
+    sleep 0.1
+  done
+  "$@"
+}
+
+# Stop pid $1 with SIGTERM, or SIGKILL after 5 s; sets exit_code.
+stop_pid() {
+  kill -TERM "$1" 2>/dev/null
+  wait_exit "$1" 5 || { kill -KILL "$1" 2>/dev/null; wait "$1" 2>/dev/null; }
+}

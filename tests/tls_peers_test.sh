@@ -82,17 +82,6 @@ ca=$certs/ca.pem
 head -c "$big_size" /dev/urandom >"$work/big"
 
 # ---- helpers ----
-# wait_until SECONDS COMMAND...: poll COMMAND every 0.1 s until it succeeds
-# (return 0) or SECONDS have passed (return 1).
-wait_until() {
-  local limit=$1 _
-  shift
-  for _ in $(seq 1 $((limit * 10))); do
-    "$@" && return 0
-    sleep 0.1
-  done
-  "$@"
-}
 sha256() { "$openssl_bin" dgst -sha256; }
 has_line() { grep -q -x -- "$2" "$1"; }
 peer_gone() { ! kill -0 "$peer_pid" 2>/dev/null; }
@@ -132,11 +121,6 @@ peer_end() {
   fi
 }
 
-# Stop pid $1 with SIGTERM, or SIGKILL after 5 s; sets exit_code.
-stop_pid() {
-  kill -TERM "$1" 2>/dev/null
-  wait_exit "$1" 5 || { kill -KILL "$1" 2>/dev/null; wait "$1" 2>/dev/null; }
-}
 # stop_example NAME: stop the example server started last; it must exit
 # 0 (the sanitizers' reports end it otherwise).
 stop_example() {

@@ -64,8 +64,10 @@ struct cport_service_s {
   /* svc_state_t. Written on the service's loop only; atomic because the
    * parts of a spreading server read their root's. */
   atomic_int state;
-  /* The stop's callback, or the drain's until a stop takes over. */
+  /* The stop's callback, or the drain's until a stop takes over; and the
+   * signal watch's, which waits for a drain (cport__service_join_drain). */
   void (*on_stopped)(cport_service_t* svc);
+  void (*on_joined)(cport_service_t* svc);
   int released; /* the service's own hold is gone */
   cport__listener_t* listener;
   /* Stop deadline, and the zero-delay kick that makes on_stopped
@@ -188,9 +190,13 @@ static void service_check_done(cport_service_t* svc) {
   if (!service_is_idle(svc))
     return;
   if (state == SVC_STOPPING || state == SVC_DRAINING) {
+    void (*joined)(cport_service_t*) = svc->on_joined;
     service_set_state(svc, SVC_STOPPED);
     if (svc->handles > 0)
       uv_timer_stop(&svc->stop_timer);
+    svc->on_joined = NULL;
+    if (joined != NULL)
+      joined(svc); /* first: on_stopped may destroy the service */
     if (svc->on_stopped != NULL)
       svc->on_stopped(svc); /* may call cport_service_destroy() */
     return;
@@ -1442,6 +1448,15 @@ int cport_service_drain(cport_service_t* svc,
                          "the service was never started");
   return service_drain_here(svc, cport__clock_ms() + (uint64_t)deadline_ms,
                             on_drained);
+}
+
+
+int cport__service_join_drain(cport_service_t* svc,
+                              void (*cb)(cport_service_t* svc)) {
+  if (service_state(svc) != SVC_DRAINING)
+    return UV_EINVAL;
+  svc->on_joined = cb;
+  return 0;
 }
 
 

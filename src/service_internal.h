@@ -104,6 +104,13 @@ cport__service_phase_t cport__service_phase(const cport_service_t* svc);
  * the service's loop. */
 void cport__service_active_add(cport_service_t* svc, int delta);
 
+/* The signal watch (signal.c): `cb` runs once, on the service's loop,
+ * when the drain under way ends (or the stop that took it over), just
+ * before the drain's own callback. Returns 0, or UV_EINVAL when the
+ * service is not draining. Thread: the service's loop. */
+int cport__service_join_drain(cport_service_t* svc,
+                              void (*cb)(cport_service_t* svc));
+
 /* Take or drop a hold on the service's memory: every session block holds
  * its service until freed, which the last cport_session_unref() may do on
  * any thread. Thread: any. */

@@ -167,9 +167,14 @@ static void watch_stop_run(cport__msg_t* m, const cport__msg_t* next) {
    * the memory the hold keeps. */
   if (cport__service_phase(svc) != CPORT__PHASE_DESTROYING) {
     e->ext_state = ENTRY_AWAITED;
-    rc = cport_service_stop(svc,
-                            w->deadline > now ? (int)(w->deadline - now) : 0,
-                            watch_service_stopped);
+    /* A drain (begun by on_signal, say) is what the application chose:
+     * waited for, within the deadline, not cut short by a stop. */
+    if (cport_service_is_draining(svc))
+      rc = cport__service_join_drain(svc, watch_service_stopped);
+    else
+      rc = cport_service_stop(svc,
+                              w->deadline > now ? (int)(w->deadline - now) : 0,
+                              watch_service_stopped);
   }
   if (rc != 0) {
     e->ext_state = ENTRY_QUIET;

@@ -293,6 +293,58 @@ static void test_signal_sigterm_stops_gracefully(void** state) {
 }
 
 
+/* ---- a drain begun by on_signal ---- */
+
+static fixture_t* drain_fx;
+static peer_t* drain_peer;
+
+static void drain_done(cport_service_t* svc) {
+  (void)svc;
+  drain_fx->stopped += 100;
+}
+
+
+static void drain_on_signal(cport_core_t* core, int signum, void* arg) {
+  killer_t* k = arg;
+  killer_on_signal(core, signum, arg);
+  (void)k;
+  assert_int_equal(cport_service_drain(drain_fx->server, LONG_DEADLINE_MS,
+                                       drain_done),
+                   0);
+  /* The session goes on after the signal, then ends by itself. */
+  peer_write(drain_peer, "late", 4);
+  peer_shutdown(drain_peer);
+}
+
+
+static void test_signal_waits_for_a_drain_begun_in_on_signal(void** state) {
+  fixture_t* fx = *state;
+  killer_t k;
+  fixture_start_server(fx);
+  drain_fx = fx;
+  drain_peer = peer_connect(fx, &fx->server_addr, 0);
+  fixture_wait_int(fx, &fx->connected, 1, FIXTURE_TIMEOUT_MS);
+  killer_init(&k, fx->core, 1);
+  assert_int_equal(
+      cport_core_stop_on_signals(fx->core, LONG_DEADLINE_MS, drain_on_signal,
+                                 &k),
+      0);
+  assert_int_equal(cport_core_post(fx->core, 0, killer_running_job, &k), 0);
+  killer_start(&k);
+  assert_int_equal(cport_core_run_here(fx->core), 0);
+  killer_finish(&k);
+  /* The core stopped once the drain was over, not by stopping the
+   * service: the session ended with its peer's FIN, after its echo. */
+  assert_int_equal(fx->stopped, 100);
+  assert_int_equal(fx->disconnected, 1);
+  assert_int_equal(rec_of(fx->last_server)->code, UV_EOF);
+  fixture_wait_int(fx, &drain_peer->eof, 1, FIXTURE_TIMEOUT_MS);
+  assert_int_equal(drain_peer->received.len, 4);
+  assert_memory_equal(drain_peer->received.data, "late", 4);
+  peer_destroy(drain_peer);
+}
+
+
 /* ---- a second signal ---- */
 
 static void test_signal_second_signal_stops_at_once(void** state) {
@@ -587,6 +639,7 @@ int main(void) {
       SIG_TEST(test_signal_destroyed_services),
       SIG_TEST(test_signal_sigterm_stops_gracefully),
       SIG_TEST(test_signal_second_signal_stops_at_once),
+      SIG_TEST(test_signal_waits_for_a_drain_begun_in_on_signal),
       SIG_CORE_TEST(test_signal_stops_every_loop),
       SIG_CORE_TEST(test_signal_embedded_loop_ends),
   };

@@ -208,7 +208,10 @@ CPORT_API struct uv_loop_s* cport_core_uv_loop(cport_core_t* core,
  * core not destroyed by then is stopped as by
  * cport_service_stop(svc, deadline_ms, ...), each on its own loop's thread,
  * clients and services not started included; services created afterwards
- * are not. When every one of them has stopped (or was destroyed meanwhile),
+ * are not. A service draining by then (cport_service_drain, which
+ * on_signal may call to drain rather than stop) is not stopped: its drain
+ * is waited for. When every one of them has stopped or drained (or was
+ * destroyed meanwhile),
  * or `deadline_ms` after the signal, whichever comes first,
  * cport_core_stop() makes cport_core_run_here(), or cport_core_run() and
  * cport_core_join(), return. A service that was already stopping (stopped

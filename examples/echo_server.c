@@ -42,7 +42,6 @@
  * drains); with systemd socket activation (LISTEN_FDS) the first socket
  * passed is used by itself. --host and --port are then ignored.
  * --reuse-port lets several servers bind one port (SO_REUSEPORT). */
-#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -50,21 +49,14 @@
 #include "example_args.h"
 
 #define STOP_DEADLINE_MS 2000
-/* How often a draining server looks for the signals its handler noted. */
-#define SIGNAL_POLL_MS 50
 
 typedef struct server_s {
   cport_core_t* core;
   cport_service_t* svc;
-  cport_timer_t* stats_timer;  /* NULL without --stats-every */
-  cport_timer_t* signal_timer; /* NULL without --drain-timeout */
-  long drain_timeout;          /* -1: signals stop, not drain */
-  int drained;                 /* the drain completed */
-  int signals_seen;            /* signals the timer has acted on */
+  cport_timer_t* stats_timer; /* NULL without --stats-every */
+  long drain_timeout;         /* -1: signals stop, not drain */
+  int drained;                /* the drain completed */
 } server_t;
-
-/* Signals noted by on_signal (--drain-timeout only). */
-static volatile sig_atomic_t signals_caught;
 
 
 /* One line of the service's counters (any thread may read them). */
@@ -165,62 +157,42 @@ static size_t echo_on_recv(cport_session_t* s,
 }
 
 
-/* --drain-timeout: the core's signal watch (cport_core_stop_on_signals)
- * stops services, and a stop would end the sessions a drain lets finish,
- * so this server notes the signals itself. The handler may only set a
- * flag; a timer on loop 0, the service's loop, acts on it. */
-static void on_signal(int signum) {
-  signals_caught = signals_caught + 1;
-  (void)signal(signum, on_signal); /* where a handler runs only once */
-}
-
-
 static void on_drained(cport_service_t* svc) {
   server_t* server = cport_service_get_data(svc);
   server->drained = 1;
-  cport_core_stop(server->core);
 }
 
 
-static void on_signal_timer(cport_timer_t* timer, void* arg) {
+/* --drain-timeout: the first signal drains instead of stopping. The
+ * core's watch then waits for the drain, not a stop, before it stops the
+ * core; a second signal stops the core at once. */
+static void on_signal(cport_core_t* core, int signum, void* arg) {
   server_t* server = arg;
-  int caught = (int)signals_caught;
   int rc;
-  (void)timer;
-  if (caught == server->signals_seen)
+  (void)core;
+  (void)signum;
+  if (server->drain_timeout < 0)
     return;
-  if (server->signals_seen == 0) {
-    fprintf(stderr,
-            "echo_server: draining: no new connections, sessions go on "
-            "(at most %ld ms)\n",
-            server->drain_timeout);
-    rc = cport_service_drain(server->svc, (int)server->drain_timeout,
-                             on_drained);
-    if (rc != 0) {
-      fprintf(stderr, "echo_server: drain: %s\n", cport_strerror(rc));
-      cport_core_stop(server->core);
-    }
-  }
-  if (caught >= 2) {
-    fprintf(stderr, "echo_server: second signal: stopping at once\n");
-    cport_core_stop(server->core);
-  }
-  server->signals_seen = caught;
+  fprintf(stderr,
+          "echo_server: draining: no new connections, sessions go on "
+          "(at most %ld ms)\n",
+          server->drain_timeout);
+  rc = cport_service_drain(server->svc, (int)server->drain_timeout,
+                           on_drained);
+  if (rc != 0)
+    fprintf(stderr, "echo_server: drain: %s\n", cport_strerror(rc));
 }
 
 
-/* Watch SIGINT and SIGTERM: drain (--drain-timeout) or stop. */
+/* Watch SIGINT and SIGTERM: the first stops the service gracefully (its
+ * sessions flushed, or cut off at the deadline), or drains it, then the
+ * core; a second one stops the core at once. */
 static int watch_signals(server_t* server) {
-  if (server->drain_timeout < 0)
-    /* The first SIGINT or SIGTERM stops the service gracefully (its
-     * sessions flushed, or cut off at the deadline), then the core; a
-     * second one stops the core at once. */
-    return cport_core_stop_on_signals(server->core, STOP_DEADLINE_MS, NULL,
-                                      NULL);
-  (void)signal(SIGINT, on_signal);
-  (void)signal(SIGTERM, on_signal);
-  return cport_timer_start(server->core, 0, SIGNAL_POLL_MS, SIGNAL_POLL_MS,
-                           on_signal_timer, server, &server->signal_timer);
+  long deadline = STOP_DEADLINE_MS;
+  if (server->drain_timeout >= 0)
+    deadline += server->drain_timeout; /* and the flush after it */
+  return cport_core_stop_on_signals(server->core, (int)deadline, on_signal,
+                                    server);
 }
 
 
@@ -264,8 +236,6 @@ static int serve(server_t* server,
   }
   if (server->stats_timer != NULL)
     cport_timer_cancel(server->stats_timer);
-  if (server->signal_timer != NULL)
-    cport_timer_cancel(server->signal_timer);
   if (rc != 0) {
     fprintf(stderr, "echo_server: %s\n", cport_strerror(rc));
     return rc;

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The fuzz command: build the libFuzzer targets with clang in build/fuzz,
 # fuzz_packet (the receive buffer and the packet framer,
-# tests/fuzz/fuzz_packet.c) and, when cport is built with TLS, fuzz_tls
+# tests/fuzz/fuzz_packet.c), fuzz_proxy (the PROXY protocol parser,
+# tests/fuzz/fuzz_proxy.c) and, when cport is built with TLS, fuzz_tls
 # (the TLS engine fed in pieces, tests/fuzz/fuzz_tls.c), then fuzz each
 # from its seed corpus and its regression inputs for a bounded time. New
 # inputs go to a scratch corpus in build/fuzz, so the committed ones stay
@@ -12,14 +13,15 @@
 #
 #   ./scripts/fuzz.sh              60 seconds, split between the targets
 #   ./scripts/fuzz.sh --seconds N  N seconds, split the same way
-#   ./scripts/fuzz.sh --target T   only T: packet or tls (all: both)
+#   ./scripts/fuzz.sh --target T   only T: packet, proxy or tls (all: every
+#                                  one)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=scripts/common.sh
 . "$here/common.sh"
 
 usage() {
-  echo "usage: $0 [--seconds N] [--target packet|tls|all]" >&2
+  echo "usage: $0 [--seconds N] [--target packet|proxy|tls|all]" >&2
   exit 2
 }
 
@@ -40,7 +42,7 @@ while [ $# -gt 0 ]; do
         usage
       fi
       case "$2" in
-        packet | tls | all) target=$2 ;;
+        packet | proxy | tls | all) target=$2 ;;
         *) usage ;;
       esac
       shift 2
@@ -111,8 +113,9 @@ fi
 targets=""
 case "$target" in
   packet) targets=packet ;;
+  proxy) targets=proxy ;;
   tls) targets=tls ;;
-  all) targets="packet tls" ;;
+  all) targets="packet proxy tls" ;;
 esac
 if [ "$have_tls" = 0 ]; then
   if [ "$target" = tls ]; then
@@ -120,8 +123,8 @@ if [ "$have_tls" = 0 ]; then
     exit 1
   fi
   if [ "$target" = all ]; then
-    log "cport is built without TLS here: fuzzing fuzz_packet only"
-    targets=packet
+    log "cport is built without TLS here: no fuzz_tls"
+    targets="packet proxy"
   fi
 fi
 for t in $targets; do

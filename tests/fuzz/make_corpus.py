@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
-"""Write the seed corpus of fuzz_packet into tests/fuzz/corpus/, and that
-of fuzz_tls into tests/fuzz/corpus-tls/.
+"""Write the seed corpus of fuzz_packet into tests/fuzz/corpus/, that of
+fuzz_tls into tests/fuzz/corpus-tls/, and that of fuzz_proxy into
+tests/fuzz/corpus-proxy/.
 
 Each seed is one input in the layout fuzz_packet.c describes at its top:
 flags, size, the piece sizes, the consumer's answers, then the stream. The
 seeds start the fuzzer off in every header layout and at each error, so
 that it need not find them by chance; it mutates from there. The TLS seeds
 follow fuzz_tls.c's layout: flags, read caps, corruption, then steps.
+The PROXY seeds are real headers, after fuzz_proxy.c's flags, limit and
+piece sizes.
 
     python3 tests/fuzz/make_corpus.py
 
@@ -19,6 +22,7 @@ import struct
 HERE = os.path.dirname(os.path.abspath(__file__))
 CORPUS = os.path.join(HERE, "corpus")
 CORPUS_TLS = os.path.join(HERE, "corpus-tls")
+CORPUS_PROXY = os.path.join(HERE, "corpus-proxy")
 
 # flags bits (fuzz_packet.c)
 LEN4, BIG, INCL, ID, RAW = 1, 2, 4, 8, 16
@@ -235,6 +239,69 @@ def tls_seeds():
     return out
 
 
+# fuzz_proxy.c's flags: the versions accepted, fill in CRC32C TLVs.
+P_V1, P_V2, P_ANY, P_CRC = 1, 2, 3, 4
+V2_SIG = b"\r\n\r\n\x00\r\nQUIT\n"
+
+
+def proxy_seed(flags, stream, max8=0, pieces=b""):
+    return bytes([flags, max8, len(pieces)]) + pieces + stream
+
+
+def tlv(kind, value):
+    return struct.pack(">BH", kind, len(value)) + value
+
+
+def v2(ver_cmd, fam, body):
+    return V2_SIG + struct.pack(">BBH", ver_cmd, fam, len(body)) + body
+
+
+def proxy_seeds():
+    out = {}
+    hello = b"\x16\x03\x01\x00\xf4\x01\x00\x00\xf0\x03\x03"
+    tcp4 = bytes([192, 168, 0, 1, 10, 0, 0, 1]) + struct.pack(">HH", 56324,
+                                                                 443)
+    tcp6 = (bytes.fromhex("20010db8000000000000000000000001") +
+            bytes.fromhex("00000000000000000000000000000001") +
+            struct.pack(">HH", 65535, 80))
+    out["v1-tcp4"] = proxy_seed(
+        P_ANY, b"PROXY TCP4 192.168.0.1 192.168.0.11 56324 443\r\nGET /")
+    out["v1-tcp6"] = proxy_seed(
+        P_V1, b"PROXY TCP6 2001:db8::1 ::ffff:10.0.0.1 65535 0\r\n",
+        pieces=b"\x01\x07")
+    out["v1-unknown"] = proxy_seed(P_ANY, b"PROXY UNKNOWN\r\n")
+    out["v1-unknown-rest"] = proxy_seed(
+        P_ANY, b"PROXY UNKNOWN ffff:f...f:ffff ffff:f...f:ffff 65535 65535\r\n",
+        pieces=b"\x05")
+    out["v1-no-crlf"] = proxy_seed(P_ANY, b"PROXY UNKNOWN " + b"a" * 100)
+    out["v1-bad-port"] = proxy_seed(
+        P_ANY, b"PROXY TCP4 1.2.3.4 5.6.7.8 65536 1\r\n", pieces=b"\x01")
+    out["v2-local"] = proxy_seed(P_ANY, v2(0x20, 0x00, b""))
+    out["v2-tcp4-tlvs"] = proxy_seed(
+        P_V2, v2(0x21, 0x11, tcp4 + tlv(0x01, b"h2") +
+                 tlv(0x02, b"example.com") + tlv(0x04, b"") +
+                 tlv(0x05, b"id-1234") + tlv(0xE0, b"custom")) + hello,
+        pieces=b"\x03\x0d")
+    out["v2-tcp6"] = proxy_seed(P_ANY, v2(0x21, 0x21, tcp6), pieces=b"\x10")
+    out["v2-crc"] = proxy_seed(
+        P_ANY | P_CRC, v2(0x21, 0x11, tcp4 + tlv(0x01, b"h2") +
+                          tlv(0x03, b"\x00" * 4)), pieces=b"\x01")
+    ssl = (b"\x07" + struct.pack(">I", 0) + tlv(0x21, b"TLSv1.3") +
+           tlv(0x22, b"client.example") +
+           tlv(0x23, b"TLS_AES_256_GCM_SHA384") + tlv(0x24, b"SHA256") +
+           tlv(0x25, b"RSA2048"))
+    out["v2-ssl"] = proxy_seed(
+        P_ANY | P_CRC, v2(0x21, 0x11, tcp4 + tlv(0x20, ssl) +
+                          tlv(0x30, b"ns1") + tlv(0x03, b"\x00" * 4)))
+    out["v2-unix"] = proxy_seed(P_ANY, v2(0x21, 0x31, b"\x00" * 216 +
+                                          tlv(0x01, b"h2")))
+    out["v2-over-max"] = proxy_seed(
+        P_ANY, V2_SIG + b"\x21\x11\xff\xff" + tcp4, max8=64)
+    out["plain-http"] = proxy_seed(P_ANY, b"GET / HTTP/1.1\r\n\r\n")
+    out["tls-hello"] = proxy_seed(P_ANY, hello)
+    return out
+
+
 def write_folder(folder, all_seeds):
     os.makedirs(folder, exist_ok=True)
     for name in os.listdir(folder):
@@ -249,6 +316,7 @@ def write_folder(folder, all_seeds):
 def main():
     write_folder(CORPUS, seeds())
     write_folder(CORPUS_TLS, tls_seeds())
+    write_folder(CORPUS_PROXY, proxy_seeds())
 
 
 if __name__ == "__main__":

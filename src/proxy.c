@@ -49,6 +49,21 @@ static int refuse(const char** cause, const char* why) {
 }
 
 
+/* The first `len` bytes at `p` against the `n`-byte signature `sig`: 0
+ * when all of it is there, CPORT_EAGAIN for a beginning of it, else a
+ * refusal, `why`. */
+static int sig_check(const uint8_t* p,
+                     size_t len,
+                     const void* sig,
+                     size_t n,
+                     const char** cause,
+                     const char* why) {
+  if (memcmp(p, sig, len < n ? len : n) != 0)
+    return refuse(cause, why);
+  return len <= n ? CPORT_EAGAIN : 0;
+}
+
+
 /* ---- CRC32C ---- */
 
 /* Four bits at a time: the Castagnoli polynomial, reflected, applied to
@@ -365,10 +380,9 @@ static int v1_parse(const uint8_t* p,
   int rc;
   int i;
 
-  if (memcmp(p, V1_SIG, n < V1_SIG_LEN ? n : V1_SIG_LEN) != 0)
-    return refuse(cause, "bad v1 signature");
-  if (n <= V1_SIG_LEN)
-    return CPORT_EAGAIN;
+  rc = sig_check(p, n, V1_SIG, V1_SIG_LEN, cause, "bad v1 signature");
+  if (rc != 0)
+    return rc;
   avail = n - V1_SIG_LEN;
   for (i = 0; i < 3; i++) {
     size_t m = strlen(protos[i]);
@@ -445,10 +459,9 @@ static int v2_parse(const uint8_t* p,
   uint8_t fam;
   int rc;
 
-  if (memcmp(p, v2_sig, len < V2_SIG_LEN ? len : V2_SIG_LEN) != 0)
-    return refuse(cause, "bad v2 signature");
-  if (len <= V2_SIG_LEN)
-    return CPORT_EAGAIN;
+  rc = sig_check(p, len, v2_sig, V2_SIG_LEN, cause, "bad v2 signature");
+  if (rc != 0)
+    return rc;
   if ((p[12] >> 4) != 2)
     return refuse(cause, "bad v2 version");
   cmd = p[12] & 0xF;

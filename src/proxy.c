@@ -779,11 +779,11 @@ int cport__proxy_nets_parse(const char* text,
     return UV_ENOMEM;
   for (s = text; i < n; i++) {
     const char* end = strchr(s, ',');
-    const char* next;
+    const char* after;
     int rc;
     if (end == NULL)
       end = s + strlen(s);
-    next = *end == ',' ? end + 1 : end;
+    after = *end == ',' ? end + 1 : end;
     while (s < end && is_space(*s)) s++;
     while (end > s && is_space(end[-1])) end--;
     if (s == end) {
@@ -797,7 +797,7 @@ int cport__proxy_nets_parse(const char* text,
       cport__free(nets);
       return rc;
     }
-    s = next;
+    s = after;
   }
   *out = nets;
   *count = n;

@@ -120,7 +120,10 @@ CPORT_API int cport_proxy_parse(const void* data,
  * Returns: the header's length (at most CPORT_PROXY_V1_MAX for v1);
  *          UV_EINVAL for a bad version, one of src/dst NULL, families
  *          that differ or are not IPv4/IPv6, TLVs given to v1 or longer
- *          than v2 can carry; UV_ENOSPC when `size` is too small. */
+ *          than v2 can carry, TLVs that are not whole or that hold a
+ *          CRC32C TLV of their own (ask for it with `crc`), so that
+ *          whatever this builds parses back; UV_ENOSPC when `size` is too
+ *          small. */
 CPORT_API int cport_proxy_encode(void* buf,
                                  size_t size,
                                  cport_proxy_t version,

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # echo_server behind real balancers: HAProxy (send-proxy, send-proxy-v2,
-# send-proxy-v2-ssl-cn, check-send-proxy health checks), nginx's stream
+# send-proxy-v2-ssl, send-proxy-v2-ssl-cn, check-send-proxy health checks), nginx's stream
 # module (v1) and curl --haproxy-protocol as PROXY protocol senders; an
 # untrusted sender; systemd-socket-activate passing the listening socket;
 # a zero-downtime restart under ping-pong load through HAProxy (a second
@@ -134,10 +134,11 @@ start_named b --port 0 --proxy-protocol any $trusted ||
 hap_sock=$work/haproxy.sock
 hap_pid=
 for _ in 1 2 3 4 5; do
-  fe=$(free_port) fe_v1=$(free_port) fe_tls=$(free_port)
+  fe=$(free_port) fe_v1=$(free_port) fe_tls=$(free_port) fe_ssl=$(free_port)
   subst="s|127.0.0.1:7000|127.0.0.1:$fe|
 s|127.0.0.1:7001|127.0.0.1:$fe_v1|
 s|127.0.0.1:7443|127.0.0.1:$fe_tls|
+s|127.0.0.1:7444|127.0.0.1:$fe_ssl|
 s|127.0.0.1:7101|127.0.0.1:$a_port|
 s|127.0.0.1:7102|127.0.0.1:$b_port|
 s|/run/haproxy/cport.sock|$hap_sock|
@@ -149,7 +150,7 @@ s|inter 2s fall 2 rise 3|inter 100 fall 1 rise 1|"
   hap_pid=$!
   pids+=("$hap_pid")
   if wait_until 5 listening "$fe" && listening "$fe_v1" &&
-     listening "$fe_tls"; then
+     listening "$fe_tls" && listening "$fe_ssl"; then
     break
   fi
   stop_pid "$hap_pid"
@@ -186,9 +187,12 @@ via_balancer() {
 }
 via_balancer haproxy-send-proxy-v2 "$fe" TCP "" "(PROXY v2)"
 via_balancer haproxy-send-proxy "$fe_v1" TCP "" "(PROXY v1)"
-via_balancer haproxy-send-proxy-v2-ssl "$fe_tls" OPENSSL \
+via_balancer haproxy-send-proxy-v2-ssl-cn "$fe_tls" OPENSSL \
   "verify=0,cert=$certs/client.pem,key=$certs/client.key" \
   "(PROXY v2, ssl TLSv1.3, cn client"
+via_balancer haproxy-send-proxy-v2-ssl "$fe_ssl" OPENSSL \
+  "verify=0,cert=$certs/client.pem,key=$certs/client.key" \
+  "(PROXY v2, ssl TLSv1.3)"
 
 # ---- nginx stream, proxy_protocol on (v1), in front of A ----
 if command -v nginx >/dev/null 2>&1; then

@@ -602,10 +602,11 @@ static int v2_encode(uint8_t* buf,
                      const uint8_t* tlvs,
                      size_t tlvs_len,
                      int crc) {
-  uint8_t sip[16];
-  uint8_t dip[16];
-  uint8_t sport[2];
-  uint8_t dport[2];
+  /* Zeroed: MinGW's gcc cannot see that src != NULL fills them. */
+  uint8_t sip[16] = {0};
+  uint8_t dip[16] = {0};
+  uint8_t sport[2] = {0};
+  uint8_t dport[2] = {0};
   size_t ip_len = 0;
   size_t addr_len = 0;
   size_t total;

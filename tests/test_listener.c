@@ -22,12 +22,6 @@
 #include "common.h" /* cport__mem_fail_after, cport__mem_live, sockets */
 
 
-static void settle_loop(fixture_t* fx) {
-  int i;
-  for (i = 0; i < 20; i++) cport_core_dispatch(fx->core, 0, 1);
-}
-
-
 static int pred_peer_done(void* arg) {
   peer_t* p = arg;
   return p->eof || p->error != 0;
@@ -1663,6 +1657,14 @@ static void test_listener_refuses_what_is_no_listening_socket(void** state) {
   }
 #endif
 }
+
+
+#ifndef _WIN32
+static void settle_loop(fixture_t* fx) {
+  int i;
+  for (i = 0; i < 20; i++) cport_core_dispatch(fx->core, 0, 1);
+}
+#endif
 
 
 static void test_listener_reuse_port_is_opt_in(void** state) {

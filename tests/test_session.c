@@ -2498,6 +2498,79 @@ static void test_session_proxy_options_are_checked(void** state) {
 }
 
 
+/* Another thread reads the PROXY facts and the drain state while the loop
+ * serves the session and drains the service (TSan watches). */
+typedef struct proxy_reader_s {
+  cport_session_t* s;
+  cport_service_t* svc;
+  atomic_int stop;
+  atomic_int reads;
+  atomic_int wrong;
+  atomic_int saw_draining;
+} proxy_reader_t;
+
+static void proxy_reader_main(void* arg) {
+  proxy_reader_t* r = arg;
+  uint64_t deadline = uv_hrtime() + (uint64_t)FIXTURE_TIMEOUT_MS * 1000000u;
+  while (!atomic_load(&r->stop) && uv_hrtime() < deadline) {
+    cport_proxy_header_t h;
+    cport_addr_t a;
+    const uint8_t* v;
+    size_t len;
+    if (cport_session_proxy(r->s, &h) != 0 || h.version != 2 ||
+        cport_proxy_tlv(&h, CPORT_PROXY_TLV_AUTHORITY, &v, &len) != 0 ||
+        len != 11 || memcmp(v, "example.org", 11) != 0 ||
+        cport_session_peer_addr(r->s, &a) != 0 ||
+        cport_addr_port(&a) != 8080 ||
+        cport_session_proxy_addr(r->s, &a) != 0 || cport_addr_family(&a) != 4)
+      atomic_fetch_add(&r->wrong, 1);
+    if (cport_service_is_draining(r->svc))
+      atomic_store(&r->saw_draining, 1);
+    atomic_fetch_add(&r->reads, 1);
+  }
+}
+
+
+static int pred_reader_saw_draining(void* arg) {
+  proxy_reader_t* r = arg;
+  return atomic_load(&r->saw_draining) && atomic_load(&r->reads) > 100;
+}
+
+
+static void test_session_proxy_facts_read_from_any_thread(void** state) {
+  fixture_t* fx = *state;
+  uint8_t hdr[512];
+  size_t n = proxy_v2_with_tlvs(hdr, 200);
+  proxy_reader_t r;
+  uv_thread_t thread;
+  peer_t* p;
+  int i;
+  fx->opts.proxy_protocol = CPORT_PROXY_V2;
+  fixture_start_server(fx);
+  p = peer_connect(fx, &fx->server_addr, 0);
+  peer_write(p, hdr, n);
+  fixture_wait_int(fx, &fx->connected, 1, FIXTURE_TIMEOUT_MS);
+  memset(&r, 0, sizeof(r));
+  r.s = fx->last_server;
+  r.svc = fx->server;
+  cport_session_ref(r.s); /* the thread's */
+  assert_int_equal(uv_thread_create(&thread, proxy_reader_main, &r), 0);
+  for (i = 0; i < 20; i++) {
+    peer_write(p, "ping", 4);
+    fixture_wait_size(fx, &p->received.len, (size_t)(i + 1) * 4,
+                      FIXTURE_TIMEOUT_MS);
+  }
+  assert_int_equal(cport_service_drain(fx->server, 60000, NULL), 0);
+  assert_true(
+      fixture_run_until(fx, pred_reader_saw_draining, &r, FIXTURE_TIMEOUT_MS));
+  atomic_store(&r.stop, 1);
+  assert_int_equal(uv_thread_join(&thread), 0);
+  assert_int_equal(atomic_load(&r.wrong), 0);
+  cport_session_unref(r.s);
+  peer_destroy(p);
+}
+
+
 int main(int argc, char** argv) {
   const struct CMUnitTest tests[] = {
 #define T FIXTURE_TEST
@@ -2510,6 +2583,7 @@ int main(int argc, char** argv) {
       T(test_session_proxy_local_keeps_the_real_endpoints),
       T(test_session_proxy_send_from_a_client),
       T(test_session_proxy_options_are_checked),
+      T(test_session_proxy_facts_read_from_any_thread),
       T(test_session_echo_through_client_service),
       T(test_session_partial_consumption_presents_rest_first),
       T(test_session_idle_session_holds_no_receive_buffer),

@@ -1431,16 +1431,23 @@ static int service_drain_here(cport_service_t* svc,
 }
 
 
+/* What cport_service_stop() and cport_service_drain() (`fn`) check of
+ * their arguments and their caller's thread. */
+static int service_end_check(const cport_service_t* svc,
+                             int deadline_ms,
+                             const char* fn) {
+  if (svc == NULL || service_is_part(svc))
+    return cport__einval(fn, "svc is NULL");
+  if (deadline_ms < 0)
+    return cport__einval(fn, "deadline_ms %d: must be 0 or more", deadline_ms);
+  return cport__loop_check(svc->view.lp, fn);
+}
+
+
 int cport_service_drain(cport_service_t* svc,
                         int deadline_ms,
                         void (*on_drained)(cport_service_t* svc)) {
-  int rc;
-  if (svc == NULL || service_is_part(svc))
-    return cport__einval("cport_service_drain", "svc is NULL");
-  if (deadline_ms < 0)
-    return cport__einval("cport_service_drain",
-                         "deadline_ms %d: must be 0 or more", deadline_ms);
-  rc = cport__loop_check(svc->view.lp, "cport_service_drain");
+  int rc = service_end_check(svc, deadline_ms, "cport_service_drain");
   if (rc != 0)
     return rc;
   if (service_state(svc) == SVC_CREATED)
@@ -1468,13 +1475,7 @@ int cport_service_is_draining(const cport_service_t* svc) {
 int cport_service_stop(cport_service_t* svc,
                        int deadline_ms,
                        void (*on_stopped)(cport_service_t* svc)) {
-  int rc;
-  if (svc == NULL || service_is_part(svc))
-    return cport__einval("cport_service_stop", "svc is NULL");
-  if (deadline_ms < 0)
-    return cport__einval("cport_service_stop",
-                         "deadline_ms %d: must be 0 or more", deadline_ms);
-  rc = cport__loop_check(svc->view.lp, "cport_service_stop");
+  int rc = service_end_check(svc, deadline_ms, "cport_service_stop");
   if (rc != 0)
     return rc;
   return service_stop_here(svc, cport__clock_ms() + (uint64_t)deadline_ms,

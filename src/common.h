@@ -68,11 +68,14 @@ int cport__platform_if_index(const char* name, size_t len, uint32_t* out);
  * not inherited by child processes, SO_REUSEADDR on Unix as libuv sets it
  * (on Windows that option would let a second server share the port), and
  * SO_EXCLUSIVEADDRUSE on Windows, so that no other socket can share it,
- * unless `reuse_port` asks for SO_REUSEPORT (UV_ENOTSUP without one).
+ * unless `flags` has CPORT__LISTEN_REUSEPORT (UV_ENOTSUP without one).
+ * An IPv6 socket takes IPv4 clients too unless CPORT__LISTEN_V6ONLY.
  * Returns 0 or a libuv error (UV_EADDRINUSE, UV_EACCES, ...). */
+#define CPORT__LISTEN_REUSEPORT 1u /* SO_REUSEPORT */
+#define CPORT__LISTEN_V6ONLY 2u    /* IPV6_V6ONLY on, else off */
 int cport__socket_listen(const struct sockaddr* addr,
                          int backlog,
-                         int reuse_port,
+                         unsigned flags,
                          uv_os_sock_t* out);
 /* Take over `fd`, a listening socket some other process made (systemd, a
  * parent): checked to be a listening IPv4 or IPv6 stream socket, then made

@@ -170,8 +170,11 @@ int cport__listener_start(cport_service_t* svc, cport__listener_t** out) {
   if (v->opts.listen_fd != -1)
     rc = cport__socket_adopt(v->opts.listen_fd, &l->sock);
   else
-    rc = cport__socket_listen(cport_addr_sockaddr(cport__service_addr(svc)),
-                              v->opts.backlog, v->opts.reuse_port, &l->sock);
+    rc = cport__socket_listen(
+        cport_addr_sockaddr(cport__service_addr(svc)), v->opts.backlog,
+        (v->opts.reuse_port ? CPORT__LISTEN_REUSEPORT : 0u) |
+            (v->opts.ipv6_only ? CPORT__LISTEN_V6ONLY : 0u),
+        &l->sock);
   if (rc != 0) {
     cport__free(l);
     return rc;

@@ -154,6 +154,7 @@ void cport_service_opts_init(cport_service_opts_t* opts) {
   opts->proxy_timeout_ms = 3000;
   opts->proxy_max_header = 4096;
   opts->listen_fd = -1;
+  opts->connect_attempt_delay_ms = 250;
 }
 
 
@@ -1105,12 +1106,17 @@ static void service_cancel_reconnects(cport_service_t* svc) {
 /* ---- connects to a host name (client services) ---- */
 
 /* One connect attempt to a host name: the lookup, on libuv's thread pool
- * (uv_getaddrinfo; the loop never blocks), then each IPv4 or IPv6 address
- * it returned, in its order, each by a session of its own (a socket can
- * neither connect again after a failed connect nor change family), until
- * one connects. The timer bounds the whole attempt, lookup included, by
- * connect_timeout_ms. Every attempt looks the name up again, so a changed
- * DNS answer is seen by the next reconnect.
+ * (uv_getaddrinfo; the loop never blocks), then the IPv4 and IPv6
+ * addresses it returned, each by a session of its own (a socket can
+ * neither connect again after a failed connect nor change family), raced
+ * as RFC 8305 (Happy Eyeballs) says: the families interleaved, starting
+ * with the lookup's first; the next address tried connect_attempt_delay_ms
+ * after the previous one began, or at once when it fails; the first to
+ * connect wins and the others are closed. A blackholed IPv6 route then
+ * costs a quarter of a second, not a connect timeout. The timer bounds
+ * the whole attempt, lookup included, by connect_timeout_ms, and paces the
+ * race. Every attempt looks the name up again, so a changed DNS answer is
+ * seen by the next reconnect.
  *
  * An attempt stays in svc->attempts, which keeps the service from being
  * idle (no on_stopped, no release), until its lookup has returned and its
@@ -1118,16 +1124,27 @@ static void service_cancel_reconnects(cport_service_t* svc) {
  * under way cannot be interrupted, so its callback, with its result or
  * UV_EAI_CANCELED, is awaited (the loop's `lookups` count makes
  * cport_core_destroy() wait too). */
+/* Most connects one attempt races at once; the next address waits for
+ * one of them to fail. */
+#define ATTEMPT_RACE_MAX 8
+
 struct cport__attempt_s {
   uv_getaddrinfo_t req;
   uv_timer_t timer;
   cport__qnode_t node; /* in svc->attempts */
   cport_service_t* svc;
-  struct addrinfo* list;       /* the lookup's result */
-  const struct addrinfo* cursor; /* the next address to try */
-  cport_session_t* session;    /* connecting now, or NULL */
-  unsigned attempts;           /* failed attempts in a row before this */
-  int last;                    /* the error of the last address tried */
+  struct addrinfo* list; /* the lookup's result */
+  /* Its IPv4 and IPv6 addresses in the order they are tried. */
+  const struct addrinfo** order;
+  size_t norder;
+  size_t next; /* the next of them to try */
+  /* The sessions connecting now, each to one address. */
+  cport_session_t* racing[ATTEMPT_RACE_MAX];
+  unsigned nracing;
+  uint64_t deadline; /* connect_timeout_ms's end (cport__clock_ms), or 0 */
+  uint64_t next_at;  /* when the next address is due, or 0 */
+  unsigned attempts; /* failed attempts in a row before this */
+  int last;          /* the error of the last address tried */
   int timed_out;
   unsigned test_first : 1; /* the test hook's address is still to try */
   unsigned looking_up : 1; /* the lookup's callback is still to come */
@@ -1159,12 +1176,14 @@ void cport__service_test_first_address(const struct sockaddr* sa) {
 
 static void attempt_free_if_done(cport__attempt_t* a) {
   cport_service_t* svc = a->svc;
-  if (a->looking_up || !a->closed)
+  /* Losers of the race report their end to `a` too. */
+  if (a->looking_up || !a->closed || a->nracing > 0)
     return;
   cport__queue_remove(&svc->attempts, &a->node);
   svc->nattempts--;
   if (a->list != NULL)
     uv_freeaddrinfo(a->list);
+  cport__free(a->order);
   cport__free(a);
   service_check_done(svc);
 }
@@ -1201,30 +1220,98 @@ static int attempt_connect(cport__attempt_t* a, const struct sockaddr* to) {
   a->last = s != NULL ? cport__session_connect_to(s, a->attempts, to, a)
                       : UV_ENOMEM;
   if (a->last == 0)
-    a->session = s;
+    a->racing[a->nracing++] = s;
   return a->last;
 }
 
 
-/* Connect to the next address the lookup gave; when none is left, the
- * attempt fails with the last address's error. */
+static void attempt_timer_cb(uv_timer_t* timer);
+
+/* Set the timer for whichever comes first: the next address's turn or
+ * the attempt's deadline. */
+static void attempt_arm(cport__attempt_t* a) {
+  uint64_t due = a->deadline;
+  uint64_t now;
+  if (a->next_at != 0 && (due == 0 || a->next_at < due))
+    due = a->next_at;
+  if (due == 0) {
+    uv_timer_stop(&a->timer);
+    return;
+  }
+  now = cport__clock_ms();
+  uv_update_time(a->svc->view.lp->loop);
+  uv_timer_start(&a->timer, attempt_timer_cb, due > now ? due - now : 0, 0);
+}
+
+
+/* Start the next address (or the next that can be started) while a
+ * place in the race is free, and time the one after it; when none is
+ * left and nothing races, the attempt fails with the last error. */
 static void attempt_next(cport__attempt_t* a) {
   cport_service_t* svc = a->svc;
-  const struct addrinfo* ai;
-  if (a->test_first) {
+  unsigned delay = svc->view.opts.connect_attempt_delay_ms;
+  int started = 0;
+  a->next_at = 0;
+  if (a->test_first && a->nracing < ATTEMPT_RACE_MAX) {
     a->test_first = 0;
-    if (attempt_connect(a, (const struct sockaddr*)&service_test_first) == 0)
-      return;
+    started = attempt_connect(a, (const struct sockaddr*)&service_test_first) ==
+              0;
   }
-  while ((ai = cport__addr_next_inet(a->cursor)) != NULL) {
+  while (!started && a->next < a->norder && a->nracing < ATTEMPT_RACE_MAX) {
     cport_addr_t to;
-    a->cursor = ai->ai_next;
-    if (cport__addr_from_lookup(&to, ai->ai_addr,
-                                cport_addr_port(&svc->addr)) == 0 &&
-        attempt_connect(a, cport_addr_sockaddr(&to)) == 0)
-      return;
+    const struct addrinfo* ai = a->order[a->next++];
+    started = cport__addr_from_lookup(&to, ai->ai_addr,
+                                      cport_addr_port(&svc->addr)) == 0 &&
+              attempt_connect(a, cport_addr_sockaddr(&to)) == 0;
   }
-  attempt_fail(a, a->last != 0 ? a->last : UV_EAI_NONAME);
+  if (a->nracing == 0) {
+    attempt_fail(a, a->last != 0 ? a->last : UV_EAI_NONAME);
+    return;
+  }
+  /* 0: one address at a time, the next only when this one has failed. */
+  if (started && delay > 0 && a->next < a->norder)
+    a->next_at = cport__clock_ms() + delay;
+  attempt_arm(a);
+}
+
+
+/* The lookup's IPv4 and IPv6 addresses, families alternating from the
+ * first one's (RFC 8305, section 4), each family in the lookup's order
+ * (which is the system's preference, RFC 6724). Returns 0 or UV_ENOMEM. */
+static int attempt_order(cport__attempt_t* a) {
+  const struct addrinfo* ai;
+  const struct addrinfo* fam[2] = {NULL, NULL};
+  size_t n = 0;
+  int first;
+  int turn;
+  for (ai = cport__addr_next_inet(a->list); ai != NULL;
+       ai = cport__addr_next_inet(ai->ai_next))
+    n++;
+  if (n == 0)
+    return 0;
+  a->order = cport__malloc(n * sizeof(*a->order));
+  if (a->order == NULL)
+    return UV_ENOMEM;
+  first = cport__addr_next_inet(a->list)->ai_family;
+  fam[0] = cport__addr_next_inet(a->list);
+  for (ai = fam[0]; ai != NULL && ai->ai_family == first;
+       ai = cport__addr_next_inet(ai->ai_next)) {
+  }
+  fam[1] = ai; /* the first of the other family, or NULL */
+  for (turn = 0; a->norder < n; turn ^= 1) {
+    const struct addrinfo** cur = &fam[turn];
+    int want = turn == 0 ? first : (*cur != NULL ? (*cur)->ai_family : 0);
+    if (*cur == NULL)
+      continue;
+    a->order[a->norder++] = *cur;
+    /* The next of the same family. */
+    for (ai = cport__addr_next_inet((*cur)->ai_next);
+         ai != NULL && ai->ai_family != want;
+         ai = cport__addr_next_inet(ai->ai_next)) {
+    }
+    *cur = ai;
+  }
+  return 0;
 }
 
 
@@ -1243,20 +1330,34 @@ static void attempt_lookup_cb(uv_getaddrinfo_t* req,
     attempt_fail(a, UV_ECANCELED);
   } else if (status != 0) {
     attempt_fail(a, status);
+  } else if (attempt_order(a) != 0) {
+    attempt_fail(a, UV_ENOMEM);
   } else {
-    a->cursor = res;
     a->test_first = service_test_first.ss_family != 0;
     attempt_next(a);
   }
 }
 
 
-static void attempt_timeout_cb(uv_timer_t* timer) {
+/* The next address's turn, or the attempt's deadline. */
+static void attempt_timer_cb(uv_timer_t* timer) {
   cport__attempt_t* a = timer->data;
+  unsigned i;
+  if (a->deadline == 0 || cport__clock_ms() < a->deadline) {
+    if (a->next_at != 0 && !a->looking_up)
+      attempt_next(a);
+    else
+      attempt_arm(a);
+    return;
+  }
   a->timed_out = 1;
-  if (a->session != NULL) {
-    /* Its connect callback reports, through cport__attempt_failed(). */
-    cport__session_close(a->session, UV_ETIMEDOUT, NULL, CPORT__CLOSE_FORCE);
+  if (a->nracing > 0) {
+    /* Their connect callbacks report, through cport__attempt_failed(). */
+    cport_session_t* racing[ATTEMPT_RACE_MAX];
+    unsigned n = a->nracing;
+    memcpy(racing, a->racing, n * sizeof(racing[0]));
+    for (i = 0; i < n; i++)
+      cport__session_close(racing[i], UV_ETIMEDOUT, NULL, CPORT__CLOSE_FORCE);
     return;
   }
   /* Still looking up: reported now, however long the resolver takes. */
@@ -1290,29 +1391,55 @@ static int service_attempt_start(cport_service_t* svc, unsigned attempts) {
   cport__queue_push(&svc->attempts, &a->node);
   svc->nattempts++;
   if (timeout_ms > 0) {
-    uv_update_time(lp->loop); /* from now, as the reconnect timers */
-    uv_timer_start(&a->timer, attempt_timeout_cb, timeout_ms, 0);
+    a->deadline = cport__clock_ms() + timeout_ms;
+    attempt_arm(a);
   }
   return 0;
 }
 
 
-void cport__attempt_failed(cport__attempt_t* a, int code) {
-  a->session = NULL;
+/* `s` is no longer in the race. */
+static void attempt_unrace(cport__attempt_t* a, cport_session_t* s) {
+  unsigned i;
+  for (i = 0; i < a->nracing; i++)
+    if (a->racing[i] == s) {
+      a->racing[i] = a->racing[--a->nracing];
+      return;
+    }
+}
+
+
+void cport__attempt_failed(cport__attempt_t* a, cport_session_t* s, int code) {
+  attempt_unrace(a, s);
+  if (a->over) {
+    /* A loser of the race, closed when another won. */
+    attempt_free_if_done(a);
+    return;
+  }
   if (a->timed_out)
     code = UV_ETIMEDOUT;
   else if (service_state(a->svc) == SVC_RUNNING && code != UV_ECANCELED) {
+    /* The next address at once, without waiting for its turn. */
     a->last = code;
     attempt_next(a);
     return;
   }
-  attempt_fail(a, code);
+  /* Timed out, stopped or destroyed: reported once the last has ended. */
+  if (a->nracing == 0)
+    attempt_fail(a, code);
 }
 
 
-void cport__attempt_connected(cport__attempt_t* a) {
-  a->session = NULL;
+void cport__attempt_connected(cport__attempt_t* a, cport_session_t* s) {
+  cport_session_t* losers[ATTEMPT_RACE_MAX];
+  unsigned n;
+  unsigned i;
+  attempt_unrace(a, s);
+  n = a->nracing;
+  memcpy(losers, a->racing, n * sizeof(losers[0]));
   attempt_end(a);
+  for (i = 0; i < n; i++)
+    cport__session_close(losers[i], UV_ECANCELED, NULL, CPORT__CLOSE_FORCE);
 }
 
 

@@ -136,11 +136,11 @@ typedef struct cport__attempt_s cport__attempt_t;
 /* The connect of attempt `a`'s session failed with `code` (the session is
  * closed): try the next address, or report the attempt failed. Thread:
  * the service's loop. */
-void cport__attempt_failed(cport__attempt_t* a, int code);
+void cport__attempt_failed(cport__attempt_t* a, cport_session_t* s, int code);
 
 /* Attempt `a`'s session connected, before its on_connected: the attempt
  * is over. Thread: the service's loop. */
-void cport__attempt_connected(cport__attempt_t* a);
+void cport__attempt_connected(cport__attempt_t* a, cport_session_t* s);
 
 /* Host name lookups client services have started, process-wide (for
  * tests: every connect attempt to a name looks it up again). Thread:

@@ -1912,7 +1912,7 @@ static void session_connect_cb(uv_connect_t* req, int status) {
       area->attempts = attempts;
     }
     if (a != NULL)
-      cport__attempt_connected(a);
+      cport__attempt_connected(a, s);
     if (session_tls(s) != NULL)
       session_tls(s)->attempts = attempts;
     cport__session_start(s);
@@ -1923,7 +1923,7 @@ static void session_connect_cb(uv_connect_t* req, int status) {
       status = UV_ECANCELED; /* closed while the connect was completing */
     cport__session_close(s, status, NULL, CPORT__CLOSE_FORCE);
     if (a != NULL)
-      cport__attempt_failed(a, status); /* the next address, or the report */
+      cport__attempt_failed(a, s, status); /* the next one, or the report */
     else
       cport__service_connect_failed(svc, attempts, status);
   }

@@ -1542,6 +1542,48 @@ static void raise_nofile(void) {
 #endif
 
 
+/* "::" takes IPv4 clients too unless opts.ipv6_only. */
+static void test_listener_ipv6_any_takes_both_families(void** state) {
+  fixture_t* fx = *state;
+  int only;
+  for (only = 0; only <= 1; only++) {
+    cport_service_opts_t o;
+    cport_service_t* svc = NULL;
+    cport_addr_t any;
+    cport_addr_t bound;
+    cport_addr_t to;
+    peer_t* p4;
+    peer_t* p6;
+    int rc;
+    cport_service_opts_init(&o);
+    o.ipv6_only = only;
+    assert_int_equal(cport_addr_parse(&any, "::", 0), 0);
+    assert_int_equal(
+        cport_service_create(&svc, fx->core, CPORT_SERVICE_SERVER, &any, &o),
+        0);
+    rc = cport_service_start(svc);
+    if (rc == UV_EADDRNOTAVAIL || rc == UV_EAFNOSUPPORT) {
+      cport_service_destroy(svc);
+      skip(); /* no IPv6 on this machine */
+    }
+    assert_int_equal(rc, 0);
+    assert_int_equal(cport_service_local_addr(svc, &bound), 0);
+    assert_int_equal(cport_addr_parse(&to, "::1", cport_addr_port(&bound)), 0);
+    p6 = peer_connect(fx, &to, 0);
+    assert_int_equal(cport_addr_parse(&to, "127.0.0.1", cport_addr_port(&bound)),
+                     0);
+    p4 = peer_connect(fx, &to, 1);
+    if (only)
+      assert_int_equal(p4->connect_error, UV_ECONNREFUSED);
+    else
+      assert_int_equal(p4->connect_error, 0);
+    peer_destroy(p4);
+    peer_destroy(p6);
+    cport_service_destroy(svc);
+  }
+}
+
+
 /* ---- inherited and shared sockets ---- */
 
 /* A listening socket on 127.0.0.1, made the way a parent process would;
@@ -1785,6 +1827,7 @@ int main(int argc, char** argv) {
       T(test_listener_out_of_descriptors_one_loop_recovers),
       T(test_listener_out_of_descriptors_spread_backs_off),
       T(test_listener_one_loop_backs_off_beside_a_loop_taking_descriptors),
+      T(test_listener_ipv6_any_takes_both_families),
       T(test_listener_adopts_an_inherited_socket),
       T(test_listener_refuses_what_is_no_listening_socket),
       T(test_listener_reuse_port_is_opt_in),

@@ -2123,6 +2123,68 @@ static void test_service_server_on_unknown_name_fails_start(void** state) {
 }
 
 
+/* Happy Eyeballs: the first address never answers; the next one is
+ * started connect_attempt_delay_ms later and wins, long before the connect
+ * timeout, and the loser is closed unreported. */
+static void test_service_client_on_name_races_past_a_silent_address(
+    void** state) {
+#ifdef _WIN32
+  (void)state;
+  print_message("skipped on Windows: no silent loopback address\n");
+  skip();
+#else
+  fixture_t* fx = *state;
+  cport_service_stats_t st;
+  cport_addr_t silent;
+  deaf_t deaf;
+  deaf_start(fx, &deaf, &silent);
+  fx->opts.connect_timeout_ms = 120000; /* far beyond the test's wait */
+  fixture_start_server(fx);
+  start_client_after(fx, &silent, cport_addr_port(&fx->server_addr));
+  fixture_wait_int(fx, &fx->connected, 2, FIXTURE_TIMEOUT_MS);
+  cport__service_test_first_address(NULL);
+  assert_int_equal(cport_session_send(fx->last_client, "he", 2), 0);
+  fixture_wait_size(fx, &rec_of(fx->last_client)->received.len, 2,
+                    FIXTURE_TIMEOUT_MS);
+  settle(fx);
+  assert_int_equal(fx->connect_failed, 0);
+  assert_int_equal(cport_service_stats(fx->client, &st), 0);
+  assert_int_equal(st.connected, 1);
+  assert_int_equal(st.connect_failed, 0);
+  fixture_stop_service(fx, fx->client, 1000);
+  deaf_stop(fx, &deaf);
+#endif
+}
+
+
+/* connect_attempt_delay_ms 0: one address at a time, so the silent one
+ * holds the attempt until the timeout, which covers the whole attempt. */
+static void test_service_client_on_name_without_a_race_waits_its_turn(
+    void** state) {
+#ifdef _WIN32
+  (void)state;
+  print_message("skipped on Windows: no silent loopback address\n");
+  skip();
+#else
+  fixture_t* fx = *state;
+  cport_addr_t silent;
+  deaf_t deaf;
+  deaf_start(fx, &deaf, &silent);
+  fx->opts.connect_timeout_ms = 300;
+  fx->opts.connect_attempt_delay_ms = 0;
+  fixture_start_server(fx);
+  start_client_after(fx, &silent, cport_addr_port(&fx->server_addr));
+  fixture_wait_int(fx, &fx->connect_failed, 1, FIXTURE_TIMEOUT_MS);
+  cport__service_test_first_address(NULL);
+  assert_int_equal(fx->last_connect_error, UV_ETIMEDOUT);
+  assert_int_equal(fx->connected, 0);
+  settle(fx);
+  assert_int_equal(fx->connect_failed, 1);
+  deaf_stop(fx, &deaf);
+#endif
+}
+
+
 /* ---- draining ---- */
 
 static void drained_cb(cport_service_t* svc) {
@@ -2350,6 +2412,8 @@ int main(void) {
       T(test_service_client_on_name_fails_once_when_all_refuse),
       T(test_service_client_on_unknown_name_looks_up_each_attempt),
       T(test_service_client_on_name_times_out_as_a_whole),
+      T(test_service_client_on_name_races_past_a_silent_address),
+      T(test_service_client_on_name_without_a_race_waits_its_turn),
       T(test_service_stop_during_lookup_cancels_once),
       T(test_service_destroy_during_lookup_cancels_once),
       T(test_service_core_destroy_waits_for_a_lookup),

@@ -191,6 +191,17 @@ typedef struct cport_service_opts_s {
    * the whole attempt: the lookup and every address tried. 0 (the default): the
    * operating system's own limit, often minutes. */
   unsigned connect_timeout_ms;
+  /* Clients on a host name whose lookup gives several addresses: they are
+   * raced (RFC 8305, Happy Eyeballs), the IPv4 and IPv6 ones alternating
+   * from the lookup's first, the next started this many milliseconds after
+   * the previous one, or at once when that one fails; the first to connect
+   * is kept and the others are closed unreported. So a name whose IPv6
+   * address never answers still connects over IPv4 in about this long
+   * rather than after a timeout. At most 8 connects race at once.
+   * connect_timeout_ms bounds the whole race. 0: one address at a time,
+   * the next only once the previous has failed (0.4.x). Default 250 (the
+   * RFC's). Since 0.5.0. */
+  unsigned connect_attempt_delay_ms;
   /* A graceful disconnect (cport_session_disconnect, a stop, the peer's
    * EOF, an idle timeout) whose queued bytes have not all been written
    * after this many milliseconds, because the peer does not read, is closed
@@ -301,6 +312,10 @@ typedef struct cport_service_opts_s {
    * closes it when it stops (other processes' copies stay open). -1 (the
    * default): bind `addr`. Since 0.5.0. */
   int64_t listen_fd;
+  /* Servers on an IPv6 address: non-zero accepts IPv6 only; 0 (the
+   * default) makes "::" accept IPv4 clients too (as ::ffff:a.b.c.d), on
+   * every system (Windows's own default is IPv6 only). Since 0.5.0. */
+  int ipv6_only;
   /* Servers: non-zero sets SO_REUSEPORT before binding, so that several
    * processes (or services) that all set it may listen on one address
    * and port, and the kernel spreads new connections over them (Linux,
@@ -405,8 +420,8 @@ CPORT_API int cport_service_create(cport_service_t** out,
  * connects, whose outcomes arrive as on_connected or on_connect_failed.
  * A server on a host name (cport_addr_is_name) looks it up here and
  * listens on the first address that binds; a client looks its name up
- * anew at every connect attempt, without blocking its loop, and tries
- * each address in turn.
+ * anew at every connect attempt, without blocking its loop, and races its
+ * addresses (opts.connect_attempt_delay_ms).
  * Under a reconnect policy a connect that cannot even start (UV_EMFILE
  * from socket(), UV_ENOMEM, an error of uv_tcp_connect) is a failed
  * attempt like any other: on_connect_failed reports it after this call

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <net/if.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,8 +60,10 @@ int cport__platform_if_index(const char* name, size_t len, uint32_t* out) {
 
 int cport__socket_listen(const struct sockaddr* addr,
                          int backlog,
-                         int reuse_port,
+                         unsigned flags,
                          uv_os_sock_t* out) {
+  int reuse_port = (flags & CPORT__LISTEN_REUSEPORT) != 0;
+  int v6only = (flags & CPORT__LISTEN_V6ONLY) != 0;
   socklen_t len = addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
                                               : sizeof(struct sockaddr_in);
   int on = 1;
@@ -80,6 +83,9 @@ int cport__socket_listen(const struct sockaddr* addr,
       (reuse_port &&
        setsockopt(fd, SOL_SOCKET, UNIX_REUSEPORT, &on, sizeof(on)) != 0) ||
 #endif
+      (addr->sa_family == AF_INET6 &&
+       setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof(v6only)) !=
+           0) ||
       bind(fd, addr, len) != 0 || listen(fd, backlog) != 0) {
     rc = UV__ERR_FROM_ERRNO();
     close(fd);

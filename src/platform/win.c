@@ -29,8 +29,9 @@ static int socket_error(void) {
  * server bind the same port. */
 int cport__socket_listen(const struct sockaddr* addr,
                          int backlog,
-                         int reuse_port,
+                         unsigned flags,
                          uv_os_sock_t* out) {
+  DWORD v6only = (flags & CPORT__LISTEN_V6ONLY) != 0;
   int len = addr->sa_family == AF_INET6 ? (int)sizeof(struct sockaddr_in6)
                                         : (int)sizeof(struct sockaddr_in);
   u_long nonblocking = 1;
@@ -42,7 +43,7 @@ int cport__socket_listen(const struct sockaddr* addr,
   int rc;
   /* Windows has no SO_REUSEPORT; SO_REUSEADDR would let any socket steal
    * the port, which is not the same promise. */
-  if (reuse_port)
+  if (flags & CPORT__LISTEN_REUSEPORT)
     return UV_ENOTSUP;
   s = WSASocketW(addr->sa_family, SOCK_STREAM, IPPROTO_TCP, NULL, 0,
                  WSA_FLAG_OVERLAPPED | WSA_FLAG_NO_HANDLE_INHERIT);
@@ -51,6 +52,9 @@ int cport__socket_listen(const struct sockaddr* addr,
   if (ioctlsocket(s, FIONBIO, &nonblocking) != 0 ||
       setsockopt(s, SOL_SOCKET, SO_EXCLUSIVEADDRUSE, (const char*)&exclusive,
                  (int)sizeof(exclusive)) != 0 ||
+      (addr->sa_family == AF_INET6 &&
+       setsockopt(s, IPPROTO_IPV6, IPV6_V6ONLY, (const char*)&v6only,
+                  (int)sizeof(v6only)) != 0) ||
       bind(s, addr, len) != 0 || listen(s, backlog) != 0) {
     rc = socket_error();
     closesocket(s);

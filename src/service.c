@@ -860,6 +860,11 @@ size_t cport__service_handing(cport_service_t* root) {
 }
 
 
+size_t cport__service_open(const cport_service_t* svc) {
+  return svc->nsessions;
+}
+
+
 void cport__service_listener_closed(cport_service_t* svc) {
   svc->listener = NULL;
   service_check_done(svc);

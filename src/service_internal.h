@@ -177,4 +177,8 @@ void cport__service_listener_closed(cport_service_t* svc);
  * in the max_sessions count already). */
 size_t cport__service_handing(cport_service_t* root);
 
+/* Sessions of `svc` on its loop not closed yet, connecting ones included
+ * (for tests: a client's race). Thread: the service's loop. */
+size_t cport__service_open(const cport_service_t* svc);
+
 #endif /* CPORT_SERVICE_INTERNAL_H */

@@ -2185,6 +2185,64 @@ static void test_service_client_on_name_without_a_race_waits_its_turn(
 }
 
 
+static int pred_two_racing(void* arg) {
+  return cport__service_open(arg) == 2;
+}
+
+
+/* Two silent addresses race: the attempt reports once, whatever ends it
+ * (the timeout, a stop, a destroy), after both connects have ended. */
+static void test_service_client_race_of_silent_addresses_reports_once(
+    void** state) {
+#ifdef _WIN32
+  (void)state;
+  print_message("skipped on Windows: no silent loopback address\n");
+  skip();
+#else
+  fixture_t* fx = *state;
+  cport_service_stats_t st;
+  cport_addr_t silent1;
+  cport_addr_t silent2;
+  deaf_t deaf1;
+  deaf_t deaf2;
+  int how;
+  deaf_start(fx, &deaf1, &silent1);
+  deaf_start(fx, &deaf2, &silent2);
+  for (how = 0; how < 3; how++) {
+    int before = fx->connect_failed;
+    fx->opts.connect_timeout_ms = how == 0 ? 600 : 120000;
+    fx->opts.connect_attempt_delay_ms = 20;
+    start_client_after(fx, &silent1, cport_addr_port(&silent2));
+    /* Both raced: the second started 20 ms after the first. */
+    assert_true(
+        fixture_run_until(fx, pred_two_racing, fx->client, FIXTURE_TIMEOUT_MS));
+    if (how == 1) {
+      assert_int_equal(cport_service_stop(fx->client, 1000, NULL), 0);
+    } else if (how == 2) {
+      cport_service_destroy(fx->client);
+      fx->client = NULL;
+    }
+    fixture_wait_int(fx, &fx->connect_failed, before + 1, FIXTURE_TIMEOUT_MS);
+    assert_int_equal(fx->last_connect_error,
+                     how == 0 ? UV_ETIMEDOUT : UV_ECANCELED);
+    settle(fx);
+    assert_int_equal(fx->connect_failed, before + 1);
+    assert_int_equal(fx->connected, 0);
+    if (fx->client != NULL) {
+      assert_int_equal(cport_service_stats(fx->client, &st), 0);
+      assert_int_equal(st.connect_failed, 1);
+      cport_service_destroy(fx->client);
+      fx->client = NULL;
+    }
+    settle(fx);
+  }
+  cport__service_test_first_address(NULL);
+  deaf_stop(fx, &deaf2);
+  deaf_stop(fx, &deaf1);
+#endif
+}
+
+
 /* ---- draining ---- */
 
 static void drained_cb(cport_service_t* svc) {
@@ -2414,6 +2472,7 @@ int main(void) {
       T(test_service_client_on_name_times_out_as_a_whole),
       T(test_service_client_on_name_races_past_a_silent_address),
       T(test_service_client_on_name_without_a_race_waits_its_turn),
+      T(test_service_client_race_of_silent_addresses_reports_once),
       T(test_service_stop_during_lookup_cancels_once),
       T(test_service_destroy_during_lookup_cancels_once),
       T(test_service_core_destroy_waits_for_a_lookup),

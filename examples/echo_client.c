@@ -496,8 +496,12 @@ int main(int argc, char** argv) {
     usage(stderr);
     return 2;
   }
-  if (cport_addr_resolve(&addr, host, (int)port) != 0) {
+  /* A name is kept as a name: each service looks it up as it connects,
+   * and races its addresses (Happy Eyeballs), so a name whose IPv6 route
+   * is broken still connects over IPv4. */
+  if (cport_addr_parse(&addr, host, (int)port) != 0) {
     fprintf(stderr, "echo_client: bad address '%s'\n", host);
+    usage(stderr);
     return 2;
   }
   /* Says why on stderr if it fails. */

@@ -4,7 +4,8 @@
 # TLS peers (OpenSSL's and GnuTLS's command-line tools) and the balancers
 # and tools of tests/proxy_peers_test.sh (HAProxy, nginx with its stream
 # module, curl, socat, and systemd's systemd-socket-activate on Linux; the
-# test runs its own instances, on loopback). Debian/Ubuntu use apt-get,
+# test runs its own instances, on loopback), and tests/dualstack_test.sh's
+# resolver wrapper (nss_wrapper, Linux) and netcat. Debian/Ubuntu use apt-get,
 # macOS uses Homebrew, Windows (Git Bash) uses vcpkg from
 # $VCPKG_ROOT. Safe to run again: it installs nothing that is already there.
 #
@@ -46,6 +47,8 @@ install_debian() {
   command -v curl >/dev/null 2>&1 || pkgs+=(curl)
   command -v socat >/dev/null 2>&1 || pkgs+=(socat)
   command -v systemd-socket-activate >/dev/null 2>&1 || pkgs+=(systemd)
+  debian_has libnss-wrapper || pkgs+=(libnss-wrapper)
+  debian_has netcat-openbsd || pkgs+=(netcat-openbsd)
   if [ "$bench" = 1 ]; then
     command -v c++ >/dev/null 2>&1 || pkgs+=(g++)
     debian_has libevent-dev || pkgs+=(libevent-dev)

@@ -18,6 +18,13 @@
  *                                  out of order (a restart under load,
  *                                  tests/proxy_peers_test.sh); SIGINT
  *                                  ends the run before SECONDS
+ *   tcp_peer deaf PORT SECONDS     listen on [::1]:PORT and never accept:
+ *                                  two connections of its own fill the
+ *                                  queue, so that a further connect gets
+ *                                  no answer at all (a broken IPv6 route,
+ *                                  tests/resolve_test.sh); prints
+ *                                  "deaf: ready" then, exits 0 after
+ *                                  SECONDS
  *
  * Always connects to 127.0.0.1. Exits 3 on any network error, 2 on bad
  * arguments, and after at most 60 s in any case. */
@@ -26,6 +33,12 @@
 #include <string.h>
 
 #include <uv.h>
+
+#if defined(__linux__)
+#include <netinet/in.h>
+#include <netinet/tcp.h> /* TCP_INFO */
+#include <sys/socket.h>
+#endif
 
 typedef struct peer_s {
   uv_loop_t* loop;
@@ -351,6 +364,97 @@ static int pingpong(long port, long seconds, long conns) {
 }
 
 
+/* ---- deaf: an address whose connects get no answer ---- */
+
+typedef struct deaf_s {
+  uv_tcp_t listener;
+  uv_tcp_t fillers[2];
+  uv_connect_t reqs[2];
+  uv_timer_t timer;
+  int connected;
+} deaf_t;
+
+static deaf_t deaf;
+
+static void deaf_on_connect(uv_connect_t* req, int status);
+
+static void deaf_connect(int i) {
+  struct sockaddr_storage ss;
+  int len = (int)sizeof(ss);
+  uv_tcp_getsockname(&deaf.listener, (struct sockaddr*)&ss, &len);
+  uv_tcp_init(uv_default_loop(), &deaf.fillers[i]);
+  uv_tcp_connect(&deaf.reqs[i], &deaf.fillers[i], (const struct sockaddr*)&ss,
+                 deaf_on_connect);
+}
+
+/* Never accepted: libuv holds the first connection (and stops accepting),
+ * then the second fills the kernel's queue. One at a time, so that the
+ * second does not meet the queue while the first still waits in it. */
+static void deaf_on_connection(uv_stream_t* server, int status) {
+  (void)server;
+  if (status == 0)
+    deaf_connect(1);
+}
+
+/* Non-zero once the kernel holds the second connection in the queue: its
+ * connect completes at the SYN-ACK, a moment before the server side
+ * queues it, and a connect in that moment would still be answered. */
+static int deaf_queue_full(void) {
+#if defined(__linux__)
+  struct tcp_info info;
+  socklen_t len = sizeof(info);
+  uv_os_fd_t fd;
+  if (uv_fileno((uv_handle_t*)&deaf.listener, &fd) != 0 ||
+      getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &len) != 0)
+    return 1;
+  return info.tcpi_unacked >= 1; /* a listener's: its accept queue */
+#else
+  return 1;
+#endif
+}
+
+static void deaf_on_poll(uv_timer_t* timer) {
+  if (!deaf_queue_full())
+    return;
+  uv_timer_stop(timer);
+  printf("deaf: ready\n");
+  fflush(stdout);
+}
+
+static uv_timer_t deaf_poll;
+
+static void deaf_on_connect(uv_connect_t* req, int status) {
+  (void)req;
+  if (status == 0 && ++deaf.connected == 2) {
+    uv_timer_init(uv_default_loop(), &deaf_poll);
+    uv_timer_start(&deaf_poll, deaf_on_poll, 0, 5);
+  }
+}
+
+static void deaf_on_timer(uv_timer_t* timer) {
+  (void)timer;
+  uv_stop(uv_default_loop());
+}
+
+static int deaf_main(long port, long seconds) {
+  struct sockaddr_in6 addr;
+  uv_loop_t* loop = uv_default_loop();
+  if (uv_ip6_addr("::1", (int)port, &addr) != 0)
+    return 2;
+  uv_tcp_init(loop, &deaf.listener);
+  if (uv_tcp_bind(&deaf.listener, (const struct sockaddr*)&addr, 0) != 0 ||
+      uv_listen((uv_stream_t*)&deaf.listener, 0, deaf_on_connection) != 0) {
+    fprintf(stderr, "tcp_peer: cannot listen on [::1]:%ld\n", port);
+    return 3;
+  }
+  deaf_connect(0);
+  uv_timer_init(loop, &deaf.timer);
+  uv_timer_start(&deaf.timer, deaf_on_timer, (uint64_t)seconds * 1000, 0);
+  uv_run(loop, UV_RUN_DEFAULT);
+  return deaf.connected == 2 ? 0 : 3;
+}
+
+
 int main(int argc, char** argv) {
   struct sockaddr_in addr;
   long port;
@@ -368,6 +472,8 @@ int main(int argc, char** argv) {
   amount = strtol(argv[3], NULL, 10);
   if (port <= 0 || port > 65535 || amount <= 0)
     return 2;
+  if (strcmp(argv[1], "deaf") == 0)
+    return amount > 60 ? 2 : deaf_main(port, amount);
   if (strcmp(argv[1], "noread") == 0) {
     peer.noread = 1;
     peer.bytes = 65536;

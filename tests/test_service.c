@@ -2185,9 +2185,11 @@ static void test_service_client_on_name_without_a_race_waits_its_turn(
 }
 
 
+#ifndef _WIN32
 static int pred_two_racing(void* arg) {
   return cport__service_open(arg) == 2;
 }
+#endif
 
 
 /* Two silent addresses race: the attempt reports once, whatever ends it

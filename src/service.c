@@ -1474,6 +1474,20 @@ static void service_deadline_cb(uv_timer_t* timer) {
 }
 
 
+/* What a stop and a drain both begin with: the new state, the callback
+ * their end reports, and nothing new from now on (the listener closed,
+ * reconnects and lookups cancelled). */
+static void service_end_begin(cport_service_t* svc,
+                              svc_state_t state,
+                              void (*on_end)(cport_service_t* svc)) {
+  service_set_state(svc, state);
+  svc->on_stopped = on_end;
+  cport__listener_close(svc->listener);
+  service_cancel_reconnects(svc);
+  service_cancel_attempts(svc);
+}
+
+
 /* Run `cb` on the stop timer at `deadline` (cport__clock_ms time), or in
  * the loop's next round when nothing is open any more: the callbacks a
  * stop or drain reports never run inside the call that began it. */
@@ -1505,11 +1519,7 @@ static int service_stop_here(cport_service_t* svc,
   svc_state_t was = service_state(svc);
   if (was == SVC_STOPPING || was == SVC_STOPPED || was == SVC_DESTROYING)
     return UV_EALREADY;
-  service_set_state(svc, SVC_STOPPING);
-  svc->on_stopped = on_stopped;
-  cport__listener_close(svc->listener);
-  service_cancel_reconnects(svc);
-  service_cancel_attempts(svc);
+  service_end_begin(svc, SVC_STOPPING, on_stopped);
   service_close_sessions(svc, CPORT_ESTOPPED, CPORT__CLOSE_GRACEFUL);
   if (was != SVC_CREATED)
     service_post_parts(svc, offsetof(cport_service_t, msg_stop), part_stop_run,
@@ -1549,11 +1559,7 @@ static int service_drain_here(cport_service_t* svc,
                               void (*on_drained)(cport_service_t* svc)) {
   if (service_state(svc) != SVC_RUNNING)
     return UV_EALREADY;
-  service_set_state(svc, SVC_DRAINING);
-  svc->on_stopped = on_drained;
-  cport__listener_close(svc->listener);
-  service_cancel_reconnects(svc);
-  service_cancel_attempts(svc);
+  service_end_begin(svc, SVC_DRAINING, on_drained);
   if (svc->view.kind == CPORT_SERVICE_CLIENT)
     service_close_connecting(svc);
   service_post_parts(svc, offsetof(cport_service_t, msg_drain), part_drain_run,

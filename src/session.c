@@ -1643,6 +1643,16 @@ static void session_tls_ended(cport_session_t* s) {
 
 /* ---- the PROXY protocol ---- */
 
+/* A kept sockaddr (`peer`, or one of the PROXY part's) copied out where it
+ * is aligned for any socket address: the kept bytes are only 4-byte
+ * aligned. All zero (no address family) until written. */
+static void session_kept_sockaddr(const uint32_t kept[7],
+                                  struct sockaddr_storage* ss) {
+  memset(ss, 0, sizeof(*ss));
+  memcpy(ss, kept, 7 * sizeof(uint32_t));
+}
+
+
 static void session_proxy_free(cport_session_t* s) {
   session_proxy_t* p = session_proxy(s);
   if (p == NULL)
@@ -1692,8 +1702,7 @@ static void session_proxy_begin(cport_session_t* s) {
   const cport__service_view_t* root = cport__service_view(v->root);
   struct sockaddr_storage peer;
   s->state = S_PROXY;
-  memset(&peer, 0, sizeof(peer));
-  memcpy(&peer, s->peer, sizeof(s->peer));
+  session_kept_sockaddr(s->peer, &peer);
   if (root->proxy_nets != NULL &&
       !cport__proxy_nets_match(root->proxy_nets, root->proxy_nnets,
                                (const struct sockaddr*)&peer)) {
@@ -1838,7 +1847,6 @@ static void session_proxy_sent_cb(uv_write_t* req, int status) {
 static int session_proxy_send(cport_session_t* s) {
   const cport__service_view_t* v = VIEW(s);
   struct sockaddr_storage local;
-  struct sockaddr_storage peer;
   int namelen = (int)sizeof(local);
   cport_addr_t src;
   cport_addr_t dst;
@@ -1847,12 +1855,10 @@ static int session_proxy_send(cport_session_t* s) {
   uv_buf_t buf;
   int n;
   int rc = uv_tcp_getsockname(&s->tcp, (struct sockaddr*)&local, &namelen);
-  memset(&peer, 0, sizeof(peer));
-  memcpy(&peer, s->peer, sizeof(s->peer));
   if (rc == 0)
     rc = cport_addr_from_sockaddr(&src, (const struct sockaddr*)&local);
   if (rc == 0)
-    rc = cport_addr_from_sockaddr(&dst, (const struct sockaddr*)&peer);
+    rc = cport_session_peer_addr(s, &dst);
   n = rc != 0 ? rc
               : cport_proxy_encode(hdr, sizeof(hdr), v->opts.proxy_send, &src,
                                    &dst, NULL, 0, 0);
@@ -2338,29 +2344,22 @@ int cport_session_is_connected(const cport_session_t* s) {
 }
 
 
-int cport_session_peer_addr(const cport_session_t* s, cport_addr_t* out) {
-  struct sockaddr_storage peer;
-  if (s == NULL || out == NULL)
-    return UV_EINVAL;
-  /* Copied out first: the kept bytes are only 4-byte aligned. They are
-   * written once, before on_connected, so any thread holding a reference
-   * may read them; all zero (no address family) until then. */
-  memset(&peer, 0, sizeof(peer));
-  memcpy(&peer, s->peer, sizeof(s->peer));
-  if (cport_addr_from_sockaddr(out, (struct sockaddr*)&peer) != 0)
-    return UV_ENOTCONN;
-  return 0;
-}
-
-
-/* The kept sockaddr at `kept` (4-byte aligned, maybe all zero). */
+/* The kept sockaddr `kept` as an address; UV_ENOTCONN while unwritten. */
 static int session_addr_of(const uint32_t kept[7], cport_addr_t* out) {
   struct sockaddr_storage ss;
-  memset(&ss, 0, sizeof(ss));
-  memcpy(&ss, kept, 7 * sizeof(uint32_t));
+  session_kept_sockaddr(kept, &ss);
   return cport_addr_from_sockaddr(out, (struct sockaddr*)&ss) != 0
              ? UV_ENOTCONN
              : 0;
+}
+
+
+int cport_session_peer_addr(const cport_session_t* s, cport_addr_t* out) {
+  if (s == NULL || out == NULL)
+    return UV_EINVAL;
+  /* Written before on_connected (the client's, once a PROXY header named
+   * one) and never after, so any thread holding a reference may read it. */
+  return session_addr_of(s->peer, out);
 }
 
 

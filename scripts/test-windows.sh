@@ -187,6 +187,15 @@ if [ ! -f "$WINEPREFIX/system.reg" ]; then
   wineboot -i >/dev/null 2>&1 || true
 fi
 wineserver -w 2>/dev/null || true
+# One wineserver for the whole run, kept up between test programs (its
+# default is to exit a few seconds after the last one, and the next start
+# then boots it again); stopped on every way out.
+stop_wine() {
+  wineserver -k 2>/dev/null || true
+  remove_src_entry
+}
+trap stop_wine EXIT
+wineserver -p
 
 # ---- cmocka 2 under MSVC, emulated: its skip() and fail() do not return,
 # so /W4 /WX calls code after them unreachable (C4702). clang, aimed at
@@ -213,7 +222,7 @@ cport_configure "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DCMAKE_TOOLCHAIN_FILE="$toolchain" -DCMAKE_PREFIX_PATH="$prefix" \
   "-UOPENSSL_*" -DOPENSSL_ROOT_DIR="$prefix" -DCPORT_WITH_TLS=ON \
   -DCPORT_WERROR=ON -DCPORT_BUILD_TESTS=ON -DCPORT_BUILD_EXAMPLES=ON \
-  "-DCMAKE_CROSSCOMPILING_EMULATOR=wine"
+  "-DCMAKE_CROSSCOMPILING_EMULATOR=$here/shims/wine-test.sh"
 cport_build "$build"
 log "running the test suite under wine"
 (cd "$build" && ctest --output-on-failure --parallel 2)

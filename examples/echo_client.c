@@ -350,10 +350,15 @@ static void on_connect_failed(cport_service_t* svc, int code) {
 
 static void usage(FILE* out) {
   fprintf(out,
-          "usage: echo_client --host ADDR --port N [--sessions N] "
-          "[--threads N]\n"
+          "usage: echo_client --host ADDR --port N | --unix PATH | --pipe "
+          "NAME\n"
+          "                   [--sessions N] [--threads N]\n"
           "                   [--messages N | --seconds S] [--size BYTES]\n"
           "                   [--timeout SECONDS]\n"
+          "  --unix PATH       connect to a Unix domain socket (@NAME: "
+          "abstract)\n"
+          "  --pipe NAME       connect to a Windows named pipe, "
+          "\\\\.\\pipe\\NAME\n"
           "  --sessions N      concurrent sessions, split over the threads "
           "(default 1)\n"
           "  --threads N       loops, one thread and client service "
@@ -404,6 +409,7 @@ static void on_timeout(cport_timer_t* timer, void* arg) {
 
 int main(int argc, char** argv) {
   const char* host = NULL;
+  const char* local = NULL; /* --unix or --pipe */
   long port = -1;
   long size = 64;
   long sessions = 1;
@@ -446,6 +452,10 @@ int main(int argc, char** argv) {
       return 0;
     } else if (strcmp(argv[i], "--host") == 0 && value != NULL) {
       host = value;
+    } else if ((strcmp(argv[i], "--unix") == 0 ||
+                strcmp(argv[i], "--pipe") == 0) &&
+               value != NULL) {
+      local = value;
     } else if (strcmp(argv[i], "--port") == 0 &&
                example_parse_long(value, 1, 65535, &port) == 0) {
     } else if (strcmp(argv[i], "--sessions") == 0 &&
@@ -475,7 +485,13 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  if (host == NULL || port < 0) {
+  if (local != NULL && (host != NULL || port >= 0)) {
+    fprintf(stderr, "echo_client: --unix or --pipe replaces --host and "
+                    "--port\n");
+    usage(stderr);
+    return 2;
+  }
+  if (local == NULL && (host == NULL || port < 0)) {
     fprintf(stderr, "echo_client: --host and --port are required\n");
     usage(stderr);
     return 2;
@@ -499,7 +515,15 @@ int main(int argc, char** argv) {
   /* A name is kept as a name: each service looks it up as it connects,
    * and races its addresses (Happy Eyeballs), so a name whose IPv6 route
    * is broken still connects over IPv4. */
-  if (cport_addr_parse(&addr, host, (int)port) != 0) {
+  if (local != NULL) {
+    rc = cport_addr_parse_local(&addr, local);
+    if (rc != 0) {
+      fprintf(stderr, "echo_client: bad local path '%s': %s\n", local,
+              cport_strerror(rc));
+      usage(stderr);
+      return 2;
+    }
+  } else if (cport_addr_parse(&addr, host, (int)port) != 0) {
     fprintf(stderr, "echo_client: bad address '%s'\n", host);
     usage(stderr);
     return 2;

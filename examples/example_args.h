@@ -27,6 +27,25 @@ static int example_parse_long(const char* text, long min, long max, long* out) {
   return 0;
 }
 
+/* Parse `text` as octal digits only (permission bits, "0660") in
+ * [0, max] into *out. Returns 0 on success, -1 on anything else. Inline:
+ * see example_parse_double. */
+static inline int example_parse_octal(const char* text, long max, long* out) {
+  long value = 0;
+  const char* p;
+  if (text == NULL || *text == '\0')
+    return -1;
+  for (p = text; *p != '\0'; p++) {
+    if (*p < '0' || *p > '7')
+      return -1;
+    value = value * 8 + (*p - '0');
+    if (value > max)
+      return -1;
+  }
+  *out = value;
+  return 0;
+}
+
 /* Parse `text` as a plain decimal number ("2", "0.5", ".5") in [min, max]
  * into *out: digits with at most one point, no sign, exponent, "inf" or
  * spaces, so that strtod's extras cannot slip through.

@@ -1,5 +1,6 @@
-/* cport_addr_t: parsing and formatting of IPv4 and IPv6 socket addresses
- * and of host names kept for later lookup.
+/* cport_addr_t: parsing and formatting of IPv4 and IPv6 socket addresses,
+ * of host names kept for later lookup, and of local endpoints (Unix domain
+ * sockets, Windows named pipes), kept as their path.
  * libuv does the address conversions (uv_ip4_addr, uv_ip6_addr, uv_ip_name,
  * uv_getaddrinfo); this file adds strict port parsing, the "[v6]:port"
  * syntax, the refusal of empty hosts, host name syntax, and reads IPv6
@@ -7,6 +8,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#ifndef _WIN32
+#include <sys/un.h>
+#endif
 
 #include "addr_internal.h"
 
@@ -190,12 +194,69 @@ int cport_addr_parse(cport_addr_t* out, const char* host, int port) {
 }
 
 
+size_t cport_addr_unix_path_max(void) {
+#ifdef _WIN32
+  return 0;
+#else
+  return sizeof(((struct sockaddr_un*)0)->sun_path) - 1;
+#endif
+}
+
+
+/* Windows' prefix of every named pipe's name. */
+#define ADDR_PIPE_PREFIX "\\\\.\\pipe\\"
+
+int cport_addr_parse_local(cport_addr_t* out, const char* path) {
+  size_t len;
+  size_t max;
+  if (out == NULL || path == NULL || path[0] == '\0')
+    return UV_EINVAL;
+  len = strlen(path);
+#ifdef _WIN32
+  max = CPORT_ADDR_NAME_MAX;
+  if (len <= sizeof(ADDR_PIPE_PREFIX) - 1 ||
+      strncmp(path, ADDR_PIPE_PREFIX, sizeof(ADDR_PIPE_PREFIX) - 1) != 0)
+    return UV_EINVAL;
+#else
+  /* An abstract name has no NUL in the kernel's name, so its '@' (the
+   * leading NUL there) takes the terminator's place. */
+  max = cport_addr_unix_path_max() + (path[0] == '@' ? 1 : 0);
+#if !defined(__linux__)
+  if (path[0] == '@')
+    return UV_ENOTSUP;
+#endif
+  if (path[0] == '@' && len == 1)
+    return UV_EINVAL;
+#endif
+  if (len > max)
+    return UV_ENAMETOOLONG;
+  memset(out, 0, sizeof(*out));
+  memcpy(out->name, path, len);
+#ifdef _WIN32
+  out->local = CPORT_ADDR_PIPE;
+#else
+  out->local = CPORT_ADDR_UNIX;
+#endif
+  return 0;
+}
+
+
 int cport_addr_parse_hostport(cport_addr_t* out, const char* text) {
   const char* colon;
   const char* close;
   int port;
   if (out == NULL || text == NULL)
     return UV_EINVAL;
+  if (strncmp(text, "unix:", 5) == 0 || strncmp(text, "pipe:", 5) == 0) {
+#ifdef _WIN32
+    if (text[0] == 'u')
+      return UV_ENOTSUP;
+#else
+    if (text[0] == 'p')
+      return UV_ENOTSUP;
+#endif
+    return cport_addr_parse_local(out, text + 5);
+  }
   if (text[0] == '[') {
     close = strchr(text, ']');
     if (close == NULL || close[1] != ':')
@@ -324,6 +385,8 @@ int cport_addr_format_host(const cport_addr_t* addr, char* buf, size_t size) {
   if (sa == NULL) {
     text = cport_addr_host(addr);
     if (text == NULL)
+      text = cport_addr_path(addr);
+    if (text == NULL)
       return UV_EINVAL;
   } else {
     if (sa->sa_family == AF_INET)
@@ -354,9 +417,13 @@ int cport_addr_format(const cport_addr_t* addr, char* buf, size_t size) {
   rc = cport_addr_format_host(addr, host, sizeof(host));
   if (rc != 0)
     return rc;
-  n = snprintf(tmp, sizeof(tmp),
-               cport_addr_family(addr) == 6 ? "[%s]:%d" : "%s:%d", host,
-               cport_addr_port(addr));
+  if (addr->local != 0)
+    n = snprintf(tmp, sizeof(tmp), "%s:%s",
+                 addr->local == CPORT_ADDR_PIPE ? "pipe" : "unix", host);
+  else
+    n = snprintf(tmp, sizeof(tmp),
+                 cport_addr_family(addr) == 6 ? "[%s]:%d" : "%s:%d", host,
+                 cport_addr_port(addr));
   if (n < 0 || (size_t)n + 1 > size) {
     if (size > 0)
       buf[0] = '\0';
@@ -370,7 +437,9 @@ int cport_addr_format(const cport_addr_t* addr, char* buf, size_t size) {
 int cport_addr_port(const cport_addr_t* addr) {
   const struct sockaddr* sa = cport_addr_sockaddr(addr);
   if (sa == NULL)
-    return cport_addr_is_name(addr) ? addr->name_port : UV_EINVAL;
+    return cport_addr_is_name(addr) ? addr->name_port
+           : cport_addr_path(addr) != NULL ? 0
+                                           : UV_EINVAL;
   if (sa->sa_family == AF_INET)
     return ntohs(((const struct sockaddr_in*)sa)->sin_port);
   return ntohs(((const struct sockaddr_in6*)sa)->sin6_port);
@@ -380,7 +449,9 @@ int cport_addr_port(const cport_addr_t* addr) {
 int cport_addr_family(const cport_addr_t* addr) {
   const struct sockaddr* sa = cport_addr_sockaddr(addr);
   if (sa == NULL)
-    return cport_addr_is_name(addr) ? 0 : UV_EINVAL;
+    return cport_addr_is_name(addr) || cport_addr_path(addr) != NULL
+               ? 0
+               : UV_EINVAL;
   return sa->sa_family == AF_INET ? 4 : 6;
 }
 
@@ -388,8 +459,28 @@ int cport_addr_family(const cport_addr_t* addr) {
 int cport_addr_is_name(const cport_addr_t* addr) {
   /* A numeric address is written with a zeroed name (from_sockaddr,
    * parse_ip), a name with a zeroed socket address. */
-  return addr != NULL && addr->name[0] != '\0' &&
+  return addr != NULL && addr->name[0] != '\0' && addr->local == 0 &&
          cport_addr_sockaddr(addr) == NULL;
+}
+
+
+const char* cport_addr_path(const cport_addr_t* addr) {
+  return addr != NULL && addr->name[0] != '\0' &&
+                 (addr->local == CPORT_ADDR_UNIX ||
+                  addr->local == CPORT_ADDR_PIPE)
+             ? addr->name
+             : NULL;
+}
+
+
+cport_addr_kind_t cport_addr_kind(const cport_addr_t* addr) {
+  if (cport_addr_sockaddr(addr) != NULL)
+    return CPORT_ADDR_INET;
+  if (cport_addr_is_name(addr))
+    return CPORT_ADDR_NAME;
+  if (cport_addr_path(addr) != NULL)
+    return (cport_addr_kind_t)addr->local;
+  return CPORT_ADDR_NONE;
 }
 
 

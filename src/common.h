@@ -89,6 +89,43 @@ int cport__platform_listen_fds(int unset_env);
  * for uv_tcp_open to adopt (which makes it non-blocking). Returns 0, UV_EAGAIN
  * when none is waiting, or another libuv error (UV_EMFILE, ...). */
 int cport__socket_accept(uv_os_sock_t listener, uv_os_sock_t* out);
+/* Local endpoints (Unix domain sockets; Unix only). `path` is as
+ * cport_addr_parse_local() took it: a path, or "@name" on Linux for an
+ * abstract name.
+ *
+ * A listening socket on `path`, non-blocking and not inherited. A socket
+ * file left by a server that is gone (nothing accepts on it: a connect is
+ * refused) is removed and the bind tried again; a live one, or a file
+ * that is not a socket, gives UV_EADDRINUSE. `mode` (non-zero) is set on
+ * the file before listen(), so no client connects under the umask's
+ * mode. `*id` identifies the file made (for cport__socket_unlink_local;
+ * zeroed for an abstract name). Returns 0 or a libuv error. */
+typedef struct cport__file_id_s {
+  uint64_t dev;
+  uint64_t ino;
+} cport__file_id_t;
+#ifndef _WIN32
+int cport__socket_listen_local(const char* path,
+                               int backlog,
+                               unsigned mode,
+                               uv_os_sock_t* out,
+                               cport__file_id_t* id);
+/* Remove the socket file at `path` if it is still the one `id` names (a
+ * newer server may have replaced it since). */
+void cport__socket_unlink_local(const char* path, const cport__file_id_t* id);
+/* A socket connected to `path`, non-blocking and not inherited. A Unix
+ * domain connect completes or fails at once: UV_ECONNREFUSED (nothing
+ * listens), UV_ENOENT (no such file), UV_EAGAIN (its backlog is full).
+ * Returns 0 or that error. */
+int cport__socket_connect_local(const char* path, uv_os_sock_t* out);
+#endif
+/* The credentials of the peer of local connection `fd` (a socket; on
+ * Windows a named pipe's handle, of the server's end when `server`):
+ * fields the platform does not give are left as they are. Returns 0 or a
+ * libuv error. */
+int cport__platform_peer_cred(uv_os_fd_t fd,
+                              int server,
+                              cport_peer_cred_t* out);
 /* The socket's local address. Returns 0 or a libuv error. */
 int cport__socket_name(uv_os_sock_t sock, struct sockaddr_storage* out);
 void cport__socket_close(uv_os_sock_t sock);

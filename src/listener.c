@@ -26,8 +26,15 @@
  * The same plain socket is what makes inherited sockets easy: one that
  * systemd or a parent process made and listens on already is adopted as
  * it is (opts.listen_fd), and SO_REUSEPORT is one more option before the
- * bind. */
+ * bind. A Unix domain socket is one more kind of plain socket
+ * (cport__socket_listen_local), and its sessions adopt theirs with
+ * uv_pipe_open.
+ *
+ * Windows named pipes are not sockets: there the listener is libuv's
+ * uv_pipe_t server, and each client is accepted into a session on the
+ * listener's own loop (cport__service_accept). */
 #include <stdio.h>
+#include <string.h>
 
 #include "listener_internal.h"
 #include "log_internal.h"
@@ -41,6 +48,14 @@ struct cport__listener_s {
   int open_handles; /* poll and backoff until their close callbacks */
   int closing;
   int keep_sock; /* an inherited socket whose start failed: the caller's */
+  /* A Unix domain socket's file, removed when the listener closes if it
+   * is still the one made (NULL: TCP, an abstract name). */
+  char* path;
+  cport__file_id_t file;
+#ifdef _WIN32
+  uv_pipe_t pipe; /* a named pipe server: instead of `sock` and `poll` */
+  int is_pipe;
+#endif
   /* Accept failures are logged at most once a second (EMFILE comes in
    * floods); the ones in between are counted into the next line. */
   uint64_t warned_ms;
@@ -91,8 +106,16 @@ static void listener_handle_closed(cport__listener_t* l) {
   if (--l->open_handles > 0)
     return;
   /* The watcher is closed: the socket may go. */
+#ifdef _WIN32
+  if (!l->keep_sock && !l->is_pipe)
+    cport__socket_close(l->sock);
+#else
   if (!l->keep_sock)
     cport__socket_close(l->sock);
+  if (l->path != NULL)
+    cport__socket_unlink_local(l->path, &l->file);
+#endif
+  cport__free(l->path);
   cport__free(l);
   if (svc != NULL)
     cport__service_listener_closed(svc);
@@ -156,18 +179,90 @@ static void listener_poll_cb(uv_poll_t* handle, int status, int events) {
 }
 
 
+#ifdef _WIN32
+static void listener_pipe_cb(uv_stream_t* server, int status) {
+  cport__listener_t* l = server->data;
+  cport_service_t* root = l->svc;
+  if (status < 0) {
+    CPORT__SVC_STAT_ADD(root, accept_errors, 1);
+    listener_warn(l, status, 0);
+    return;
+  }
+  if (cport__service_is_full(root))
+    CPORT__SVC_STAT_ADD(root, rejected, 1);
+  /* Accepted either way (a full service's session closes unreported),
+   * since a pipe instance left unaccepted stays with libuv. */
+  cport__service_accept(root, server);
+}
+
+
+/* A named pipe server on the service's loop. */
+static int listener_start_pipe(cport__listener_t* l,
+                               const cport__service_view_t* v,
+                               const char* name) {
+  int rc = uv_pipe_init(v->lp->loop, &l->pipe, 0);
+  if (rc != 0)
+    return rc;
+  l->is_pipe = 1;
+  l->pipe.data = l;
+  (void)uv_timer_init(v->lp->loop, &l->backoff); /* cannot fail */
+  l->backoff.data = l;
+  l->open_handles = 2;
+  rc = uv_pipe_bind(&l->pipe, name);
+  if (rc == 0)
+    rc = uv_listen((uv_stream_t*)&l->pipe, v->opts.backlog, listener_pipe_cb);
+  return rc;
+}
+#endif
+
+
 int cport__listener_start(cport_service_t* svc, cport__listener_t** out) {
   const cport__service_view_t* v = cport__service_view(svc);
+  const char* path = cport_addr_path(cport__service_addr(svc));
   cport__listener_t* l;
   int rc;
   l = cport__calloc(1, sizeof(*l));
   if (l == NULL)
     return UV_ENOMEM;
   l->svc = svc;
+#ifdef _WIN32
+  if (path != NULL) {
+    rc = listener_start_pipe(l, v, path);
+    if (rc != 0) {
+      if (!l->is_pipe) {
+        cport__free(l);
+        return rc;
+      }
+      l->svc = NULL; /* detached, as below */
+      cport__listener_close(l);
+      return rc;
+    }
+    *out = l;
+    return 0;
+  }
+#else
+  if (path != NULL) {
+    rc = cport__socket_listen_local(path, v->opts.backlog, v->opts.unix_mode,
+                                    &l->sock, &l->file);
+    if (rc != 0) {
+      cport__free(l);
+      return rc;
+    }
+    l->path = cport__strndup(path, strlen(path));
+    if (l->path == NULL) {
+      cport__socket_unlink_local(path, &l->file);
+      cport__socket_close(l->sock);
+      cport__free(l);
+      return UV_ENOMEM;
+    }
+  }
+#endif
   /* On Unix a bind error such as EADDRINUSE may only show at listen(); both
    * come back to the caller. An inherited socket is bound and listening
    * already (its backlog is its maker's). */
-  if (v->opts.listen_fd != -1)
+  if (path != NULL)
+    rc = 0;
+  else if (v->opts.listen_fd != -1)
     rc = cport__socket_adopt(v->opts.listen_fd, &l->sock);
   else
     rc = cport__socket_listen(
@@ -186,6 +281,11 @@ int cport__listener_start(cport_service_t* svc, cport__listener_t** out) {
   if (rc != 0) {
     if (!l->keep_sock)
       cport__socket_close(l->sock);
+#ifndef _WIN32
+    if (l->path != NULL)
+      cport__socket_unlink_local(l->path, &l->file);
+#endif
+    cport__free(l->path);
     cport__free(l);
     return rc;
   }
@@ -216,6 +316,13 @@ void cport__listener_close(cport__listener_t* l) {
   if (l == NULL || l->closing)
     return;
   l->closing = 1;
+#ifdef _WIN32
+  if (l->is_pipe) {
+    uv_close((uv_handle_t*)&l->pipe, listener_close_cb);
+    uv_close((uv_handle_t*)&l->backoff, listener_close_cb);
+    return;
+  }
+#endif
   uv_close((uv_handle_t*)&l->poll, listener_close_cb);
   uv_close((uv_handle_t*)&l->backoff, listener_close_cb);
 }
@@ -223,7 +330,14 @@ void cport__listener_close(cport__listener_t* l) {
 
 int cport__listener_addr(const cport__listener_t* l, cport_addr_t* out) {
   struct sockaddr_storage ss;
-  int rc = cport__socket_name(l->sock, &ss);
+  int rc;
+  const cport_addr_t* addr =
+      l->svc != NULL ? cport__service_addr(l->svc) : NULL;
+  if (addr != NULL && cport_addr_path(addr) != NULL) {
+    *out = *addr;
+    return 0;
+  }
+  rc = cport__socket_name(l->sock, &ss);
   if (rc != 0)
     return rc;
   return cport_addr_from_sockaddr(out, (struct sockaddr*)&ss);

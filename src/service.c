@@ -279,6 +279,12 @@ static int service_create_parts(cport_service_t* root) {
   if (n < 2 || root->view.kind != CPORT_SERVICE_SERVER ||
       !root->view.opts.spread)
     return 0;
+#ifdef _WIN32
+  /* A named pipe stays on the loop that accepted it
+   * (cport__service_accept). */
+  if (root->view.layout.local)
+    return 0;
+#endif
   root->parts = cport__calloc(n - 1, sizeof(*root->parts));
   if (root->parts == NULL)
     return UV_ENOMEM;
@@ -352,6 +358,43 @@ static int service_check_deploy(cport_service_kind_t kind,
   if (opts->listen_fd != -1 && opts->reuse_port)
     return SERVICE_EINVAL("opts.reuse_port applies to a socket cport binds, "
                           "not to opts.listen_fd's");
+  return 0;
+}
+
+
+/* What a local endpoint (a Unix domain socket, a named pipe) has no use
+ * for: logged and returned as UV_EINVAL, or 0. */
+static int service_check_local(cport_service_kind_t kind,
+                               const cport_addr_t* addr,
+                               const cport_service_opts_t* opts) {
+  const char* path = cport_addr_path(addr);
+  int local = path != NULL;
+  if (!local) {
+    if (opts->unix_mode != 0)
+      return SERVICE_EINVAL("opts.unix_mode is for a server on a Unix "
+                            "domain socket path (addr \"unix:/path\")");
+    return 0;
+  }
+  if (opts->proxy_protocol != CPORT_PROXY_OFF ||
+      opts->proxy_send != CPORT_PROXY_OFF)
+    return SERVICE_EINVAL("opts.proxy_%s: the PROXY protocol names IP "
+                          "endpoints; %s is local",
+                          opts->proxy_send != CPORT_PROXY_OFF ? "send"
+                                                              : "protocol",
+                          path);
+  if (opts->reuse_port || opts->ipv6_only)
+    return SERVICE_EINVAL("opts.%s applies to TCP, not to %s",
+                          opts->reuse_port ? "reuse_port" : "ipv6_only", path);
+  if (opts->unix_mode != 0 &&
+      (kind != CPORT_SERVICE_SERVER || path[0] == '@' ||
+       cport_addr_kind(addr) != CPORT_ADDR_UNIX))
+    return SERVICE_EINVAL("opts.unix_mode 0%o: only a server's Unix socket "
+                          "file has a mode (%s)",
+                          opts->unix_mode, path);
+  if (opts->unix_mode > 07777)
+    return SERVICE_EINVAL("opts.unix_mode 0%o: permission bits are at most "
+                          "07777",
+                          opts->unix_mode);
   return 0;
 }
 
@@ -499,13 +542,16 @@ int cport_service_create(cport_service_t** out,
   if (adopt && (cport_addr_sockaddr(addr) != NULL || cport_addr_is_name(addr)))
     return SERVICE_EINVAL("addr: set together with opts.listen_fd (give "
                           "one: the socket is already bound)");
-  if (!adopt && cport_addr_sockaddr(addr) == NULL && !cport_addr_is_name(addr))
+  if (!adopt && cport_addr_kind(addr) == CPORT_ADDR_NONE)
     return SERVICE_EINVAL("addr: not set (fill it with cport_addr_parse())");
   rc = service_check_opts(kind, opts);
+  if (rc == 0)
+    rc = service_check_local(kind, addr, opts);
   if (rc != 0)
     return rc;
   /* A user area so large that a session block's size would wrap. */
-  rc = cport__session_layout(kind, opts, &layout);
+  rc = cport__session_layout(kind, opts, cport_addr_path(addr) != NULL,
+                             &layout);
   if (rc != 0)
     return rc;
   lp = cport__core_loop(core, opts->loop);
@@ -874,33 +920,49 @@ void cport__service_listener_closed(cport_service_t* svc) {
 /* Make an accepted socket a session of `svc` (the root or a part) on its
  * loop and start it; the session takes over the socket's slot. Closes the
  * socket, and gives the slot back, when that fails or the service no
- * longer takes sessions. Thread: svc's loop. */
-static void service_adopt(cport_service_t* svc, uv_os_sock_t sock) {
+ * longer takes sessions. With `server` (a Windows named pipe server's
+ * handle) the session accepts the waiting client from it instead, and
+ * `sock` is not used. Thread: svc's loop. */
+static void service_adopt(cport_service_t* svc,
+                          uv_os_sock_t sock,
+                          uv_stream_t* server) {
   cport_session_t* s;
   int rc;
   if (!cport__service_admit(svc)) {
     /* Accepted just before a stop or destroy: too late to serve. */
-    cport__socket_close(sock);
+    if (server == NULL)
+      cport__socket_close(sock);
     service_slot_release(svc);
     return;
   }
   s = cport__session_new(svc);
   if (s == NULL) {
     CPORT__SVC_STAT_ADD(svc, accept_errors, 1);
-    cport__socket_close(sock);
+    if (server == NULL)
+      cport__socket_close(sock);
     service_slot_release(svc);
     return;
   }
-  rc = uv_tcp_open(cport__session_tcp(s), sock);
+  rc = server != NULL ? cport__session_accept(s, server)
+                      : cport__session_open(s, sock);
   if (rc != 0) {
     /* The session gives the slot back when its handle has closed. */
     CPORT__SVC_STAT_ADD(svc, accept_errors, 1);
-    cport__socket_close(sock);
+    if (server == NULL)
+      cport__socket_close(sock);
     cport__session_close(s, rc, NULL, CPORT__CLOSE_FORCE);
     return;
   }
   cport__session_start(s);
 }
+
+
+#ifdef _WIN32
+void cport__service_accept(cport_service_t* root, uv_stream_t* server) {
+  atomic_fetch_add(&root->open, 1);
+  service_adopt(root, (uv_os_sock_t)0, server);
+}
+#endif
 
 
 typedef struct handoff_s {
@@ -913,7 +975,7 @@ static void handoff_run(cport__msg_t* m, const cport__msg_t* next) {
   handoff_t* h = cport__container_of(m, handoff_t, msg);
   cport_service_t* part = h->part;
   (void)next;
-  service_adopt(part, h->sock);
+  service_adopt(part, h->sock, NULL);
   atomic_fetch_sub(&part->view.root->handing, 1);
   cport__free(h);
   cport__service_release(part); /* the hand-off's */
@@ -928,7 +990,7 @@ void cport__service_hand_off(cport_service_t* root, uv_os_sock_t sock) {
   /* The slot this connection holds until its session has closed. */
   atomic_fetch_add(&root->open, 1);
   if (turn == 0) {
-    service_adopt(root, sock);
+    service_adopt(root, sock, NULL);
     return;
   }
   part = root->parts[turn - 1];

@@ -21,6 +21,10 @@
  * user area (at user_off, else 0), `footprint` bytes in
  * all. */
 typedef struct cport__session_layout_s {
+  /* A local endpoint's sessions: a uv_pipe_t, not a uv_tcp_t, and a
+   * local part (the peer's credentials) at local_off. */
+  int local;
+  size_t local_off;
   size_t idle_off;
   size_t client_off;
   size_t tls_off;   /* TLS services' part (session.c), else 0 */
@@ -169,6 +173,15 @@ int cport__service_is_full(cport_service_t* root);
  * slot until its handle has closed. Closes the socket, and gives the slot
  * back, if that fails. Thread: the root's loop. */
 void cport__service_hand_off(cport_service_t* root, uv_os_sock_t sock);
+
+#ifdef _WIN32
+/* A Windows named pipe server: a client waits on `server`, the
+ * listener's handle; take a slot and accept it into a session on the
+ * root's own loop (a pipe belongs to the completion port of the loop that
+ * accepted it, so named pipe servers do not spread). Thread: the root's
+ * loop. */
+void cport__service_accept(cport_service_t* root, uv_stream_t* server);
+#endif
 
 /* The listener's handles have all closed. Thread: the service's loop. */
 void cport__service_listener_closed(cport_service_t* svc);

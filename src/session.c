@@ -111,10 +111,6 @@ typedef struct session_idle_s {
 } session_idle_t;
 
 struct cport_session_s {
-  /* First member, so the handle's address is the session's; the handle's
-   * `data` points at the service, which saves each session a pointer of its
-   * own. */
-  uv_tcp_t tcp;
   /* In the service's list (service.c links it). */
   cport__qnode_t link;
   uint64_t id;
@@ -144,7 +140,25 @@ struct cport_session_s {
   /* Requests not yet written, oldest first: those handed to libuv, then
    * those waiting for the write in flight. */
   cport__queue_t sendq;
+  /* The libuv handle: a uv_tcp_t, or a uv_pipe_t for a local endpoint
+   * (a Unix domain socket, a Windows named pipe). Last, so that the block
+   * of a local service is sized for a uv_pipe_t and a TCP session pays
+   * nothing for it (cport__session_layout): `pipe` may extend past the
+   * struct's end. The handle's `data` points at the service, which saves
+   * each session a pointer of its own. */
+  union {
+    uv_handle_t handle;
+    uv_stream_t stream;
+    uv_tcp_t tcp;
+  } io;
 };
+
+/* The session of one of its handle's callbacks. */
+#define SESSION_OF(h) \
+  ((cport_session_t*)((char*)(h) - offsetof(struct cport_session_s, io)))
+
+/* The uv_pipe_t of a local service's session. */
+#define SESSION_PIPE(s) ((uv_pipe_t*)(void*)&(s)->io)
 
 /* The user area follows the struct, aligned for any type. A union of the
  * widest types stands in for max_align_t, which MSVC's C mode lacks. */
@@ -159,7 +173,7 @@ typedef union session_align_u {
 
 /* The session's service, valid as long as the session's memory is: the
  * session holds the service (service_internal.h). */
-#define SVC(s) ((cport_service_t*)(s)->tcp.data)
+#define SVC(s) ((cport_service_t*)(s)->io.handle.data)
 #define VIEW(s) cport__service_view(SVC(s))
 
 static atomic_uint_fast64_t next_session_id = 1;
@@ -216,6 +230,17 @@ typedef struct session_client_s {
   unsigned attempts;     /* failed attempts in a row before that connect */
 } session_client_t;
 
+/* A local endpoint's part of the block: the peer's credentials, written
+ * before on_connected and never after. */
+typedef struct session_local_s {
+  cport_peer_cred_t cred;
+} session_local_t;
+
+static session_local_t* session_local(const cport_session_t* s) {
+  size_t off = VIEW(s)->layout.local_off;
+  return off == 0 ? NULL : (session_local_t*)((char*)s + off);
+}
+
 /* A TLS session's part of the block (services with opts.tls): its
  * connection's engine, made when the connection is up, and the handshake's
  * timeout. */
@@ -264,11 +289,22 @@ static session_proxy_t* session_proxy(const cport_session_t* s) {
 
 int cport__session_layout(cport_service_kind_t kind,
                           const cport_service_opts_t* opts,
+                          int local,
                           cport__session_layout_t* out) {
   /* Only what the service uses is there: without an idle timeout or a user
    * area the struct's own size is enough, since rounding it up to the user
    * area's alignment would cost every idle session. */
   size_t end = sizeof(struct cport_session_s);
+  out->local = local;
+  out->local_off = 0;
+  if (local) {
+    size_t pipe_end = offsetof(struct cport_session_s, io) + sizeof(uv_pipe_t);
+    if (pipe_end > end)
+      end = pipe_end;
+    out->local_off = (end + _Alignof(session_local_t) - 1) /
+                     _Alignof(session_local_t) * _Alignof(session_local_t);
+    end = out->local_off + sizeof(session_local_t);
+  }
   out->idle_off = 0;
   if (opts->idle_timeout_ms > 0) {
     out->idle_off = (end + _Alignof(session_idle_t) - 1) /
@@ -320,13 +356,20 @@ size_t cport__session_footprint(const cport_service_t* svc) {
 cport_session_t* cport__session_new(cport_service_t* svc) {
   const cport__service_view_t* v = cport__service_view(svc);
   cport_session_t* s = cport__calloc(1, v->layout.footprint);
+  int rc;
   if (s == NULL)
     return NULL;
-  if (uv_tcp_init(v->lp->loop, &s->tcp) != 0) {
+  rc = v->layout.local ? uv_pipe_init(v->lp->loop, SESSION_PIPE(s), 0)
+                       : uv_tcp_init(v->lp->loop, &s->io.tcp);
+  if (rc != 0) {
     cport__free(s);
     return NULL;
   }
-  s->tcp.data = svc;
+  s->io.handle.data = svc;
+  if (v->layout.local) {
+    session_local_t* l = session_local(s);
+    l->cred.pid = l->cred.uid = l->cred.gid = -1;
+  }
   cport__service_hold(svc);
   atomic_init(&s->pending, SEND_CLOSED);
   s->id = atomic_fetch_add(&next_session_id, 1);
@@ -342,8 +385,20 @@ cport_session_t* cport__session_of(cport__qnode_t* node) {
 }
 
 
-uv_tcp_t* cport__session_tcp(cport_session_t* s) {
-  return &s->tcp;
+int cport__session_open(cport_session_t* s, uv_os_sock_t sock) {
+  if (VIEW(s)->layout.local)
+    return uv_pipe_open(SESSION_PIPE(s), (uv_file)sock);
+  return uv_tcp_open(&s->io.tcp, sock);
+}
+
+
+uv_handle_t* cport__session_handle(cport_session_t* s) {
+  return &s->io.handle;
+}
+
+
+int cport__session_accept(cport_session_t* s, uv_stream_t* server) {
+  return uv_accept(server, &s->io.stream);
 }
 
 
@@ -420,7 +475,7 @@ static int session_tls_flush(cport_session_t* s,
      * (libuv refuses with UV_EAGAIN while earlier writes wait, so the
      * order holds). Left in flight, a block per session between a write
      * and its callback made a busy loop hold one per session. */
-    rc = uv_try_write((uv_stream_t*)&s->tcp, &buf, 1);
+    rc = uv_try_write(&s->io.stream, &buf, 1);
     if (rc < 0 && rc != UV_EAGAIN) {
       cport__tls_out_put(pool, o);
       return rc;
@@ -442,7 +497,7 @@ static int session_tls_flush(cport_session_t* s,
   atomic_fetch_add_explicit(&s->pending, o->len, memory_order_acq_rel);
   CPORT__SVC_STAT_ADD(SVC(s), queued_bytes, o->len);
   cport_session_ref(s);
-  rc = uv_write(&o->req, (uv_stream_t*)&s->tcp, &buf, 1, session_tls_write_cb);
+  rc = uv_write(&o->req, &s->io.stream, &buf, 1, session_tls_write_cb);
   if (rc != 0) {
     cport_session_unref(s);
     session_unqueue(s, o->len);
@@ -519,7 +574,7 @@ static int session_write_from(cport_session_t* s, cport__qnode_t* n, int all) {
     }
     first->nbatch = count;
     cport_session_ref(s);
-    rc = uv_write(&first->req, (uv_stream_t*)&s->tcp, bufs, count,
+    rc = uv_write(&first->req, &s->io.stream, bufs, count,
                   session_write_cb);
     if (rc != 0) {
       cport_session_unref(s);
@@ -632,7 +687,7 @@ static void session_written(cport_session_t* s, uint32_t n, int status) {
 
 static void session_write_cb(uv_write_t* req, int status) {
   cport__send_req_t* first = cport__container_of(req, cport__send_req_t, req);
-  cport_session_t* s = (cport_session_t*)req->handle;
+  cport_session_t* s = SESSION_OF(req->handle);
   session_written(s, first->nbatch, status);
   cport_session_unref(s);
 }
@@ -640,7 +695,7 @@ static void session_write_cb(uv_write_t* req, int status) {
 
 static void session_tls_write_cb(uv_write_t* req, int status) {
   cport__tls_out_t* o = cport__container_of(req, cport__tls_out_t, req);
-  cport_session_t* s = (cport_session_t*)req->handle;
+  cport_session_t* s = SESSION_OF(req->handle);
   uint32_t nplain = o->nplain;
   session_unqueue(s, o->len);
   CPORT__SVC_STAT_SUB(SVC(s), queued_bytes, o->len);
@@ -670,8 +725,24 @@ typedef struct session_connect_to_s {
   cport__attempt_t* attempt;
 } session_connect_to_t;
 
-/* Either request is freed through its session_connect_t. */
+/* A connect to a local endpoint. On Unix the socket is connected here
+ * (connect() on a Unix domain socket completes or fails at once) and the
+ * outcome reaches session_connect_cb through the loop's mailbox, never
+ * inside the call that began it, as libuv's own connects do. Made here
+ * rather than by uv_pipe_connect because libuv before 1.46 cannot name a
+ * Linux abstract socket, and so that paths and abstract names take one
+ * way, the one the listener's sockets take. On Windows uv_pipe_connect
+ * connects a named pipe (it waits for a busy pipe's next instance). */
+typedef struct session_connect_local_s {
+  session_connect_t c;
+  cport__msg_t msg;
+  int status;
+} session_connect_local_t;
+
+/* Each request is freed through its session_connect_t. */
 _Static_assert(offsetof(session_connect_to_t, c) == 0,
+               "the connect must be the first member");
+_Static_assert(offsetof(session_connect_local_t, c) == 0,
                "the connect must be the first member");
 
 /* A graceful disconnect's shutdown, timed by disconnect_timeout_ms; `msg`
@@ -745,7 +816,7 @@ static unsigned session_lost_attempts(const cport_session_t* s) {
 static void session_tls_ended(cport_session_t* s);
 
 static void session_close_cb(uv_handle_t* handle) {
-  cport_session_t* s = (cport_session_t*)handle;
+  cport_session_t* s = SESSION_OF(handle);
   cport_service_t* svc = SVC(s);
   const cport__service_view_t* v = cport__service_view(svc);
   cport__recv_clear(&s->rbuf);
@@ -779,7 +850,7 @@ static void session_shutdown_cb(uv_shutdown_t* req, int status) {
   cport__free(d);
   if (s->state == S_SHUTTING) {
     s->state = S_CLOSED;
-    uv_close((uv_handle_t*)&s->tcp, session_close_cb);
+    uv_close(&s->io.handle, session_close_cb);
   }
   cport_session_unref(s);
 }
@@ -804,7 +875,7 @@ static int session_shutdown_now(cport_session_t* s, session_shutdown_t* d) {
       (session_conn(s) != NULL &&
        (cport__tls_conn_close_notify(session_conn(s)) != 0 ||
         session_tls_flush(s, 0, 0) != 0)) ||
-      uv_shutdown(&d->req, (uv_stream_t*)&s->tcp, session_shutdown_cb) != 0) {
+      uv_shutdown(&d->req, &s->io.stream, session_shutdown_cb) != 0) {
     cport__timeouts_remove(t, CPORT__TIMEOUT_FLUSH, &d->timed);
     cport__free(d);
     return -1;
@@ -835,7 +906,7 @@ static void session_flushed_run(cport__msg_t* m, const cport__msg_t* next) {
     cport__free(d);
   } else if (session_shutdown_now(s, d) != 0) {
     s->state = S_CLOSED;
-    uv_close((uv_handle_t*)&s->tcp, session_close_cb);
+    uv_close(&s->io.handle, session_close_cb);
   }
   cport_session_unref(s); /* the entry's */
 }
@@ -870,10 +941,10 @@ static int session_shutdown(cport_session_t* s) {
  * a plain close. */
 static void session_close_handle(cport_session_t* s, cport__close_mode_t mode) {
   s->state = S_CLOSED;
-  if (mode == CPORT__CLOSE_RESET &&
-      uv_tcp_close_reset(&s->tcp, session_close_cb) == 0)
+  if (mode == CPORT__CLOSE_RESET && !VIEW(s)->layout.local &&
+      uv_tcp_close_reset(&s->io.tcp, session_close_cb) == 0)
     return;
-  uv_close((uv_handle_t*)&s->tcp, session_close_cb);
+  uv_close(&s->io.handle, session_close_cb);
 }
 
 
@@ -907,7 +978,7 @@ void cport__session_close(cport_session_t* s,
   if (cause != NULL)
     s->cause = cport__strndup(cause, SESSION_CAUSE_MAX);
   if (s->reading) {
-    uv_read_stop((uv_stream_t*)&s->tcp);
+    uv_read_stop(&s->io.stream);
     s->reading = 0;
   }
   if (mode == CPORT__CLOSE_GRACEFUL && s->state == S_CONNECTED &&
@@ -949,7 +1020,7 @@ void cport__session_timed_out(cport_service_t* svc,
       session_idle_t* idle = cport__container_of(e, session_idle_t, timed);
       size_t unsent;
       s = (cport_session_t*)((char*)idle - v->layout.idle_off);
-      unsent = uv_stream_get_write_queue_size((uv_stream_t*)&s->tcp);
+      unsent = uv_stream_get_write_queue_size(&s->io.stream);
       if (unsent > 0 && unsent < idle->unsent) {
         /* Still being taken, slowly (or, the first time after activity,
          * perhaps): not idle. One more period shows whether it moves. */
@@ -1113,7 +1184,7 @@ int cport_session_disconnect(cport_session_t* s, const char* cause) {
 static void session_alloc_cb(uv_handle_t* handle,
                              size_t suggested,
                              uv_buf_t* buf) {
-  cport_session_t* s = (cport_session_t*)handle;
+  cport_session_t* s = SESSION_OF(handle);
   char* chunk = cport__loop_read_chunk(VIEW(s)->lp);
   (void)suggested;
   /* A zero-length buffer makes libuv report UV_ENOBUFS to read_cb. */
@@ -1232,7 +1303,7 @@ static int session_yield(cport_session_t* s) {
   r->op = CPORT__OP_RESUME;
   s->yielded = 1;
   if (s->reading) {
-    uv_read_stop((uv_stream_t*)&s->tcp);
+    uv_read_stop(&s->io.stream);
     s->reading = 0;
   }
   session_post(s, r);
@@ -1293,7 +1364,7 @@ static void session_proxy_input(cport_session_t* s,
 static void session_read_cb(uv_stream_t* stream,
                             ssize_t nread,
                             const uv_buf_t* buf) {
-  cport_session_t* s = (cport_session_t*)stream;
+  cport_session_t* s = SESSION_OF(stream);
   if (nread == 0)
     return; /* EAGAIN */
   if (nread < 0) {
@@ -1335,7 +1406,7 @@ static void session_pause_if_over_limit(cport_session_t* s) {
   if (s->reading && s->in_recv &&
       o->send_queue_policy == CPORT_SENDQ_PAUSE_READ &&
       session_queued(s) >= o->send_queue_limit) {
-    uv_read_stop((uv_stream_t*)&s->tcp);
+    uv_read_stop(&s->io.stream);
     s->reading = 0;
     s->paused = 1;
     CPORT__SVC_STAT_ADD(SVC(s), pauses, 1);
@@ -1351,7 +1422,7 @@ static void session_read_start(cport_session_t* s) {
       (s->state != S_CONNECTED && s->state != S_HANDSHAKE &&
        s->state != S_PROXY))
     return;
-  rc = uv_read_start((uv_stream_t*)&s->tcp, session_alloc_cb, session_read_cb);
+  rc = uv_read_start(&s->io.stream, session_alloc_cb, session_read_cb);
   if (rc != 0) {
     cport__session_close(s, rc, NULL, CPORT__CLOSE_FORCE);
     return;
@@ -1366,6 +1437,21 @@ static void session_up(cport_session_t* s);
 static void session_proxy_begin(cport_session_t* s);
 static int session_proxy_send(cport_session_t* s);
 
+/* A local endpoint's session is up: its peer's credentials, then TLS or
+ * on_connected. Its peer address is the endpoint itself
+ * (cport_session_peer_addr), so nothing is read for it. */
+static void session_local_start(cport_session_t* s) {
+  const cport__service_view_t* v = VIEW(s);
+  session_local_t* l = session_local(s);
+  uv_os_fd_t fd;
+  /* Best effort, as getpeername is for TCP: a platform or peer that does
+   * not say leaves -1. */
+  if (uv_fileno(&s->io.handle, &fd) == 0)
+    (void)cport__platform_peer_cred(fd, v->kind == CPORT_SERVICE_SERVER,
+                                    &l->cred);
+  session_up(s);
+}
+
 void cport__session_start(cport_session_t* s) {
   cport_service_t* svc = SVC(s);
   cport__service_view_t* v = cport__service_view(svc);
@@ -1378,7 +1464,11 @@ void cport__session_start(cport_session_t* s) {
     cport__session_close(s, CPORT_ESTOPPED, NULL, CPORT__CLOSE_FORCE);
     return;
   }
-  rc = uv_tcp_getpeername(&s->tcp, (struct sockaddr*)&peer, &len);
+  if (v->layout.local) {
+    session_local_start(s);
+    return;
+  }
+  rc = uv_tcp_getpeername(&s->io.tcp, (struct sockaddr*)&peer, &len);
   if (rc != 0 && v->kind == CPORT_SERVICE_CLIENT) {
     /* The peer is the address the client connected to: the service's, or
      * the one of a host name's that cport__session_connect_to() kept. */
@@ -1401,9 +1491,9 @@ void cport__session_start(cport_session_t* s) {
   }
   memcpy(s->peer, &peer, (size_t)len);
   if (v->opts.tcp_nodelay)
-    (void)uv_tcp_nodelay(&s->tcp, 1); /* best effort, like libuv's own */
+    (void)uv_tcp_nodelay(&s->io.tcp, 1); /* best effort, like libuv's own */
   if (v->opts.tcp_keepalive_s > 0)
-    (void)uv_tcp_keepalive(&s->tcp, 1, v->opts.tcp_keepalive_s);
+    (void)uv_tcp_keepalive(&s->io.tcp, 1, v->opts.tcp_keepalive_s);
   if (v->layout.proxy_off != 0) {
     session_proxy_begin(s);
     return;
@@ -1854,7 +1944,7 @@ static int session_proxy_send(cport_session_t* s) {
   uint8_t hdr[CPORT_PROXY_V1_MAX];
   uv_buf_t buf;
   int n;
-  int rc = uv_tcp_getsockname(&s->tcp, (struct sockaddr*)&local, &namelen);
+  int rc = uv_tcp_getsockname(&s->io.tcp, (struct sockaddr*)&local, &namelen);
   if (rc == 0)
     rc = cport_addr_from_sockaddr(&src, (const struct sockaddr*)&local);
   if (rc == 0)
@@ -1864,7 +1954,7 @@ static int session_proxy_send(cport_session_t* s) {
                                    &dst, NULL, 0, 0);
   if (n > 0) {
     buf = uv_buf_init((char*)hdr, (unsigned)n);
-    rc = uv_try_write((uv_stream_t*)&s->tcp, &buf, 1);
+    rc = uv_try_write(&s->io.stream, &buf, 1);
     if (rc == n)
       return 0;
     if (rc >= 0 || rc == UV_EAGAIN) {
@@ -1875,7 +1965,7 @@ static int session_proxy_send(cport_session_t* s) {
         memcpy(out->bytes, hdr + done, (size_t)n - done);
         buf = uv_buf_init((char*)out->bytes, (unsigned)((size_t)n - done));
         out->req.data = s;
-        rc = uv_write(&out->req, (uv_stream_t*)&s->tcp, &buf, 1,
+        rc = uv_write(&out->req, &s->io.stream, &buf, 1,
                       session_proxy_sent_cb);
         if (rc == 0) {
           cport_session_ref(s); /* the request's */
@@ -1937,9 +2027,44 @@ static void session_connect_cb(uv_connect_t* req, int status) {
 }
 
 
-/* Connect `s` to `to` with request `c` (NULL: out of memory), timed by
- * connect_timeout_ms when `timed`. On failure the session is closed and
- * `c` freed. */
+#ifndef _WIN32
+static void session_connect_local_run(cport__msg_t* m,
+                                      const cport__msg_t* next) {
+  session_connect_local_t* l =
+      cport__container_of(m, session_connect_local_t, msg);
+  (void)next;
+  session_connect_cb(&l->c.req, l->status);
+}
+#endif
+
+
+/* Begin `c`'s connect of a local session `s` to its service's endpoint;
+ * the outcome comes to session_connect_cb. Returns 0 (a failure to
+ * connect is reported there, as libuv reports it). */
+static int session_connect_local(cport_session_t* s, session_connect_t* c) {
+  const char* path = cport_addr_path(cport__service_addr(SVC(s)));
+#ifdef _WIN32
+  uv_pipe_connect(&c->req, SESSION_PIPE(s), path, session_connect_cb);
+#else
+  session_connect_local_t* l =
+      cport__container_of(c, session_connect_local_t, c);
+  uv_os_sock_t sock;
+  l->status = cport__socket_connect_local(path, &sock);
+  if (l->status == 0) {
+    l->status = uv_pipe_open(SESSION_PIPE(s), (uv_file)sock);
+    if (l->status != 0)
+      cport__socket_close(sock);
+  }
+  l->msg.run = session_connect_local_run;
+  cport__loop_post(VIEW(s)->lp, &l->msg);
+#endif
+  return 0;
+}
+
+
+/* Connect `s` to `to` (NULL: its local endpoint) with request `c` (NULL:
+ * out of memory), timed by connect_timeout_ms when `timed`. On failure the
+ * session is closed and `c` freed. */
 static int session_connect_with(cport_session_t* s,
                                 session_connect_t* c,
                                 unsigned attempts,
@@ -1951,7 +2076,8 @@ static int session_connect_with(cport_session_t* s,
     c->req.data = s;
     c->attempts = attempts;
     cport_session_ref(s);
-    rc = uv_tcp_connect(&c->req, &s->tcp, to, session_connect_cb);
+    rc = to == NULL ? session_connect_local(s, c)
+                    : uv_tcp_connect(&c->req, &s->io.tcp, to, session_connect_cb);
     if (rc == 0) {
       if (timed)
         cport__timeouts_add(&VIEW(s)->timeouts, CPORT__TIMEOUT_CONNECT,
@@ -1967,7 +2093,8 @@ static int session_connect_with(cport_session_t* s,
 
 
 int cport__session_connect(cport_session_t* s, unsigned attempts) {
-  session_connect_t* c = cport__calloc(1, sizeof(*c));
+  session_connect_t* c = cport__calloc(
+      1, VIEW(s)->layout.local ? sizeof(session_connect_local_t) : sizeof(*c));
   return session_connect_with(s, c, attempts,
                               cport_addr_sockaddr(cport__service_addr(SVC(s))),
                               1);
@@ -2189,7 +2316,7 @@ static int session_send_direct(cport_session_t* s, const session_bytes_t* b) {
     uv_buf_t buf = uv_buf_init((char*)src, (unsigned int)len);
     if (b->shared == NULL && !in_chunk)
       session_copy_parts(r->data, b->head, b->hlen, b->data, b->len);
-    rc = uv_try_write((uv_stream_t*)&s->tcp, &buf, 1);
+    rc = uv_try_write(&s->io.stream, &buf, 1);
     CPORT__SVC_STAT_ADD(svc, writes, 1);
     if (rc > 0)
       session_touch(s);
@@ -2357,6 +2484,12 @@ static int session_addr_of(const uint32_t kept[7], cport_addr_t* out) {
 int cport_session_peer_addr(const cport_session_t* s, cport_addr_t* out) {
   if (s == NULL || out == NULL)
     return UV_EINVAL;
+  /* A local endpoint is both ends' name: the peer's own is empty (a
+   * client socket is not bound). */
+  if (VIEW(s)->layout.local) {
+    *out = *cport__service_addr(SVC(s));
+    return 0;
+  }
   /* Written before on_connected (the client's, once a PROXY header named
    * one) and never after, so any thread holding a reference may read it. */
   return session_addr_of(s->peer, out);
@@ -2367,6 +2500,19 @@ int cport_session_peer_addr(const cport_session_t* s, cport_addr_t* out) {
 static const session_proxy_t* session_proxied(const cport_session_t* s) {
   const session_proxy_t* p = session_proxy(s);
   return p != NULL && p->version != 0 && !p->local ? p : NULL;
+}
+
+
+int cport_session_peer_cred(const cport_session_t* s, cport_peer_cred_t* out) {
+  const session_local_t* l;
+  if (s == NULL || out == NULL)
+    return UV_EINVAL;
+  l = session_local(s);
+  if (l == NULL)
+    return UV_ENOTSUP;
+  /* Written before on_connected, never after (-1s until then). */
+  *out = l->cred;
+  return 0;
 }
 
 
@@ -2383,7 +2529,9 @@ int cport_session_local_addr(const cport_session_t* s, cport_addr_t* out) {
     return UV_ENOTCONN;
   if (session_proxied(s) != NULL)
     return session_addr_of(session_proxied(s)->dst, out);
-  rc = uv_tcp_getsockname(&s->tcp, (struct sockaddr*)&ss, &len);
+  if (VIEW(s)->layout.local)
+    return cport_session_peer_addr(s, out);
+  rc = uv_tcp_getsockname(&s->io.tcp, (struct sockaddr*)&ss, &len);
   if (rc != 0)
     return rc;
   return cport_addr_from_sockaddr(out, (struct sockaddr*)&ss);

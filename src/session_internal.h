@@ -18,10 +18,11 @@ typedef enum {
 } cport__close_mode_t;
 
 /* Where the parts of a session block of a service of `kind` with `opts`
- * lie. Returns 0, or UV_EINVAL when the block's size would not fit a size_t
+ * lie; `local`: its address is a local endpoint. Returns 0, or UV_EINVAL when the block's size would not fit a size_t
  * (user_size near SIZE_MAX). */
 CPORT__NODISCARD int cport__session_layout(cport_service_kind_t kind,
                                            const cport_service_opts_t* opts,
+                                           int local,
                                            cport__session_layout_t* out);
 
 /* Allocate a session of `svc` with its TCP handle initialised on the
@@ -32,8 +33,19 @@ cport_session_t* cport__session_new(cport_service_t* svc);
 /* The session whose service-list link is `node`. */
 cport_session_t* cport__session_of(cport__qnode_t* node);
 
-/* The session's TCP handle, for uv_accept() or uv_tcp_open(). */
-uv_tcp_t* cport__session_tcp(cport_session_t* s);
+/* Adopt the connected socket `sock` (accepted by the listener) as the
+ * session's handle: uv_tcp_open, or uv_pipe_open for a local endpoint.
+ * Returns 0 or a libuv error (the socket is then still the caller's). */
+CPORT__NODISCARD int cport__session_open(cport_session_t* s,
+                                         uv_os_sock_t sock);
+
+/* The session's libuv handle (for tests). */
+uv_handle_t* cport__session_handle(cport_session_t* s);
+
+/* A Windows named pipe server's listening handle: accept the waiting
+ * client into the session's handle. Returns 0 or a libuv error. */
+CPORT__NODISCARD int cport__session_accept(cport_session_t* s,
+                                           uv_stream_t* server);
 
 /* The connection is up (accepted, or connected): report on_connected and
  * start reading, or close the session unreported if the service no longer

@@ -1105,7 +1105,7 @@ static int session_sockopt(cport_session_t* s, int level, int name) {
   /* Windows writes a one-byte BOOLEAN, so start from 0. */
   int on = 0;
   socklen_t len = (socklen_t)sizeof(on);
-  assert_int_equal(uv_fileno((uv_handle_t*)cport__session_tcp(s), &fd), 0);
+  assert_int_equal(uv_fileno(cport__session_handle(s), &fd), 0);
   assert_int_equal(getsockopt((uv_os_sock_t)fd, level, name, (char*)&on, &len),
                    0);
   return on != 0;

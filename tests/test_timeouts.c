@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "session_internal.h" /* cport__session_tcp: the kernel's buffers */
+#include "session_internal.h" /* cport__session_handle: the kernel's buffers */
 
 /* Work for `ms` milliseconds without returning to the loop. */
 static void busy(unsigned ms) {
@@ -276,7 +276,7 @@ static void test_timeouts_paused_echo_with_a_reading_peer_is_not_idle(
     int sndbuf = 16 * 1024;
     assert_int_equal(
         uv_send_buffer_size(
-            (uv_handle_t*)cport__session_tcp(fx->last_server), &sndbuf),
+            cport__session_handle(fx->last_server), &sndbuf),
         0);
   }
   buf = uv_buf_init((char*)r->out, (unsigned int)total);

@@ -165,11 +165,34 @@ CPORT_API unsigned cport_session_loop(const cport_session_t* s);
 CPORT_API int cport_session_is_connected(const cport_session_t* s);
 
 /* The peer's address: for a session whose PROXY protocol header named a
- * client (opts.proxy_protocol), the client's, from the header.
+ * client (opts.proxy_protocol), the client's, from the header. For a
+ * session of a local endpoint (a Unix domain socket or a named pipe) the
+ * endpoint itself, which both ends share (a client's own socket has no
+ * name); cport_session_peer_cred() says who the peer is.
  * Thread: any, while a reference is held.
- * Returns: 0; UV_EINVAL for NULL; UV_ENOTCONN before the connection is up. */
+ * Returns: 0; UV_EINVAL for NULL; UV_ENOTCONN before the connection is up
+ *          (a TCP session's). */
 CPORT_API int cport_session_peer_addr(const cport_session_t* s,
                                       cport_addr_t* out);
+
+/* Who is at the other end of a local endpoint: -1 where the platform does
+ * not say. */
+typedef struct cport_peer_cred_s {
+  int64_t pid; /* the peer's process: Linux, macOS, Windows */
+  int64_t uid; /* its user: Unix */
+  int64_t gid; /* its group: Unix */
+} cport_peer_cred_t;
+
+/* The credentials of a local session's peer, as the kernel gave them when
+ * the connection was made (SO_PEERCRED on Linux; getpeereid and
+ * LOCAL_PEERPID on macOS; getpeereid on the BSDs; the named pipe's other
+ * process on Windows): a server's client process, or a client's server.
+ * Thread:  any, while a reference is held; before on_connected every
+ *          field is -1.
+ * Returns: 0 and `*out`; UV_EINVAL for NULL; UV_ENOTSUP for a TCP
+ *          session. */
+CPORT_API int cport_session_peer_cred(const cport_session_t* s,
+                                      cport_peer_cred_t* out);
 
 /* The address the peer connected to: for a session whose PROXY header
  * named a client, the destination it gives (the balancer's front end, as

@@ -10,7 +10,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
+#if defined(__APPLE__)
+#include <sys/ucred.h> /* LOCAL_PEERPID */
+#endif
 
 #include "../common.h"
 
@@ -189,6 +194,195 @@ int cport__socket_accept(uv_os_sock_t listener, uv_os_sock_t* out) {
   }
   *out = fd;
   return 0;
+}
+
+
+/* `path` as the kernel's name; `*len` the length to pass. The length was
+ * checked when the address was parsed (cport_addr_parse_local). An
+ * abstract name ("@name", Linux) has no terminating NUL: its length is
+ * exactly its bytes. */
+static int local_sockaddr(const char* path,
+                          struct sockaddr_un* sun,
+                          socklen_t* len) {
+  size_t n = strlen(path);
+  memset(sun, 0, sizeof(*sun));
+  sun->sun_family = AF_UNIX;
+  if (n + (path[0] == '@' ? 0 : 1) > sizeof(sun->sun_path))
+    return UV_ENAMETOOLONG;
+  memcpy(sun->sun_path, path, n);
+  if (path[0] == '@') {
+    sun->sun_path[0] = '\0';
+    *len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n);
+  } else {
+    *len = (socklen_t)sizeof(*sun);
+  }
+  return 0;
+}
+
+
+static int local_socket(int* out) {
+#if defined(SO_NOSIGPIPE)
+  int on = 1;
+#endif
+  int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+  if (fd < 0)
+    return UV__ERR_FROM_ERRNO();
+  if (fcntl(fd, F_SETFD, FD_CLOEXEC) != 0 ||
+      fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) != 0
+#if defined(SO_NOSIGPIPE)
+      /* As for accepted sockets (cport__socket_accept). */
+      || setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &on, sizeof(on)) != 0
+#endif
+  ) {
+    int rc = UV__ERR_FROM_ERRNO();
+    close(fd);
+    return rc;
+  }
+  *out = fd;
+  return 0;
+}
+
+
+static int local_connect(const struct sockaddr_un* sun,
+                         socklen_t len,
+                         int* out) {
+  int fd;
+  int rc = local_socket(&fd);
+  if (rc != 0)
+    return rc;
+  do
+    rc = connect(fd, (const struct sockaddr*)sun, len);
+  while (rc != 0 && errno == EINTR);
+  if (rc != 0) {
+    /* Not EINPROGRESS on Unix domain sockets: a full backlog is EAGAIN. */
+    rc = UV__ERR_FROM_ERRNO();
+    close(fd);
+    return rc;
+  }
+  *out = fd;
+  return 0;
+}
+
+
+int cport__socket_connect_local(const char* path, uv_os_sock_t* out) {
+  struct sockaddr_un sun;
+  socklen_t len;
+  int rc = local_sockaddr(path, &sun, &len);
+  return rc != 0 ? rc : local_connect(&sun, len, out);
+}
+
+
+/* Non-zero if `path` is a socket file that nothing listens on: a connect
+ * to it is refused. Anything else (a live server, even one whose backlog
+ * is full; a file of another kind; no permission) is left alone. */
+static int local_is_stale(const char* path,
+                          const struct sockaddr_un* sun,
+                          socklen_t len) {
+  struct stat st;
+  int fd;
+  int rc;
+  if (lstat(path, &st) != 0 || !S_ISSOCK(st.st_mode))
+    return 0;
+  rc = local_connect(sun, len, &fd);
+  if (rc == 0)
+    close(fd);
+  return rc == UV_ECONNREFUSED;
+}
+
+
+int cport__socket_listen_local(const char* path,
+                               int backlog,
+                               unsigned mode,
+                               uv_os_sock_t* out,
+                               cport__file_id_t* id) {
+  struct sockaddr_un sun;
+  struct stat st;
+  socklen_t len;
+  int abstract = path[0] == '@';
+  int fd;
+  int rc = local_sockaddr(path, &sun, &len);
+  memset(id, 0, sizeof(*id));
+  if (rc == 0)
+    rc = local_socket(&fd);
+  if (rc != 0)
+    return rc;
+  rc = bind(fd, (struct sockaddr*)&sun, len);
+  if (rc != 0 && errno == EADDRINUSE && !abstract &&
+      local_is_stale(path, &sun, len) && unlink(path) == 0)
+    rc = bind(fd, (struct sockaddr*)&sun, len);
+  if (rc != 0) {
+    rc = UV__ERR_FROM_ERRNO();
+    close(fd);
+    return rc;
+  }
+  if (!abstract) {
+    /* Between bind and listen nobody can connect: the mode is in place
+     * before the first client could be. */
+    if ((mode != 0 && chmod(path, (mode_t)mode) != 0) ||
+        stat(path, &st) != 0) {
+      rc = UV__ERR_FROM_ERRNO();
+      (void)unlink(path);
+      close(fd);
+      return rc;
+    }
+    id->dev = (uint64_t)st.st_dev;
+    id->ino = (uint64_t)st.st_ino;
+  }
+  if (listen(fd, backlog) != 0) {
+    rc = UV__ERR_FROM_ERRNO();
+    cport__socket_unlink_local(path, id);
+    close(fd);
+    return rc;
+  }
+  *out = fd;
+  return 0;
+}
+
+
+void cport__socket_unlink_local(const char* path, const cport__file_id_t* id) {
+  struct stat st;
+  if (path[0] == '@' || (id->dev == 0 && id->ino == 0))
+    return;
+  if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode) &&
+      (uint64_t)st.st_dev == id->dev && (uint64_t)st.st_ino == id->ino)
+    (void)unlink(path);
+}
+
+
+int cport__platform_peer_cred(uv_os_fd_t fd,
+                              int server,
+                              cport_peer_cred_t* out) {
+  (void)server;
+#if defined(SO_PEERCRED) && defined(__linux__)
+  {
+    struct ucred uc;
+    socklen_t len = sizeof(uc);
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &uc, &len) != 0)
+      return UV__ERR_FROM_ERRNO();
+    out->pid = uc.pid;
+    out->uid = uc.uid;
+    out->gid = uc.gid;
+    return 0;
+  }
+#else
+  {
+    uid_t uid;
+    gid_t gid;
+    if (getpeereid(fd, &uid, &gid) != 0)
+      return UV__ERR_FROM_ERRNO();
+    out->uid = uid;
+    out->gid = gid;
+#if defined(LOCAL_PEERPID)
+    {
+      pid_t pid;
+      socklen_t len = sizeof(pid);
+      if (getsockopt(fd, SOL_LOCAL, LOCAL_PEERPID, &pid, &len) == 0)
+        out->pid = pid;
+    }
+#endif
+    return 0;
+  }
+#endif
 }
 
 

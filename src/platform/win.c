@@ -119,6 +119,20 @@ int cport__socket_accept(uv_os_sock_t listener, uv_os_sock_t* out) {
 }
 
 
+/* A named pipe tells its other end's process only. */
+int cport__platform_peer_cred(uv_os_fd_t fd,
+                              int server,
+                              cport_peer_cred_t* out) {
+  ULONG pid = 0;
+  BOOL ok = server ? GetNamedPipeClientProcessId(fd, &pid)
+                   : GetNamedPipeServerProcessId(fd, &pid);
+  if (!ok)
+    return uv_translate_sys_error((int)GetLastError());
+  out->pid = (int64_t)pid;
+  return 0;
+}
+
+
 int cport__socket_name(uv_os_sock_t sock, struct sockaddr_storage* out) {
   int len = (int)sizeof(*out);
   if (getsockname(sock, (struct sockaddr*)out, &len) != 0)

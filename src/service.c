@@ -382,6 +382,11 @@ static int service_check_local(cport_service_kind_t kind,
                           opts->proxy_send != CPORT_PROXY_OFF ? "send"
                                                               : "protocol",
                           path);
+  if (kind == CPORT_SERVICE_CLIENT && opts->tls != NULL &&
+      opts->tls_name == NULL)
+    return SERVICE_EINVAL("opts.tls_name: a TLS client of %s must name the "
+                          "server to verify (a path is no host name)",
+                          path);
   if (opts->reuse_port || opts->ipv6_only)
     return SERVICE_EINVAL("opts.%s applies to TCP, not to %s",
                           opts->reuse_port ? "reuse_port" : "ipv6_only", path);

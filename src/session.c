@@ -1653,6 +1653,8 @@ static void session_tls_begin(cport_session_t* s) {
   if (v->kind == CPORT_SERVICE_CLIENT) {
     const cport_addr_t* a = cport__service_addr(SVC(s));
     peer = v->opts.tls_name;
+    /* A local endpoint's client always has tls_name (service_check_local):
+     * a path is no name to verify. */
     if (peer == NULL && cport_addr_is_name(a))
       peer = cport_addr_host(a);
     else if (peer == NULL && cport_addr_format_host(a, host, sizeof(host)) == 0)

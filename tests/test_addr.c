@@ -1346,9 +1346,124 @@ static void test_addr_hostport_port_is_exact_or_refused(void** state) {
 }
 
 
+/* ---- local endpoints ---- */
+
+/* Parse `text` with parse_hostport, format it back, and compare. */
+static void local_round_trip(const char* text,
+                             cport_addr_kind_t kind,
+                             const char* path) {
+  cport_addr_t a;
+  char out[CPORT_ADDR_STRLEN];
+  addr_poison(&a);
+  assert_int_equal(cport_addr_parse_hostport(&a, text), 0);
+  assert_int_equal(cport_addr_kind(&a), kind);
+  assert_string_equal(cport_addr_path(&a), path);
+  assert_null(cport_addr_sockaddr(&a));
+  assert_null(cport_addr_host(&a));
+  assert_false(cport_addr_is_name(&a));
+  assert_int_equal(cport_addr_port(&a), 0);
+  assert_int_equal(cport_addr_family(&a), 0);
+  assert_int_equal(cport_addr_format(&a, out, sizeof(out)), 0);
+  assert_string_equal(out, text);
+  assert_int_equal(cport_addr_format_host(&a, out, sizeof(out)), 0);
+  assert_string_equal(out, path);
+  /* Too small a buffer: refused, empty. */
+  assert_int_equal(cport_addr_format(&a, out, strlen(text)), UV_ENOSPC);
+  assert_string_equal(out, "");
+}
+
+
+static void test_addr_local_endpoints_parse_and_format(void** state) {
+  cport_addr_t a;
+  (void)state;
+#ifdef _WIN32
+  local_round_trip("pipe:\\\\.\\pipe\\app", CPORT_ADDR_PIPE,
+                   "\\\\.\\pipe\\app");
+  assert_int_equal(cport_addr_parse_hostport(&a, "unix:/tmp/x"), UV_ENOTSUP);
+  assert_int_equal(cport_addr_parse_local(&a, "app"), UV_EINVAL);
+  assert_int_equal(cport_addr_parse_local(&a, "\\\\.\\pipe\\"),
+                   UV_EINVAL);
+  assert_int_equal(cport_addr_unix_path_max(), 0);
+#else
+  local_round_trip("unix:/run/app.sock", CPORT_ADDR_UNIX, "/run/app.sock");
+  local_round_trip("unix:rel/app.sock", CPORT_ADDR_UNIX, "rel/app.sock");
+  local_round_trip("unix:./@at", CPORT_ADDR_UNIX, "./@at");
+  assert_int_equal(cport_addr_parse_hostport(&a, "pipe:\\\\.\\pipe\\x"),
+                   UV_ENOTSUP);
+#if defined(__linux__)
+  local_round_trip("unix:@app", CPORT_ADDR_UNIX, "@app");
+  assert_int_equal(cport_addr_parse_local(&a, "@"), UV_EINVAL);
+#else
+  assert_int_equal(cport_addr_parse_local(&a, "@app"), UV_ENOTSUP);
+#endif
+#endif
+  /* Refusals leave `out` untouched. */
+  addr_poison(&a);
+  assert_int_equal(cport_addr_parse_local(&a, ""), UV_EINVAL);
+  assert_int_equal(cport_addr_parse_local(&a, NULL), UV_EINVAL);
+  assert_int_equal(cport_addr_parse_local(NULL, "/x"), UV_EINVAL);
+  assert_int_equal(cport_addr_parse_hostport(&a, "unix:"), UV_EINVAL);
+  assert_true(addr_is_poisoned(&a));
+  /* Other kinds say what they are; NULL and unset are NONE. */
+  assert_int_equal(cport_addr_parse(&a, "127.0.0.1", 1), 0);
+  assert_int_equal(cport_addr_kind(&a), CPORT_ADDR_INET);
+  assert_null(cport_addr_path(&a));
+  assert_int_equal(cport_addr_parse(&a, "localhost", 1), 0);
+  assert_int_equal(cport_addr_kind(&a), CPORT_ADDR_NAME);
+  assert_null(cport_addr_path(&a));
+  memset(&a, 0, sizeof(a));
+  assert_int_equal(cport_addr_kind(&a), CPORT_ADDR_NONE);
+  assert_int_equal(cport_addr_kind(NULL), CPORT_ADDR_NONE);
+  assert_null(cport_addr_path(NULL));
+}
+
+
+/* The longest path is kept whole; one byte more is refused with
+ * UV_ENAMETOOLONG, never cut short. */
+static void test_addr_local_path_length_is_exact(void** state) {
+  char path[CPORT_ADDR_NAME_MAX + 8];
+  cport_addr_t a;
+  size_t max;
+  (void)state;
+#ifdef _WIN32
+  max = CPORT_ADDR_NAME_MAX;
+  memset(path, 'p', sizeof(path));
+  memcpy(path, "\\\\.\\pipe\\", 9);
+#else
+  max = cport_addr_unix_path_max();
+#if defined(__linux__)
+  assert_int_equal(max, 107);
+#elif defined(__APPLE__)
+  assert_int_equal(max, 103);
+#endif
+  memset(path, 'p', sizeof(path));
+  path[0] = '/';
+#endif
+  path[max] = '\0';
+  assert_int_equal(cport_addr_parse_local(&a, path), 0);
+  assert_int_equal(strlen(cport_addr_path(&a)), max);
+  path[max] = 'p';
+  path[max + 1] = '\0';
+  addr_poison(&a);
+  assert_int_equal(cport_addr_parse_local(&a, path), UV_ENAMETOOLONG);
+  assert_true(addr_is_poisoned(&a));
+#if defined(__linux__)
+  /* An abstract name has no NUL: its '@' takes the NUL's byte. */
+  path[0] = '@';
+  path[max + 1] = '\0';
+  assert_int_equal(cport_addr_parse_local(&a, path), 0);
+  path[max + 1] = 'p';
+  path[max + 2] = '\0';
+  assert_int_equal(cport_addr_parse_local(&a, path), UV_ENAMETOOLONG);
+#endif
+}
+
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_addr_parse_accepts_ipv4_loopback),
+      cmocka_unit_test(test_addr_local_endpoints_parse_and_format),
+      cmocka_unit_test(test_addr_local_path_length_is_exact),
       cmocka_unit_test(test_addr_parse_accepts_ipv6_loopback),
       cmocka_unit_test(test_addr_parse_accepts_bracketed_ipv6),
       cmocka_unit_test(test_addr_parse_accepts_explicit_wildcards),

@@ -14,6 +14,7 @@
 #else
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <unistd.h>
 #endif
 
 #include "common.h" /* cport__mem_live */
@@ -1672,9 +1673,52 @@ static void test_tls_behind_a_proxy_header(void** state) {
 }
 
 
+/* TLS over a local endpoint (a Unix domain socket, a named pipe): the same
+ * sessions; the client names the server to verify, since a path is no
+ * host name, and is refused without one. */
+static void test_tls_over_a_local_endpoint(void** state) {
+  fixture_t* fx = *state;
+  const size_t len = 100 * 1024;
+  uint8_t* data = malloc(len);
+  char path[128];
+  cport_addr_t addr;
+  cport_service_t* svc = NULL;
+  rec_session_t* r;
+  assert_non_null(data);
+#ifdef _WIN32
+  snprintf(path, sizeof(path), "\\\\.\\pipe\\cport-tls-%lu",
+           (unsigned long)GetCurrentProcessId());
+#else
+  snprintf(path, sizeof(path), "/tmp/cport-tls-%ld.sock", (long)getpid());
+  (void)unlink(path);
+#endif
+  assert_int_equal(cport_addr_parse_local(&addr, path), 0);
+  fx->opts.tls = server_ctx(certs.server, certs.server_key);
+  fixture_start_server_at(fx, &addr);
+  cport_tls_unref(fx->opts.tls);
+  fx->opts.tls = client_ctx();
+  assert_int_equal(cport_service_create(&svc, fx->core, CPORT_SERVICE_CLIENT,
+                                        &addr, &fx->opts),
+                   UV_EINVAL);
+  fx->opts.tls_name = "localhost";
+  fixture_start_client(fx, &addr, 1);
+  cport_tls_unref(fx->opts.tls);
+  fx->opts.tls = NULL;
+  fixture_wait_int(fx, &fx->connected, 2, FIXTURE_TIMEOUT_MS);
+  assert_true(cport_session_is_tls(fx->last_client));
+  fill_pattern(data, len, 7);
+  assert_int_equal(cport_session_send(fx->last_client, data, len), 0);
+  r = rec_of(fx->last_client);
+  fixture_wait_size(fx, &r->received.len, len, FIXTURE_TIMEOUT_MS);
+  assert_memory_equal(r->received.data, data, len);
+  free(data);
+}
+
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       FIXTURE_TEST(test_tls_handshake_then_on_connected),
+      FIXTURE_TEST(test_tls_over_a_local_endpoint),
       FIXTURE_TEST(test_tls_on_recv_gets_plaintext),
       FIXTURE_TEST(test_tls_pause_drains_what_tls_holds),
       FIXTURE_TEST(test_tls_on_recv_gets_plaintext_direct),

@@ -266,7 +266,8 @@ typedef struct cport_service_opts_s {
   cport_tls_t* tls;
   /* Clients: the name sent by SNI and verified in the server's
    * certificate; copied. Default NULL: the service's host name, or for a
-   * numeric address no SNI and the IP address verified. */
+   * numeric address no SNI and the IP address verified. A client of a
+   * local endpoint (a path is no host name) must set it. */
   const char* tls_name;
   /* A handshake not complete after this many milliseconds ends the
    * connection (UV_ETIMEDOUT). 0: no limit. Default 10000. */

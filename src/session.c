@@ -2078,8 +2078,9 @@ static int session_connect_with(cport_session_t* s,
     c->req.data = s;
     c->attempts = attempts;
     cport_session_ref(s);
-    rc = to == NULL ? session_connect_local(s, c)
-                    : uv_tcp_connect(&c->req, &s->io.tcp, to, session_connect_cb);
+    rc = to == NULL
+             ? session_connect_local(s, c)
+             : uv_tcp_connect(&c->req, &s->io.tcp, to, session_connect_cb);
     if (rc == 0) {
       if (timed)
         cport__timeouts_add(&VIEW(s)->timeouts, CPORT__TIMEOUT_CONNECT,

@@ -18,8 +18,9 @@ typedef enum {
 } cport__close_mode_t;
 
 /* Where the parts of a session block of a service of `kind` with `opts`
- * lie; `local`: its address is a local endpoint. Returns 0, or UV_EINVAL when the block's size would not fit a size_t
- * (user_size near SIZE_MAX). */
+ * lie; `local`: its address is a local endpoint. Returns 0, or UV_EINVAL
+ * when the block's size would not fit a size_t (user_size near
+ * SIZE_MAX). */
 CPORT__NODISCARD int cport__session_layout(cport_service_kind_t kind,
                                            const cport_service_opts_t* opts,
                                            int local,

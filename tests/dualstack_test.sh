@@ -8,17 +8,22 @@
 #     test's own; the silent address is tcp_peer's "deaf" listener.
 #   - The same name changed to another address: the next run looks it up
 #     again and reaches the server there.
+#   - A name that moves while one client runs: reconnect_client, under a
+#     reconnect policy, holds a session to the name's address; the name
+#     moves and that server stops, and the same process reconnects to the
+#     new address (a client looks its name up at every connect attempt).
 #   - A server on "::" takes `nc -4` and `nc -6` clients (opts.ipv6_only 0).
 # Loopback only; every wait bounded; every process started here is stopped
 # here. Parts without their tools (nss_wrapper: Linux only; IPv6
 # loopback; nc) are skipped with the reason printed; exits 77 (ctest:
 # skipped) when every part was.
 #
-#   dualstack_test.sh ECHO_SERVER ECHO_CLIENT TCP_PEER
+#   dualstack_test.sh ECHO_SERVER ECHO_CLIENT TCP_PEER RECONNECT_CLIENT
 set -u
 server_bin=$1
 client_bin=$2
 peer_bin=$3
+moving_bin=$4
 # shellcheck source-path=SCRIPTDIR source=script_lib.sh
 source "$(dirname "$0")/script_lib.sh"
 
@@ -117,6 +122,84 @@ else
     fi
   fi
   stop_pid "$deaf_pid"
+fi
+
+# ---- the name moves under one running client ----
+# Two echo servers on one port number, A on 127.0.0.1 and B on 127.0.0.2;
+# reconnect_client reaches A through cport-moving.test. The name then moves
+# to 127.0.0.2 and A stops: the same process, reconnecting, must reach B,
+# which only a new lookup can find. The hosts file is replaced (mv), not
+# rewritten: nss_wrapper reopens a replaced file at the next lookup, but
+# rereads one rewritten in place only when its mtime, in whole seconds,
+# changed.
+# set_name ADDR: cport-moving.test now resolves to ADDR.
+set_name() {
+  printf '%s cport-moving.test\n' "$1" >"$work/hosts.new"
+  mv "$work/hosts.new" "$work/hosts"
+}
+moved_out=$work/moving.out
+moved_echoed() { grep -q "^echoed $1: 3 lines from $2:$port\$" "$moved_out"; }
+if [ -z "$nss_wrapper" ]; then
+  skip_part "moving name: no libnss_wrapper.so (Debian: libnss-wrapper)"
+elif grep -aq -e __asan_init -e __tsan_init "$moving_bin"; then
+  skip_part "moving name: nss_wrapper cannot run under a sanitizer"
+else
+  # A takes a free port; B the same number on 127.0.0.2, which another
+  # process may hold already: a few tries.
+  a_pid= b_pid= b_why=
+  for _ in 1 2 3 4 5; do
+    if ! start_server --host 127.0.0.1 --port 0; then
+      b_why="127.0.0.1: $(cat "$server_err")"
+      break
+    fi
+    a_pid=$server_pid a_out=$server_out port=$server_port
+    if start_server --host 127.0.0.2 --port "$port"; then
+      b_pid=$server_pid b_out=$server_out
+      break
+    fi
+    b_why="127.0.0.2: $(cat "$server_err")"
+    stop_pid "$a_pid"
+    a_pid=
+    grep -qi 'in use' "$server_err" || break
+  done
+  if [ -z "$b_pid" ]; then
+    skip_part "moving name: cannot listen on one port twice ($b_why)"
+  else
+    set_name 127.0.0.1
+    # Not through with_hosts: $! must be the client itself.
+    LD_PRELOAD=$nss_wrapper NSS_WRAPPER_HOSTS=$work/hosts \
+      "$moving_bin" cport-moving.test "$port" 2 10 >"$moved_out" 2>&1 &
+    moving_pid=$!
+    pids+=("$moving_pid")
+    if ! wait_until 10 moved_echoed 1 127.0.0.1; then
+      stop_pid "$moving_pid"
+      bad "moving name: no echo from 127.0.0.1: $(tail -n 3 "$moved_out")"
+    else
+      set_name 127.0.0.2
+      stop_pid "$a_pid" # its session ends: the client reconnects
+      wait_exit "$moving_pid" 15 || stop_pid "$moving_pid"
+      if [ "$exit_code" = 0 ] &&
+        grep -q "^connected 1 to 127.0.0.1:$port (pid $moving_pid)\$" \
+          "$moved_out" &&
+        grep -q "^connected 2 to 127.0.0.2:$port (pid $moving_pid)\$" \
+          "$moved_out" && moved_echoed 2 127.0.0.2; then
+        ok "moving name: process $moving_pid reconnected to 127.0.0.2" \
+          "after the move and echoed there"
+      else
+        bad "moving name: reconnect_client exit $exit_code:" \
+          "$(grep -E '^(connected|echoed)' "$moved_out" | tr '\n' ';')" \
+          "last: $(tail -n 2 "$moved_out" | tr '\n' ';')"
+      fi
+    fi
+    stop_pid "$a_pid" # if the first echo never came
+    stop_pid "$b_pid"
+    if grep -q 'served 1 sessions, echoed 36 bytes' "$a_out" &&
+      grep -q 'served 1 sessions, echoed 36 bytes' "$b_out"; then
+      ok "moving name: 127.0.0.1 and 127.0.0.2 each served the one session"
+    else
+      bad "moving name: the servers say $(grep -h served "$a_out" "$b_out")"
+    fi
+  fi
 fi
 
 # ---- a server on :: takes both families ----

@@ -146,7 +146,7 @@ elif grep -aq -e __asan_init -e __tsan_init "$moving_bin"; then
 else
   # A takes a free port; B the same number on 127.0.0.2, which another
   # process may hold already: a few tries.
-  a_pid= b_pid= b_why=
+  a_pid='' b_pid='' b_why=''
   for _ in 1 2 3 4 5; do
     if ! start_server --host 127.0.0.1 --port 0; then
       b_why="127.0.0.1: $(cat "$server_err")"

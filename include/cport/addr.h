@@ -31,7 +31,9 @@ struct sockaddr;
  * sockaddr_un.sun_path less its NUL (107 on Linux, 103 on macOS and the
  * BSDs), checked when the address is parsed. A Linux abstract name,
  * written "@name", has as many bytes after its '@'. A Windows named pipe's
- * name may have CPORT_ADDR_NAME_MAX characters. */
+ * name may have CPORT_ADDR_NAME_MAX characters.
+ * Thread:  any.
+ * Returns: that length; 0 on Windows, which has no Unix domain sockets. */
 CPORT_API size_t cport_addr_unix_path_max(void);
 
 /* What an address is (cport_addr_kind). */

@@ -544,7 +544,7 @@ int cport_service_create(cport_service_t** out,
     return SERVICE_EINVAL(
         "kind %d: must be CPORT_SERVICE_SERVER or CPORT_SERVICE_CLIENT",
         (int)kind);
-  if (adopt && (cport_addr_sockaddr(addr) != NULL || cport_addr_is_name(addr)))
+  if (adopt && cport_addr_kind(addr) != CPORT_ADDR_NONE)
     return SERVICE_EINVAL("addr: set together with opts.listen_fd (give "
                           "one: the socket is already bound)");
   if (!adopt && cport_addr_kind(addr) == CPORT_ADDR_NONE)

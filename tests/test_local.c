@@ -344,6 +344,13 @@ static void test_local_options_that_do_not_apply_are_refused(void** state) {
   assert_int_equal(
       cport_service_create(&svc, fx->core, CPORT_SERVICE_CLIENT, &local, &o),
       UV_EINVAL);
+  /* An inherited socket comes without an address (AF_UNIX ones are not
+   * adopted). */
+  cport_service_opts_init(&o);
+  o.listen_fd = 3;
+  assert_int_equal(cport_service_create(&svc, fx->core, CPORT_SERVICE_SERVER,
+                                        &local, &o),
+                   UV_EINVAL);
   cport_service_opts_init(&o);
   o.ipv6_only = 1;
   assert_int_equal(

@@ -188,11 +188,14 @@ static void listener_pipe_cb(uv_stream_t* server, int status) {
     listener_warn(l, status, 0);
     return;
   }
-  if (cport__service_is_full(root))
+  /* Accepted either way, a full service's to be closed at once: a pipe
+   * instance left unaccepted would stay with libuv. */
+  if (cport__service_is_full(root)) {
     CPORT__SVC_STAT_ADD(root, rejected, 1);
-  /* Accepted either way (a full service's session closes unreported),
-   * since a pipe instance left unaccepted stays with libuv. */
-  cport__service_accept(root, server);
+    cport__service_accept(root, server, 1);
+    return;
+  }
+  cport__service_accept(root, server, 0);
 }
 
 

@@ -963,9 +963,25 @@ static void service_adopt(cport_service_t* svc,
 
 
 #ifdef _WIN32
-void cport__service_accept(cport_service_t* root, uv_stream_t* server) {
+void cport__service_accept(cport_service_t* root,
+                           uv_stream_t* server,
+                           int reject) {
+  cport_session_t* s;
   atomic_fetch_add(&root->open, 1);
-  service_adopt(root, (uv_os_sock_t)0, server);
+  if (!reject) {
+    service_adopt(root, (uv_os_sock_t)0, server);
+    return;
+  }
+  /* Taken from the pipe only to be closed: never started, never
+   * reported; the slot comes back when its handle has closed. */
+  s = cport__session_new(root);
+  if (s == NULL) {
+    service_slot_release(root);
+    return;
+  }
+  if (cport__session_accept(s, server) != 0)
+    CPORT__SVC_STAT_ADD(root, accept_errors, 1);
+  cport__session_close(s, CPORT_ESTOPPED, NULL, CPORT__CLOSE_FORCE);
 }
 #endif
 

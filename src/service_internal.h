@@ -178,9 +178,12 @@ void cport__service_hand_off(cport_service_t* root, uv_os_sock_t sock);
 /* A Windows named pipe server: a client waits on `server`, the
  * listener's handle; take a slot and accept it into a session on the
  * root's own loop (a pipe belongs to the completion port of the loop that
- * accepted it, so named pipe servers do not spread). Thread: the root's
- * loop. */
-void cport__service_accept(cport_service_t* root, uv_stream_t* server);
+ * accepted it, so named pipe servers do not spread). With `reject` (at
+ * max_sessions) the session is closed at once, unreported. Thread: the
+ * root's loop. */
+void cport__service_accept(cport_service_t* root,
+                           uv_stream_t* server,
+                           int reject);
 #endif
 
 /* The listener's handles have all closed. Thread: the service's loop. */

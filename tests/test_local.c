@@ -101,6 +101,34 @@ static void test_local_serves_many_sessions(void** state) {
 }
 
 
+static int pred_rejected_2(void* arg) {
+  cport_service_stats_t st;
+  return cport_service_stats(arg, &st) == 0 && st.rejected >= 2;
+}
+
+
+/* max_sessions holds for local servers (on Windows, a named pipe's client
+ * beyond it is accepted from the pipe only to be closed). */
+static void test_local_max_sessions_rejects_the_rest(void** state) {
+  fixture_t* fx = *state;
+  cport_service_stats_t st;
+  char path[128];
+  cport_addr_t addr;
+  local_path(path, sizeof(path), "max");
+  local_addr(&addr, path);
+  fx->opts.max_sessions = 2;
+  fixture_start_server_at(fx, &addr);
+  fx->opts.max_sessions = 0;
+  fixture_start_client(fx, &addr, 4);
+  assert_true(
+      fixture_run_until(fx, pred_rejected_2, fx->server, FIXTURE_TIMEOUT_MS));
+  assert_int_equal(cport_service_stats(fx->server, &st), 0);
+  assert_int_equal(st.rejected, 2);
+  assert_int_equal(st.connected, 2);
+  assert_int_equal(cport_service_session_count(fx->server), 2);
+}
+
+
 /* Both ends name the endpoint; both learn the other's process. */
 static void test_local_peer_addr_and_credentials(void** state) {
   fixture_t* fx = *state;
@@ -664,6 +692,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
     FIXTURE_TEST(test_local_echo_is_byte_exact),
     FIXTURE_TEST(test_local_serves_many_sessions),
+    FIXTURE_TEST(test_local_max_sessions_rejects_the_rest),
     FIXTURE_TEST(test_local_peer_addr_and_credentials),
     FIXTURE_TEST(test_local_tcp_sessions_have_no_credentials),
     FIXTURE_TEST(test_local_packets_both_ways),

@@ -279,7 +279,7 @@ static int local_is_stale(const char* path,
                           const struct sockaddr_un* sun,
                           socklen_t len) {
   struct stat st;
-  int fd;
+  int fd = -1;
   int rc;
   if (lstat(path, &st) != 0 || !S_ISSOCK(st.st_mode))
     return 0;

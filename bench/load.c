@@ -1,8 +1,9 @@
 /* load: a load client for TCP echo servers.
  *
- *   load --port P [--host ADDR] [--conns N] [--size S] [--pipeline K]
- *        [--seconds D | --messages M] [--warmup W] [--server-pid PID]
- *        [--idle [--hold SECONDS]] [--tls [--handshakes [--resume]]]
+ *   load (--port P [--host ADDR] | --unix PATH) [--conns N] [--size S]
+ *        [--pipeline K] [--seconds D | --messages M] [--warmup W]
+ *        [--server-pid PID] [--idle [--hold SECONDS]]
+ *        [--tls [--handshakes [--resume]]]
  *
  * Builds on its own: cc -std=c11 -O2 bench/load.c -o load
  * and with TLS:      cc -std=c11 -O2 -DLOAD_TLS=1 bench/load.c -o load -lssl
@@ -57,6 +58,15 @@
  * records already read are drained before waiting again. The client's CPU
  * is not measured, only the server's.
  *
+ * --unix PATH: the same over a Unix domain stream socket, to compare local
+ * endpoints with TCP on loopback; no TLS over it. Such a connect() never
+ * waits: it succeeds at once or, with the listener's backlog full, fails
+ * with EAGAIN (Linux) or ECONNREFUSED (the BSDs and macOS). The connection
+ * is then tried again 1 ms later, as a TCP client's SYN would be, so a
+ * thousand connections opened in a burst do not count as refused. A refusal
+ * before any connection is up is an error, not a full backlog: a path with
+ * no listener fails at once.
+ *
  * --handshakes: each of the N connection slots connects, completes a full
  * handshake, echoes one message of S bytes, sends close_notify and closes,
  * then starts again at once. A cycle counts when its echo completes inside
@@ -87,6 +97,7 @@
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/uio.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -152,6 +163,10 @@
 #define IDLE_SETUP_NS (60 * NS_PER_S)
 #define STALL_NS (10 * NS_PER_S)
 #define STALL_DEAD_NS (2 * NS_PER_S)
+/* --unix: how long a connect refused by a full backlog waits to retry. */
+#define UNIX_RETRY_NS NS_PER_MS
+/* --unix: the room for a path and its terminating zero. */
+#define UNIX_PATH_LEN sizeof(((struct sockaddr_un*)0)->sun_path)
 /* OpenSSL's read-ahead buffer outside --idle: a 64 KiB message's four
  * records in one recv(). */
 #define TLS_READ_BUF (64 * 1024 + 1024)
@@ -185,7 +200,9 @@ static const char* const error_names[ERR_KINDS] = {
 
 typedef struct opts_s {
   const char* host;
+  int host_set;
   long port;
+  const char* unix_path; /* NULL: TCP to host and port */
   long conns;
   long size;
   long pipeline;
@@ -240,6 +257,8 @@ typedef struct run_s {
   const opts_t* o;
   struct sockaddr_storage addr;
   socklen_t addrlen;
+  char target[128];  /* "HOST port P" or "unix:PATH", for messages */
+  uint64_t retry_at; /* --unix: no connect before this, backlog full */
   conn_t* conns;
   uint32_t nconns;
   uint32_t size;
@@ -723,13 +742,16 @@ static void conn_established(run_t* r, conn_t* c) {
 }
 
 
-static void conn_start(run_t* r, conn_t* c) {
+/* Returns: 0, or 1 when a Unix socket's backlog was full: the socket is
+ * closed again and `c` is as it was, to be started again later. */
+static int conn_start(run_t* r, conn_t* c) {
   int one = 1;
   int flags;
+  const int local = r->addr.ss_family == AF_UNIX;
   int fd = socket(r->addr.ss_family, SOCK_STREAM, 0);
   if (fd < 0) {
     conn_error(r, c, ERR_CONNECT, "socket: %s", strerror(errno));
-    return;
+    return 0;
   }
   c->fd = fd;
   c->state = CONN_CONNECTING;
@@ -739,27 +761,36 @@ static void conn_start(run_t* r, conn_t* c) {
 #endif
   flags = fcntl(fd, F_GETFL);
   if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0 ||
-      setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) != 0) {
+      (!local &&
+       setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) != 0)) {
     conn_error(r, c, ERR_CONNECT, "socket options: %s", strerror(errno));
-    return;
+    return 0;
   }
 #ifdef SO_NOSIGPIPE
   if (setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &one, sizeof(one)) != 0) {
     conn_error(r, c, ERR_CONNECT, "SO_NOSIGPIPE: %s", strerror(errno));
-    return;
+    return 0;
   }
 #endif
   if (connect(fd, (const struct sockaddr*)&r->addr, r->addrlen) == 0) {
     conn_established(r, c);
-    return;
+    return 0;
+  }
+  if (local && (errno == EAGAIN || (errno == ECONNREFUSED && r->alive > 0))) {
+    close(fd);
+    c->fd = -1;
+    c->state = CONN_NEW;
+    r->connecting--;
+    return 1;
   }
   /* After EINTR a non-blocking connect carries on asynchronously. */
   if (errno != EINPROGRESS && errno != EINTR) {
     conn_error(r, c, ERR_CONNECT, "connect: %s", strerror(errno));
-    return;
+    return 0;
   }
   if (poller_watch(r, c, WANT_WRITE) != 0)
     conn_error(r, c, ERR_IO, "poller: %s", strerror(errno));
+  return 0;
 }
 
 
@@ -786,8 +817,24 @@ static uint32_t connects_pending(const run_t* r) {
 
 
 static void launch_connects(run_t* r) {
-  while (r->launched < r->nconns && connects_pending(r) < CONNECTS_IN_FLIGHT)
-    conn_start(r, &r->conns[r->launched++]);
+  if (r->retry_at != 0) {
+    if (now_ns() < r->retry_at)
+      return;
+    r->retry_at = 0;
+  }
+  while (r->launched < r->nconns && connects_pending(r) < CONNECTS_IN_FLIGHT) {
+    if (conn_start(r, &r->conns[r->launched]) != 0) {
+      r->retry_at = now_ns() + UNIX_RETRY_NS;
+      return;
+    }
+    r->launched++;
+  }
+}
+
+
+/* The poller's wake-up time, brought forward to a connect retry. */
+static uint64_t retry_wake(const run_t* r, uint64_t wake) {
+  return r->retry_at != 0 && r->retry_at < wake ? r->retry_at : wake;
 }
 
 
@@ -1156,8 +1203,9 @@ static int cycle_done(run_t* r, conn_t* c, uint64_t now) {
   c->done = 0;
   c->send_off = 0;
   c->recv_off = 0;
+  /* Over TCP only (--unix has no TLS), so never a retry. */
   if (r->phase != PHASE_DONE)
-    conn_start(r, c);
+    (void)conn_start(r, c);
   return 1;
 }
 
@@ -1325,7 +1373,7 @@ static void run_load(run_t* r) {
       wake = r->warm_end;
     if (r->phase == PHASE_MEASURE && r->meas_end < wake)
       wake = r->meas_end;
-    poller_wait(r, timeout_until(now, wake));
+    poller_wait(r, timeout_until(now, retry_wake(r, wake)));
   }
   if (r->interrupted)
     fprintf(stderr, "load: interrupted\n");
@@ -1362,7 +1410,7 @@ static void run_idle(run_t* r) {
       fail_unfinished(r, 1);
       break;
     }
-    poller_wait(r, timeout_until(now, setup_deadline));
+    poller_wait(r, timeout_until(now, retry_wake(r, setup_deadline)));
   }
   fprintf(stderr,
           "load: %" PRIu32 " of %" PRIu32
@@ -1396,14 +1444,13 @@ static void run_idle(run_t* r) {
 static void usage(FILE* out) {
   fprintf(
       out,
-      "usage: load --port P [--host ADDR] [--conns N] [--size S] "
-      "[--pipeline K]\n"
-      "            [--seconds D | --messages M] [--warmup W] "
-      "[--server-pid PID]\n"
-      "            [--idle [--hold SECONDS]] [--tls [--handshakes "
-      "[--resume]]]\n"
-      "Loads a TCP echo server and checks every echoed byte. Prints one "
-      "line:\n"
+      "usage: load (--port P [--host ADDR] | --unix PATH) [--conns N] "
+      "[--size S]\n"
+      "            [--pipeline K] [--seconds D | --messages M] [--warmup W]\n"
+      "            [--server-pid PID] [--idle [--hold SECONDS]]\n"
+      "            [--tls [--handshakes [--resume]]]\n"
+      "Loads a TCP (or Unix domain socket) echo server and checks every "
+      "echoed byte.\nPrints one line:\n"
       "  conns= size= pipeline= seconds= msgs= msg/s= MiB/s= p50_us= "
       "p99_us= max_us=\n"
       "  errors= [server_cpu_s= cpu_us_per_msg=]\n"
@@ -1411,8 +1458,11 @@ static void usage(FILE* out) {
       "  conns= size= seconds= handshakes= hs/s= resumed= p50_us= p99_us= "
       "max_us=\n"
       "  errors= [server_cpu_s= cpu_us_per_handshake=]\n"
-      "  --port P          server port (required)\n"
+      "  --port P          server port (required without --unix)\n"
       "  --host ADDR       server IPv4 or IPv6 address (default 127.0.0.1)\n"
+      "  --unix PATH       connect to the Unix domain stream socket PATH "
+      "instead;\n"
+      "                    not with --tls\n"
       "  --conns N         connections, 1 to 200000 (default 1)\n"
       "  --size S          message bytes, 1 to 16777216 (default 64)\n"
       "  --pipeline K      messages in flight per connection (default 1)\n"
@@ -1445,7 +1495,7 @@ static void usage(FILE* out) {
       "window).\n"
       "SIGINT or SIGTERM ends a run early; the line then covers what was "
       "measured.\n"
-      "--idle uses only --port, --host, --conns, --size and --tls.\n"
+      "--idle uses only --port, --host, --unix, --conns, --size and --tls.\n"
       "Exit status: 0 with no errors and (unless --idle) at least one "
       "message,\n"
       "1 otherwise, 2 on bad arguments.\n");
@@ -1547,7 +1597,8 @@ static int parse_args(int argc, char** argv, opts_t* o) {
         strcmp(a, "--conns") != 0 && strcmp(a, "--size") != 0 &&
         strcmp(a, "--pipeline") != 0 && strcmp(a, "--seconds") != 0 &&
         strcmp(a, "--messages") != 0 && strcmp(a, "--warmup") != 0 &&
-        strcmp(a, "--server-pid") != 0 && strcmp(a, "--hold") != 0)
+        strcmp(a, "--server-pid") != 0 && strcmp(a, "--hold") != 0 &&
+        strcmp(a, "--unix") != 0)
       return bad_usage("unknown option '%s'", a);
     if (i + 1 >= argc)
       return bad_usage("%s needs a value", a);
@@ -1556,7 +1607,11 @@ static int parse_args(int argc, char** argv, opts_t* o) {
       bad = parse_long(v, 1, 65535, &o->port);
     } else if (strcmp(a, "--host") == 0) {
       o->host = v;
+      o->host_set = 1;
       bad = 0;
+    } else if (strcmp(a, "--unix") == 0) {
+      o->unix_path = v;
+      bad = *v == '\0' || strlen(v) >= UNIX_PATH_LEN;
     } else if (strcmp(a, "--conns") == 0) {
       bad = parse_long(v, 1, MAX_CONNS, &o->conns);
     } else if (strcmp(a, "--size") == 0) {
@@ -1582,8 +1637,14 @@ static int parse_args(int argc, char** argv, opts_t* o) {
       return 2;
     }
   }
-  if (o->port == 0)
-    return bad_usage("%s is required", "--port");
+  if (o->unix_path != NULL) {
+    if (o->port != 0 || o->host_set)
+      return bad_usage("%s goes with neither --port nor --host", "--unix");
+    if (o->tls)
+      return bad_usage("%s: no TLS over a Unix domain socket", "--unix");
+  } else if (o->port == 0) {
+    return bad_usage("%s is required (or --unix PATH)", "--port");
+  }
   if (o->seconds_set && o->messages != 0)
     return bad_usage("%s: give --seconds or --messages, not both",
                      "--messages");
@@ -1612,6 +1673,7 @@ static int parse_host(run_t* r, const char* host, long port) {
   struct sockaddr_in* a4 = (struct sockaddr_in*)&r->addr;
   struct sockaddr_in6* a6 = (struct sockaddr_in6*)&r->addr;
   memset(&r->addr, 0, sizeof(r->addr));
+  snprintf(r->target, sizeof(r->target), "%s port %ld", host, port);
   if (inet_pton(AF_INET, host, &a4->sin_addr) == 1) {
     a4->sin_family = AF_INET;
     a4->sin_port = htons((uint16_t)port);
@@ -1625,6 +1687,17 @@ static int parse_host(run_t* r, const char* host, long port) {
     return 0;
   }
   return -1;
+}
+
+
+/* parse_args() checked that the path fits. */
+static void set_unix_path(run_t* r, const char* path) {
+  struct sockaddr_un* un = (struct sockaddr_un*)&r->addr;
+  memset(&r->addr, 0, sizeof(r->addr));
+  un->sun_family = AF_UNIX;
+  memcpy(un->sun_path, path, strlen(path) + 1);
+  r->addrlen = (socklen_t)sizeof(*un);
+  snprintf(r->target, sizeof(r->target), "unix:%s", path);
 }
 
 
@@ -1754,7 +1827,9 @@ int main(int argc, char** argv) {
   if (status >= 0)
     return status;
   r->o = &o;
-  if (parse_host(r, o.host, o.port) != 0)
+  if (o.unix_path != NULL)
+    set_unix_path(r, o.unix_path);
+  else if (parse_host(r, o.host, o.port) != 0)
     return bad_usage("bad --host '%s': not an IPv4 or IPv6 address", o.host);
   if (raise_fd_limit(o.conns) != 0)
     return 2;
@@ -1801,9 +1876,8 @@ int main(int argc, char** argv) {
   r->t_start = now_ns();
   r->phase = PHASE_CONNECT;
   if (o.idle) {
-    fprintf(stderr,
-            "load: opening %" PRIu32 " idle connections to %s port %ld\n",
-            r->nconns, o.host, o.port);
+    fprintf(stderr, "load: opening %" PRIu32 " idle connections to %s\n",
+            r->nconns, r->target);
     run_idle(r);
     close_all(r);
     print_errors(r);
@@ -1811,15 +1885,14 @@ int main(int argc, char** argv) {
   } else {
     if (o.handshakes)
       fprintf(stderr,
-              "load: %" PRIu32 " connections to %s port %ld, %s handshakes, "
+              "load: %" PRIu32 " connections to %s, %s handshakes, "
               "%" PRIu32 " bytes each\n",
-              r->nconns, o.host, o.port, o.resume ? "resumed" : "full",
-              r->size);
+              r->nconns, r->target, o.resume ? "resumed" : "full", r->size);
     else
       fprintf(stderr,
-              "load: %" PRIu32 " connections to %s port %ld, %" PRIu32
+              "load: %" PRIu32 " connections to %s, %" PRIu32
               " bytes, pipeline %" PRIu32 "\n",
-              r->nconns, o.host, o.port, r->size, r->depth);
+              r->nconns, r->target, r->size, r->depth);
     run_load(r);
     close_all(r);
     print_summary(r);

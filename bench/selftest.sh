@@ -328,6 +328,8 @@ bad_args() {
 bad_args --port 1 --size 0
 bad_args --port 1 --frobnicate
 bad_args --conns 1 # no --port
+bad_args --unix /nonexistent/s.sock --port 1 # both kinds of address
+bad_args --unix /nonexistent/s.sock --tls    # no TLS over a Unix socket
 
 # A port whose listener has just gone refuses connections.
 if start_server faulty_gone "$faulty" good; then

@@ -5,6 +5,8 @@
  *
  * and print "listening on HOST:PORT" only once SIGINT and SIGTERM are
  * watched, because a script may send either as soon as it reads the line.
+ * The libuv servers also take --unix PATH: a Unix domain socket instead,
+ * announced as "listening on unix:PATH", as cport's echo_server does.
  *
  * Every function is static inline, so a program that needs only part of it
  * (faulty_echo has a command line of its own) builds without unused-function
@@ -20,6 +22,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include "example_args.h"
 
@@ -61,7 +66,7 @@ static inline void server_usage(const char* prog, FILE* out) {
           " --tls-cert FILE --tls-key FILE"
 #endif
 #ifdef UV_VERSION_MAJOR
-          " [--loop-thread 0|1]"
+          " [--loop-thread 0|1] [--unix PATH]"
 #endif
           "\n"
           "  --host ADDR       address to listen on (default 127.0.0.1)\n"
@@ -75,6 +80,9 @@ static inline void server_usage(const char* prog, FILE* out) {
           "  --loop-thread 1   run the loop on a second thread while main\n"
           "                    waits to join it, as cport_core_run() and\n"
           "                    cport_core_join() do (default 0: on main)\n"
+          "  --unix PATH       listen on this Unix domain socket instead of\n"
+          "                    --host and --port; a stale socket file there\n"
+          "                    (nothing listening) is replaced\n"
 #endif
           ,
           prog);
@@ -83,6 +91,8 @@ static inline void server_usage(const char* prog, FILE* out) {
 #ifdef UV_VERSION_MAJOR
 /* --loop-thread: the libuv servers' loop runs on a thread of its own. */
 static int server_loop_thread;
+/* --unix: the path to listen on instead of TCP; NULL for TCP. */
+static const char* server_unix_path;
 #endif
 
 #ifdef OPENSSL_SSL_H
@@ -128,6 +138,10 @@ static inline struct addrinfo* server_parse_args(const char* prog,
     } else if (strcmp(argv[i], "--loop-thread") == 0 &&
                example_parse_long(value, 0, 1, &number) == 0) {
       server_loop_thread = (int)number;
+    } else if (strcmp(argv[i], "--unix") == 0 && value != NULL &&
+               *value != '\0' &&
+               strlen(value) < sizeof(((struct sockaddr_un*)0)->sun_path)) {
+      server_unix_path = value;
 #endif
 #ifdef OPENSSL_SSL_H
     } else if (strcmp(argv[i], "--tls-cert") == 0 && value != NULL) {
@@ -202,27 +216,48 @@ static inline void server_uv_free_cb(uv_handle_t* handle) {
 
 
 /* Accepts a connection into a zeroed heap block of `size` bytes that starts
- * with its uv_tcp_t, so a server can keep its own state after the handle,
- * and turns Nagle off as cport does.
+ * with its handle, so a server can keep its own state after the handle: a
+ * uv_tcp_t with Nagle off, as cport does, or from a Unix domain socket
+ * listener a uv_pipe_t (`size` then holds one).
  * Returns: the handle, which server_uv_free_cb() frees on close; NULL when
  *          there is nothing to serve (a failed accept is already closed). */
-static inline uv_tcp_t* server_uv_accept(uv_stream_t* server,
-                                         int status,
-                                         size_t size) {
-  uv_tcp_t* tcp;
+static inline uv_stream_t* server_uv_accept(uv_stream_t* server,
+                                            int status,
+                                            size_t size) {
+  uv_stream_t* stream;
+  int rc;
   /* Errors such as EMFILE leave the listener running; libuv retries. */
   if (status < 0)
     return NULL;
-  tcp = calloc(1, size);
-  if (tcp == NULL)
+  stream = calloc(1, size);
+  if (stream == NULL)
     return NULL;
-  uv_tcp_init(server->loop, tcp);
-  if (uv_accept(server, (uv_stream_t*)tcp) != 0 ||
-      uv_tcp_nodelay(tcp, 1) != 0) {
-    uv_close((uv_handle_t*)tcp, server_uv_free_cb);
+  if (server->type == UV_NAMED_PIPE) {
+    uv_pipe_init(server->loop, (uv_pipe_t*)stream, 0);
+    rc = uv_accept(server, stream);
+  } else {
+    uv_tcp_init(server->loop, (uv_tcp_t*)stream);
+    rc = uv_accept(server, stream);
+    if (rc == 0)
+      rc = uv_tcp_nodelay((uv_tcp_t*)stream, 1);
+  }
+  if (rc != 0) {
+    uv_close((uv_handle_t*)stream, server_uv_free_cb);
     return NULL;
   }
-  return tcp;
+  return stream;
+}
+
+
+/* Has SIGINT and SIGTERM call `signal_cb` on `loop`. */
+static inline void server_uv_watch_signals(uv_loop_t* loop,
+                                           uv_signal_cb signal_cb) {
+  static uv_signal_t sigint;
+  static uv_signal_t sigterm;
+  uv_signal_init(loop, &sigint);
+  uv_signal_init(loop, &sigterm);
+  uv_signal_start(&sigint, signal_cb, SIGINT);
+  uv_signal_start(&sigterm, signal_cb, SIGTERM);
 }
 
 
@@ -236,8 +271,6 @@ static inline int server_uv_listen(const char* prog,
                                    const struct sockaddr* sa,
                                    uv_connection_cb connection_cb,
                                    uv_signal_cb signal_cb) {
-  static uv_signal_t sigint;
-  static uv_signal_t sigterm;
   struct sockaddr_storage bound;
   int len = (int)sizeof(bound);
   int rc;
@@ -257,11 +290,60 @@ static inline int server_uv_listen(const char* prog,
             uv_strerror(rc));
     return 1;
   }
-  uv_signal_init(loop, &sigint);
-  uv_signal_init(loop, &sigterm);
-  uv_signal_start(&sigint, signal_cb, SIGINT);
-  uv_signal_start(&sigterm, signal_cb, SIGTERM);
+  server_uv_watch_signals(loop, signal_cb);
   server_announce((struct sockaddr*)&bound);
+  return 0;
+}
+
+
+/* Whether `path` is a socket that nobody listens on: what a server killed
+ * before it could unlink its socket leaves behind. Anything else there, a
+ * regular file or a live server's socket, is left alone. */
+static inline int server_unix_stale(const char* path) {
+  struct stat st;
+  struct sockaddr_un un;
+  int fd;
+  int refused;
+  if (lstat(path, &st) != 0 || !S_ISSOCK(st.st_mode))
+    return 0;
+  fd = socket(AF_UNIX, SOCK_STREAM, 0);
+  if (fd < 0)
+    return 0;
+  memset(&un, 0, sizeof(un));
+  un.sun_family = AF_UNIX;
+  memcpy(un.sun_path, path, strlen(path) + 1);
+  refused = connect(fd, (struct sockaddr*)&un, sizeof(un)) != 0;
+  close(fd);
+  return refused;
+}
+
+
+/* server_uv_listen() on a Unix domain socket at `path` (a stale socket
+ * file there is replaced), announced as "listening on unix:PATH".
+ * Ownership: `server` must outlive the loop; `path` is copied by libuv.
+ * Returns: 0, or 1 after printing "PROG: cannot listen on unix:PATH: why". */
+static inline int server_uv_listen_unix(const char* prog,
+                                        uv_loop_t* loop,
+                                        uv_pipe_t* server,
+                                        const char* path,
+                                        uv_connection_cb connection_cb,
+                                        uv_signal_cb signal_cb) {
+  int rc;
+  signal(SIGPIPE, SIG_IGN);
+  if (server_unix_stale(path))
+    unlink(path);
+  uv_pipe_init(loop, server, 0);
+  rc = uv_pipe_bind(server, path);
+  if (rc == 0)
+    rc = uv_listen((uv_stream_t*)server, 511, connection_cb);
+  if (rc != 0) {
+    fprintf(stderr, "%s: cannot listen on unix:%s: %s\n", prog, path,
+            uv_strerror(rc));
+    return 1;
+  }
+  server_uv_watch_signals(loop, signal_cb);
+  printf("listening on unix:%s\n", path);
+  fflush(stdout);
   return 0;
 }
 
@@ -274,7 +356,12 @@ static inline int server_uv_listen(const char* prog,
 #define SERVER_RESUME_BYTES (SERVER_PAUSE_BYTES / 2)
 
 typedef struct server_conn_s {
-  uv_tcp_t tcp; /* first, so the handle pointer is the conn pointer */
+  /* First, so the handle pointer is the conn pointer; a uv_pipe_t with
+   * --unix. */
+  union {
+    uv_tcp_t tcp;
+    uv_pipe_t pipe;
+  } handle;
   int paused;
 } server_conn_t;
 
@@ -323,17 +410,21 @@ static inline void server_conn_written(uv_stream_t* stream, int status) {
 
 
 static inline void server_connection_cb(uv_stream_t* server, int status) {
-  uv_tcp_t* tcp = server_uv_accept(server, status, sizeof(server_conn_t));
-  if (tcp != NULL &&
-      uv_read_start((uv_stream_t*)tcp, server_alloc_cb, server_read_cb) != 0)
-    server_conn_close((uv_stream_t*)tcp);
+  uv_stream_t* stream =
+      server_uv_accept(server, status, sizeof(server_conn_t));
+  if (stream != NULL &&
+      uv_read_start(stream, server_alloc_cb, server_read_cb) != 0)
+    server_conn_close(stream);
 }
 
 
 /* A stop leaves connections open: the process exits right after, and the
- * kernel closes them faster than a graceful walk would. */
+ * kernel closes them faster than a graceful walk would. The socket file of
+ * --unix goes, though, since nothing else would remove it. */
 static inline void server_uv_stop_cb(uv_signal_t* handle, int signum) {
   (void)signum;
+  if (server_unix_path != NULL)
+    unlink(server_unix_path);
   uv_stop(handle->loop);
 }
 
@@ -351,14 +442,21 @@ static inline int server_uv_main(const char* prog,
                                  char** argv,
                                  uv_alloc_cb alloc_cb,
                                  uv_read_cb read_cb) {
-  static uv_tcp_t server;
+  static union {
+    uv_tcp_t tcp;
+    uv_pipe_t pipe;
+  } server;
   uv_loop_t* loop = uv_default_loop();
   struct addrinfo* ai = server_parse_args(prog, argc, argv);
   int rc;
   server_alloc_cb = alloc_cb;
   server_read_cb = read_cb;
-  rc = server_uv_listen(prog, loop, &server, ai->ai_addr, server_connection_cb,
-                        server_uv_stop_cb);
+  if (server_unix_path != NULL)
+    rc = server_uv_listen_unix(prog, loop, &server.pipe, server_unix_path,
+                               server_connection_cb, server_uv_stop_cb);
+  else
+    rc = server_uv_listen(prog, loop, &server.tcp, ai->ai_addr,
+                          server_connection_cb, server_uv_stop_cb);
   freeaddrinfo(ai);
   if (rc != 0)
     return rc;

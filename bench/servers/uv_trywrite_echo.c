@@ -1,7 +1,7 @@
 /* bench_uv_trywrite: a raw libuv echo server written the fastest way
  * libuv allows, as a reference point for the cport benchmark.
  *
- *   bench_uv_trywrite [--host ADDR] [--port N] [--threads N]
+ *   bench_uv_trywrite [--host ADDR] [--port N | --unix PATH] [--threads N]
  *
  * Design notes: all connections read into one static 64 KiB buffer, which
  * is safe because read_cb consumes it before returning and the loop runs

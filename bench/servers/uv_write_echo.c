@@ -1,7 +1,7 @@
 /* bench_uv_write: a raw libuv echo server written the classic way, as a
  * reference point for the cport benchmark.
  *
- *   bench_uv_write [--host ADDR] [--port N] [--threads N]
+ *   bench_uv_write [--host ADDR] [--port N | --unix PATH] [--threads N]
  *
  * Design notes: every read gets its own malloc'd buffer of libuv's
  * suggested size (64 KiB), which then travels inside a heap write request

@@ -9,6 +9,8 @@
 #   bench/run.sh --fresh --reps 15 --conns 1 --sizes 64 --idle 0 --servers cport,asio
 #   bench/run.sh --tls           the same over TLS 1.3, about ten minutes
 #   bench/run.sh --smoke --tls   the TLS variant of --smoke (CI, ~15 s)
+#   bench/run.sh --unix          the plain matrix over a Unix domain socket
+#   bench/run.sh --smoke --unix  its --smoke variant (CI)
 #
 # Every server is started once, pinned to core 0; the client is pinned to
 # core 1 (when the machine has two cores and taskset). Rows are connections
@@ -36,8 +38,14 @@
 # shows per size what the cipher alone needs per echoed message (one
 # decrypt and one encrypt, from `openssl speed`): a floor no server beats.
 #
+# --unix runs the plain matrix and the idle connections over a Unix domain
+# stream socket in the run's temporary directory (local endpoints, issue
+# 19) against the servers that can listen on one: cport (echo_server --unix
+# PATH) and the raw libuv servers (uv_pipe_t); bench_load connects with
+# --unix PATH. Not with --tls.
+#
 # Output: a Markdown table on stdout; the raw runs in build/bench/runs.tsv
-# (with --tls: runs-tls.tsv and handshakes.tsv).
+# (with --tls: runs-tls.tsv and handshakes.tsv; with --unix: runs-unix.tsv).
 set -euo pipefail
 
 # bash 4 or later, said plainly rather than by a bash 3.2 syntax error:
@@ -66,11 +74,12 @@ pipeline=1
 smoke=0
 fresh=0
 tls=0
+unix=0
 servers_set=0
 
 usage() {
-  sed -n '2,40p' "$0" | sed 's/^# \{0,1\}//'
-  echo "options: --smoke --fresh --tls --seconds S --reps N --idle N --servers LIST"
+  sed -n '2,48p' "$0" | sed 's/^# \{0,1\}//'
+  echo "options: --smoke --fresh --tls --unix --seconds S --reps N --idle N --servers LIST"
   echo "         --conns 'LIST' --sizes 'LIST' --pipeline K --build DIR"
 }
 
@@ -118,6 +127,10 @@ while [ $# -gt 0 ]; do
       tls=1
       shift
       ;;
+    --unix)
+      unix=1
+      shift
+      ;;
     -h | --help)
       usage
       exit 0
@@ -130,6 +143,10 @@ done
 [[ "$seconds" =~ ^[0-9]*\.?[0-9]+$ ]] || die "--seconds must be a number"
 if [ "$tls" = 1 ] && [ "$servers_set" = 0 ]; then
   servers_wanted=$bench_tls_servers
+fi
+[ "$tls" = 0 ] || [ "$unix" = 0 ] || die "--tls and --unix do not go together"
+if [ "$unix" = 1 ] && [ "$servers_set" = 0 ]; then
+  servers_wanted=$bench_unix_servers
 fi
 
 [ "$(uname -s)" = Linux ] ||
@@ -157,10 +174,13 @@ if [ "$tls" = 1 ]; then
 fi
 
 # server_line NAME: the command line of server NAME in this mode; with
-# --tls, $cert and $key are made before any server starts.
+# --tls, $cert and $key are made before any server starts. (With --unix,
+# start_server appends --unix PATH.)
 server_line() {
   if [ "$tls" = 1 ]; then
     echo "$(server_tls_cmd "$1") --tls-cert $cert --tls-key $key"
+  elif [ "$unix" = 1 ]; then
+    server_unix_cmd "$1"
   else
     server_cmd "$1"
   fi
@@ -171,6 +191,8 @@ IFS=, read -r -a wanted <<<"$servers_wanted"
 for s in "${wanted[@]}"; do
   if [ "$tls" = 1 ]; then
     cmd=$(server_tls_cmd "$s") || die "unknown TLS server '$s' (the TLS servers: $bench_tls_servers)"
+  elif [ "$unix" = 1 ]; then
+    cmd=$(server_unix_cmd "$s") || die "no Unix socket server '$s' (those with --unix: $bench_unix_servers)"
   else
     cmd=$(server_cmd "$s") || die "unknown server '$s'"
   fi
@@ -230,12 +252,41 @@ if [ "$tls" = 1 ]; then
     die "cannot make a certificate: $(cat "$work/openssl.err")"
 fi
 
-# start_server NAME: start it on a free port, set pid_of/port_of.
+# sock_path NAME: with --unix, the socket server NAME listens on.
+sock_path() { echo "$work/$1.sock"; }
+
+# unix_listening FILE PID PATH: wait (up to 30 s) for PID to print
+# "listening on unix:PATH" into FILE. Fails if PID exits first or the time
+# runs out.
+unix_listening() {
+  local _
+  for _ in $(seq 1 300); do
+    grep -qxF "listening on unix:$3" "$1" && return 0
+    kill -0 "$2" 2>/dev/null || return 1
+    sleep 0.1
+  done
+  return 1
+}
+
+# start_server NAME: start it on a free port (with --unix: on its socket
+# in $work), set pid_of/port_of.
 start_server() {
-  local name=$1 out="$work/$1.out" port
+  local name=$1 out="$work/$1.out" port sock
   # Created here, so that cport_listening_port never reads a file the
   # background job has not opened yet.
   : >"$out"
+  if [ "$unix" = 1 ]; then
+    sock=$(sock_path "$name")
+    # Left by an earlier process of this run (--fresh); only our own path.
+    rm -f "$sock"
+    # shellcheck disable=SC2046
+    "${pin_server[@]}" $(server_line "$name") --unix "$sock" \
+      >"$out" 2>"$work/$name.err" &
+    pid_of[$name]=$!
+    unix_listening "$out" "${pid_of[$name]}" "$sock" ||
+      die "$name did not start: $(cat "$work/$name.err")"
+    return 0
+  fi
   # shellcheck disable=SC2046
   "${pin_server[@]}" $(server_line "$name") --host 127.0.0.1 --port 0 \
     >"$out" 2>"$work/$name.err" &
@@ -243,6 +294,16 @@ start_server() {
   port=$(cport_listening_port "$out" "${pid_of[$name]}") ||
     die "$name did not start: $(cat "$work/$name.err")"
   port_of[$name]=$port
+}
+
+# set_target NAME: `target`, the arguments bench_load reaches server NAME
+# with.
+set_target() {
+  if [ "$unix" = 1 ]; then
+    target=(--unix "$(sock_path "$1")")
+  else
+    target=(--port "${port_of[$1]}")
+  fi
 }
 
 stop_server() {
@@ -298,6 +359,7 @@ fi
 
 runs="$bench_build_dir/runs.tsv"
 [ "$tls" = 0 ] || runs="$bench_build_dir/runs-tls.tsv"
+[ "$unix" = 0 ] || runs="$bench_build_dir/runs-unix.tsv"
 printf 'server\tconns\tsize\trep\tmsgs_per_s\tcpu_us_per_msg\tp99_us\terrors\n' >"$runs"
 failed=0
 
@@ -308,7 +370,8 @@ measure() {
   local s=$1
   shift
   [ "$fresh" = 0 ] || start_server "$s"
-  line=$("${pin_client[@]}" "$load" "$@" --port "${port_of[$s]}" \
+  set_target "$s"
+  line=$("${pin_client[@]}" "$load" "$@" "${target[@]}" \
     --seconds "$seconds" --warmup "$warmup" \
     --server-pid "${pid_of[$s]}" 2>>"$work/load.err") || true
   errors=$(value errors "$line")
@@ -392,7 +455,8 @@ if [ "$idle" -gt 0 ]; then
   for s in "${servers[@]}"; do
     start_server "$s"
     before=$(status_kb "${pid_of[$s]}" VmRSS)
-    "${pin_client[@]}" "$load" "${tls_args[@]}" --idle --port "${port_of[$s]}" \
+    set_target "$s"
+    "${pin_client[@]}" "$load" "${tls_args[@]}" --idle "${target[@]}" \
       --conns "$idle" --size 64 >"$work/idle.out" 2>>"$work/load.err" &
     client=$!
     ready=0
@@ -434,12 +498,15 @@ echo
 if [ "$tls" = 1 ]; then
   echo "Ping-pong echo over TLS 1.3 (TLS_AES_128_GCM_SHA256), pipeline $pipeline,"
   echo "${seconds}s x $reps (median); $pinning."
+elif [ "$unix" = 1 ]; then
+  echo "Ping-pong echo over a Unix domain socket, pipeline $pipeline,"
+  echo "${seconds}s x $reps (median); $pinning."
 else
   echo "Ping-pong echo, pipeline $pipeline, ${seconds}s x $reps (median); $pinning."
 fi
 echo "Each cell: messages per second / server CPU microseconds per message."
 echo "vs libuv: cport against the best raw libuv server of the row (msg/s; CPU/msg);"
-echo "vs asio: cport against Boost.Asio, likewise."
+[ "$unix" = 1 ] || echo "vs asio: cport against Boost.Asio, likewise."
 [ "$tls" = 0 ] || {
   echo "vs libevent: cport against libevent, likewise."
   echo "cipher: microseconds the cipher alone needs per message (one decrypt,"
@@ -611,6 +678,8 @@ fi
 echo
 if [ "$tls" = 1 ]; then
   echo "Memory: $idle idle TLS connections (handshake and one 64-byte echo each, then held)."
+elif [ "$unix" = 1 ]; then
+  echo "Memory: $idle idle Unix socket connections (one 64-byte echo each, then held)."
 else
   echo "Memory: $idle idle connections (one 64-byte echo each, then held)."
 fi

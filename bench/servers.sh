@@ -37,3 +37,16 @@ server_tls_cmd() {
 }
 
 bench_tls_servers="cport,asio,libevent"
+
+# server_unix_cmd NAME: the command line of server NAME listening on a Unix
+# domain socket, without its path: the caller appends --unix PATH (the
+# server then prints "listening on unix:PATH"). Fails for a server that has
+# no --unix.
+server_unix_cmd() {
+  case "$1" in
+    cport | uv-trywrite | uv-trywrite-lt | uv-write) server_cmd "$1" ;;
+    *) return 1 ;;
+  esac
+}
+
+bench_unix_servers="cport,uv-trywrite,uv-write"

@@ -5,8 +5,9 @@
 # and tools of tests/proxy_peers_test.sh (HAProxy, nginx with its stream
 # module, curl, socat, and systemd's systemd-socket-activate on Linux; the
 # test runs its own instances, on loopback), and tests/dualstack_test.sh's
-# resolver wrapper (nss_wrapper, Linux) and netcat. Debian/Ubuntu use apt-get,
-# macOS uses Homebrew, Windows (Git Bash) uses vcpkg from
+# resolver wrapper (nss_wrapper, Linux) and netcat, which with socat are
+# tests/local_peers_test.sh's Unix socket peers too (macOS has its own nc).
+# Debian/Ubuntu use apt-get, macOS uses Homebrew, Windows (Git Bash) uses vcpkg from
 # $VCPKG_ROOT. Safe to run again: it installs nothing that is already there.
 #
 #   scripts/deps.sh           what the library, examples and tests need

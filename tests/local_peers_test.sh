@@ -2,15 +2,16 @@
 # Local endpoints against real, independent peers: echo_server --unix
 # serving socat and nc -U byte-exact, echo_client --unix, the peer
 # credentials of a socat client (its pid, the test's uid and gid),
-# --unix-mode, the socket file removed on stop, a stale file (nothing
-# listens) replaced, a live server's file and a regular file refused and
-# left alone, the path length limit (107 bytes on Linux, 103 on macOS and
-# the BSDs: one byte more is refused, exactly the limit is served), and a
-# Linux abstract name. Every wait is bounded and every process started
-# here is stopped here; the socket files live in a private folder under
-# /tmp (macOS's $TMPDIR is too long for them), removed on exit. Parts
-# without their tools (socat, nc -U, python3) are skipped with the reason
-# printed; exits 77 (ctest: skipped) when every part was.
+# --unix-mode, the socket file removed on stop (only the server's own), a
+# stale file (nothing listens) replaced, a live server's file and a
+# regular file refused and left alone, the path length limit (107 bytes
+# on Linux, 103 on macOS and the BSDs: one byte more is refused, exactly
+# the limit is served), and a Linux abstract name. Every wait is bounded
+# and every process started here is stopped here; the socket files live
+# in a private folder under /tmp (macOS's $TMPDIR is too long for them),
+# removed on exit. Parts without their tools (socat, nc -U, python3) are
+# skipped with the reason printed; exits 77 (ctest: skipped) when every
+# part was.
 #
 #   local_peers_test.sh ECHO_SERVER ECHO_CLIENT
 set -u
@@ -32,6 +33,7 @@ skip_part() {
   echo "SKIP: $*"
 }
 have() { command -v "$1" >/dev/null 2>&1; }
+size() { wc -c <"$1" | tr -d ' '; }
 os=$(uname -s)
 
 # nc's flag to end after its input's end (OpenBSD's -N; -q on others), or
@@ -49,8 +51,8 @@ if have nc; then
 fi
 
 # The permission bits of a file, in octal: GNU stat, else BSD stat.
-if stat -c %a "$work" >/dev/null 2>&1; then
-  file_mode() { stat -c %a "$1"; }
+if stat -c %a "$work" >/dev/null 2>&1; then # portable: BSD falls back
+  file_mode() { stat -c %a "$1"; } # portable: only where it worked
 else
   file_mode() { stat -f %Lp "$1"; }
 fi
@@ -116,7 +118,7 @@ else
     if through socat socat -t 10 -T 10 - "UNIX-CONNECT:$sock"; then
       ok "socat UNIX-CONNECT: 64 KiB came back byte-exact"
     else
-      bad "socat UNIX-CONNECT: $(wc -c <"$work/socat.echo") bytes back," \
+      bad "socat UNIX-CONNECT: $(size "$work/socat.echo") bytes back," \
         "$(head -c 200 "$work/socat.err")"
     fi
     # ---- 3. the peer's credentials: socat's pid, our uid and gid ----
@@ -148,7 +150,7 @@ else
     if through nc nc -U $nc_end "$sock"; then
       ok "nc -U $nc_end: 64 KiB came back byte-exact"
     else
-      bad "nc -U $nc_end: $(wc -c <"$work/nc.echo") bytes back," \
+      bad "nc -U $nc_end: $(size "$work/nc.echo") bytes back," \
         "$(head -c 200 "$work/nc.err")"
     fi
   fi
@@ -184,6 +186,30 @@ else
     bad "SIGTERM: exit $exit_code, socket file" \
       "$([ -e "$sock" ] && echo still there || echo gone)"
   fi
+fi
+
+# ---- 5. ...but only the file the server made ----
+# Server A's file is removed under it and B makes a new one there: A's
+# stop must leave B's alone.
+if start_server --unix "$work/r"; then
+  a_pid=$server_pid
+  rm -f "$work/r"
+  if ! start_server --unix "$work/r"; then
+    bad "a second server on a removed file's path did not start:" \
+      "$(cat "$server_err")"
+    stop_pid "$a_pid"
+  else
+    stop_pid "$a_pid"
+    if [ -S "$work/r" ] && serves replaced "$work/r"; then
+      ok "the first server's stop left the second one's file, which serves"
+    else
+      bad "the first server's stop took the second one's file:" \
+        "$(ls -l "$work/r" 2>&1)"
+    fi
+    stop_pid "$server_pid"
+  fi
+else
+  bad "echo_server --unix $work/r did not start: $(cat "$server_err")"
 fi
 
 # ---- 4. --unix-mode ----
@@ -276,8 +302,14 @@ else
   if through abstract socat -t 10 -T 10 - "ABSTRACT-CONNECT:cport-test-$$"; then
     ok "abstract name @cport-test-$$: 64 KiB came back byte-exact"
   else
-    bad "abstract name: $(wc -c <"$work/abstract.echo") bytes back," \
+    bad "abstract name: $(size "$work/abstract.echo") bytes back," \
       "$(head -c 200 "$work/abstract.err")"
+  fi
+  if expect_refused abstract2 "@cport-test-$$" 1 'address already in use'; then
+    ok "a second server on a live abstract name: exit 1"
+  else
+    bad "a second server on a live abstract name: exit $exit_code," \
+      "'$(head -n 1 "$work/abstract2.err")'"
   fi
   stop_pid "$server_pid"
 fi

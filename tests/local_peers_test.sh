@@ -80,6 +80,19 @@ through() {
   cmp -s "$work/msg" "$work/$1.echo"
 }
 
+# echo_exact NAME WHAT COMMAND...: through, with an ok or FAIL line
+# about WHAT.
+echo_exact() {
+  local name=$1 what=$2
+  shift 2
+  if through "$name" "$@"; then
+    ok "$what: 64 KiB came back byte-exact"
+  else
+    bad "$what: $(size "$work/$name.echo") bytes back," \
+      "$(head -c 200 "$work/$name.err")"
+  fi
+}
+
 # serves NAME PATH: the server at PATH echoes: socat byte-exact, or
 # echo_client without socat.
 serves() {
@@ -89,6 +102,21 @@ serves() {
     run "$1" "$client_bin" --unix "$2" --sessions 1 --messages 10
     [ "$exit_code" = 0 ] && grep -q ' errors=0 ' "$work/$1.echo"
   fi
+}
+
+# start_and_serve NAME PATH WHAT: echo_server --unix PATH starts and
+# serves, and is stopped; WHAT names the case in the ok or FAIL line.
+start_and_serve() {
+  if ! start_server --unix "$2"; then
+    bad "$3: echo_server did not start: $(cat "$server_err")"
+    return
+  fi
+  if serves "$1" "$2"; then
+    ok "$3: served"
+  else
+    bad "$3: the server started but does not echo"
+  fi
+  stop_pid "$server_pid"
 }
 
 # expect_refused NAME PATH CODE TEXT: echo_server --unix PATH must exit
@@ -115,12 +143,8 @@ else
     skip_part "socat echo and peer credentials: no socat" \
       "(scripts/deps.sh installs it)"
   else
-    if through socat socat -t 10 -T 10 - "UNIX-CONNECT:$sock"; then
-      ok "socat UNIX-CONNECT: 64 KiB came back byte-exact"
-    else
-      bad "socat UNIX-CONNECT: $(size "$work/socat.echo") bytes back," \
-        "$(head -c 200 "$work/socat.err")"
-    fi
+    echo_exact socat "socat UNIX-CONNECT" \
+      socat -t 10 -T 10 - "UNIX-CONNECT:$sock"
     # ---- 3. the peer's credentials: socat's pid, our uid and gid ----
     want="uid $(id -u) gid $(id -g)"
     line=$(grep "from pid $run_pid " "$server1_out")
@@ -147,12 +171,7 @@ else
     skip_part "nc -U: no nc with -U and -N or -q (Debian: netcat-openbsd)"
   else
     # shellcheck disable=SC2086 # nc_end may be two words
-    if through nc nc -U $nc_end "$sock"; then
-      ok "nc -U $nc_end: 64 KiB came back byte-exact"
-    else
-      bad "nc -U $nc_end: $(size "$work/nc.echo") bytes back," \
-        "$(head -c 200 "$work/nc.err")"
-    fi
+    echo_exact nc "nc -U $nc_end" nc -U $nc_end "$sock"
   fi
 
   # ---- 2. echo_client, several sessions ----
@@ -203,7 +222,7 @@ if start_server --unix "$work/r"; then
     if [ -S "$work/r" ] && serves replaced "$work/r"; then
       ok "the first server's stop left the second one's file, which serves"
     else
-      bad "the first server's stop took the second one's file:" \
+      bad "after the first server's stop, the second one's file (no echo):" \
         "$(ls -l "$work/r" 2>&1)"
     fi
     stop_pid "$server_pid"
@@ -245,15 +264,8 @@ if ! have python3 && ! have socat; then
   skip_part "stale file: neither python3 nor socat to leave one"
 elif [ ! -S "$stale" ]; then
   bad "stale file: $how left no socket file"
-elif ! start_server --unix "$stale"; then
-  bad "stale file ($how's): echo_server did not start: $(cat "$server_err")"
 else
-  if serves stale "$stale"; then
-    ok "stale file ($how's, nothing listening): replaced and served"
-  else
-    bad "stale file: the server started but does not echo"
-  fi
-  stop_pid "$server_pid"
+  start_and_serve stale "$stale" "stale file ($how's, nothing listening)"
 fi
 
 # ---- 8. a regular file is refused and left alone ----
@@ -280,15 +292,8 @@ else
 fi
 if [ ${#at_limit} != "$limit" ]; then
   bad "the test built a ${#at_limit}-byte path, not $limit"
-elif ! start_server --unix "$at_limit"; then
-  bad "a $limit-byte path: echo_server did not start: $(cat "$server_err")"
 else
-  if serves limit "$at_limit"; then
-    ok "a $limit-byte path: served"
-  else
-    bad "a $limit-byte path: no echo"
-  fi
-  stop_pid "$server_pid"
+  start_and_serve limit "$at_limit" "a $limit-byte path"
 fi
 
 # ---- 10. a Linux abstract name ----
@@ -299,12 +304,8 @@ elif ! have socat; then
 elif ! start_server --unix "@cport-test-$$"; then
   bad "echo_server --unix @cport-test-$$ did not start: $(cat "$server_err")"
 else
-  if through abstract socat -t 10 -T 10 - "ABSTRACT-CONNECT:cport-test-$$"; then
-    ok "abstract name @cport-test-$$: 64 KiB came back byte-exact"
-  else
-    bad "abstract name: $(size "$work/abstract.echo") bytes back," \
-      "$(head -c 200 "$work/abstract.err")"
-  fi
+  echo_exact abstract "abstract name @cport-test-$$" \
+    socat -t 10 -T 10 - "ABSTRACT-CONNECT:cport-test-$$"
   if expect_refused abstract2 "@cport-test-$$" 1 'address already in use'; then
     ok "a second server on a live abstract name: exit 1"
   else

@@ -388,7 +388,7 @@ int main(int argc, char** argv) {
                value != NULL) {
       local = value;
     } else if (strcmp(argv[i], "--unix-mode") == 0 &&
-               example_parse_octal(value, 07777, &unix_mode) == 0) {
+               example_parse_octal(value, 0777, &unix_mode) == 0) {
     } else if (strcmp(argv[i], "--port") == 0 &&
                example_parse_long(value, 0, 65535, &port) == 0) {
     } else if (strcmp(argv[i], "--threads") == 0 &&

@@ -396,9 +396,9 @@ static int service_check_local(cport_service_kind_t kind,
     return SERVICE_EINVAL("opts.unix_mode 0%o: only a server's Unix socket "
                           "file has a mode (%s)",
                           opts->unix_mode, path);
-  if (opts->unix_mode > 07777)
+  if (opts->unix_mode > 0777)
     return SERVICE_EINVAL("opts.unix_mode 0%o: permission bits are at most "
-                          "07777",
+                          "0777 (no setuid, setgid or sticky bits)",
                           opts->unix_mode);
   return 0;
 }

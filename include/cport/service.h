@@ -328,8 +328,8 @@ typedef struct cport_service_opts_s {
   /* Servers on a Unix domain socket path: the socket file's permission
    * bits (for example 0660 lets the file's group connect), set before the
    * server accepts anything. 0 (the default): what the process's umask
-   * gives. Unix paths only (not abstract names, not named pipes).
-   * Since 0.5.0. */
+   * gives; at most 0777. Unix paths only (not abstract names, not named
+   * pipes). Since 0.5.0. */
   unsigned unix_mode;
 } cport_service_opts_t;
 

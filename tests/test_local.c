@@ -326,10 +326,18 @@ static void test_local_sends_from_threads_keep_each_threads_order(
 
 static void test_local_idle_timeout_ends_a_silent_session(void** state) {
   fixture_t* fx = *state;
+  char path[128];
+  cport_addr_t addr;
+  local_path(path, sizeof(path), "idle");
+  local_addr(&addr, path);
+  /* The server's alone: the client must not time out first. */
   fx->opts.idle_timeout_ms = 100;
-  start_local_pair(fx, "idle", 1);
+  fixture_start_server_at(fx, &addr);
+  fx->opts.idle_timeout_ms = 0;
+  fixture_start_client(fx, &addr, 1);
   fixture_wait_int(fx, &fx->disconnected, 2, FIXTURE_TIMEOUT_MS);
   assert_int_equal(rec_of(fx->last_server)->code, CPORT_EIDLE);
+  assert_int_equal(rec_of(fx->last_client)->code, UV_EOF);
 }
 
 

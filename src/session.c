@@ -143,8 +143,8 @@ struct cport_session_s {
   /* The libuv handle: a uv_tcp_t, or a uv_pipe_t for a local endpoint
    * (a Unix domain socket, a Windows named pipe). Last, so that the block
    * of a local service is sized for a uv_pipe_t and a TCP session pays
-   * nothing for it (cport__session_layout): `pipe` may extend past the
-   * struct's end. The handle's `data` points at the service, which saves
+   * nothing for it (cport__session_layout): the uv_pipe_t (SESSION_PIPE)
+   * may extend past the struct's end. The handle's `data` points at the service, which saves
    * each session a pointer of its own. */
   union {
     uv_handle_t handle;
@@ -1444,8 +1444,8 @@ static void session_local_start(cport_session_t* s) {
   const cport__service_view_t* v = VIEW(s);
   session_local_t* l = session_local(s);
   uv_os_fd_t fd;
-  /* Best effort, as getpeername is for TCP: a platform or peer that does
-   * not say leaves -1. */
+  /* Best effort: a platform that does not say leaves -1, and the
+   * connection itself is not at fault. */
   if (uv_fileno(&s->io.handle, &fd) == 0)
     (void)cport__platform_peer_cred(fd, v->kind == CPORT_SERVICE_SERVER,
                                     &l->cred);

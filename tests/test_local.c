@@ -44,6 +44,16 @@ static void local_addr(cport_addr_t* out, const char* path) {
 }
 
 
+/* A fresh endpoint, its path in `path` and its address in `out`. */
+static void local_endpoint(char* path,
+                           size_t size,
+                           const char* tag,
+                           cport_addr_t* out) {
+  local_path(path, size, tag);
+  local_addr(out, path);
+}
+
+
 static long own_pid(void) {
 #ifdef _WIN32
   return (long)GetCurrentProcessId();
@@ -58,8 +68,7 @@ static long own_pid(void) {
 static void start_local_pair(fixture_t* fx, const char* tag, unsigned n) {
   char path[128];
   cport_addr_t addr;
-  local_path(path, sizeof(path), tag);
-  local_addr(&addr, path);
+  local_endpoint(path, sizeof(path), tag, &addr);
   fixture_start_server_at(fx, &addr);
   assert_int_equal(cport_addr_kind(&fx->server_addr), cport_addr_kind(&addr));
   assert_string_equal(cport_addr_path(&fx->server_addr), path);
@@ -114,8 +123,7 @@ static void test_local_max_sessions_rejects_the_rest(void** state) {
   cport_service_stats_t st;
   char path[128];
   cport_addr_t addr;
-  local_path(path, sizeof(path), "max");
-  local_addr(&addr, path);
+  local_endpoint(path, sizeof(path), "max", &addr);
   fx->opts.max_sessions = 2;
   fixture_start_server_at(fx, &addr);
   fx->opts.max_sessions = 0;
@@ -215,8 +223,7 @@ static void test_local_packets_both_ways(void** state) {
   unsigned i;
   memset(&server, 0, sizeof(server));
   memset(&client, 0, sizeof(client));
-  local_path(path, sizeof(path), "pk");
-  local_addr(&addr, path);
+  local_endpoint(path, sizeof(path), "pk", &addr);
   cport_service_opts_init(&o);
   o.packet.has_id = 1;
   o.cbs.on_connected = lpk_connected;
@@ -328,8 +335,7 @@ static void test_local_idle_timeout_ends_a_silent_session(void** state) {
   fixture_t* fx = *state;
   char path[128];
   cport_addr_t addr;
-  local_path(path, sizeof(path), "idle");
-  local_addr(&addr, path);
+  local_endpoint(path, sizeof(path), "idle", &addr);
   /* The server's alone: the client must not time out first. */
   fx->opts.idle_timeout_ms = 100;
   fixture_start_server_at(fx, &addr);
@@ -350,8 +356,7 @@ static void test_local_options_that_do_not_apply_are_refused(void** state) {
   cport_addr_t local;
   cport_addr_t tcp;
   char path[128];
-  local_path(path, sizeof(path), "opts");
-  local_addr(&local, path);
+  local_endpoint(path, sizeof(path), "opts", &local);
   assert_int_equal(cport_addr_parse(&tcp, "127.0.0.1", 0), 0);
   cport_service_opts_init(&o);
   o.unix_mode = 0600;
@@ -402,8 +407,7 @@ static void test_local_connect_to_nothing_fails_cleanly(void** state) {
   fixture_t* fx = *state;
   char path[128];
   cport_addr_t addr;
-  local_path(path, sizeof(path), "none");
-  local_addr(&addr, path);
+  local_endpoint(path, sizeof(path), "none", &addr);
   fixture_start_client(fx, &addr, 1);
   fixture_wait_int(fx, &fx->connect_failed, 1, FIXTURE_TIMEOUT_MS);
   assert_int_equal(fx->connected, 0);
@@ -467,7 +471,8 @@ static void test_local_peer_that_never_reads_meets_the_limit(void** state) {
   assert_true(st.queued_bytes > 0);
   /* Refused once it held the limit or more: the last admitted send may
    * have passed it by its own size (and a request's overhead). */
-  assert_true(st.queued_bytes <= fx->opts.send_queue_limit + 2 * sizeof(chunk));
+  assert_true(st.queued_bytes <=
+              fx->opts.send_queue_limit + 2 * sizeof(chunk));
   assert_true(cport_session_is_connected(fx->last_server));
   close(fd);
 }
@@ -550,8 +555,7 @@ static void test_local_mode_is_set_before_clients_come(void** state) {
   struct stat st;
   char path[128];
   cport_addr_t addr;
-  local_path(path, sizeof(path), "mode");
-  local_addr(&addr, path);
+  local_endpoint(path, sizeof(path), "mode", &addr);
   fx->opts.unix_mode = 0600;
   fixture_start_server_at(fx, &addr);
   assert_int_equal(stat(path, &st), 0);
@@ -640,8 +644,7 @@ static void test_local_server_spreads_over_loops(void** state) {
   cport_core_opts_init(&co);
   co.loops = 2;
   assert_int_equal(cport_core_create(&core, &co), 0);
-  local_path(path, sizeof(path), "spread");
-  local_addr(&addr, path);
+  local_endpoint(path, sizeof(path), "spread", &addr);
   cport_service_opts_init(&o);
   assert_int_equal(
       cport_service_create(&srv, core, CPORT_SERVICE_SERVER, &addr, &o), 0);

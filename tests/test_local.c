@@ -420,13 +420,13 @@ static void test_local_connect_to_nothing_fails_cleanly(void** state) {
 
 /* A socket file whose socket is closed: what a killed server leaves. */
 static void make_stale_socket(const char* path) {
-  struct sockaddr_un sun;
+  struct sockaddr_un un;
   int fd = socket(AF_UNIX, SOCK_STREAM, 0);
   assert_true(fd >= 0);
-  memset(&sun, 0, sizeof(sun));
-  sun.sun_family = AF_UNIX;
-  snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
-  assert_int_equal(bind(fd, (struct sockaddr*)&sun, sizeof(sun)), 0);
+  memset(&un, 0, sizeof(un));
+  un.sun_family = AF_UNIX;
+  snprintf(un.sun_path, sizeof(un.sun_path), "%s", path);
+  assert_int_equal(bind(fd, (struct sockaddr*)&un, sizeof(un)), 0);
   close(fd);
 }
 
@@ -442,7 +442,7 @@ static int is_socket_file(const char* path) {
  * TCP. */
 static void test_local_peer_that_never_reads_meets_the_limit(void** state) {
   fixture_t* fx = *state;
-  struct sockaddr_un sun;
+  struct sockaddr_un un;
   cport_service_stats_t st;
   uint8_t chunk[64 * 1024];
   int fd;
@@ -452,11 +452,11 @@ static void test_local_peer_that_never_reads_meets_the_limit(void** state) {
   start_local_pair(fx, "bp", 0);
   fd = socket(AF_UNIX, SOCK_STREAM, 0);
   assert_true(fd >= 0);
-  memset(&sun, 0, sizeof(sun));
-  sun.sun_family = AF_UNIX;
-  snprintf(sun.sun_path, sizeof(sun.sun_path), "%s",
+  memset(&un, 0, sizeof(un));
+  un.sun_family = AF_UNIX;
+  snprintf(un.sun_path, sizeof(un.sun_path), "%s",
            cport_addr_path(&fx->server_addr));
-  assert_int_equal(connect(fd, (struct sockaddr*)&sun, sizeof(sun)), 0);
+  assert_int_equal(connect(fd, (struct sockaddr*)&un, sizeof(un)), 0);
   fixture_wait_int(fx, &fx->connected, 1, FIXTURE_TIMEOUT_MS);
   memset(chunk, 0x5a, sizeof(chunk));
   /* The kernel's buffers take a few hundred KiB first. */

@@ -202,19 +202,19 @@ int cport__socket_accept(uv_os_sock_t listener, uv_os_sock_t* out) {
  * abstract name ("@name", Linux) has no terminating NUL: its length is
  * exactly its bytes. */
 static int local_sockaddr(const char* path,
-                          struct sockaddr_un* sun,
+                          struct sockaddr_un* un,
                           socklen_t* len) {
   size_t n = strlen(path);
-  memset(sun, 0, sizeof(*sun));
-  sun->sun_family = AF_UNIX;
-  if (n + (path[0] == '@' ? 0 : 1) > sizeof(sun->sun_path))
+  memset(un, 0, sizeof(*un));
+  un->sun_family = AF_UNIX;
+  if (n + (path[0] == '@' ? 0 : 1) > sizeof(un->sun_path))
     return UV_ENAMETOOLONG;
-  memcpy(sun->sun_path, path, n);
+  memcpy(un->sun_path, path, n);
   if (path[0] == '@') {
-    sun->sun_path[0] = '\0';
+    un->sun_path[0] = '\0';
     *len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n);
   } else {
-    *len = (socklen_t)sizeof(*sun);
+    *len = (socklen_t)sizeof(*un);
   }
   return 0;
 }
@@ -243,7 +243,7 @@ static int local_socket(int* out) {
 }
 
 
-static int local_connect(const struct sockaddr_un* sun,
+static int local_connect(const struct sockaddr_un* un,
                          socklen_t len,
                          int* out) {
   int fd;
@@ -251,7 +251,7 @@ static int local_connect(const struct sockaddr_un* sun,
   if (rc != 0)
     return rc;
   do
-    rc = connect(fd, (const struct sockaddr*)sun, len);
+    rc = connect(fd, (const struct sockaddr*)un, len);
   while (rc != 0 && errno == EINTR);
   if (rc != 0) {
     /* Not EINPROGRESS on Unix domain sockets: a full backlog is EAGAIN. */
@@ -265,10 +265,10 @@ static int local_connect(const struct sockaddr_un* sun,
 
 
 int cport__socket_connect_local(const char* path, uv_os_sock_t* out) {
-  struct sockaddr_un sun;
+  struct sockaddr_un un;
   socklen_t len;
-  int rc = local_sockaddr(path, &sun, &len);
-  return rc != 0 ? rc : local_connect(&sun, len, out);
+  int rc = local_sockaddr(path, &un, &len);
+  return rc != 0 ? rc : local_connect(&un, len, out);
 }
 
 
@@ -276,14 +276,14 @@ int cport__socket_connect_local(const char* path, uv_os_sock_t* out) {
  * to it is refused. Anything else (a live server, even one whose backlog
  * is full; a file of another kind; no permission) is left alone. */
 static int local_is_stale(const char* path,
-                          const struct sockaddr_un* sun,
+                          const struct sockaddr_un* un,
                           socklen_t len) {
   struct stat st;
   int fd = -1;
   int rc;
   if (lstat(path, &st) != 0 || !S_ISSOCK(st.st_mode))
     return 0;
-  rc = local_connect(sun, len, &fd);
+  rc = local_connect(un, len, &fd);
   if (rc == 0)
     close(fd);
   return rc == UV_ECONNREFUSED;
@@ -295,21 +295,21 @@ int cport__socket_listen_local(const char* path,
                                unsigned mode,
                                uv_os_sock_t* out,
                                cport__file_id_t* id) {
-  struct sockaddr_un sun;
+  struct sockaddr_un un;
   struct stat st;
   socklen_t len;
   int abstract = path[0] == '@';
   int fd;
-  int rc = local_sockaddr(path, &sun, &len);
+  int rc = local_sockaddr(path, &un, &len);
   memset(id, 0, sizeof(*id));
   if (rc == 0)
     rc = local_socket(&fd);
   if (rc != 0)
     return rc;
-  rc = bind(fd, (struct sockaddr*)&sun, len);
+  rc = bind(fd, (struct sockaddr*)&un, len);
   if (rc != 0 && errno == EADDRINUSE && !abstract &&
-      local_is_stale(path, &sun, len) && unlink(path) == 0)
-    rc = bind(fd, (struct sockaddr*)&sun, len);
+      local_is_stale(path, &un, len) && unlink(path) == 0)
+    rc = bind(fd, (struct sockaddr*)&un, len);
   if (rc != 0) {
     rc = UV__ERR_FROM_ERRNO();
     close(fd);

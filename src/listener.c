@@ -101,11 +101,9 @@ static void listener_warn(cport__listener_t* l, int rc, int pausing) {
 }
 
 
-static void listener_handle_closed(cport__listener_t* l) {
-  cport_service_t* svc = l->svc;
-  if (--l->open_handles > 0)
-    return;
-  /* The watcher is closed: the socket may go. */
+/* The listening socket goes (unless it is the caller's), and a Unix
+ * socket's file with it (if it is still the one made); then `l`. */
+static void listener_free(cport__listener_t* l) {
 #ifdef _WIN32
   if (!l->keep_sock && !l->is_pipe)
     cport__socket_close(l->sock);
@@ -117,6 +115,15 @@ static void listener_handle_closed(cport__listener_t* l) {
 #endif
   cport__free(l->path);
   cport__free(l);
+}
+
+
+static void listener_handle_closed(cport__listener_t* l) {
+  cport_service_t* svc = l->svc;
+  if (--l->open_handles > 0)
+    return;
+  /* The watcher is closed: the socket may go. */
+  listener_free(l);
   if (svc != NULL)
     cport__service_listener_closed(svc);
 }
@@ -243,37 +250,31 @@ int cport__listener_start(cport_service_t* svc, cport__listener_t** out) {
     *out = l;
     return 0;
   }
-#else
-  if (path != NULL) {
-    rc = cport__socket_listen_local(path, v->opts.backlog, v->opts.unix_mode,
-                                    &l->sock, &l->file);
-    if (rc != 0) {
-      cport__free(l);
-      return rc;
-    }
-    l->path = cport__strndup(path, strlen(path));
-    if (l->path == NULL) {
-      cport__socket_unlink_local(path, &l->file);
-      cport__socket_close(l->sock);
-      cport__free(l);
-      return UV_ENOMEM;
-    }
-  }
 #endif
   /* On Unix a bind error such as EADDRINUSE may only show at listen(); both
    * come back to the caller. An inherited socket is bound and listening
-   * already (its backlog is its maker's). */
-  if (path != NULL)
-    rc = 0;
-  else if (v->opts.listen_fd != -1)
-    rc = cport__socket_adopt(v->opts.listen_fd, &l->sock);
-  else
-    rc = cport__socket_listen(
-        cport_addr_sockaddr(cport__service_addr(svc)), v->opts.backlog,
-        (v->opts.reuse_port ? CPORT__LISTEN_REUSEPORT : 0u) |
-            (v->opts.ipv6_only ? CPORT__LISTEN_V6ONLY : 0u),
-        &l->sock);
+   * already (its backlog is its maker's). A Unix socket's path is kept,
+   * to remove its file on stop. */
+#ifndef _WIN32
+  if (path != NULL) {
+    l->path = cport__strndup(path, strlen(path));
+    rc = l->path == NULL ? UV_ENOMEM
+                         : cport__socket_listen_local(path, v->opts.backlog,
+                                                      v->opts.unix_mode,
+                                                      &l->sock, &l->file);
+  }
+#endif
+  if (path == NULL)
+    rc = v->opts.listen_fd != -1
+             ? cport__socket_adopt(v->opts.listen_fd, &l->sock)
+             : cport__socket_listen(
+                   cport_addr_sockaddr(cport__service_addr(svc)),
+                   v->opts.backlog,
+                   (v->opts.reuse_port ? CPORT__LISTEN_REUSEPORT : 0u) |
+                       (v->opts.ipv6_only ? CPORT__LISTEN_V6ONLY : 0u),
+                   &l->sock);
   if (rc != 0) {
+    cport__free(l->path);
     cport__free(l);
     return rc;
   }
@@ -282,14 +283,7 @@ int cport__listener_start(cport_service_t* svc, cport__listener_t** out) {
   l->keep_sock = v->opts.listen_fd != -1;
   rc = uv_poll_init_socket(v->lp->loop, &l->poll, l->sock);
   if (rc != 0) {
-    if (!l->keep_sock)
-      cport__socket_close(l->sock);
-#ifndef _WIN32
-    if (l->path != NULL)
-      cport__socket_unlink_local(l->path, &l->file);
-#endif
-    cport__free(l->path);
-    cport__free(l);
+    listener_free(l);
     return rc;
   }
   l->poll.data = l;
